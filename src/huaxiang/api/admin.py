@@ -1,0 +1,5 @@
+"""Routes: admin (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

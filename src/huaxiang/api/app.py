@@ -1,0 +1,39 @@
+"""The FastAPI application: collection routes (Segment wire format) and management routes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from huaxiang import __version__
+from huaxiang.api import admin, collect, imports, profiles
+from huaxiang.runtime import Runtime
+
+DESCRIPTION = """
+huaxiang collects events in the Segment Tracking API wire format (so Segment's and RudderStack's
+SDKs work unchanged), resolves identities into one profile per person, and serves management routes
+for keys, status, rejects, imports and profiles.
+
+* Collection routes (`/v1/...`) take a **write key**: HTTP Basic auth with the key as user name, or
+  `writeKey` in the body.
+* Management routes (`/admin/...`) take the **admin token** from `huaxiang init` as a Bearer token.
+"""
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="huaxiang",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "collect", "description": "Segment-compatible collection API."},
+            {"name": "admin", "description": "Keys, status and rejected events."},
+            {"name": "imports", "description": "Bulk import of events, orders, contacts, DMP lists."},
+            {"name": "profiles", "description": "Persons, identities, attributes, consent."},
+        ],
+    )
+    app.state.runtime = runtime
+    app.include_router(collect.router)
+    app.include_router(admin.router)
+    app.include_router(imports.router)
+    app.include_router(profiles.router)
+    return app

@@ -1,0 +1,5 @@
+"""Routes: collect (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

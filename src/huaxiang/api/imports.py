@@ -1,0 +1,5 @@
+"""Routes: imports (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

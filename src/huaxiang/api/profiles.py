@@ -1,0 +1,5 @@
+"""Routes: profiles (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

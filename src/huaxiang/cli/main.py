@@ -1,0 +1,78 @@
+"""The ``huaxiang`` command line.
+
+Every command takes ``--home`` (else ``HUAXIANG_HOME``, else ``./huaxiang-data``). Errors are one
+line naming the problem and the fix; set ``HUAXIANG_DEBUG=1`` to see a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from huaxiang.cli import demo, imports, keys, profile, serve, status, workspace
+from huaxiang.config import Workspace
+from huaxiang.errors import HuaxiangError
+
+app = typer.Typer(
+    name="huaxiang",
+    help="huaxiang (画像): collect, resolve identity, profile, tag and segment your customers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        str | None,
+        typer.Option(
+            "--home",
+            help="Workspace folder (default: $HUAXIANG_HOME, else ./huaxiang-data).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Workspace.resolve(home)
+
+
+workspace.register(app)
+serve.register(app)
+keys.register(app)
+imports.register(app)
+demo.register(app)
+profile.register(app)
+status.register(app)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning known errors into one clear line."""
+    try:
+        app(standalone_mode=False)
+    except HuaxiangError as e:
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except Exception as e:
+        if os.environ.get("HUAXIANG_DEBUG"):
+            raise
+        from click.exceptions import ClickException
+
+        if isinstance(e, ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        typer.secho(
+            f"error: unexpected {type(e).__name__}: {e} "
+            "(set HUAXIANG_DEBUG=1 to see the traceback, and report it)",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        sys.exit(1)

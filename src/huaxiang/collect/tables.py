@@ -1,0 +1,59 @@
+"""Tables of the collection stage: events, write keys, dedupe, rejects, checkpoint, imports."""
+
+from __future__ import annotations
+
+DDL: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS write_keys (
+        key VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        revoked_at TIMESTAMP
+    )
+    """,
+    # Every collected or imported event, with its raw identifiers. The person an event belongs
+    # to is read through identity_map (view events_with_person), so merges never rewrite events.
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        message_id VARCHAR NOT NULL,
+        type VARCHAR NOT NULL,
+        event VARCHAR,
+        user_id VARCHAR,
+        anonymous_id VARCHAR,
+        timestamp TIMESTAMP NOT NULL,
+        original_timestamp TIMESTAMP,
+        sent_at TIMESTAMP,
+        received_at TIMESTAMP NOT NULL,
+        channel VARCHAR,
+        properties JSON,
+        context JSON,
+        traits JSON,
+        source VARCHAR NOT NULL
+    )
+    """,
+    # messageIds seen, kept at least `dedupe_days`; a re-sent event is stored once.
+    """
+    CREATE TABLE IF NOT EXISTS seen_messages (
+        message_id VARCHAR PRIMARY KEY,
+        received_at TIMESTAMP NOT NULL
+    )
+    """,
+    # Every event or row refused, with its reason: nothing is dropped silently.
+    """
+    CREATE TABLE IF NOT EXISTS rejects (
+        rejected_at TIMESTAMP NOT NULL,
+        source VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        position VARCHAR,
+        reason VARCHAR NOT NULL,
+        payload VARCHAR
+    )
+    """,
+    # How far the ingest log has been loaded into the store (one row).
+    """
+    CREATE TABLE IF NOT EXISTS ingest_checkpoint (
+        segment BIGINT NOT NULL,
+        "offset" BIGINT NOT NULL
+    )
+    """,
+)

@@ -1,0 +1,26 @@
+"""Table definitions of every stage, applied in order.
+
+Each stage keeps its DDL beside its code (``<stage>/tables.py``, a tuple of idempotent
+statements); this module applies them in flow order. Timestamps are naive UTC ``TIMESTAMP``.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from huaxiang.collect import tables as collect_tables
+from huaxiang.identity import tables as identity_tables
+from huaxiang.profiles import tables as profile_tables
+
+STAGES: tuple[tuple[str, ...], ...] = (
+    collect_tables.DDL,
+    identity_tables.DDL,
+    profile_tables.DDL,
+)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table and view that does not exist yet."""
+    for ddl in STAGES:
+        for statement in ddl:
+            con.execute(statement)

@@ -26,6 +26,8 @@ class Runtime:
         self.store = Store(workspace.db_path)
         self.identity = IdentityResolver.load(self.store, self.settings)
         self.profiles = ProfileSink(self.settings, self.identity)
+        with self.store.transaction() as con:
+            self.profiles.open(con)
         self.log = IngestLog(workspace.log_dir)
         self.loader = Loader(
             store=self.store,

@@ -1,7 +1,103 @@
-"""CLI commands: serve (being built)."""
+"""``huaxiang serve``: run the collection and management API on this workspace.
+
+One process owns the store (DuckDB allows one writer): the server opens the runtime, records its
+URL in ``server.json`` so other CLI commands go through its management API, and removes the file
+on exit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Annotated
 
 import typer
+import uvicorn
+
+from huaxiang.config import Workspace
+
+
+def _fastest(module: str, fast: str, fallback: str) -> str:
+    return fast if importlib.util.find_spec(module) is not None else fallback
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+) -> None:
+    """Serve the collection API (Segment wire format) and the management API."""
+    from huaxiang.api.app import create_app
+    from huaxiang.cli.backend import clear_server_info, server_url, write_server_info
+    from huaxiang.collect.keys import write_keys
+    from huaxiang.errors import HuaxiangError
+    from huaxiang.runtime import Runtime
+
+    workspace: Workspace = ctx.obj
+    workspace.require()
+    running = server_url(workspace)
+    if running:
+        raise HuaxiangError(
+            f"a server already runs on this workspace at {running}",
+            hint="stop it first, or use it",
+        )
+    runtime = Runtime(workspace)
+    try:
+        keys = write_keys(runtime.store)
+        key = keys.first_active() or keys.create(name="default")
+        config = uvicorn.Config(
+            create_app(runtime),
+            host=host,
+            port=port,
+            loop=_fastest("uvloop", "uvloop", "asyncio"),
+            http=_fastest("httptools", "httptools", "h11"),
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=30,
+            server_header=False,
+        )
+
+        def started(bound_port: int) -> None:
+            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            url = f"http://{shown}:{bound_port}"
+            write_server_info(workspace, url)
+            typer.echo(f"huaxiang serving {workspace.home}")
+            typer.echo(f"  URL:       {url}")
+            typer.echo(f"  API docs:  {url}/docs")
+            typer.echo(f"  write key: {key.key} ({key.name})")
+            typer.echo(f"  admin token: in {workspace.admin_token_path}")
+            typer.echo("press Ctrl+C to stop")
+
+        _Server(config, started).run()
+    finally:
+        clear_server_info(workspace)
+        runtime.close()
+
+
+class _Server(uvicorn.Server):  # type: ignore[misc]
+    """uvicorn's server that announces its bound port and exits normally on SIGINT/SIGTERM.
+
+    uvicorn re-raises a caught signal after shutting down, which would end the process before the
+    runtime is closed and ``server.json`` removed.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[int], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: object = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.servers:
+            self._on_started(int(self.servers[0].sockets[0].getsockname()[1]))
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command("serve")(serve)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import duckdb
 
 from huaxiang.collect import tables as collect_tables
+from huaxiang.collect.imports import tables as import_tables
 from huaxiang.identity import tables as identity_tables
 from huaxiang.profiles import tables as profile_tables
 
@@ -16,6 +17,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     collect_tables.DDL,
     identity_tables.DDL,
     profile_tables.DDL,
+    import_tables.DDL,
 )
 
 

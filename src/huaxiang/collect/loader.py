@@ -1,0 +1,525 @@
+"""The loader: moves durable records from the ingest log into the store and the stages it feeds.
+
+One batch of log records is loaded in ONE store transaction: dedupe by messageId (within the batch
+and against ``seen_messages``), insert the new events (as an Arrow table) and the rejects, let every
+sink (identity, profiles) apply its changes, and move the checkpoint. A crash anywhere therefore
+leaves the store either before or after the whole batch, and replay from the checkpoint loads
+exactly what was not committed; ``seen_messages`` makes events re-sent by clients count once.
+
+The checkpoint row holds the first seq of the segment the last loaded record is in (``segment``)
+and that record's seq (``offset``).
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import logging
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from huaxiang.clock import utcnow
+from huaxiang.collect.log import IngestLog, LogReader
+from huaxiang.collect.records import RejectRecord, decode_record_at, record_event_count
+from huaxiang.config import Settings
+from huaxiang.errors import HuaxiangError, TransientIngestError
+from huaxiang.events import Event, EventSink
+from huaxiang.store import Store
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_EVENTS = 20_000
+PURGE_INTERVAL_S = 3600.0
+_BACKOFF_MIN_S = 0.05
+_BACKOFF_MAX_S = 5.0
+_TS = pa.timestamp("us")
+
+_EVENT_COLUMNS = (
+    "message_id",
+    "type",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "channel",
+    "properties",
+    "context",
+    "traits",
+    "source",
+)
+# Written when the events table has them (alias and group calls).
+_OPTIONAL_COLUMNS = {"group_id": "groupId", "previous_id": "previousId"}
+
+
+def _json_columns(events: list[Event]) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """properties, context and traits of each event as JSON text columns.
+
+    Written into one growing buffer per column: many small serialized objects kept alive at once
+    cost more in allocation than serializing them.
+    """
+    dumps = orjson.dumps
+    bufs = (bytearray(), bytearray(), bytearray())
+    offsets = (array("q", [0]), array("q", [0]), array("q", [0]))
+    p_buf, c_buf, t_buf = bufs
+    p_off, c_off, t_off = offsets
+    for e in events:
+        p_buf += dumps(e.get("properties") or {})
+        p_off.append(len(p_buf))
+        c_buf += dumps(e.get("context") or {})
+        c_off.append(len(c_buf))
+        t_buf += dumps(e.get("traits") or {})
+        t_off.append(len(t_buf))
+    count = len(events)
+    p, c, t = (
+        pa.LargeStringArray.from_buffers(count, pa.py_buffer(off), pa.py_buffer(buf))
+        for buf, off in zip(bufs, offsets, strict=True)
+    )
+    return p, c, t
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold off the cyclic collector while a batch is decoded.
+
+    Decoding allocates hundreds of thousands of acyclic dicts and lists; without this the collector
+    walks them again and again for nothing. It runs as usual between batches.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _first_of_each_message(events: list[Event]) -> list[Event]:
+    """The events in order, keeping only the first one of each messageId."""
+    ids = [e["messageId"] for e in events]
+    if len(set(ids)) == len(ids):
+        return events
+    first: dict[str, Event] = {}
+    setdefault = first.setdefault
+    for message_id, event in zip(ids, events, strict=True):
+        setdefault(message_id, event)
+    return list(first.values())
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class Loader:
+    """Loads the ingest log into the store, in batches, on its own thread (or synchronously)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        log: IngestLog,
+        sinks: Sequence[EventSink],
+        settings: Settings,
+        max_batch_events: int = MAX_BATCH_EVENTS,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.sinks = tuple(sinks)
+        self.settings = settings
+        self.max_batch_events = max_batch_events
+        self._cond = threading.Condition()
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: LogReader | None = None
+        self._pending: deque[tuple[int, int]] = deque()
+        self._pending_events = 0
+        self._healthy = True
+        self._needs_reload = False
+        self._last_error: str | None = None
+        self._events_loaded = 0
+        self._duplicates_skipped = 0
+        self._rejects_recorded = 0
+        self._next_purge = 0.0
+
+        cur = store.cursor()
+        try:
+            row = cur.execute('SELECT max("offset") FROM ingest_checkpoint').fetchone()
+            columns = {
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events'"
+                ).fetchall()
+            }
+        finally:
+            cur.close()
+        self._loaded_seq = int(row[0]) if row and row[0] is not None else 0
+        self._extra_columns = tuple(
+            (column, key) for column, key in _OPTIONAL_COLUMNS.items() if column in columns
+        )
+        if log.last_seq < self._loaded_seq:
+            # The log folder was emptied but the store remembers loading further: never reuse
+            # sequence numbers the checkpoint already counts as loaded.
+            logger.warning(
+                "ingest log ends at %d but the store loaded up to %d; numbering continues after it",
+                log.last_seq,
+                self._loaded_seq,
+            )
+            log.advance_to(self._loaded_seq + 1)
+        self._appended_seq = log.last_seq
+        log.add_listener(self._on_append)
+
+    # -- what the log tells us -------------------------------------------------------------
+
+    def _on_append(self, records: Sequence[tuple[int, bytes]]) -> None:
+        with self._cond:
+            for seq, payload in records:
+                count = record_event_count(payload)
+                self._pending.append((seq, count))
+                self._pending_events += count
+                self._appended_seq = max(self._appended_seq, seq)
+            self._cond.notify_all()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """False after a failed load until the next successful one (the API answers 503)."""
+        return self._healthy
+
+    @property
+    def loaded_seq(self) -> int:
+        return self._loaded_seq
+
+    def backlog(self) -> int:
+        """Events appended to the log (since this loader started) and not loaded yet."""
+        with self._cond:
+            return self._pending_events
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "loaded_seq": self._loaded_seq,
+                "appended_seq": max(self._appended_seq, self.log.last_seq),
+                "backlog_events": self._pending_events,
+                "events_loaded": self._events_loaded,
+                "duplicates_skipped": self._duplicates_skipped,
+                "rejects_recorded": self._rejects_recorded,
+                "healthy": self._healthy,
+                "last_error": self._last_error,
+                "running": self.running,
+            }
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _read_batch(self) -> list[tuple[int, bytes]]:
+        if self._reader is None or self._reader.next_seq != self._loaded_seq + 1:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = self.log.reader(self._loaded_seq + 1)
+        records: list[tuple[int, bytes]] = []
+        events = 0
+        while events < self.max_batch_events:
+            item = self._reader.read()
+            if item is None:
+                break
+            records.append(item)
+            events += record_event_count(item[1])
+        return records
+
+    def _load_once(self) -> int:
+        """Load one batch of available records; return how many records it loaded."""
+        with self._load_lock:
+            if self._needs_reload:
+                self._reload_sinks()
+            try:
+                records = self._read_batch()
+            except BaseException:
+                self._drop_reader()
+                raise
+            if not records:
+                return 0
+            segment = self._reader.segment if self._reader is not None else 0
+            try:
+                counts = self._commit(records, segment)
+            except BaseException:
+                self._drop_reader()
+                self._needs_reload = True
+                raise
+            last_seq = records[-1][0]
+            with self._cond:
+                self._loaded_seq = last_seq
+                while self._pending and self._pending[0][0] <= last_seq:
+                    self._pending_events -= self._pending.popleft()[1]
+                self._events_loaded += counts[0]
+                self._duplicates_skipped += counts[1]
+                self._rejects_recorded += counts[2]
+                self._healthy = True
+                self._cond.notify_all()
+            return len(records)
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _commit(self, records: list[tuple[int, bytes]], segment: int) -> tuple[int, int, int]:
+        """Load ``records`` in one transaction; return (events stored, duplicates, rejects)."""
+        with _gc_paused():
+            events: list[Event] = []
+            rejects: list[RejectRecord] = []
+            for _, payload in records:
+                batch_events, batch_rejects, _ = decode_record_at(payload)
+                events.extend(batch_events)
+                rejects.extend(batch_rejects)
+            unique = _first_of_each_message(events)
+            table = self._events_table(unique) if unique else None
+        last_seq = records[-1][0]
+        # Everything above ran outside the writer lock; only the writes below hold it.
+        with self.store.transaction() as con:
+            new = self._insert_new_events(con, table, unique) if table is not None else []
+            if rejects:
+                self._insert_rejects(con, rejects)
+            if new:
+                for sink in self.sinks:
+                    sink.apply(con, new)
+            con.execute("DELETE FROM ingest_checkpoint")
+            con.execute("INSERT INTO ingest_checkpoint VALUES (?, ?)", [segment, last_seq])
+        return len(new), len(events) - len(new), len(rejects)
+
+    def _insert_new_events(
+        self, con: duckdb.DuckDBPyConnection, table: pa.Table, unique: list[Event]
+    ) -> list[Event]:
+        """Record the messageIds; insert the events whose messageId was not seen before."""
+        con.register("_hx_batch", table)
+        try:
+            inserted = con.execute(
+                "INSERT OR IGNORE INTO seen_messages SELECT message_id, received_at "
+                "FROM _hx_batch RETURNING message_id"
+            ).fetchall()
+        finally:
+            con.unregister("_hx_batch")
+        if not inserted:
+            return []
+        new = unique
+        if len(inserted) < len(unique):
+            fresh = pa.array([row[0] for row in inserted], pa.string())
+            mask = pc.is_in(table.column("message_id"), value_set=fresh)
+            table = table.filter(mask)
+            new = list(itertools.compress(unique, mask.to_pylist()))
+        con.register("_hx_events", table)
+        try:
+            names = ", ".join(table.column_names)
+            con.execute(f"INSERT INTO events ({names}) SELECT {names} FROM _hx_events")
+        finally:
+            con.unregister("_hx_events")
+        return new
+
+    def _events_table(self, events: list[Event]) -> pa.Table:
+        """Columns of the events table, built once per batch (JSON columns as text)."""
+        properties, context, traits = _json_columns(events)
+        columns: dict[str, pa.Array] = {
+            "message_id": pa.array([e["messageId"] for e in events], pa.string()),
+            "type": pa.array([e["type"] for e in events], pa.string()),
+            "event": pa.array([e.get("event") for e in events], pa.string()),
+            "user_id": pa.array([e.get("userId") for e in events], pa.string()),
+            "anonymous_id": pa.array([e.get("anonymousId") for e in events], pa.string()),
+            "timestamp": pa.array([e["timestamp"] for e in events], _TS),
+            "original_timestamp": pa.array([e.get("originalTimestamp") for e in events], _TS),
+            "sent_at": pa.array([e.get("sentAt") for e in events], _TS),
+            "received_at": pa.array([e["receivedAt"] for e in events], _TS),
+            "channel": pa.array([e.get("channel") for e in events], pa.string()),
+            "properties": properties,
+            "context": context,
+            "traits": traits,
+            "source": pa.array([e["source"] for e in events], pa.string()),
+        }
+        for column, key in self._extra_columns:
+            columns[column] = pa.array([e.get(key) for e in events], pa.string())
+        return pa.table(columns)
+
+    def _insert_rejects(self, con: duckdb.DuckDBPyConnection, rejects: list[RejectRecord]) -> None:
+        now = utcnow()
+        table = pa.table(
+            {
+                "rejected_at": pa.array([r.get("rejected_at", now) for r in rejects], _TS),
+                "source": pa.array([str(r.get("source") or "unknown") for r in rejects]),
+                "kind": pa.array([str(r.get("kind") or "event") for r in rejects]),
+                "position": pa.array(
+                    [None if r.get("position") is None else str(r["position"]) for r in rejects],
+                    pa.string(),
+                ),
+                "reason": pa.array([str(r.get("reason") or "") for r in rejects]),
+                "payload": pa.array([r.get("payload") for r in rejects], pa.string()),
+            }
+        )
+        con.register("_hx_rejects", table)
+        try:
+            con.execute(
+                "INSERT INTO rejects (rejected_at, source, kind, position, reason, payload) "
+                "SELECT rejected_at, source, kind, position, reason, payload FROM _hx_rejects"
+            )
+        finally:
+            con.unregister("_hx_rejects")
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _reload_sinks(self) -> None:
+        """Rebuild the sinks' in-memory state from the tables after a rolled-back batch."""
+        with self.store.write_lock:
+            for sink in self.sinks:
+                cur = self.store.cursor()
+                try:
+                    sink.reload(cur)
+                finally:
+                    cur.close()
+        self._needs_reload = False
+
+    def _failed(self, error: BaseException) -> None:
+        with self._cond:
+            self._healthy = False
+            self._last_error = f"{type(error).__name__}: {error}"
+            self._cond.notify_all()
+        logger.error("loading the ingest log failed: %s", self._last_error, exc_info=error)
+        try:
+            with self._load_lock:
+                if self._needs_reload:
+                    self._reload_sinks()
+        except Exception as reload_error:  # retried before the next batch
+            logger.error("reloading stage state failed: %s", reload_error)
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def purge_seen(self, now: datetime | None = None) -> int:
+        """Forget messageIds older than ``settings.dedupe_days``; return how many were removed."""
+        cutoff = _naive_utc(now or utcnow()) - timedelta(days=self.settings.dedupe_days)
+        with self.store.transaction() as con:
+            row = con.execute(
+                "DELETE FROM seen_messages WHERE received_at < ? RETURNING 1", [cutoff]
+            ).fetchall()
+        return len(row)
+
+    def _maybe_purge(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+        try:
+            removed = self.purge_seen()
+            if removed:
+                logger.info(
+                    "forgot %d messageIds older than %d days", removed, self.settings.dedupe_days
+                )
+        except Exception as e:
+            logger.warning("purging old messageIds failed: %s", e)
+
+    # -- synchronous use -------------------------------------------------------------------
+
+    def _load_until(self, target: int, *, raise_errors: bool) -> int:
+        loaded = 0
+        while self._loaded_seq < target:
+            try:
+                count = self._load_once()
+            except Exception as e:
+                self._failed(e)
+                if raise_errors:
+                    if isinstance(e, HuaxiangError):
+                        raise
+                    raise TransientIngestError(
+                        f"loading the ingest log failed: {type(e).__name__}: {e}",
+                        hint="the events are safe in the log; fix the cause and load again",
+                    ) from e
+                return loaded
+            if count == 0:
+                break
+            loaded += count
+        return loaded
+
+    def replay(self) -> int:
+        """Load every durable record after the checkpoint, now; return how many records.
+
+        A failure is recorded (``healthy`` turns False) rather than raised: the loader thread
+        retries it with backoff.
+        """
+        return self._load_until(self.log.last_seq, raise_errors=False)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Load everything appended so far; True when it is all in the store.
+
+        With the thread running this waits for it; otherwise it loads here and raises
+        :class:`TransientIngestError` when a batch fails.
+        """
+        target = self.log.last_seq
+        if self.running:
+            return self.wait_loaded(target, timeout)
+        self._load_until(target, raise_errors=True)
+        return self._loaded_seq >= target
+
+    def wait_loaded(self, seq: int, timeout: float | None = None) -> bool:
+        """Wait until the record ``seq`` is loaded (or ``timeout`` seconds pass)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._loaded_seq >= seq, timeout)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="huaxiang-loader", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Load what is already appended (when healthy, within ``timeout``), then stop."""
+        if self._thread is None:
+            return
+        if self._healthy:
+            self.wait_loaded(self.log.last_seq, timeout)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._thread = None
+        self._drop_reader()
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while not self._stop.is_set():
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: (
+                        self._stop.is_set()
+                        or self._loaded_seq < max(self._appended_seq, self.log.last_seq)
+                    ),
+                    timeout=1.0,
+                )
+            if self._stop.is_set():
+                break
+            self._maybe_purge()
+            if self._loaded_seq >= self.log.last_seq:
+                continue
+            try:
+                self._load_once()
+            except Exception as e:
+                self._failed(e)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            else:
+                backoff = _BACKOFF_MIN_S

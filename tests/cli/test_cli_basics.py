@@ -1,0 +1,71 @@
+"""The CLI as a user meets it: help everywhere, init, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import typer.main
+from typer.testing import CliRunner
+
+from huaxiang.cli.main import app
+
+BIN = Path(sys.executable).parent / "huaxiang"
+
+
+def _command_paths(command: click.Command, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            paths.extend(_command_paths(sub, (*prefix, name)))
+    return paths
+
+
+def test_every_command_has_help() -> None:
+    root = typer.main.get_command(app)
+    paths = _command_paths(root)
+    names = {" ".join(p) for p in paths}
+    for required in ("init", "serve", "keys create", "import", "demo", "profile show", "status"):
+        assert required in names, f"missing command {required!r}; have {sorted(names)}"
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
+
+
+def test_init_creates_workspace_and_prints_token(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    result = subprocess.run(
+        [str(BIN), "--home", str(home), "init"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "admin token: hxa_" in result.stdout
+    assert (home / "huaxiang.toml").is_file() and (home / "huaxiang.duckdb").is_file()
+
+
+def test_home_from_environment(tmp_path: Path) -> None:
+    home = tmp_path / "from-env"
+    env = {**os.environ, "HUAXIANG_HOME": str(home)}
+    result = subprocess.run(
+        [str(BIN), "init"], capture_output=True, text=True, check=False, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(home) in result.stdout
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN), "--home", str(tmp_path / "missing"), "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "huaxiang init" in lines[0]

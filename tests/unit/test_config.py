@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from huaxiang.config import DEFAULT_CONFIG_TEXT, Workspace, settings_from_dict
+from huaxiang.errors import ConfigError, WorkspaceNotFound
+
+
+def test_default_file_gives_default_settings(workspace: Workspace) -> None:
+    settings = workspace.settings()
+    assert settings.timezone == "Asia/Shanghai"
+    assert settings.default_region == "CN"
+    phone = settings.identifier_type("phone")
+    assert phone is not None and phone.normalizer == "phone" and phone.max_per_person == 2
+    assert settings.identifier_type("user_id") is not None
+    assert settings.precedence_for("name") == ("api", "crm", "import", "sdk")
+    assert "queue_limit" in DEFAULT_CONFIG_TEXT
+
+
+def test_new_identifier_type_and_attribute_precedence() -> None:
+    settings = settings_from_dict(
+        {
+            "identity": {"types": {"douyin_openid": {"priority": 85, "max_per_person": 2}}},
+            "profiles": {"attribute_precedence": {"name": ["crm", "sdk"]}},
+        }
+    )
+    douyin = settings.identifier_type("douyin_openid")
+    assert douyin is not None and douyin.priority == 85 and douyin.max_per_person == 2
+    assert settings.precedence_for("name") == ("crm", "sdk")
+    priorities = [t.priority for t in settings.identifier_types]
+    assert priorities == sorted(priorities)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"dedupe_days": 3}, "dedupe_days"),
+        ({"identity": {"types": {"x": {"normalizer": "magic"}}}}, "normalizer"),
+        ({"identity": {"types": {"x": 5}}}, "must be a table"),
+    ],
+)
+def test_bad_settings_name_the_problem(data: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        settings_from_dict(data)
+
+
+def test_invalid_toml_names_the_file(workspace: Workspace) -> None:
+    workspace.config_path.write_text("timezone = \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        workspace.settings()
+
+
+def test_missing_workspace_says_run_init(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceNotFound, match="huaxiang init"):
+        Workspace(tmp_path / "nowhere").settings()
+
+
+def test_create_is_idempotent_and_token_private(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "w")
+    token = ws.create()
+    assert token.startswith("hxa_")
+    assert ws.create() == token
+    assert ws.admin_token_path.stat().st_mode & 0o077 == 0

@@ -48,7 +48,7 @@ class LoadResult:
         if not self.latencies_ms:
             return 0.0
         ordered = sorted(self.latencies_ms)
-        index = min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))
+        index = min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))
         return ordered[index]
 
 
@@ -70,8 +70,8 @@ class MessageTemplate:
     """A JSON body with N messages whose ids change on every request.
 
     The body is serialised once with markers in front of each message's index in ``messageId``,
-    ``userId`` and ``anonymousId``; each request replaces the three markers by a per-request value
-    of fixed width (three C-level ``bytes.replace``), so the length and headers never change.
+    ``userId`` and ``anonymousId``; each request replaces the markers by a per-request value
+    of fixed width (two C-level ``bytes.replace``), so the length and headers never change.
     Message i of request r belongs to person ``(r % groups, i)``: about ``persons`` persons, each
     with one user id and one anonymous id.
     """
@@ -85,8 +85,8 @@ class MessageTemplate:
             {
                 **message,
                 "messageId": f"@@M@@{index:04d}",
-                "userId": f"@@U@@{index:04d}",
-                "anonymousId": f"@@A@@{index:04d}",
+                "userId": f"u@@G@@{index:04d}",
+                "anonymousId": f"a@@G@@{index:04d}",
             }
             for index, message in enumerate(messages)
         ]
@@ -102,11 +102,8 @@ class MessageTemplate:
         request = self._next
         self._next += 1
         group = request % self._groups
-        return (
-            self._body.replace(b"@@M@@", self._run + b"%012d" % request)
-            .replace(b"@@U@@", b"u%06d" % group)
-            .replace(b"@@A@@", b"a%06d" % group)
-        )
+        body = self._body.replace(b"@@M@@", self._run + b"%012d" % request)
+        return body.replace(b"@@G@@", b"%06d" % group)
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> int:

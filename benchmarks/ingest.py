@@ -39,7 +39,7 @@ from fastapi import FastAPI, Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _load import LoadResult, MessageTemplate, http_request, run_load  # noqa: E402
+from _load import LoadResult, MessageTemplate, http_request, run_load
 
 EVENTS_PER_BATCH = 100
 HOST = "127.0.0.1"
@@ -271,7 +271,10 @@ def main() -> None:
             print(f"loaded:  {loaded_per_s:,.0f} events/s end to end", file=log)
 
             single = MessageTemplate(sample_messages(1), batch=False, run="s" + run)
-            load(served, "/v1/track", single, connections=args.single_connections, seconds=warmup)
+            warm = load(
+                served, "/v1/track", single, connections=args.single_connections, seconds=warmup
+            )
+            acked += warm.events_ok
             one = load(
                 served,
                 "/v1/track",

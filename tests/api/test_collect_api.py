@@ -345,7 +345,9 @@ def test_resent_message_is_stored_once(server: LiveServer, client: httpx.Client)
     body = message("track")
     assert client.post("/v1/track", json=body).status_code == 200
     assert client.post("/v1/batch", json={"batch": [{"type": "track", **body}]}).status_code == 200
-    count = rows(server.runtime, "SELECT count(*) FROM events WHERE message_id = ?", [body["messageId"]])
+    count = rows(
+        server.runtime, "SELECT count(*) FROM events WHERE message_id = ?", [body["messageId"]]
+    )
     assert count == [(1,)]
 
 
@@ -389,7 +391,10 @@ def test_store_failures_answer_503(server: LiveServer, client: httpx.Client) -> 
 def test_admin_keys_status_and_health(server: LiveServer, write_key: str) -> None:
     admin = httpx.Client(base_url=server.url, headers=server.admin_headers, timeout=30)
     assert httpx.get(server.url + "/admin/keys").status_code == 401
-    assert httpx.get(server.url + "/admin/status", headers={"Authorization": "Bearer x"}).status_code == 401
+    assert (
+        httpx.get(server.url + "/admin/status", headers={"Authorization": "Bearer x"}).status_code
+        == 401
+    )
     created = admin.post("/admin/keys", json={"name": "miniprogram"})
     assert created.status_code == 201
     new_key = created.json()["key"]
@@ -399,9 +404,9 @@ def test_admin_keys_status_and_health(server: LiveServer, write_key: str) -> Non
     answer = httpx.post(server.url + "/v1/track", json=message("track"), auth=(new_key, ""))
     assert answer.status_code == 200
     assert admin.delete(f"/admin/keys/{new_key}").json()["revoked_at"] is not None
-    assert [k["name"] for k in admin.get("/admin/keys", params={"include_revoked": False}).json()] == [
-        "web"
-    ]
+    assert [
+        k["name"] for k in admin.get("/admin/keys", params={"include_revoked": False}).json()
+    ] == ["web"]
     missing = admin.delete("/admin/keys/hxw_missing")
     assert missing.status_code == 404
     assert "hint" in missing.json()
@@ -431,10 +436,15 @@ def test_openapi_lists_every_route_with_its_answers(server: LiveServer) -> None:
         body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
         assert "$ref" not in orjson.dumps(body_schema).decode().replace("#/components", "")
         assert operation["security"] == [{"writeKey": []}]
-    assert "event" in paths["/v1/track"]["post"]["requestBody"]["content"]["application/json"][
+    assert (
+        "event"
+        in paths["/v1/track"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+            "required"
+        ]
+    )
+    batch_schema = paths["/v1/batch"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
-    ]["required"]
-    batch_schema = paths["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ]
     assert len(batch_schema["properties"]["batch"]["items"]["anyOf"]) == 6
     for path, method in [
         ("/admin/keys", "post"),

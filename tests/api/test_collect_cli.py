@@ -23,13 +23,20 @@ runner = CliRunner()
 
 
 def cli(workspace: Workspace, *args: str) -> str:
-    result = runner.invoke(app, ["--home", str(workspace.home), *args])
+    result = runner.invoke(app, ["--home", str(workspace.home), *args], env={"COLUMNS": "250"})
     assert result.exit_code == 0, (result.output, result.exception)
     return result.stdout
 
 
 def test_every_command_has_help() -> None:
-    for args in (["serve"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["status"]):
+    for args in (
+        ["serve"],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
+        ["status"],
+    ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, args
         assert "Usage" in result.stdout
@@ -55,8 +62,17 @@ def test_keys_and_status_without_a_server(workspace: Workspace) -> None:
 
 def test_key_name_problems_are_one_line(workspace: Workspace) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from huaxiang.cli.main import main; main()",
-         "--home", str(workspace.home), "keys", "create", "--name", " "],
+        [
+            sys.executable,
+            "-c",
+            "from huaxiang.cli.main import main; main()",
+            "--home",
+            str(workspace.home),
+            "keys",
+            "create",
+            "--name",
+            " ",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -71,8 +87,18 @@ def served(workspace: Workspace) -> Iterator[tuple[subprocess.Popen[str], dict[s
     """`huaxiang serve --port 0` as a real process; yields it and what it printed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from huaxiang.cli.main import main; main()",
-         "--home", str(workspace.home), "serve", "--host", "127.0.0.1", "--port", "0"],
+        [
+            sys.executable,
+            "-c",
+            "from huaxiang.cli.main import main; main()",
+            "--home",
+            str(workspace.home),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -152,8 +178,16 @@ def test_serve_refuses_a_second_server(
     workspace: Workspace, served: tuple[subprocess.Popen[str], dict[str, str]]
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from huaxiang.cli.main import main; main()",
-         "--home", str(workspace.home), "serve", "--port", "0"],
+        [
+            sys.executable,
+            "-c",
+            "from huaxiang.cli.main import main; main()",
+            "--home",
+            str(workspace.home),
+            "serve",
+            "--port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

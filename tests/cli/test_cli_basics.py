@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 import typer.main
 from typer.testing import CliRunner
 
@@ -16,11 +16,10 @@ from huaxiang.cli.main import app
 BIN = Path(sys.executable).parent / "huaxiang"
 
 
-def _command_paths(command: click.Command, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _command_paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = [prefix]
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            paths.extend(_command_paths(sub, (*prefix, name)))
+    for name, sub in getattr(command, "commands", {}).items():
+        paths.extend(_command_paths(sub, (*prefix, name)))
     return paths
 
 

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from huaxiang import __version__
 from huaxiang.api import admin, collect, imports, profiles
+from huaxiang.api.errors import install_error_handlers
 from huaxiang.runtime import Runtime
 
 DESCRIPTION = """
@@ -27,11 +28,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         openapi_tags=[
             {"name": "collect", "description": "Segment-compatible collection API."},
             {"name": "admin", "description": "Keys, status and rejected events."},
-            {"name": "imports", "description": "Bulk import of events, orders, contacts, DMP lists."},
+            {
+                "name": "imports",
+                "description": "Bulk import of events, orders, contacts, DMP lists.",
+            },
             {"name": "profiles", "description": "Persons, identities, attributes, consent."},
         ],
     )
     app.state.runtime = runtime
+    install_error_handlers(app)
     app.include_router(collect.router)
     app.include_router(admin.router)
     app.include_router(imports.router)

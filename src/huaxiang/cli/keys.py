@@ -61,9 +61,12 @@ def list_keys(
     if as_json:
         typer.echo(orjson.dumps(keys, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table("key", "name", "created", "revoked")
+    table = Table("name", "created", "revoked")
+    table.add_column("key", no_wrap=True, min_width=36)
     for key in keys:
-        table.add_row(key["key"], key["name"], key["created_at"], key["revoked_at"] or "")
+        created = key["created_at"][:19].replace("T", " ")
+        revoked = (key["revoked_at"] or "")[:19].replace("T", " ")
+        table.add_row(key["name"], created, revoked, key["key"])
     Console().print(table)
 
 

@@ -52,23 +52,16 @@ status.register(app)
 def main() -> None:
     """Entry point: run the CLI, turning known errors into one clear line."""
     try:
-        app(standalone_mode=False)
+        app()
     except HuaxiangError as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         sys.exit(1)
-    except typer.Abort:
-        typer.secho("aborted", err=True)
-        sys.exit(1)
-    except SystemExit:
-        raise
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
     except Exception as e:
         if os.environ.get("HUAXIANG_DEBUG"):
             raise
-        from click.exceptions import ClickException
-
-        if isinstance(e, ClickException):
-            e.show()
-            sys.exit(e.exit_code)
         typer.secho(
             f"error: unexpected {type(e).__name__}: {e} "
             "(set HUAXIANG_DEBUG=1 to see the traceback, and report it)",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import socket
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
@@ -17,6 +19,8 @@ import typer
 import uvicorn
 
 from huaxiang.config import Workspace
+
+SWITCH_INTERVAL_S = 0.001
 
 
 def _fastest(module: str, fast: str, fallback: str) -> str:
@@ -43,6 +47,10 @@ def serve(
             f"a server already runs on this workspace at {running}",
             hint="stop it first, or use it",
         )
+    # The loader thread runs Python code (identity, profiles) beside the event loop; a shorter
+    # GIL switch interval than the default 5 ms lets the loop answer requests without waiting
+    # for the loader's time slice to end.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     runtime = Runtime(workspace)
     try:
         keys = write_keys(runtime.store)
@@ -76,7 +84,7 @@ def serve(
         runtime.close()
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
+class _Server(uvicorn.Server):
     """uvicorn's server that announces its bound port and exits normally on SIGINT/SIGTERM.
 
     uvicorn re-raises a caught signal after shutting down, which would end the process before the
@@ -87,7 +95,7 @@ class _Server(uvicorn.Server):  # type: ignore[misc]
         super().__init__(config)
         self._on_started = on_started
 
-    async def startup(self, sockets: object = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and self.servers:
             self._on_started(int(self.servers[0].sockets[0].getsockname()[1]))

@@ -33,7 +33,7 @@ from huaxiang.clock import utcnow
 from huaxiang.collect.log import IngestLog, LogReader
 from huaxiang.collect.records import RejectRecord, decode_record_at, record_event_count
 from huaxiang.config import Settings
-from huaxiang.errors import HuaxiangError, TransientIngestError
+from huaxiang.errors import HuaxiangError, StoreError, TransientIngestError
 from huaxiang.events import Event, EventSink
 from huaxiang.store import Store
 
@@ -45,22 +45,6 @@ _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _TS = pa.timestamp("us")
 
-_EVENT_COLUMNS = (
-    "message_id",
-    "type",
-    "event",
-    "user_id",
-    "anonymous_id",
-    "timestamp",
-    "original_timestamp",
-    "sent_at",
-    "received_at",
-    "channel",
-    "properties",
-    "context",
-    "traits",
-    "source",
-)
 # Written when the events table has them (alias and group calls).
 _OPTIONAL_COLUMNS = {"group_id": "groupId", "previous_id": "previousId"}
 
@@ -76,12 +60,16 @@ def _json_columns(events: list[Event]) -> tuple[pa.Array, pa.Array, pa.Array]:
     offsets = (array("q", [0]), array("q", [0]), array("q", [0]))
     p_buf, c_buf, t_buf = bufs
     p_off, c_off, t_off = offsets
+    empty = b"{}"
     for e in events:
-        p_buf += dumps(e.get("properties") or {})
+        value = e.get("properties")
+        p_buf += dumps(value) if value else empty
         p_off.append(len(p_buf))
-        c_buf += dumps(e.get("context") or {})
+        value = e.get("context")
+        c_buf += dumps(value) if value else empty
         c_off.append(len(c_buf))
-        t_buf += dumps(e.get("traits") or {})
+        value = e.get("traits")
+        t_buf += dumps(value) if value else empty
         t_off.append(len(t_buf))
     count = len(events)
     p, c, t = (
@@ -250,12 +238,20 @@ class Loader:
         with self._load_lock:
             if self._needs_reload:
                 self._reload_sinks()
+            durable = self.log.last_seq
             try:
                 records = self._read_batch()
             except BaseException:
                 self._drop_reader()
                 raise
             if not records:
+                if self._loaded_seq < durable:
+                    self._drop_reader()
+                    raise StoreError(
+                        f"ingest log record {self._loaded_seq + 1} cannot be found "
+                        f"in {self.log.folder}",
+                        hint="a segment file was removed while huaxiang ran; restore it",
+                    )
                 return 0
             segment = self._reader.segment if self._reader is not None else 0
             try:

@@ -577,6 +577,14 @@ class LogReader:
                 following = self._log.next_segment(self._base)
                 if following is None:
                     return None
+                if following > self.next_seq:
+                    logger.warning(
+                        "ingest log has no records %d to %d (numbering skipped, or a segment "
+                        "was removed); continuing at %d",
+                        self.next_seq,
+                        following - 1,
+                        following,
+                    )
                 self._open(following)
                 self.next_seq = max(self.next_seq, following)
                 continue

@@ -27,7 +27,6 @@ RECORD_VERSION = 1
 _HEADER = struct.Struct("<BI")
 HEADER_SIZE = _HEADER.size
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TIME_KEYS = ("originalTimestamp", "sentAt")
 
 
 class RejectRecord(TypedDict):
@@ -87,11 +86,14 @@ def decode_record_at(record: bytes) -> tuple[list[Event], list[RejectRecord], da
         event["timestamp"] = moment if moment.tzinfo is UTC else _as_utc(moment)
         moment = fromiso(event["receivedAt"])
         event["receivedAt"] = moment if moment.tzinfo is UTC else _as_utc(moment)
-        for key in _TIME_KEYS:
-            raw = event.get(key)
-            if raw is not None:
-                moment = fromiso(raw)
-                event[key] = moment if moment.tzinfo is UTC else _as_utc(moment)
+        raw = event.get("originalTimestamp")
+        if raw is not None:
+            moment = fromiso(raw)
+            event["originalTimestamp"] = moment if moment.tzinfo is UTC else _as_utc(moment)
+        raw = event.get("sentAt")
+        if raw is not None:
+            moment = fromiso(raw)
+            event["sentAt"] = moment if moment.tzinfo is UTC else _as_utc(moment)
     written_at = _EPOCH + timedelta(microseconds=int(doc["t"]))
     rejects = cast(list[dict[str, Any]], doc["r"])
     for reject in rejects:

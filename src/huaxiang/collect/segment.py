@@ -204,7 +204,7 @@ class _BadTime(Exception):
 def parse_time(value: object) -> datetime | None:
     """An ISO 8601 string (or a datetime) as an aware UTC datetime; naive times are read as UTC.
 
-    Returns None for None; raises ``ValueError`` for anything else.
+    Returns None for None; raises ``_BadTime`` for anything else.
     """
     if value is None:
         return None
@@ -315,28 +315,46 @@ def _normalize_one(
         if size > max_event_bytes:
             reasons.append(f"message: {size} bytes, over the {max_event_bytes // 1024} KB limit")
 
-    raw_id = message.get("messageId")
-    if raw_id is None or raw_id == "":
-        message_id = str(uuid.uuid4())
-    elif isinstance(raw_id, str):
+    get = message.get
+    raw_id = get("messageId")
+    if raw_id.__class__ is str and raw_id:
         message_id = raw_id
+    elif raw_id is None or raw_id == "":
+        message_id = str(uuid.uuid4())
     elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
         message_id = str(raw_id)
     else:
         reasons.append(f"messageId: must be a string, got {_type_name(raw_id)}")
         message_id = ""
 
+    # fast paths first (a non-blank string), the helpers handle every other case
     known = len(reasons)
-    user_id = _identifier(message, "userId", reasons)
-    anonymous_id = _identifier(message, "anonymousId", reasons)
+    user_id = get("userId")
+    if user_id.__class__ is not str or not user_id or user_id.isspace():
+        user_id = _identifier(message, "userId", reasons)
+    anonymous_id = get("anonymousId")
+    if anonymous_id.__class__ is not str or not anonymous_id or anonymous_id.isspace():
+        anonymous_id = _identifier(message, "anonymousId", reasons)
     if user_id is None and anonymous_id is None and len(reasons) == known:
         reasons.append("no userId and no anonymousId (send at least one)")
 
-    properties = _object(message, "properties", reasons)
-    context = _object(message, "context", reasons)
+    properties = get("properties")
+    if properties is None:
+        properties = {}
+    elif properties.__class__ is not dict:
+        properties = _object(message, "properties", reasons)
+    context = get("context")
+    if context is None:
+        context = {}
+    elif context.__class__ is not dict:
+        context = _object(message, "context", reasons)
     if batch_context:
         context = {**batch_context, **context}
-    traits = _object(message, "traits", reasons)
+    traits = get("traits")
+    if traits is None:
+        traits = {}
+    elif traits.__class__ is not dict:
+        traits = _object(message, "traits", reasons)
 
     name: str | None = None
     extra: dict[str, Any] = {}
@@ -375,10 +393,15 @@ def _normalize_one(
             reasons.append("groupId: missing (a group call needs a group id)")
         extra["groupId"] = group_id
 
-    original = _time_field(message, "originalTimestamp", reasons)
-    stamped = _time_field(message, "timestamp", reasons)
-    own_sent = _time_field(message, "sentAt", reasons)
-    message_received = _time_field(message, "receivedAt", reasons)
+    original = stamped = own_sent = message_received = None
+    if get("originalTimestamp") is not None:
+        original = _time_field(message, "originalTimestamp", reasons)
+    if get("timestamp") is not None:
+        stamped = _time_field(message, "timestamp", reasons)
+    if get("sentAt") is not None:
+        own_sent = _time_field(message, "sentAt", reasons)
+    if get("receivedAt") is not None:
+        message_received = _time_field(message, "receivedAt", reasons)
     if reasons:
         return None
 
@@ -405,7 +428,7 @@ def _normalize_one(
         "originalTimestamp": original,
         "sentAt": sent,
         "receivedAt": received,
-        "channel": channel_of(message.get("channel"), context),
+        "channel": channel_of(get("channel"), context),
         "properties": properties,
         "context": context,
         "traits": traits,

@@ -28,6 +28,8 @@ DDL: tuple[str, ...] = (
         properties JSON,
         context JSON,
         traits JSON,
+        group_id VARCHAR,
+        previous_id VARCHAR,
         source VARCHAR NOT NULL
     )
     """,

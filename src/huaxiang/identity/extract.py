@@ -82,9 +82,9 @@ class Extractor:
                 self._traits(traits, found, invalid)
         context = event.get("context")
         if context:
-            traits = context.get("traits")
-            if traits and isinstance(traits, dict):
-                self._traits(traits, found, invalid)
+            context_traits = context.get("traits")
+            if context_traits and isinstance(context_traits, dict):
+                self._traits(context_traits, found, invalid)
             external = context.get("externalIds")
             if external and isinstance(external, list):
                 self._external(external, found, invalid)

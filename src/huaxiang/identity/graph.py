@@ -1,16 +1,19 @@
 """The identity graph: identifiers linked into persons, deterministically and within limits.
 
-Every link ever observed is kept. Links connect identifiers into *raw* components (a plain
-union-find that ignores limits). The persons inside one raw component are defined as the result of
-a greedy union over its links in one canonical order (strongest identifier types first, then by
-value) that refuses any union giving a person more values of a type than ``max_per_person``. That
-definition depends only on the set of links, never on the order they arrived in.
+Every link ever observed is kept. Links connect identifiers into *raw* components (ignoring
+limits). The persons of a raw component are *defined* as the result of a greedy union over its
+links in one canonical order (strongest identifier types first, then by value) that refuses any
+union giving a person more values of a type than ``max_per_person``. That definition depends only
+on the set of links, never on the order in which they arrived.
 
-Computing it incrementally: when a new link joins two persons without breaking a limit and its raw
-component has never refused a link, every greedy order accepts every link of the component, so the
-union is the answer (the fast path). Otherwise the raw component is recomputed from its links. A
-link between identifiers already in one person changes nothing. Links revoked by an unmerge stay
-known, so they never link again.
+Computing it incrementally. Let G(L) be the persons of link set L, and a new link join persons P
+and Q. If P and Q together keep every limit, G(L + link) is G(L) with P and Q merged: replay the
+greedy with the new link at its canonical place; by induction every component stays inside a
+person of "G(L) with P, Q merged" (all valid), so every link accepted before is accepted again
+and every link refused before joins a superset of what it joined before and is refused again.
+That is the fast path, and nearly every link takes it. When P and Q together would break a limit,
+the raw component is recomputed from its links. A link between identifiers already in one person
+changes nothing. Links revoked by an unmerge stay known, so they never link again.
 
 The graph also keeps a journal of what changed since the last flush (new identifiers, persons,
 links; moved identifiers; merges and splits) that the resolver writes into the tables.
@@ -85,9 +88,6 @@ class IdentityGraph:
         self.next_a: list[int] = []  # next link touching link_a[lid] (adjacency as linked lists)
         self.next_b: list[int] = []
         self.pairs: dict[int, int] = {}  # (low node << 32 | high node) -> link id
-        # Persons touched by a refused link. Persons of one raw component are joined only by
-        # refused links, so a person outside this set is alone in its raw component: the fast path.
-        self.refused_persons: set[int] = set()
         # Persons.
         self.members: dict[int, list[int]] = {}
         self.limited_members: dict[int, list[int]] = {}
@@ -102,8 +102,13 @@ class IdentityGraph:
         self.person_mark = self.next_pid
         self.link_mark = len(self.link_a)
         self.new_node_at: list[datetime] = []
+        # Values of the new nodes in creation order: Arrow chunks from bulk imports, lists else.
+        self.new_value_chunks: list[pa.Array | list[str]] = []
         self.new_person_at: list[datetime] = []
-        self.new_link_meta: list[tuple[str, str | int, datetime]] = []
+        # Where each new link was first seen (parallel lists, from link_mark on).
+        self.new_link_source: list[str] = []
+        self.new_link_ref: list[str | int] = []
+        self.new_link_at: list[datetime] = []
         self.moved_nodes: set[int] = set()
         self.changed_persons: set[int] = set()
         self.changed_links: set[int] = set()
@@ -134,7 +139,22 @@ class IdentityGraph:
         self.node_pid.append(pid)
         self.head.append(-1)
         self.new_node_at.append(at)
+        chunks = self.new_value_chunks
+        if chunks and isinstance(chunks[-1], list):
+            chunks[-1].append(value)
+        else:
+            chunks.append([value])
         return nid
+
+    def new_values(self) -> pa.Array:
+        """The values of the nodes created since the journal started, as one Arrow column."""
+        chunks = [
+            c if isinstance(c, pa.Array) else pa.array(c, pa.string())
+            for c in self.new_value_chunks
+        ]
+        if not chunks:
+            return pa.array([], pa.string())
+        return pa.concat_arrays([c.cast(pa.string()) for c in chunks])
 
     def node_key(self, nid: int) -> tuple[int, str]:
         """Canonical sort key of a node: type rank (strongest first), then value."""
@@ -201,7 +221,9 @@ class IdentityGraph:
         self.next_b.append(head[b])
         head[b] = lid
         if meta is not None:
-            self.new_link_meta.append(meta)
+            self.new_link_source.append(meta[0])
+            self.new_link_ref.append(meta[1])
+            self.new_link_at.append(meta[2])
         return lid
 
     def link(self, a: int, b: int, source: str, source_ref: str | int, at: datetime) -> None:
@@ -221,20 +243,23 @@ class IdentityGraph:
                 else:
                     self._recompute(self._region((a, b)), lid)
             return
-        flagged = self.refused_persons
-        if pa not in flagged and pb not in flagged and self._fits(pa, a, pb, b) is None:
+        if self._fits(pa, a, pb, b) is None:
             self._join(pa, a, pb, b, lid, at)
         else:
             self._recompute(self._region((a, b)), lid)
 
     def bulk_nodes(self, type_idx: int, values: pa.Array, at: datetime) -> list[int]:
-        """Node ids of a column of normalized values (-1 for null), creating the new ones at once."""
+        """Node ids of a column of normalized values (-1: null); new nodes are made at once."""
         encoded = pc.dictionary_encode(values)
         distinct = encoded.dictionary.to_pylist()
         index = self.index[type_idx]
         ids = list(map(index.get, distinct))
         fresh = [v for v, nid in zip(distinct, ids, strict=True) if nid is None]
         if fresh:
+            if len(fresh) == len(distinct):
+                self.new_value_chunks.append(encoded.dictionary)
+            else:
+                self.new_value_chunks.append(pa.array(fresh, pa.string()))
             start = len(self.node_type)
             count = len(fresh)
             index.update(zip(fresh, range(start, start + count), strict=True))
@@ -243,7 +268,10 @@ class IdentityGraph:
             self.node_pid.extend([0] * count)
             self.head.extend([-1] * count)
             self.new_node_at.extend([at] * count)
-            ids = list(map(index.__getitem__, distinct))
+            if len(fresh) == len(distinct):
+                ids = list(range(start, start + count))
+            else:
+                ids = list(map(index.__getitem__, distinct))
         rows = pc.take(pa.array(ids, pa.int64()), encoded.indices)
         result: list[int] = pc.fill_null(rows, -1).to_pylist()
         return result
@@ -293,9 +321,9 @@ class IdentityGraph:
         self.link_a.extend(new_a)
         self.link_b.extend(new_b)
         self.link_status.extend(bytes(count))
-        self.new_link_meta.extend(
-            zip(repeat(source, count), new_refs, repeat(at, count), strict=True)
-        )
+        self.new_link_source.extend(repeat(source, count))
+        self.new_link_ref.extend(new_refs)
+        self.new_link_at.extend(repeat(at, count))
         head = self.head
         next_a = self.next_a
         next_b = self.next_b
@@ -306,7 +334,6 @@ class IdentityGraph:
             head[b] = lid
         status = self.link_status
         members = self.members
-        flagged = self.refused_persons
         new_person_at = self.new_person_at
         limited_members = self.limited_members
         a_limited = self.limited[type_a]
@@ -314,14 +341,13 @@ class IdentityGraph:
         for lid, a, b in zip(range(first, first + count), new_a, new_b, strict=True):
             pb = node_pid[b]
             pa_ = node_pid[a]
-            if pa_ == pb and pa_ or status[lid]:
+            if (pa_ == pb and pa_) or status[lid]:
                 continue  # settled early by a recompute
             if b_free and not pb:
                 if pa_:
-                    if pa_ not in flagged:
-                        members[pa_].append(b)
-                        node_pid[b] = pa_
-                        continue
+                    members[pa_].append(b)
+                    node_pid[b] = pa_
+                    continue
                 else:
                     pid = self.next_pid
                     self.next_pid = pid + 1
@@ -400,8 +426,8 @@ class IdentityGraph:
             self.changed_persons.add(gone)
 
     def _meta(self, lid: int) -> tuple[str, str, datetime]:
-        source, ref, at = self.new_link_meta[lid - self.link_mark]
-        return source, str(ref), at
+        i = lid - self.link_mark
+        return self.new_link_source[i], str(self.new_link_ref[i]), self.new_link_at[i]
 
     # --------------------------------------------------------------------------- recompute
     def _region(self, start: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -485,7 +511,6 @@ class IdentityGraph:
         groups: dict[int, list[int]] = {}
         for n in nodes:
             groups.setdefault(find(n), []).append(n)
-        old_pids = {self.node_pid[n] for n in nodes}
         meta = meta or self._meta(trigger)
         self._assign(list(groups.values()), trigger, meta)
         # Link statuses follow the partition: a refused link joins two different persons.
@@ -516,14 +541,6 @@ class IdentityGraph:
                             self.link_reason[lid],
                         )
                     )
-        flagged = self.refused_persons
-        flagged.difference_update(old_pids)
-        for n in nodes:
-            flagged.discard(node_pid[n])
-        for lid in live:
-            if status[lid] == REFUSED:
-                flagged.add(node_pid[link_a[lid]])
-                flagged.add(node_pid[link_b[lid]])
 
     def _assign(
         self, groups: list[list[int]], trigger: int, meta: tuple[str, str, datetime]

@@ -24,7 +24,7 @@ class Identifier:
 
 @dataclass(frozen=True, slots=True)
 class InvalidIdentifier:
-    """A raw value that cannot identify anyone, and why (counted by imports, shown in the 360 view)."""
+    """A raw value that cannot identify anyone, and why (counted by imports, shown in 360 views)."""
 
     type: str
     raw: str

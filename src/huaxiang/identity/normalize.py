@@ -54,7 +54,6 @@ MAX_VALUE_LENGTH: Final = 256
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 #: Printable ASCII without spaces: values that trimming leaves unchanged (bulk fast path).
 PLAIN_PATTERN: Final = "^[!-~]{1,256}$"
-_ALL_ZERO = re.compile(r"[0-]*0[0-]*")
 _PHONE_CACHE_LIMIT: Final = 200_000
 
 
@@ -118,7 +117,8 @@ class Normalizer:
 
     def is_blocked(self, value: str) -> bool:
         """True when a (normalized) value is junk or on the workspace blocklist."""
-        return value.strip().lower() in self.junk or _ALL_ZERO.fullmatch(value) is not None
+        text = value.strip()
+        return text.lower() in self.junk or (not text.strip("0-") and "0" in text)
 
     def _text(self, id_type: str, text: str) -> str | InvalidIdentifier:
         value = text.strip()
@@ -130,7 +130,7 @@ class Normalizer:
         if lowered in self.junk:
             why = "on the workspace blocklist" if lowered in self.blocklist else "a placeholder"
             return InvalidIdentifier(id_type, text, f"blocklisted value ({why})")
-        if _ALL_ZERO.fullmatch(value):
+        if not value.strip("0-") and "0" in value:
             return InvalidIdentifier(id_type, text, "blocklisted value (all-zero id)")
         return value
 
@@ -175,7 +175,9 @@ class Normalizer:
             )
         value: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         if value.lower() in self.blocklist or national in self.blocklist:
-            return InvalidIdentifier(id_type, text, "blocklisted value (on the workspace blocklist)")
+            return InvalidIdentifier(
+                id_type, text, "blocklisted value (on the workspace blocklist)"
+            )
         return value
 
 
@@ -203,7 +205,7 @@ def normalizer_for(settings: Settings) -> Normalizer:
 
 
 def check(id_type: str, raw: object, settings: Settings) -> Identifier | InvalidIdentifier:
-    """Normalize ``raw`` as ``id_type``: the identifier, or an :class:`InvalidIdentifier` with a reason."""
+    """Normalize ``raw`` as ``id_type``: an identifier, or an :class:`InvalidIdentifier`."""
     return normalizer_for(settings).identifier(id_type, raw)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +28,6 @@ from huaxiang.events import Event
 from huaxiang.identity.extract import Extractor
 from huaxiang.identity.graph import (
     ACCEPTED,
-    REFUSED,
     REVOKED,
     STATUS_CODES,
     STATUS_NAMES,
@@ -45,7 +44,9 @@ _M2: Final = 0xBF58476D1CE4E5B9
 _M1_INV: Final = pow(_M1, -1, 1 << 64)
 _M2_INV: Final = pow(_M2, -1, 1 << 64)
 _ALL_ZERO_PATTERN: Final = "^[0-]*0[0-]*$"
-_PERSON_REF_HINT: Final = "use a person key (p_...), a person id, or type:value such as phone:13912345678"
+_PERSON_REF_HINT: Final = (
+    "use a person key (p_...), a person id, or type:value such as phone:13912345678"
+)
 
 
 @contextmanager
@@ -69,17 +70,22 @@ class ColumnsResult:
     """What :meth:`IdentityResolver.observe_columns` did with a table of identifier columns.
 
     ``person_ids``: the person of each row (its strongest valid identifier), null when the row has
-    none. ``normalized``: each identifier column normalized (null when missing or invalid).
-    ``valid`` / ``invalid_counts``: per column, values kept / refused. ``invalid``: one row per
-    refused value (``row``, ``column``, ``value``, ``reason``).
+    none; computed when first read. ``normalized``: each identifier column normalized (null when
+    missing or invalid). ``valid`` / ``invalid_counts``: per column, values kept / refused.
+    ``invalid``: one row per refused value (``row``, ``column``, ``value``, ``reason``). ``links``:
+    new links recorded.
     """
 
-    person_ids: pa.Array
+    _person_ids: Callable[[], pa.Array]
     normalized: dict[str, pa.Array]
     valid: dict[str, int]
     invalid_counts: dict[str, int]
     invalid: pa.Table
     links: int
+
+    @property
+    def person_ids(self) -> pa.Array:
+        return self._person_ids()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,19 +135,20 @@ class IdentityResolver:
             self._reload(con)
 
     def _reload(self, con: duckdb.DuckDBPyConnection) -> None:
-        extra = con.execute(
-            "SELECT DISTINCT id_type FROM identity_map"
-        ).fetchall()
+        extra = con.execute("SELECT DISTINCT id_type FROM identity_map").fetchall()
         types = list(self.settings.identifier_types)
         known = {t.name for t in types}
         # Identifiers of a type no longer configured keep their persons (no limit, weakest).
-        types.extend(IdentifierType(name, 1_000_000, None) for (name,) in extra if name not in known)
+        types.extend(
+            IdentifierType(name, 1_000_000, None) for (name,) in extra if name not in known
+        )
         graph = IdentityGraph(types)
         epoch = datetime(1970, 1, 1)
-        nodes = con.execute(
+        nodes = _arrow(
+            con,
             "SELECT node_id, id_type, id_value, person_id, first_person_id FROM identity_map"
-            " ORDER BY node_id"
-        ).to_arrow_table()
+            " ORDER BY node_id",
+        )
         type_index = graph.type_index
         members = graph.members
         for node_id, id_type, value, pid, origin in zip(
@@ -170,9 +177,10 @@ class IdentityResolver:
             if merged is not None:
                 graph.merged_into[pid] = merged
         graph.next_pid = max((pid for pid, _ in persons), default=0) + 1
-        links = con.execute(
-            "SELECT link_id, a_node, b_node, status, reason FROM identity_links ORDER BY link_id"
-        ).to_arrow_table()
+        links = _arrow(
+            con,
+            "SELECT link_id, a_node, b_node, status, reason FROM identity_links ORDER BY link_id",
+        )
         for lid, a, b, status, reason in zip(
             *(links.column(i).to_pylist() for i in range(5)), strict=True
         ):
@@ -185,9 +193,6 @@ class IdentityResolver:
             graph.add_link(a, b, code, None)
             if code != ACCEPTED and reason is not None:
                 graph.link_reason[lid] = reason
-            if code == REFUSED:
-                graph.refused_persons.add(graph.node_pid[a])
-                graph.refused_persons.add(graph.node_pid[b])
         graph.start_journal()
         self.graph = graph
 
@@ -280,9 +285,7 @@ class IdentityResolver:
         identifier tuples are linked once. ``source_ref`` of a link is the first row that showed
         it: the value of ``source_ref_column``, else the row number (``first_row`` for row 0).
         """
-        problems = [
-            f"column {c!r}" for c in id_columns if c not in table.column_names
-        ] + [
+        problems = [f"column {c!r}" for c in id_columns if c not in table.column_names] + [
             f"type {t!r} of column {c!r}"
             for c, t in id_columns.items()
             if t not in self.graph.type_index
@@ -338,12 +341,25 @@ class IdentityResolver:
         with _gc_paused():
             if columns and rows:
                 self._link_columns(
-                    columns, id_columns, normalized, table, source, source_ref_column, first_row, when
+                    columns,
+                    id_columns,
+                    normalized,
+                    table,
+                    source,
+                    source_ref_column,
+                    first_row,
+                    when,
                 )
             self._flush(con)
-        person_ids = self._person_ids(columns, id_columns, normalized, rows)
+        cache: list[pa.Array] = []
+
+        def person_ids() -> pa.Array:
+            if not cache:
+                cache.append(self._person_ids(columns, id_columns, normalized, rows))
+            return cache[0]
+
         return ColumnsResult(
-            person_ids=person_ids,
+            _person_ids=person_ids,
             normalized=normalized,
             valid=valid,
             invalid_counts=invalid_counts,
@@ -371,7 +387,10 @@ class IdentityResolver:
             mask = pc.is_valid(data[k])
             present = mask if present is None else pc.or_(present, mask)
         distinct = (
-            pa.table(data).filter(present).group_by(keys, use_threads=False).aggregate([("row", "min")])
+            pa.table(data)
+            .filter(present)
+            .group_by(keys, use_threads=False)
+            .aggregate([("row", "min")])
         )
         firsts = distinct.column("row_min")
         ref_array: pa.Array
@@ -443,6 +462,8 @@ class IdentityResolver:
         kind = self.normalizer.kinds[id_type]
         rows = len(raw)
         reasons: pa.Array = pa.nulls(rows, pa.string())
+        if pa.types.is_dictionary(raw.type):
+            raw = raw.cast(raw.type.value_type)
         if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
             raw = raw.cast(pa.string())
             values: pa.Array = pa.nulls(rows, pa.string())
@@ -451,7 +472,9 @@ class IdentityResolver:
                 # Plain values (printable ASCII, no spaces) need no trimming: only the blocklist.
                 lowered = pc.utf8_lower(raw)
                 junk = pc.or_(
-                    pc.is_in(lowered, value_set=pa.array(sorted(self.normalizer.junk), pa.string())),
+                    pc.is_in(
+                        lowered, value_set=pa.array(sorted(self.normalizer.junk), pa.string())
+                    ),
                     pc.match_substring_regex(raw, _ALL_ZERO_PATTERN),
                 )
                 fast = pc.fill_null(
@@ -507,7 +530,9 @@ class IdentityResolver:
         """The identifiers of a person, strongest first (empty for an unknown or merged id)."""
         graph = self.graph
         nodes = sorted(graph.members.get(person_id, []), key=graph.node_key)
-        return [Identifier(graph.types[graph.node_type[n]].name, graph.node_value[n]) for n in nodes]
+        return [
+            Identifier(graph.types[graph.node_type[n]].name, graph.node_value[n]) for n in nodes
+        ]
 
     def identifiers_in(self, event: Event) -> list[Identifier]:
         """The valid identifiers an event carries, strongest first."""
@@ -560,7 +585,9 @@ class IdentityResolver:
         elif ":" in text:
             id_type, raw = text.split(":", 1)
             if id_type not in graph.type_index:
-                raise NotFound(f"unknown identifier type {id_type!r} in {text!r}", hint=_PERSON_REF_HINT)
+                raise NotFound(
+                    f"unknown identifier type {id_type!r} in {text!r}", hint=_PERSON_REF_HINT
+                )
             value = self.normalizer.value(id_type, raw)
             if isinstance(value, InvalidIdentifier):
                 raise NotFound(f"{text!r} is not a usable identifier: {value.reason}")
@@ -579,7 +606,6 @@ class IdentityResolver:
         """
         graph = self.graph
         pid = graph.current(person_id)
-        identifiers = self.identifiers_of(pid)
         mine = graph.members.get(pid, [])
         nodes = pa.table({"node_id": pa.array(mine, pa.uint32())})
         former = [p for p in graph.merged_into if graph.current(p) == pid]
@@ -659,7 +685,7 @@ class IdentityResolver:
         reason: str,
         at: datetime | None = None,
     ) -> UnmergeResult:
-        """Split a wrongly merged person: revoke a link, or every link of one identifier to the rest.
+        """Split a wrongly merged person: revoke a link, or all links of an identifier to the rest.
 
         Revoked links never link again. The part that keeps the person's strongest identifier keeps
         its person id; a split-off part gets its former person id back, or a new one.
@@ -667,7 +693,9 @@ class IdentityResolver:
         graph = self.graph
         pid = self.resolve_person_ref(person_ref)
         if not reason or not reason.strip():
-            raise IdentityError("an unmerge needs a reason", hint="say why, e.g. 'shared family phone'")
+            raise IdentityError(
+                "an unmerge needs a reason", hint="say why, e.g. 'shared family phone'"
+            )
         if (identifier is None) == (link_id is None):
             raise IdentityError(
                 "unmerge needs exactly one of an identifier or a link id",
@@ -676,7 +704,10 @@ class IdentityResolver:
         if link_id is not None:
             if not 0 <= link_id < len(graph.link_a) or graph.link_status[link_id] == REVOKED:
                 raise NotFound(f"no active link {link_id}", hint="see the links in `profile show`")
-            if pid not in (graph.node_pid[graph.link_a[link_id]], graph.node_pid[graph.link_b[link_id]]):
+            if pid not in (
+                graph.node_pid[graph.link_a[link_id]],
+                graph.node_pid[graph.link_b[link_id]],
+            ):
                 raise IdentityError(f"link {link_id} does not touch person {pid}")
             lids = [link_id]
         else:
@@ -744,9 +775,9 @@ class IdentityResolver:
                 con,
                 "identity_map",
                 {
-                    "node_id": pa.array(range(mark, count), pa.uint32()),
+                    "node_id": pa.array(list(range(mark, count)), pa.uint32()),
                     "id_type": _names(names, node_type[mark:]),
-                    "id_value": pa.array(node_value[mark:], pa.string()),
+                    "id_value": graph.new_values(),
                     "person_id": pa.array(node_pid[mark:], pa.uint32()),
                     "first_seen": _times(graph.new_node_at),
                     "first_person_id": pa.array(graph.node_origin[mark:], pa.uint32()),
@@ -803,21 +834,18 @@ class IdentityResolver:
         total = len(link_a)
         now = to_naive_utc(utcnow())
         if total > lmark:
-            sources, refs, seen = zip(*graph.new_link_meta, strict=True)
             _insert(
                 con,
                 "identity_links",
                 {
-                    "link_id": pa.array(range(lmark, total), pa.uint64()),
+                    "link_id": pa.array(list(range(lmark, total)), pa.uint64()),
                     "a_node": pa.array(link_a[lmark:], pa.uint32()),
                     "b_node": pa.array(link_b[lmark:], pa.uint32()),
-                    "status": _names(list(STATUS_NAMES), list(status[lmark:])),
-                    "reason": pa.array(
-                        [graph.link_reason.get(lid) for lid in range(lmark, total)], pa.string()
-                    ),
-                    "source": _repeated(sources),
-                    "source_ref": _texts(refs),
-                    "seen_at": _times(seen),
+                    "status": _names(list(STATUS_NAMES), status[lmark:]),
+                    "reason": _new_reasons(graph.link_reason, lmark, total),
+                    "source": _repeated(graph.new_link_source),
+                    "source_ref": _texts(graph.new_link_ref),
+                    "seen_at": _times(graph.new_link_at),
                     "changed_at": pa.nulls(total - lmark, pa.timestamp("us")),
                 },
             )
@@ -830,7 +858,9 @@ class IdentityResolver:
                 {
                     "link_id": pa.array(changed, pa.uint64()),
                     "status": pa.array([STATUS_NAMES[status[lid]] for lid in changed], pa.string()),
-                    "reason": pa.array([graph.link_reason.get(lid) for lid in changed], pa.string()),
+                    "reason": pa.array(
+                        [graph.link_reason.get(lid) for lid in changed], pa.string()
+                    ),
                     "changed_at": pa.array([now] * len(changed), pa.timestamp("us")),
                 },
             )
@@ -868,9 +898,12 @@ class IdentityResolver:
         graph.start_journal()
 
 
-def _names(names: list[str], codes: Sequence[int]) -> pa.Array:
+def _names(names: list[str], codes: Sequence[int] | bytearray) -> pa.Array:
     """A string column from small integer codes (via a dictionary, without a Python string list)."""
-    indices = pa.array(codes, pa.int32())
+    if isinstance(codes, bytearray):
+        indices = pa.Array.from_buffers(pa.uint8(), len(codes), [None, pa.py_buffer(bytes(codes))])
+    else:
+        indices = pa.array(codes, pa.int32())
     return pc.take(pa.array(names, pa.string()), indices)
 
 
@@ -884,15 +917,25 @@ def _times(values: Sequence[datetime]) -> pa.Array:
     """A timestamp column; bulk imports repeat one time, which is converted only once."""
     first = values[0] if values else None
     if first is not None and values.count(first) == len(values):
-        return pc.take(pa.array([first], pa.timestamp("us")), pa.array([0] * len(values), pa.int32()))
+        return pc.take(
+            pa.array([first], pa.timestamp("us")), pa.array([0] * len(values), pa.int32())
+        )
     return pa.array(values, pa.timestamp("us"))
 
 
 def _repeated(values: Sequence[str]) -> pa.Array:
-    """A string column of few distinct values, built without one Python string per row."""
-    codes: dict[str, int] = {}
-    indices = [codes.setdefault(v, len(codes)) for v in values]
-    return pc.take(pa.array(list(codes), pa.string()), pa.array(indices, pa.int32()))
+    """A string column that usually holds one value (a bulk import's source)."""
+    if len(set(values)) == 1:
+        return pc.take(pa.array([values[0]], pa.string()), pa.array(bytes(len(values)), pa.int8()))
+    return pa.array(values, pa.string())
+
+
+def _new_reasons(reasons: dict[int, str], first: int, end: int) -> pa.Array:
+    column: list[str | None] = [None] * (end - first)
+    for lid, reason in reasons.items():
+        if first <= lid < end:
+            column[lid - first] = reason
+    return pa.array(column, pa.string())
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, pa.Array]) -> None:
@@ -926,12 +969,18 @@ def _as_text(values: pa.Array) -> pa.Array:
         return pa.array([None if v is None else repr(v) for v in values.to_pylist()], pa.string())
 
 
+def _arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    relation = con.sql(sql)
+    if relation is None:  # only for statements that return nothing
+        raise IdentityError(f"no result from {sql!r}")
+    table: pa.Table = relation.to_arrow_table()
+    return table
+
+
 def _ensure_salt(con: duckdb.DuckDBPyConnection) -> int:
     row = con.execute("SELECT value FROM identity_meta WHERE key = 'person_key_salt'").fetchone()
     if row is not None:
         return int(row[0], 16)
     salt = secrets.randbits(64)
-    con.execute(
-        "INSERT INTO identity_meta VALUES ('person_key_salt', ?)", [f"{salt:016x}"]
-    )
+    con.execute("INSERT INTO identity_meta VALUES ('person_key_salt', ?)", [f"{salt:016x}"])
     return salt

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from huaxiang.collect.imports.report import ImportReport
-from huaxiang.collect.imports.sql import arrow, first_row, ident
+from huaxiang.collect.imports.sql import arrow, first_row, ident, lit
 from huaxiang.collect.imports.validate import REASONS, STAGE, Stage
 from huaxiang.config import Settings
 from huaxiang.identity.resolver import IdentityResolver
@@ -52,17 +52,39 @@ class LoadContext:
         if self.dry_run or not types:
             return
         columns = ", ".join(ident(t) for t in types)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _hx_id_tuples AS "
+            f"SELECT {columns}, arg_min({ref_sql}, _hx_row) AS _hx_ref FROM {relation} "
+            f"WHERE coalesce({columns}) IS NOT NULL GROUP BY ALL"
+        )
+        self.observe_tuples("_hx_id_tuples", {t: t for t in types})
+
+    def observe_tuples(self, tuples: str, columns: dict[str, str]) -> None:
+        """Send distinct identifier tuples (``types`` and ``_hx_ref``) to the identity stage.
+
+        A tuple with one identifier only creates a person when that identifier is new: one that
+        is already stored, or that another tuple of this import links, is left out (set-based,
+        so the identity stage sees the tuples that can change something).
+        """
+        if self.dry_run or not columns:
+            return
+        cols = [ident(c) for c in columns]
+        types = list(columns.values())
+        count = " + ".join(f"CAST({c} IS NOT NULL AS INTEGER)" for c in cols)
+        redundant = " OR ".join(
+            f"({c} IS NOT NULL AND ({c} IN (SELECT {c} FROM {tuples} WHERE {count} > 1) "
+            f"OR {c} IN (SELECT id_value FROM identity_map WHERE id_type = {lit(t)})))"
+            for c, t in zip(cols, types, strict=True)
+        )
         table: pa.Table = arrow(
-            self.con,
-            f"SELECT {columns}, min({ref_sql}) AS _hx_ref FROM {relation} "
-            f"WHERE coalesce({columns}) IS NOT NULL GROUP BY ALL",
+            self.con, f"SELECT * FROM {tuples} WHERE {count} > 1 OR NOT ({redundant})"
         )
         if table.num_rows == 0:
             return
         result = self.identity.observe_columns(
             self.con,
             table,
-            {t: t for t in types},
+            dict(columns),
             self.source,
             source_ref_column="_hx_ref",
             at=self.now,

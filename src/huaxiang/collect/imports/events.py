@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pyarrow as pa
-
 from huaxiang.collect.imports.context import LoadContext
 from huaxiang.collect.imports.readers import ROW
 from huaxiang.collect.imports.sql import arrow, first_row, ident, str_list
@@ -74,9 +72,11 @@ def load_events(ctx: LoadContext) -> None:
     anonymous = ident("anonymous_id") if "anonymous_id" in ctx.stage.id_types else "NULL"
     con.execute(
         "INSERT INTO events (message_id, type, event, user_id, anonymous_id, timestamp, "
-        "original_timestamp, sent_at, received_at, channel, properties, context, traits, source) "
+        "original_timestamp, sent_at, received_at, channel, properties, context, traits, "
+        "group_id, previous_id, source) "
         f'SELECT message_id, type, event, {user}, {anonymous}, "timestamp", original_timestamp, '
-        "sent_at, coalesce(received_at, ?), channel, properties, context, traits, ? "
+        "sent_at, coalesce(received_at, ?), channel, properties, context, traits, group_id, "
+        "previous_id, ? "
         f"FROM {new_rows}",
         [ctx.now, ctx.source],
     )
@@ -106,41 +106,42 @@ def _trait_columns(ctx: LoadContext) -> dict[str, list[str]]:
 
 
 def _link(ctx: LoadContext) -> None:
-    """Link userId, anonymousId and identifiers in traits (one observation per distinct tuple)."""
+    """Link userId, anonymousId, an alias's previousId and identifiers in traits.
+
+    One observation per distinct tuple of identifiers; the identity stage normalises trait and
+    previousId values itself.
+    """
     types = list(ctx.stage.id_types)
+    columns = {t: t for t in types}
+    selects = [ident(t) for t in types]
+    has_alias = ctx.count(
+        "SELECT count(*) FROM (SELECT 1 FROM _hx_new_events WHERE previous_id IS NOT NULL LIMIT 1)"
+    )
+    if has_alias and ctx.settings.identifier_type("anonymous_id") is not None:
+        selects.append("previous_id AS _hx_previous_id")
+        columns["_hx_previous_id"] = "anonymous_id"
     has_traits = ctx.count(
         "SELECT count(*) FROM (SELECT 1 FROM _hx_new_events WHERE traits IS NOT NULL LIMIT 1)"
     )
-    if not has_traits:
+    if has_traits:
+        for id_type, keys in _trait_columns(ctx).items():
+            paths = ", ".join(
+                f"traits ->> '$.\"{k}\"'" for k in keys if k.replace("_", "").isalnum()
+            )
+            if paths:
+                selects.append(f"coalesce({paths}) AS {ident(id_type)}")
+                columns[id_type] = id_type
+    if len(columns) == len(types):
         ctx.link_identifiers("_hx_new_events", "message_id")
         return
-    selects = [ident(t) for t in types]
-    trait_types: list[str] = []
-    for id_type, keys in _trait_columns(ctx).items():
-        paths = ", ".join(f"traits ->> '$.\"{k}\"'" for k in keys if k.replace("_", "").isalnum())
-        if not paths:
-            continue
-        selects.append(f"coalesce({paths}) AS {ident(id_type)}")
-        trait_types.append(id_type)
-    con = ctx.con
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _hx_event_ids AS SELECT "
+    present = " OR ".join(f"{ident(c)} IS NOT NULL" for c in columns)
+    ctx.con.execute(
+        "CREATE OR REPLACE TEMP TABLE _hx_event_ids AS SELECT * FROM (SELECT "
         + ", ".join(selects)
-        + ", min(message_id) AS _hx_ref FROM _hx_new_events GROUP BY ALL"
+        + ", arg_min(message_id, _hx_row) AS _hx_ref FROM _hx_new_events GROUP BY ALL) "
+        + f"WHERE {present}"
     )
-    all_types = types + trait_types
-    table: pa.Table = arrow(con, "SELECT * FROM _hx_event_ids")
-    if table.num_rows == 0:
-        return
-    result = ctx.identity.observe_columns(
-        con,
-        table,
-        {t: t for t in all_types},
-        ctx.source,
-        source_ref_column="_hx_ref",
-        at=ctx.now,
-    )
-    ctx.report.persons_linked += int(result.links)
+    ctx.observe_tuples("_hx_event_ids", columns)
 
 
 def _identify_traits(ctx: LoadContext) -> None:

@@ -117,6 +117,11 @@ def prepare_column(
     reasons: list[str | None] = []
     for item in odd.column("raw").to_pylist():
         raw = str(item)
+        if not raw.strip():  # blank is absent, not a refused value
+            raws.append(raw)
+            values.append(None)
+            reasons.append(None)
+            continue
         result = normalizer.value(id_type, raw)
         if isinstance(result, str):
             if result == raw:

@@ -167,7 +167,7 @@ def resolve_mapping(
             problems.append(
                 Problem(
                     f"mapping {target}={source}",
-                    f"{raw.path.name} has no column {source!r}",
+                    f"{raw.name} has no column {source!r}",
                     hint=f"its columns: {', '.join(columns)}",
                 )
             )
@@ -190,7 +190,7 @@ def resolve_mapping(
             problems.append(
                 Problem(
                     f"field {f.name}",
-                    f"no column of {raw.path.name} maps to the required field {f.name!r}",
+                    f"no column of {raw.name} maps to the required field {f.name!r}",
                     hint=f"name a column {f.name!r} or pass --map {f.name}=COLUMN",
                 )
             )
@@ -207,12 +207,12 @@ def resolve_mapping(
         problems.append(
             Problem(
                 "identifiers",
-                f"no column of {raw.path.name} maps to an identifier",
+                f"no column of {raw.name} maps to an identifier",
                 hint=f"name a column after one of {', '.join(id_types)} or pass --map",
             )
         )
     if problems:
-        raise ValidationError(problems, what=f"the mapping of {raw.path.name}")
+        raise ValidationError(problems, what=f"the mapping of {raw.name}")
     extras = leftover if kind.extras else ()
     ignored = () if kind.extras else leftover
     return ResolvedMapping(fields, extras, ignored, dict(explicit))

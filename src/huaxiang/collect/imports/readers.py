@@ -42,6 +42,7 @@ class RawFile:
     path: Path
     format: str
     columns: dict[str, str]
+    name: str
 
     def is_text(self, column: str) -> bool:
         return self.columns[column] == "VARCHAR"
@@ -63,33 +64,39 @@ def detect_format(path: Path, given: str | None) -> str:
     return found
 
 
-def open_file(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> RawFile:
-    """Create ``_hx_raw`` on ``con`` (a temp view or table) for the file."""
+def open_file(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *, name: str | None = None
+) -> RawFile:
+    """Create ``_hx_raw`` on ``con`` (a temp view or table) for the file.
+
+    ``name``: what messages call the file (an upload's original name), default its file name.
+    """
+    label = name or path.name
     if not path.is_file():
         raise ImportFileError(f"no file at {path}", hint="check the path")
     if path.stat().st_size == 0:
-        raise ImportFileError(f"{path.name} is empty", hint="export the data again")
+        raise ImportFileError(f"{label} is empty", hint="export the data again")
     con.execute(f"DROP VIEW IF EXISTS {RAW}")
     con.execute(f"DROP TABLE IF EXISTS {RAW}")
     try:
         if fmt == "parquet":
             _parquet(con, path)
         elif fmt == "csv":
-            _csv(con, path)
+            _csv(con, path, label)
         elif fmt == "jsonl":
-            _jsonl(con, path)
+            _jsonl(con, path, label)
         else:
-            _xlsx(con, path)
+            _xlsx(con, path, label)
     except duckdb.Error as e:
         raise ImportFileError(
-            f"cannot read {path.name} as {fmt}: {_first_line(e)}",
+            f"cannot read {label} as {fmt}: {_first_line(e)}",
             hint="check the file format (--format) and that the file is complete",
         ) from e
     described = con.execute(f"DESCRIBE {RAW}").fetchall()
     columns = {str(name): str(kind) for name, kind, *_ in described if name != ROW}
     if not columns:
-        raise ImportFileError(f"{path.name} has no columns", hint="add a header row")
-    return RawFile(path, fmt, columns)
+        raise ImportFileError(f"{label} has no columns", hint="add a header row")
+    return RawFile(path, fmt, columns, label)
 
 
 def _first_line(error: Exception) -> str:
@@ -103,7 +110,7 @@ def _parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     )
 
 
-def _check_utf8(path: Path) -> None:
+def _check_utf8(path: Path, label: str) -> None:
     with path.open("rb") as handle:
         head = handle.read(1 << 20)
     try:
@@ -111,22 +118,22 @@ def _check_utf8(path: Path) -> None:
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4:  # not just a character cut at the end of the sample
             raise ImportFileError(
-                f"{path.name} is not UTF-8 text (byte {e.start})",
+                f"{label} is not UTF-8 text (byte {e.start})",
                 hint="save it as UTF-8 (Excel: CSV UTF-8; iconv -f GBK -t UTF-8)",
             ) from e
 
 
-def _csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    _check_utf8(path)
+def _csv(con: duckdb.DuckDBPyConnection, path: Path, label: str) -> None:
+    _check_utf8(path, label)
     con.execute(
         f"CREATE TEMP TABLE {RAW} AS SELECT row_number() OVER () AS {ROW}, * "
         f"FROM read_csv({lit(str(path))}, all_varchar = true, header = true)"
     )
 
 
-def _jsonl(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _jsonl(con: duckdb.DuckDBPyConnection, path: Path, label: str) -> None:
     """One object per line; keys become text columns (objects and arrays as JSON text)."""
-    _check_utf8(path)
+    _check_utf8(path, label)
     lines = path.read_bytes().split(b"\n")
     if lines and lines[-1].strip() == b"":
         lines.pop()
@@ -176,14 +183,14 @@ def _cell_text(value: object) -> str | None:
     return text if text.strip() else None
 
 
-def _xlsx(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _xlsx(con: duckdb.DuckDBPyConnection, path: Path, label: str) -> None:
     import openpyxl
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as e:  # openpyxl raises many kinds for a damaged or wrong file
         raise ImportFileError(
-            f"cannot read {path.name} as an Excel .xlsx workbook: {e}",
+            f"cannot read {label} as an Excel .xlsx workbook: {e}",
             hint="save it as .xlsx (Excel 2007+), or export CSV",
         ) from e
     try:
@@ -195,7 +202,7 @@ def _xlsx(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                 header = _header(values)
                 break
         if header is None:
-            raise ImportFileError(f"{path.name} has no header row", hint="add column names")
+            raise ImportFileError(f"{label} has no header row", hint="add column names")
         columns: list[list[str | None]] = [[] for _ in header]
         numbers: list[int] = []
         number = 0

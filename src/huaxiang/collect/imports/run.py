@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,16 +90,18 @@ def run_import(
         kind=target.name,
         format=fmt,
         source=label,
-        sha256=_sha256(file_path),
+        sha256="",
         dry_run=dry_run,
         started_at=started.isoformat(),
     )
     settings = runtime.settings
     now = to_naive_utc(started)
     wrote = False
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="huaxiang-import-sha256")
+    digest = hashing.submit(_sha256, file_path)  # hashlib releases the GIL: overlaps the SQL
     try:
         with _connection(runtime, dry_run) as con:
-            raw = open_file(con, file_path, fmt)
+            raw = open_file(con, file_path, fmt, name=name)
             resolved = resolve_mapping(target, raw, mapping or {}, settings)
             report.mapping = resolved.as_dict()
             if resolved.ignored:
@@ -132,6 +135,7 @@ def run_import(
             if not dry_run and stage.rejected:
                 _record_rejects(con, ctx)
             LOADERS[target.name](ctx)
+            report.sha256 = digest.result()
             report.seconds = round(time.perf_counter() - clock, 3)
             if not dry_run:
                 _register(con, report, now)
@@ -139,6 +143,8 @@ def run_import(
         if wrote:
             _reload_stages(runtime)
         raise
+    finally:
+        hashing.shutdown(wait=True, cancel_futures=True)
     report.seconds = round(time.perf_counter() - clock, 3)
     return report
 

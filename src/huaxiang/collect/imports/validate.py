@@ -26,11 +26,11 @@ from huaxiang.config import Settings
 from huaxiang.events import EVENT_TYPES
 
 STAGE = "_hx_stage"
-#: Text fields that are keys or codes: trimmed. Other text (event names, channels, property values)
-#: is kept as the file has it; an empty cell is null either way. Identifiers are always trimmed.
+#: Text fields that are codes: trimmed. Other text (messageIds, as the collection API keeps them;
+#: event names, channels, property values) is kept as the file has it; an empty cell is null either
+#: way. Identifiers are normalised (trimmed) by the identity stage's rules.
 TRIMMED = frozenset(
     {
-        "message_id",
         "type",
         "order_id",
         "status",
@@ -45,7 +45,7 @@ STAGE_ALL = "_hx_stage_all"
 #: Kinds whose files can be huge: ``_hx_stage`` holds only these columns (plus row number, reasons
 #: and identifiers); every field is in the view ``_hx_stage_all``, computed again when read.
 NARROW: dict[str, tuple[str, ...]] = {
-    "events": ("message_id", "type", "timestamp", "received_at", "traits"),
+    "events": ("message_id", "type", "timestamp", "received_at", "traits", "previous_id"),
 }
 REASONS = "_hx_reasons"
 _TRUE = ("true", "yes", "y", "1", "granted", "allow", "opt_in", "on", "是", "同意", "允许")
@@ -204,7 +204,8 @@ def build_stage(
         if id_type not in mapped:
             continue
         column = mapped[id_type]
-        raw_sql = text_sql(column, raw.columns[column])
+        # Untrimmed: values with spaces are not plain and go through the normaliser, which trims.
+        raw_sql = text_sql(column, raw.columns[column], trim=False)
         id_column = prepare_column(
             con,
             id_type=id_type,
@@ -341,7 +342,9 @@ def _kind_values(kind: Kind, mapping: ResolvedMapping, raw_ids: dict[str, str]) 
         values["refund_amount"] = f"coalesce({_f('refund_amount')}, 0::DECIMAL(18,2))"
     elif kind.name == "dmp":
         words = " ".join(f"WHEN {lit(k)} THEN {v}" for k, v in _TRUST_WORDS.items())
-        values["trust"] = f"CASE lower({ident('t:trust')}) {words} ELSE {_f('trust')} END"
+        values["trust"] = (
+            f"CASE lower({ident('t:trust')}) {words} ELSE try_cast({_f('trust')} AS DOUBLE) END"
+        )
     return values
 
 
@@ -384,6 +387,18 @@ def _kind_problems(
             _problem(
                 f"{kind_type} = 'track' AND {_f('event')} IS NULL",
                 lit("event: empty (a track event needs its name)"),
+            )
+        )
+        problems.append(
+            _problem(
+                f"{kind_type} = 'alias' AND {_f('previous_id')} IS NULL",
+                lit("previous_id: empty (an alias call needs it)"),
+            )
+        )
+        problems.append(
+            _problem(
+                f"{kind_type} = 'group' AND {_f('group_id')} IS NULL",
+                lit("group_id: empty (a group call needs it)"),
             )
         )
         for name in ("properties", "traits", "context"):

@@ -70,26 +70,48 @@ class MessageTemplate:
     """A JSON body with N messages whose ids change on every request.
 
     The body is serialised once with markers in front of each message's index in ``messageId``,
-    ``userId`` and ``anonymousId``; each request replaces the markers by a per-request value
-    of fixed width (two C-level ``bytes.replace``), so the length and headers never change.
-    Message i of request r belongs to person ``(r % groups, i)``: about ``persons`` persons, each
-    with one user id and one anonymous id.
+    ``userId``, ``anonymousId`` and the traits that name a person (``email``, ``phone``); each
+    request replaces the markers by a per-request value of fixed width (two C-level
+    ``bytes.replace``), so the length and headers never change.
+
+    The persons: message i of request r belongs to person ``(r % groups, i % per_request)``, where
+    ``groups = persons // per_request``. A request carries the events of ``per_request`` persons
+    (several events each, as an SDK's batch does) and every person comes back every ``groups``
+    requests, so after the first ``groups`` requests nearly every event is from a known person.
+    Each person has one user id, one anonymous id and (on identify calls) one email and phone.
     """
 
     def __init__(
-        self, messages: list[dict[str, object]], *, batch: bool, run: str, persons: int = 100_000
+        self,
+        messages: list[dict[str, object]],
+        *,
+        batch: bool,
+        run: str,
+        persons: int = 20_000,
+        per_request: int = 25,
     ) -> None:
         self.count = len(messages)
-        self._groups = max(1, persons // self.count)
-        marked = [
-            {
+        per_request = max(1, min(per_request, self.count))
+        self._groups = max(1, persons // per_request)
+        self.persons = self._groups * per_request
+        marked = []
+        for index, message in enumerate(messages):
+            person = f"@@G@@{index % per_request:04d}"
+            copy = {
                 **message,
                 "messageId": f"@@M@@{index:04d}",
-                "userId": f"u@@G@@{index:04d}",
-                "anonymousId": f"a@@G@@{index:04d}",
+                "userId": "u" + person,
+                "anonymousId": "a" + person,
             }
-            for index, message in enumerate(messages)
-        ]
+            traits = message.get("traits")
+            if isinstance(traits, dict):
+                copy["traits"] = {
+                    **traits,
+                    "email": f"p{person}@example.com",
+                    # 138 + 6-digit group + 2 digits: a valid mainland mobile number
+                    "phone": f"138@@G@@{index % per_request % 100:02d}",
+                }
+            marked.append(copy)
         doc: object = {"batch": marked} if batch else marked[0]
         self._body = orjson.dumps(doc)
         self._run = run.encode()

@@ -145,28 +145,47 @@ def bare_server() -> Served:
 
 
 def sample_messages(count: int) -> list[dict[str, object]]:
-    """Realistic track events (~350 bytes each) of an online-course shop."""
+    """Realistic messages (~350 bytes each) of an online-course shop.
+
+    Mostly track calls, a page view in every ten, and an identify call with traits (name, plus the
+    email and phone :class:`MessageTemplate` gives each person) in every fifty; the first message is
+    a track call (the single-event phase sends it to ``/v1/track``).
+    """
     names = ("Course Viewed", "Lesson Started", "Product Added", "Order Completed", "Search")
-    return [
-        {
-            "type": "track",
-            "event": names[i % len(names)],
-            "anonymousId": str(uuid.UUID(int=i + 1)),
-            "timestamp": "2024-05-01T10:00:00.123+08:00",
-            "properties": {
-                "course_id": f"c{i % 300}",
-                "title": "Python 数据分析实战",
-                "price": 199.0,
-                "currency": "CNY",
-            },
-            "context": {
-                "library": {"name": "analytics-python", "version": "2.4.0"},
-                "ip": "10.1.2.3",
-                "channel": "miniprogram",
-            },
-        }
-        for i in range(count)
-    ]
+    context = {
+        "library": {"name": "analytics-python", "version": "2.4.0"},
+        "ip": "10.1.2.3",
+        "channel": "miniprogram",
+    }
+    messages: list[dict[str, object]] = []
+    for i in range(count):
+        message: dict[str, object]
+        if i % 50 == 49:
+            message = {
+                "type": "identify",
+                "traits": {"name": "王小明", "plan": "pro", "city": "上海"},
+            }
+        elif i % 10 == 9:
+            message = {
+                "type": "page",
+                "name": "课程详情",
+                "properties": {"url": f"https://edu.example.cn/c/{i % 300}", "referrer": ""},
+            }
+        else:
+            message = {
+                "type": "track",
+                "event": names[i % len(names)],
+                "properties": {
+                    "course_id": f"c{i % 300}",
+                    "title": "Python 数据分析实战",
+                    "price": 199.0,
+                    "currency": "CNY",
+                },
+            }
+        message["timestamp"] = "2024-05-01T10:00:00.123+08:00"
+        message["context"] = context
+        messages.append(message)
+    return messages
 
 
 def request_maker(served: Served, path: str, template: MessageTemplate) -> Any:

@@ -1,8 +1,8 @@
 """Workspace folder and settings.
 
-A workspace is one folder (``--home``, else ``HUAXIANG_HOME``, else ``./huaxiang-data``) holding the
-embedded store, the ingest log, rejects files and ``huaxiang.toml``. Settings are read from that file;
-every key has a default, so an empty file is a valid configuration.
+A workspace is one folder (``--home``, else ``HUAXIANG_HOME``, else ``./huaxiang-data``) holding
+the embedded store, the ingest log, rejects files and ``huaxiang.toml``. Settings are read from
+that file; every key has a default, so an empty file is a valid configuration.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class IdentifierType:
     """One kind of identifier a person can carry.
 
     ``priority``: lower is stronger; when a link would break a limit, links between stronger
-    identifiers win. ``max_per_person``: at most this many distinct values per person (None: no limit).
+    identifiers win. ``max_per_person``: at most this many distinct values per person (None: no
+    limit).
     ``normalizer``: ``phone``, ``email``, ``lower`` or ``text``.
     """
 

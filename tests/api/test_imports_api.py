@@ -93,3 +93,25 @@ def test_errors_and_auth(server: LiveServer) -> None:
         headers=server.admin_headers,
     )
     assert wrong_kind.status_code == 422
+
+
+def test_cli_goes_through_the_running_server(server: LiveServer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from huaxiang.cli.backend import clear_server_info, write_server_info
+    from huaxiang.cli.main import app
+
+    workspace = server.runtime.workspace
+    path = tmp_path / "dmp.csv"
+    path.write_text("phone,label\n13912345678,高价值|学生\n", encoding="utf-8")
+    write_server_info(workspace, server.url)
+    try:
+        result = CliRunner().invoke(
+            app, ["--home", str(workspace.home), "import", str(path), "--kind", "dmp", "--json"]
+        )
+    finally:
+        clear_server_info(workspace)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["labels_loaded"] == 2
+    history = httpx.get(server.url + "/admin/imports", headers=server.admin_headers).json()
+    assert history[0]["file"] == "dmp.csv"

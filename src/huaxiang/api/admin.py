@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
-from huaxiang.api.deps import AdminDep, RuntimeDep
+from huaxiang.api.deps import ADMIN_RESPONSES, AdminDep, ErrorBody, RuntimeDep
 from huaxiang.collect.keys import write_keys
 from huaxiang.collect.status import MAX_REJECTS_PAGE, collection_status, list_rejects
 
@@ -83,17 +83,10 @@ class Health(BaseModel):
     backlog: int
 
 
-class ErrorBody(BaseModel):
-    detail: str
-    hint: str | None = None
-
-
-_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or wrong admin token."}
-}
-
 router = APIRouter()
-admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep], responses=_UNAUTHORIZED)
+admin = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[AdminDep], responses=ADMIN_RESPONSES
+)
 
 
 @admin.post(

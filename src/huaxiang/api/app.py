@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from huaxiang import __version__
 from huaxiang.api import admin, collect, imports, profiles
+from huaxiang.api.deps import ADMIN_RESPONSES
 from huaxiang.api.errors import install_error_handlers
 from huaxiang.runtime import Runtime
 
@@ -39,6 +40,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     app.include_router(collect.router)
     app.include_router(admin.router)
-    app.include_router(imports.router)
-    app.include_router(profiles.router)
+    app.include_router(imports.router, responses=ADMIN_RESPONSES)
+    app.include_router(profiles.router, responses=ADMIN_RESPONSES)
     return app

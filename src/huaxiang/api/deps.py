@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from huaxiang.runtime import Runtime
 
@@ -37,3 +38,16 @@ def require_admin(
 
 
 AdminDep = Depends(require_admin)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what is wrong, and how to fix it."""
+
+    detail: str
+    hint: str | None = None
+
+
+#: Responses every management route may give besides its own.
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong admin token."}
+}

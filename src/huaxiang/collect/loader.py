@@ -13,11 +13,9 @@ and that record's seq (``offset``).
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,16 +23,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from huaxiang.clock import utcnow
 from huaxiang.collect.log import IngestLog, LogReader
-from huaxiang.collect.records import RejectRecord, decode_record_at, record_event_count
+from huaxiang.collect.records import (
+    EventBatch,
+    RejectRecord,
+    decode_batch_at,
+    record_event_count,
+)
 from huaxiang.config import Settings
 from huaxiang.errors import HuaxiangError, StoreError, TransientIngestError
-from huaxiang.events import Event, EventSink
+from huaxiang.events import EventSink
 from huaxiang.store import Store
 
 logger = logging.getLogger(__name__)
@@ -47,36 +49,6 @@ _TS = pa.timestamp("us")
 
 # Written when the events table has them (alias and group calls).
 _OPTIONAL_COLUMNS = {"group_id": "groupId", "previous_id": "previousId"}
-
-
-def _json_columns(events: list[Event]) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """properties, context and traits of each event as JSON text columns.
-
-    Written into one growing buffer per column: many small serialized objects kept alive at once
-    cost more in allocation than serializing them.
-    """
-    dumps = orjson.dumps
-    bufs = (bytearray(), bytearray(), bytearray())
-    offsets = (array("q", [0]), array("q", [0]), array("q", [0]))
-    p_buf, c_buf, t_buf = bufs
-    p_off, c_off, t_off = offsets
-    empty = b"{}"
-    for e in events:
-        value = e.get("properties")
-        p_buf += dumps(value) if value else empty
-        p_off.append(len(p_buf))
-        value = e.get("context")
-        c_buf += dumps(value) if value else empty
-        c_off.append(len(c_buf))
-        value = e.get("traits")
-        t_buf += dumps(value) if value else empty
-        t_off.append(len(t_buf))
-    count = len(events)
-    p, c, t = (
-        pa.LargeStringArray.from_buffers(count, pa.py_buffer(off), pa.py_buffer(buf))
-        for buf, off in zip(bufs, offsets, strict=True)
-    )
-    return p, c, t
 
 
 @contextmanager
@@ -94,18 +66,6 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def _first_of_each_message(events: list[Event]) -> list[Event]:
-    """The events in order, keeping only the first one of each messageId."""
-    ids = [e["messageId"] for e in events]
-    if len(set(ids)) == len(ids):
-        return events
-    first: dict[str, Event] = {}
-    setdefault = first.setdefault
-    for message_id, event in zip(ids, events, strict=True):
-        setdefault(message_id, event)
-    return list(first.values())
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -280,30 +240,38 @@ class Loader:
     def _commit(self, records: list[tuple[int, bytes]], segment: int) -> tuple[int, int, int]:
         """Load ``records`` in one transaction; return (events stored, duplicates, rejects)."""
         with _gc_paused():
-            events: list[Event] = []
+            batches: list[EventBatch] = []
             rejects: list[RejectRecord] = []
             for _, payload in records:
-                batch_events, batch_rejects, _ = decode_record_at(payload)
-                events.extend(batch_events)
+                batch, batch_rejects, _ = decode_batch_at(payload)
+                if len(batch):
+                    batches.append(batch)
                 rejects.extend(batch_rejects)
-            unique = _first_of_each_message(events)
-            table = self._events_table(unique) if unique else None
+            received = sum(len(b) for b in batches)
+            unique = EventBatch.concat(batches).first_of_each_message() if batches else None
+            table = self._events_table(unique) if unique is not None else None
         last_seq = records[-1][0]
         # Everything above ran outside the writer lock; only the writes below hold it.
         with self.store.transaction() as con:
-            new = self._insert_new_events(con, table, unique) if table is not None else []
+            new = (
+                self._insert_new_events(con, table, unique)
+                if table is not None and unique is not None
+                else None
+            )
             if rejects:
                 self._insert_rejects(con, rejects)
-            if new:
-                for sink in self.sinks:
-                    sink.apply(con, new)
+            if new is not None and len(new):
+                with _gc_paused():
+                    for sink in self.sinks:
+                        sink.apply(con, new)
             con.execute("DELETE FROM ingest_checkpoint")
             con.execute("INSERT INTO ingest_checkpoint VALUES (?, ?)", [segment, last_seq])
-        return len(new), len(events) - len(new), len(rejects)
+        stored = len(new) if new is not None else 0
+        return stored, received - stored, len(rejects)
 
     def _insert_new_events(
-        self, con: duckdb.DuckDBPyConnection, table: pa.Table, unique: list[Event]
-    ) -> list[Event]:
+        self, con: duckdb.DuckDBPyConnection, table: pa.Table, unique: EventBatch
+    ) -> EventBatch | None:
         """Record the messageIds; insert the events whose messageId was not seen before."""
         con.register("_hx_batch", table)
         try:
@@ -314,13 +282,13 @@ class Loader:
         finally:
             con.unregister("_hx_batch")
         if not inserted:
-            return []
+            return None
         new = unique
         if len(inserted) < len(unique):
             fresh = pa.array([row[0] for row in inserted], pa.string())
             mask = pc.is_in(table.column("message_id"), value_set=fresh)
             table = table.filter(mask)
-            new = list(itertools.compress(unique, mask.to_pylist()))
+            new = unique.take(pc.indices_nonzero(mask).to_pylist())
         con.register("_hx_events", table)
         try:
             names = ", ".join(table.column_names)
@@ -329,27 +297,30 @@ class Loader:
             con.unregister("_hx_events")
         return new
 
-    def _events_table(self, events: list[Event]) -> pa.Table:
+    def _events_table(self, events: EventBatch) -> pa.Table:
         """Columns of the events table, built once per batch (JSON columns as text)."""
-        properties, context, traits = _json_columns(events)
         columns: dict[str, pa.Array] = {
-            "message_id": pa.array([e["messageId"] for e in events], pa.string()),
-            "type": pa.array([e["type"] for e in events], pa.string()),
-            "event": pa.array([e.get("event") for e in events], pa.string()),
-            "user_id": pa.array([e.get("userId") for e in events], pa.string()),
-            "anonymous_id": pa.array([e.get("anonymousId") for e in events], pa.string()),
-            "timestamp": pa.array([e["timestamp"] for e in events], _TS),
-            "original_timestamp": pa.array([e.get("originalTimestamp") for e in events], _TS),
-            "sent_at": pa.array([e.get("sentAt") for e in events], _TS),
-            "received_at": pa.array([e["receivedAt"] for e in events], _TS),
-            "channel": pa.array([e.get("channel") for e in events], pa.string()),
-            "properties": properties,
-            "context": context,
-            "traits": traits,
-            "source": pa.array([e["source"] for e in events], pa.string()),
+            "message_id": pa.array(events.message_id, pa.string()),
+            "type": pa.array(events.type, pa.string()),
+            "event": pa.array(events.event, pa.string()),
+            "user_id": pa.array(events.user_id, pa.string()),
+            "anonymous_id": pa.array(events.anonymous_id, pa.string()),
+            "timestamp": pa.array(events.timestamp, _TS),
+            "original_timestamp": pa.array(events.original_timestamp, _TS),
+            "sent_at": pa.array(events.sent_at, _TS),
+            "received_at": pa.array(events.received_at, _TS),
+            "channel": pa.array(events.channel, pa.string()),
+            "properties": events.properties,
+            "context": events.context,
+            "traits": events.traits,
+            "source": pa.array(events.source, pa.string()),
         }
+        count = len(events)
         for column, key in self._extra_columns:
-            columns[column] = pa.array([e.get(key) for e in events], pa.string())
+            values = events.group_id if key == "groupId" else events.previous_id
+            columns[column] = (
+                pa.nulls(count, pa.string()) if values is None else pa.array(values, pa.string())
+            )
         return pa.table(columns)
 
     def _insert_rejects(self, con: duckdb.DuckDBPyConnection, rejects: list[RejectRecord]) -> None:

@@ -1,32 +1,76 @@
 """The bytes of one ingest-log record: a batch of normalized events and the rejects found with it.
 
-A record is what one collection request (or one import chunk) appends to the ingest log. Layout::
+A record is what one collection request (or one import chunk) appends to the ingest log. It is
+columnar, so that the loader builds its Arrow table straight from it, without an event dict, a
+datetime or a JSON re-serialization per event. Layout (little endian)::
 
-    [u8 version][u32 event count][orjson {"t": written-at epoch micros, "e": [...], "r": [...]}]
+    [u8 version][u32 event count][u32 meta length][meta: orjson]
+    3 x [ (count + 1) x i32 offsets ][ JSON texts ]      properties, context, traits
 
-The event count sits in a fixed header so the loader can size its backlog without parsing JSON.
-Event times are written by orjson as RFC 3339 strings and read back as aware UTC datetimes,
-exactly (microseconds included). Datetimes nested in properties, context or traits come back as
-RFC 3339 strings, as they would from any JSON source.
+``meta`` holds one list per scalar column (times as epoch microseconds), the rejects, the time the
+record was written, the positions of the *notable* events (see :class:`EventBatch`) and any keys
+outside the :class:`Event` fields. The event count sits in the fixed header so the loader can size
+its backlog without parsing anything. Version 1 records (one orjson document of event dicts, times
+as RFC 3339 text) are still read.
+
+Event times round-trip exactly (microseconds) as aware UTC datetimes; datetimes nested in
+properties, context or traits come back as RFC 3339 strings, as they would from any JSON source.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 import time
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NotRequired, TypedDict, cast
+from itertools import accumulate
+from typing import Any, Final, NotRequired, TypedDict, cast, overload
 
 import orjson
+import pyarrow as pa
 
 from huaxiang.errors import StoreError, TerminalIngestError
 from huaxiang.events import Event
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<BI")
 HEADER_SIZE = _HEADER.size
+_META = struct.Struct("<I")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+_EMPTY = b"{}"
+_BIG_ENDIAN = sys.byteorder == "big"
+
+#: The keys an :class:`Event` has; other keys of an event dict travel in the record's ``x`` map.
+_EVENT_KEYS: Final = frozenset(
+    (
+        "messageId",
+        "type",
+        "event",
+        "userId",
+        "anonymousId",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "receivedAt",
+        "channel",
+        "properties",
+        "context",
+        "traits",
+        "source",
+        "groupId",
+        "previousId",
+    )
+)
+_BASE_KEY_COUNT: Final = 14
+#: Calls whose meaning is more than "this person did something" (identity and profile changes).
+_NOTABLE_TYPES: Final = frozenset(("identify", "group", "alias"))
+#: Context keys that carry identifiers or consent decisions.
+_NOTABLE_CONTEXT_KEYS: Final = frozenset(("traits", "externalIds", "consent", "consentManagement"))
 
 
 class RejectRecord(TypedDict):
@@ -40,30 +84,443 @@ class RejectRecord(TypedDict):
     rejected_at: NotRequired[datetime]
 
 
-def encode_record(events: Sequence[Event], rejects: Sequence[RejectRecord] = ()) -> bytes:
-    """Serialize a batch for the ingest log (events keep every key, datetimes as ISO strings)."""
-    written_at = time.time_ns() // 1000
-    try:
-        body = orjson.dumps(
-            {"t": written_at, "e": events, "r": rejects}, option=orjson.OPT_SERIALIZE_NUMPY
+def is_notable(event: Event) -> bool:
+    """True for an event carrying more than its userId / anonymousId for later stages.
+
+    Notable: identify, group and alias calls, and any event with traits, ``context.traits``,
+    ``context.externalIds`` or consent in its context. Every other event only says that the person
+    named by its userId / anonymousId did something, which is what stages can handle in bulk.
+    """
+    if event["type"] in _NOTABLE_TYPES or event.get("traits"):
+        return True
+    context = event.get("context")
+    return bool(context) and not _NOTABLE_CONTEXT_KEYS.isdisjoint(context)
+
+
+# --- times ---------------------------------------------------------------------------------
+
+
+def _micros(moment: datetime) -> int:
+    """Epoch microseconds of a datetime (naive ones are UTC)."""
+    if moment.tzinfo is None:
+        return (moment - _EPOCH_NAIVE) // _US
+    return (moment - _EPOCH) // _US
+
+
+def _micros_column(values: list[Any]) -> list[int | None]:
+    """Epoch microseconds of a column of datetimes (or None); a repeated time is converted once."""
+    if not values:
+        return []
+    first = values[0]
+    if values.count(first) == len(values):
+        return [None if first is None else _micros(first)] * len(values)
+    return [None if v is None else _micros(v) for v in values]
+
+
+def from_micros(micros: int) -> datetime:
+    """An aware UTC datetime from epoch microseconds."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def naive_from_micros(micros: int) -> datetime:
+    """A naive UTC datetime (the store's form) from epoch microseconds."""
+    return _EPOCH_NAIVE + timedelta(microseconds=micros)
+
+
+def _maybe_time(micros: int | None) -> datetime | None:
+    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+
+
+# --- JSON text columns ---------------------------------------------------------------------
+
+
+def _json_texts(values: list[Any]) -> list[bytes]:
+    dumps = orjson.dumps
+    option = orjson.OPT_SERIALIZE_NUMPY
+    return [dumps(v, option=option) if v else _EMPTY for v in values]
+
+
+def _section(texts: list[bytes]) -> bytes:
+    """Offsets, then the texts: the layout of an Arrow string array's two buffers."""
+    offsets = array("i", [0])
+    offsets.extend(accumulate(map(len, texts)))
+    if _BIG_ENDIAN:
+        offsets.byteswap()
+    return offsets.tobytes() + b"".join(texts)
+
+
+def _read_section(view: memoryview, start: int, count: int) -> tuple[pa.Array, int]:
+    """The string array stored at ``start``, and where the next section begins."""
+    offsets_end = start + 4 * (count + 1)
+    offsets = array("i")
+    offsets.frombytes(view[start:offsets_end])
+    if _BIG_ENDIAN:
+        offsets.byteswap()
+    end = offsets_end + offsets[-1]
+    if offsets[0] != 0 or end > len(view):
+        raise StoreError("ingest log record has a bad text column")
+    texts = pa.StringArray.from_buffers(
+        count, pa.py_buffer(offsets), pa.py_buffer(view[offsets_end:end])
+    )
+    return texts, end
+
+
+# --- the decoded batch ---------------------------------------------------------------------
+
+
+class EventBatch(Sequence[Event]):
+    """The events of one or more records, held as columns; a ``Sequence[Event]``.
+
+    The loader builds its Arrow table from the columns. Indexing or iterating turns an event into
+    an :class:`Event` dict (parsing its JSON, making its datetimes) on demand, so a stage that
+    only needs some events pays only for those: :attr:`notable` lists the positions of the events
+    that carry more than a userId / anonymousId (:func:`is_notable`); the others are fully
+    described by the ``user_id`` / ``anonymous_id`` / ``timestamp`` ... columns.
+    """
+
+    __slots__ = (
+        "_cache",
+        "anonymous_id",
+        "channel",
+        "context",
+        "event",
+        "extra",
+        "group_id",
+        "message_id",
+        "notable",
+        "original_timestamp",
+        "previous_id",
+        "properties",
+        "received_at",
+        "sent_at",
+        "source",
+        "timestamp",
+        "traits",
+        "type",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        message_id: list[str],
+        type: list[str],  # noqa: A002 - the column's name
+        event: list[str | None],
+        user_id: list[str | None],
+        anonymous_id: list[str | None],
+        timestamp: list[int],
+        original_timestamp: list[int | None],
+        sent_at: list[int | None],
+        received_at: list[int],
+        channel: list[str | None],
+        source: list[str],
+        group_id: list[str | None] | None,
+        previous_id: list[str | None] | None,
+        properties: pa.Array,
+        context: pa.Array,
+        traits: pa.Array,
+        notable: list[int],
+        extra: dict[int, dict[str, Any]] | None = None,
+    ) -> None:
+        self.message_id = message_id
+        self.type = type
+        self.event = event
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        #: Times as epoch microseconds (UTC).
+        self.timestamp = timestamp
+        self.original_timestamp = original_timestamp
+        self.sent_at = sent_at
+        self.received_at = received_at
+        self.channel = channel
+        self.source = source
+        #: None when no event of the batch has the key.
+        self.group_id = group_id
+        self.previous_id = previous_id
+        #: JSON texts (Arrow string arrays), ``{}`` when empty.
+        self.properties = properties
+        self.context = context
+        self.traits = traits
+        #: Positions of the notable events, ascending.
+        self.notable = notable
+        self.extra = extra or {}
+        self._cache: dict[int, Event] = {}
+
+    # -- Sequence --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.message_id)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return [self._event(i) for i in range(*index.indices(len(self)))]
+        count = len(self)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("event index out of range")
+        return self._event(index)
+
+    def __iter__(self) -> Iterator[Event]:
+        return (self._event(i) for i in range(len(self)))
+
+    def notable_events(self) -> list[Event]:
+        """The notable events as dicts, in order."""
+        return [self._event(i) for i in self.notable]
+
+    def _event(self, i: int) -> Event:
+        cached = self._cache.get(i)
+        if cached is not None:
+            return cached
+        loads = orjson.loads
+        original = self.original_timestamp[i]
+        sent = self.sent_at[i]
+        event: Event = {
+            "messageId": self.message_id[i],
+            "type": self.type[i],
+            "event": self.event[i],
+            "userId": self.user_id[i],
+            "anonymousId": self.anonymous_id[i],
+            "timestamp": _EPOCH + timedelta(microseconds=self.timestamp[i]),
+            "originalTimestamp": None if original is None else from_micros(original),
+            "sentAt": None if sent is None else from_micros(sent),
+            "receivedAt": _EPOCH + timedelta(microseconds=self.received_at[i]),
+            "channel": self.channel[i],
+            "properties": loads(self.properties[i].as_py()),
+            "context": loads(self.context[i].as_py()),
+            "traits": loads(self.traits[i].as_py()),
+            "source": self.source[i],
+        }
+        if self.group_id is not None and self.group_id[i] is not None:
+            event["groupId"] = self.group_id[i]
+        if self.previous_id is not None and self.previous_id[i] is not None:
+            event["previousId"] = self.previous_id[i]
+        more = self.extra.get(i)
+        if more:
+            event.update(more)  # type: ignore[typeddict-item]
+        self._cache[i] = event
+        return event
+
+    # -- building --------------------------------------------------------------------------
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event]) -> EventBatch:
+        """Columns of event dicts (times converted, JSON fields serialized)."""
+        columns = _columns(events)
+        texts = [pa.array(columns.pop(name), pa.string()) for name in ("p", "c", "tr")]
+        return cls._from_meta(columns, *texts)
+
+    @classmethod
+    def _from_meta(
+        cls, meta: dict[str, Any], properties: pa.Array, context: pa.Array, traits: pa.Array
+    ) -> EventBatch:
+        extra = meta.get("x")
+        return cls(
+            message_id=meta["id"],
+            type=meta["ty"],
+            event=meta["ev"],
+            user_id=meta["u"],
+            anonymous_id=meta["a"],
+            timestamp=meta["ts"],
+            original_timestamp=meta["ot"],
+            sent_at=meta["st"],
+            received_at=meta["rt"],
+            channel=meta["ch"],
+            source=meta["src"],
+            group_id=meta.get("g"),
+            previous_id=meta.get("pv"),
+            properties=properties,
+            context=context,
+            traits=traits,
+            notable=meta["n"],
+            extra={int(k): v for k, v in extra.items()} if extra else None,
         )
+
+    @classmethod
+    def concat(cls, batches: Sequence[EventBatch]) -> EventBatch:
+        """One batch of the events of ``batches``, in order."""
+        if len(batches) == 1:
+            return batches[0]
+        notable: list[int] = []
+        extra: dict[int, dict[str, Any]] = {}
+        offset = 0
+        for batch in batches:
+            notable.extend(offset + i for i in batch.notable)
+            extra.update((offset + i, v) for i, v in batch.extra.items())
+            offset += len(batch)
+
+        def joined(name: str) -> list[Any]:
+            out: list[Any] = []
+            for batch in batches:
+                out.extend(getattr(batch, name))
+            return out
+
+        def optional(name: str) -> list[Any] | None:
+            if all(getattr(b, name) is None for b in batches):
+                return None
+            out: list[Any] = []
+            for batch in batches:
+                values = getattr(batch, name)
+                out.extend(values if values is not None else [None] * len(batch))
+            return out
+
+        def texts(name: str) -> pa.Array:
+            return pa.concat_arrays([getattr(b, name) for b in batches])
+
+        return cls(
+            message_id=joined("message_id"),
+            type=joined("type"),
+            event=joined("event"),
+            user_id=joined("user_id"),
+            anonymous_id=joined("anonymous_id"),
+            timestamp=joined("timestamp"),
+            original_timestamp=joined("original_timestamp"),
+            sent_at=joined("sent_at"),
+            received_at=joined("received_at"),
+            channel=joined("channel"),
+            source=joined("source"),
+            group_id=optional("group_id"),
+            previous_id=optional("previous_id"),
+            properties=texts("properties"),
+            context=texts("context"),
+            traits=texts("traits"),
+            notable=notable,
+            extra=extra,
+        )
+
+    def take(self, indices: Sequence[int]) -> EventBatch:
+        """The events at ``indices`` (ascending), as a new batch."""
+        position = {old: new for new, old in enumerate(indices)}
+        picked = pa.array(indices, pa.int64())
+
+        def pick(values: list[Any] | None) -> list[Any] | None:
+            return None if values is None else [values[i] for i in indices]
+
+        return EventBatch(
+            message_id=[self.message_id[i] for i in indices],
+            type=[self.type[i] for i in indices],
+            event=[self.event[i] for i in indices],
+            user_id=[self.user_id[i] for i in indices],
+            anonymous_id=[self.anonymous_id[i] for i in indices],
+            timestamp=[self.timestamp[i] for i in indices],
+            original_timestamp=[self.original_timestamp[i] for i in indices],
+            sent_at=[self.sent_at[i] for i in indices],
+            received_at=[self.received_at[i] for i in indices],
+            channel=[self.channel[i] for i in indices],
+            source=[self.source[i] for i in indices],
+            group_id=pick(self.group_id),
+            previous_id=pick(self.previous_id),
+            properties=self.properties.take(picked),
+            context=self.context.take(picked),
+            traits=self.traits.take(picked),
+            notable=[position[i] for i in self.notable if i in position],
+            extra={position[i]: v for i, v in self.extra.items() if i in position},
+        )
+
+    def first_of_each_message(self) -> EventBatch:
+        """The events in order, keeping only the first one of each messageId."""
+        ids = self.message_id
+        if len(set(ids)) == len(ids):
+            return self
+        first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
+        return self.take(sorted(first.values()))
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def _columns(events: Sequence[Event]) -> dict[str, Any]:
+    """The record's columns of ``events``; JSON fields as serialized texts under p, c, tr."""
+    get = dict.get
+    try:
+        columns: dict[str, Any] = {
+            "id": [e["messageId"] for e in events],
+            "ty": [e["type"] for e in events],
+            "ev": [get(e, "event") for e in events],  # type: ignore[arg-type]
+            "u": [get(e, "userId") for e in events],  # type: ignore[arg-type]
+            "a": [get(e, "anonymousId") for e in events],  # type: ignore[arg-type]
+            "ts": _micros_column([e["timestamp"] for e in events]),
+            "ot": _micros_column([get(e, "originalTimestamp") for e in events]),  # type: ignore[arg-type]
+            "st": _micros_column([get(e, "sentAt") for e in events]),  # type: ignore[arg-type]
+            "rt": _micros_column([e["receivedAt"] for e in events]),
+            "ch": [get(e, "channel") for e in events],  # type: ignore[arg-type]
+            "src": [e["source"] for e in events],
+            "p": _json_texts([get(e, "properties") for e in events]),  # type: ignore[arg-type]
+            "c": _json_texts([get(e, "context") for e in events]),  # type: ignore[arg-type]
+            "tr": _json_texts([get(e, "traits") for e in events]),  # type: ignore[arg-type]
+            "n": [i for i, e in enumerate(events) if is_notable(e)],
+        }
     except orjson.JSONEncodeError as e:
         raise TerminalIngestError(
             f"an event cannot be written to the ingest log: {e}",
             hint="event fields must be JSON values (text, numbers, booleans, lists, objects)",
         ) from e
-    return _HEADER.pack(RECORD_VERSION, len(events)) + body
+    except (KeyError, TypeError, AttributeError) as e:
+        raise TerminalIngestError(
+            f"an event cannot be written to the ingest log: {type(e).__name__}: {e}",
+            hint="events need messageId, type, timestamp, receivedAt and source",
+        ) from e
+    longer = [i for i, e in enumerate(events) if len(e) > _BASE_KEY_COUNT]
+    if longer:
+        if any("groupId" in events[i] for i in longer):
+            columns["g"] = [get(e, "groupId") for e in events]  # type: ignore[arg-type]
+        if any("previousId" in events[i] for i in longer):
+            columns["pv"] = [get(e, "previousId") for e in events]  # type: ignore[arg-type]
+        extra = {
+            str(i): {k: v for k, v in events[i].items() if k not in _EVENT_KEYS}
+            for i in longer
+            if not _EVENT_KEYS.issuperset(events[i])
+        }
+        if extra:
+            columns["x"] = extra
+    return columns
 
 
-def record_event_count(record: bytes) -> int:
-    """The number of events in a record, read from its header only."""
+def encode_record(events: Sequence[Event], rejects: Sequence[RejectRecord] = ()) -> bytes:
+    """Serialize a batch for the ingest log (columns; times as epoch microseconds)."""
+    meta = _columns(events)
+    texts = [meta.pop(name) for name in ("p", "c", "tr")]
+    meta["t"] = time.time_ns() // 1000
+    meta["r"] = rejects
+    try:
+        meta_bytes = orjson.dumps(meta, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as e:
+        raise TerminalIngestError(
+            f"an event cannot be written to the ingest log: {e}",
+            hint="event fields must be JSON values (text, numbers, booleans, lists, objects)",
+        ) from e
+    return b"".join(
+        (
+            _HEADER.pack(RECORD_VERSION, len(events)),
+            _META.pack(len(meta_bytes)),
+            meta_bytes,
+            *(_section(t) for t in texts),
+        )
+    )
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def _version(record: bytes) -> tuple[int, int]:
     version, count = _HEADER.unpack_from(record)
-    if version != RECORD_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise StoreError(
             f"ingest log record has version {version}, expected {RECORD_VERSION}",
             hint="the log was written by a newer huaxiang; upgrade to read it",
         )
-    return int(count)
+    return int(version), int(count)
+
+
+def record_event_count(record: bytes) -> int:
+    """The number of events in a record, read from its header only."""
+    return _version(record)[1]
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -72,34 +529,58 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def decode_record_at(record: bytes) -> tuple[list[Event], list[RejectRecord], datetime]:
-    """Like :func:`decode_record`, plus the time the record was written (aware UTC)."""
-    record_event_count(record)
+def _rejects(raw: list[dict[str, Any]], written_at: datetime) -> list[RejectRecord]:
+    for reject in raw:
+        value = reject.get("rejected_at")
+        reject["rejected_at"] = (
+            written_at if value is None else _as_utc(datetime.fromisoformat(value))
+        )
+    return cast(list[RejectRecord], raw)
+
+
+def _decode_v1(record: bytes) -> tuple[EventBatch, list[RejectRecord], datetime]:
     try:
         doc = orjson.loads(memoryview(record)[HEADER_SIZE:])
     except orjson.JSONDecodeError as e:
         raise StoreError(f"ingest log record is not valid JSON: {e}") from e
     events = cast(list[dict[str, Any]], doc["e"])
-    fromiso = datetime.fromisoformat
     for event in events:
-        moment = fromiso(event["timestamp"])
-        event["timestamp"] = moment if moment.tzinfo is UTC else _as_utc(moment)
-        moment = fromiso(event["receivedAt"])
-        event["receivedAt"] = moment if moment.tzinfo is UTC else _as_utc(moment)
-        raw = event.get("originalTimestamp")
-        if raw is not None:
-            moment = fromiso(raw)
-            event["originalTimestamp"] = moment if moment.tzinfo is UTC else _as_utc(moment)
-        raw = event.get("sentAt")
-        if raw is not None:
-            moment = fromiso(raw)
-            event["sentAt"] = moment if moment.tzinfo is UTC else _as_utc(moment)
-    written_at = _EPOCH + timedelta(microseconds=int(doc["t"]))
-    rejects = cast(list[dict[str, Any]], doc["r"])
-    for reject in rejects:
-        raw = reject.get("rejected_at")
-        reject["rejected_at"] = written_at if raw is None else _as_utc(fromiso(raw))
-    return cast(list[Event], events), cast(list[RejectRecord], rejects), written_at
+        for key in ("timestamp", "receivedAt", "originalTimestamp", "sentAt"):
+            raw = event.get(key)
+            if raw is not None:
+                event[key] = _as_utc(datetime.fromisoformat(raw))
+    written_at = from_micros(int(doc["t"]))
+    batch = EventBatch.from_events(cast(list[Event], events))
+    return batch, _rejects(doc["r"], written_at), written_at
+
+
+def decode_batch_at(record: bytes) -> tuple[EventBatch, list[RejectRecord], datetime]:
+    """The events of a record as columns, its rejects, and the time it was written (aware UTC)."""
+    version, count = _version(record)
+    if version == 1:
+        return _decode_v1(record)
+    view = memoryview(record)
+    try:
+        (meta_length,) = _META.unpack_from(record, HEADER_SIZE)
+        start = HEADER_SIZE + _META.size
+        meta = orjson.loads(view[start : start + meta_length])
+        position = start + meta_length
+        properties, position = _read_section(view, position, count)
+        context, position = _read_section(view, position, count)
+        traits, position = _read_section(view, position, count)
+    except (orjson.JSONDecodeError, struct.error, ValueError) as e:
+        raise StoreError(f"ingest log record cannot be read: {e}") from e
+    written_at = from_micros(int(meta["t"]))
+    batch = EventBatch._from_meta(meta, properties, context, traits)
+    if len(batch) != count:
+        raise StoreError("ingest log record holds a different number of events than its header")
+    return batch, _rejects(meta["r"], written_at), written_at
+
+
+def decode_record_at(record: bytes) -> tuple[list[Event], list[RejectRecord], datetime]:
+    """Like :func:`decode_record`, plus the time the record was written (aware UTC)."""
+    batch, rejects, written_at = decode_batch_at(record)
+    return list(batch), rejects, written_at
 
 
 def decode_record(record: bytes) -> tuple[list[Event], list[RejectRecord]]:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from huaxiang.clock import to_naive_utc, utcnow
+from huaxiang.collect.records import EventBatch, naive_from_micros
 from huaxiang.config import IdentifierType, Settings
 from huaxiang.errors import IdentityError, NotFound
 from huaxiang.events import Event
@@ -43,6 +44,7 @@ _M1: Final = 0x9E3779B97F4A7C15
 _M2: Final = 0xBF58476D1CE4E5B9
 _M1_INV: Final = pow(_M1, -1, 1 << 64)
 _M2_INV: Final = pow(_M2, -1, 1 << 64)
+_SETTLED_LIMIT: Final = 200_000
 _ALL_ZERO_PATTERN: Final = "^[0-]*0[0-]*$"
 _PERSON_REF_HINT: Final = (
     "use a person key (p_...), a person id, or type:value such as phone:13912345678"
@@ -106,6 +108,10 @@ class IdentityResolver:
         self.extractor = Extractor(self.normalizer)
         self._salt = salt & _MASK
         self.graph = IdentityGraph(settings.identifier_types)
+        # Raw (userId, anonymousId) pairs known to be linked in ``_settled_graph`` (see
+        # ``_apply_batch``); dropped when the graph is rebuilt.
+        self._settled: set[tuple[str | None, str | None]] = set()
+        self._settled_graph: IdentityGraph | None = None
 
     # ------------------------------------------------------------------------------- set-up
     @classmethod
@@ -203,37 +209,88 @@ class IdentityResolver:
             self._apply(con, events)
 
     def _apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
+        if isinstance(events, EventBatch):
+            self._apply_batch(events)
+        else:
+            extract = self.extractor.pairs
+            for event in events:
+                found, _invalid = extract(event)
+                if found and not self._linked(found):
+                    at = to_naive_utc(event["timestamp"])
+                    self._link(found, event["source"], event["messageId"], at)
+        self._flush(con)
+
+    def _apply_batch(self, batch: EventBatch) -> None:
+        """:meth:`apply` for the loader's columnar batches, once per distinct person tuple.
+
+        An event that is not notable (see ``collect.records.is_notable``) carries no identifier but
+        its userId and anonymousId. Of the events with the same pair only the first can change the
+        graph: once it has been observed, every identifier is known and linked, and the graph
+        never forgets nodes or links. So the first of each pair is handled, in event order with
+        the notable events (which go through the full extraction), and a pair once settled is
+        remembered across batches until the graph is rebuilt.
+        """
+        graph = self.graph
+        if self._settled_graph is not graph or len(self._settled) > _SETTLED_LIMIT:
+            self._settled = set()
+            self._settled_graph = graph
+        settled = self._settled
+        count = len(batch)
+        extractor = self.extractor
+        users = batch.user_id if extractor.has_user else [None] * count
+        anonymous = batch.anonymous_id if extractor.has_anonymous else [None] * count
+        keys: list[Any] = list(zip(users, anonymous, strict=True))
+        for i in batch.notable:
+            keys[i] = i  # never equal to a pair: each notable event is handled on its own
+        first = dict(zip(reversed(keys), range(count - 1, -1, -1), strict=True))
+        todo = sorted(i for key, i in first.items() if key not in settled)
+        value = self.normalizer.value
+        for i in todo:
+            key = keys[i]
+            if key.__class__ is int:
+                event = batch[i]
+                found, _invalid = extractor.pairs(event)
+                if found and not self._linked(found):
+                    at = to_naive_utc(event["timestamp"])
+                    self._link(found, event["source"], event["messageId"], at)
+                continue
+            user, anon = key
+            found = []
+            if user is not None:
+                normalized = value("user_id", user)
+                if isinstance(normalized, str):
+                    found.append(("user_id", normalized))
+            if anon is not None:
+                normalized = value("anonymous_id", anon)
+                if isinstance(normalized, str):
+                    found.append(("anonymous_id", normalized))
+            if found and not self._linked(found):
+                at = naive_from_micros(batch.timestamp[i])
+                self._link(found, batch.source[i], batch.message_id[i], at)
+            settled.add(key)
+
+    def _linked(self, found: list[tuple[str, str]]) -> bool:
+        """True when every identifier is known and linked already (observing changes nothing)."""
         graph = self.graph
         index = graph.index
         type_index = graph.type_index
+        nodes: list[int] = []
+        for id_type, value in found:
+            nid = index[type_index[id_type]].get(value)
+            if nid is None:
+                return False
+            nodes.append(nid)
+        if len(nodes) == 1:
+            return True
+        hub = min(nodes, key=graph.node_key)
         pairs = graph.pairs
-        node_type = graph.node_type
-        node_value = graph.node_value
-        extract = self.extractor.pairs
-        for event in events:
-            found, _invalid = extract(event)
-            if not found:
-                continue
-            nodes: list[int] = []
-            for id_type, value in found:
-                nid = index[type_index[id_type]].get(value)
-                if nid is None:
-                    break
-                nodes.append(nid)
-            else:
-                if len(nodes) == 1:
-                    continue
-                hub = min(nodes, key=lambda n: (node_type[n], node_value[n]))
-                if all(
-                    (hub << 32 | n if hub < n else n << 32 | hub) in pairs
-                    for n in nodes
-                    if n != hub
-                ):
-                    continue  # everything known: nothing changes
-            at = to_naive_utc(event["timestamp"])
-            nodes = [self._node(id_type, value, at) for id_type, value in found]
-            graph.observe(nodes, event["source"], event["messageId"], at)
-        self._flush(con)
+        return all(
+            (hub << 32 | n if hub < n else n << 32 | hub) in pairs for n in nodes if n != hub
+        )
+
+    def _link(self, found: list[tuple[str, str]], source: str, ref: str, at: datetime) -> None:
+        nodes = [self._node(id_type, value, at) for id_type, value in found]
+        self.graph.observe(nodes, source, ref, at)
 
     def observe(
         self, con: duckdb.DuckDBPyConnection, observations: Sequence[Observation]

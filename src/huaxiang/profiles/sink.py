@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import duckdb
 
+from huaxiang.collect.records import EventBatch
 from huaxiang.config import Settings
 from huaxiang.events import Event
 from huaxiang.identity.resolver import IdentityResolver
@@ -28,6 +29,11 @@ class ProfileSink:
         self._precedence_synced = False
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
+        if isinstance(events, EventBatch):
+            # Only notable events carry traits, group calls or consent (collect.records).
+            events = events.notable_events()
+            if not events:
+                return
         if not self._precedence_synced:
             sync_precedence(con, self.settings)
             self._precedence_synced = True

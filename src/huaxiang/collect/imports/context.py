@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from huaxiang.collect.imports.report import ImportReport
 from huaxiang.collect.imports.sql import arrow, first_row, ident, lit
-from huaxiang.collect.imports.validate import REASONS, STAGE, Stage
+from huaxiang.collect.imports.validate import REASONS, Stage
 from huaxiang.config import Settings
 from huaxiang.identity.resolver import IdentityResolver
 
@@ -54,13 +54,18 @@ class LoadContext:
         columns = ", ".join(ident(t) for t in types)
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE _hx_id_tuples AS "
-            f"SELECT {columns}, arg_min({ref_sql}, _hx_row) AS _hx_ref FROM {relation} "
+            f"SELECT {columns}, min(_hx_row) AS _hx_first FROM {relation} "
             f"WHERE coalesce({columns}) IS NOT NULL GROUP BY ALL"
         )
-        self.observe_tuples("_hx_id_tuples", {t: t for t in types})
+        self.observe_tuples("_hx_id_tuples", {t: t for t in types}, relation, ref_sql)
 
-    def observe_tuples(self, tuples: str, columns: dict[str, str]) -> None:
-        """Send distinct identifier tuples (``types`` and ``_hx_ref``) to the identity stage.
+    def observe_tuples(
+        self, tuples: str, columns: dict[str, str], relation: str, ref_sql: str
+    ) -> None:
+        """Send distinct identifier tuples to the identity stage.
+
+        ``tuples`` has the identifier ``columns`` and ``_hx_first``, the first row showing the
+        tuple; ``ref_sql`` over ``relation`` names that row in the merge log (a messageId, ...).
 
         A tuple with one identifier only creates a person when that identifier is new: one that
         is already stored, or that another tuple of this import links, is left out (set-based,
@@ -77,7 +82,11 @@ class LoadContext:
             for c, t in zip(cols, types, strict=True)
         )
         table: pa.Table = arrow(
-            self.con, f"SELECT * FROM {tuples} WHERE {count} > 1 OR NOT ({redundant})"
+            self.con,
+            f"SELECT t.* EXCLUDE (_hx_first), r._hx_ref FROM "
+            f"(SELECT * FROM {tuples} WHERE {count} > 1 OR NOT ({redundant})) t "
+            f"JOIN (SELECT _hx_row AS _hx_first, {ref_sql} AS _hx_ref FROM {relation}) r "
+            "USING (_hx_first)",
         )
         if table.num_rows == 0:
             return
@@ -90,6 +99,3 @@ class LoadContext:
             at=self.now,
         )
         self.report.persons_linked += int(result.links)
-
-
-STAGE_TABLE = STAGE

@@ -25,8 +25,17 @@ _KEEP = "_hx_keep"
 def load_events(ctx: LoadContext) -> None:
     con, report = ctx.con, ctx.report
     good = ctx.stage.rows - ctx.stage.rejected
-    distinct = int(
-        first_row(con, f"SELECT count(DISTINCT message_id) FROM {STAGE} WHERE {ctx.good}")[0]
+    # Distinct 64-bit hashes are cheap to count: as many as rows proves the ids distinct;
+    # fewer (duplicates, or a hash collision) asks for the exact count.
+    hashed = int(
+        first_row(con, f"SELECT count(DISTINCT hash(message_id)) FROM {STAGE} WHERE {ctx.good}")[0]
+    )
+    distinct = (
+        good
+        if hashed == good
+        else int(
+            first_row(con, f"SELECT count(DISTINCT message_id) FROM {STAGE} WHERE {ctx.good}")[0]
+        )
     )
     in_file = good - distinct
     store_has_events = ctx.count(
@@ -74,7 +83,10 @@ def load_events(ctx: LoadContext) -> None:
         "INSERT INTO events (message_id, type, event, user_id, anonymous_id, timestamp, "
         "original_timestamp, sent_at, received_at, channel, properties, context, traits, "
         "group_id, previous_id, source) "
-        f'SELECT message_id, type, event, {user}, {anonymous}, "timestamp", original_timestamp, '
+        # page/screen: the page name is the event name, as on the HTTP path.
+        "SELECT message_id, type, coalesce(event, CASE WHEN type IN ('page', 'screen') "
+        "THEN json_extract_string(properties, '$.name') END), "
+        f'{user}, {anonymous}, "timestamp", original_timestamp, '
         "sent_at, coalesce(received_at, ?), channel, properties, context, traits, group_id, "
         "previous_id, ? "
         f"FROM {new_rows}",
@@ -138,10 +150,10 @@ def _link(ctx: LoadContext) -> None:
     ctx.con.execute(
         "CREATE OR REPLACE TEMP TABLE _hx_event_ids AS SELECT * FROM (SELECT "
         + ", ".join(selects)
-        + ", arg_min(message_id, _hx_row) AS _hx_ref FROM _hx_new_events GROUP BY ALL) "
+        + ", min(_hx_row) AS _hx_first FROM _hx_new_events GROUP BY ALL) "
         + f"WHERE {present}"
     )
-    ctx.observe_tuples("_hx_event_ids", columns)
+    ctx.observe_tuples("_hx_event_ids", columns, "_hx_new_events", "message_id")
 
 
 def _identify_traits(ctx: LoadContext) -> None:

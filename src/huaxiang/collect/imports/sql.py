@@ -46,3 +46,10 @@ def first_row(
     if not rows:
         raise LookupError("the query returned no row")
     return tuple(rows[0])
+
+
+def in_list(expr: str, values: list[str] | tuple[str, ...]) -> str:
+    """``expr`` is one of ``values`` (a list lookup: no join per row as a long IN list makes)."""
+    if not values:
+        return "FALSE"
+    return "list_contains([" + ", ".join(lit(v) for v in values) + f"], {expr})"

@@ -21,7 +21,7 @@ from huaxiang.collect.imports.identifiers import (
 from huaxiang.collect.imports.kinds import ORDER_STATUSES, STATUS_ALIASES, Field, Kind
 from huaxiang.collect.imports.mapping import ResolvedMapping
 from huaxiang.collect.imports.readers import RAW, ROW, RawFile
-from huaxiang.collect.imports.sql import first_row, ident, lit, str_list
+from huaxiang.collect.imports.sql import first_row, ident, in_list, lit, str_list
 from huaxiang.config import Settings
 from huaxiang.events import EVENT_TYPES
 
@@ -378,7 +378,7 @@ def _kind_problems(
         kind_type = "coalesce(lower(\"f:type\"), 'track')"
         problems.append(
             _problem(
-                f"{kind_type} NOT IN {str_list(EVENT_TYPES)}",
+                f"NOT {in_list(kind_type, EVENT_TYPES)}",
                 f"'type: ' || {_show(ident('t:type'))} || "
                 f"{lit(' is not one of ' + ', '.join(EVENT_TYPES))}",
             )
@@ -414,7 +414,7 @@ def _kind_problems(
         status = ident("status")
         problems.append(
             _problem(
-                f"{status} NOT IN {str_list(ORDER_STATUSES)}",
+                f"NOT {in_list(status, ORDER_STATUSES)}",
                 f"'status: ' || {_show(ident('t:status'))} || "
                 f"{lit(' is not one of ' + ', '.join(ORDER_STATUSES))}",
             )

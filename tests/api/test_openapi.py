@@ -1,0 +1,44 @@
+"""The served OpenAPI schema describes every route the app really has."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi.routing import APIRoute
+
+from conftest import LiveServer
+from huaxiang.api import admin, collect, imports, profiles
+
+
+def test_every_route_is_in_the_schema_with_answers(server: LiveServer) -> None:
+    schema = httpx.get(server.url + "/openapi.json").json()
+    paths = schema["paths"]
+    app_routes = [
+        route
+        for route in server_app_routes(server)
+        if isinstance(route, APIRoute) and route.include_in_schema
+    ]
+    assert len(app_routes) >= 15
+    for route in app_routes:
+        assert route.path in paths, f"{route.path} missing from /openapi.json"
+        for method in route.methods - {"HEAD"}:
+            operation = paths[route.path][method.lower()]
+            answers = operation["responses"]
+            ok = [code for code in answers if code.startswith("2")]
+            assert ok, f"{method} {route.path} declares no success answer"
+            if route.path.startswith("/admin"):
+                assert "401" in answers, f"{method} {route.path} does not declare 401"
+                assert operation.get("security"), f"{method} {route.path} has no security"
+            assert operation.get("summary") or operation.get("description"), route.path
+
+
+def test_docs_pages_are_served(server: LiveServer) -> None:
+    assert httpx.get(server.url + "/docs").status_code == 200
+    assert httpx.get(server.url + "/redoc").status_code == 200
+
+
+def server_app_routes(server: LiveServer) -> list[object]:
+    """The routes of every router the app includes."""
+    del server
+    return [
+        route for router in (admin, collect, imports, profiles) for route in router.router.routes
+    ]

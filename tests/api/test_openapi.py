@@ -6,7 +6,7 @@ import httpx
 from fastapi.routing import APIRoute
 
 from conftest import LiveServer
-from huaxiang.api import admin, collect, imports, profiles
+from huaxiang.api import admin, collect, imports, profiles, rules
 
 
 def test_every_route_is_in_the_schema_with_answers(server: LiveServer) -> None:
@@ -40,5 +40,7 @@ def server_app_routes(server: LiveServer) -> list[object]:
     """The routes of every router the app includes."""
     del server
     return [
-        route for router in (admin, collect, imports, profiles) for route in router.router.routes
+        route
+        for router in (admin, collect, imports, profiles, rules)
+        for route in router.router.routes
     ]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from huaxiang.cli import demo, imports, keys, profile, serve, status, workspace
+from huaxiang.cli import demo, imports, keys, profile, rules, serve, status, workspace
 from huaxiang.config import Workspace
 from huaxiang.errors import HuaxiangError
 
@@ -47,6 +47,7 @@ imports.register(app)
 demo.register(app)
 profile.register(app)
 status.register(app)
+rules.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,134 @@
+"""``huaxiang rules``: check a rule, and evaluate it for one person.
+
+Through the running server's management API when ``huaxiang serve`` runs on the workspace, else on
+the store directly; both paths call the same service functions (``rules/service.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from huaxiang.cli.backend import admin_call, local_runtime, server_url
+from huaxiang.config import Workspace
+from huaxiang.errors import ConfigError, ValidationError
+from huaxiang.rules.service import describe_rule, evaluate_for_person, read_rule
+
+rules_app = typer.Typer(
+    help="Check rules (text or JSON form) and evaluate them for one person.",
+    no_args_is_help=True,
+)
+
+RuleText = Annotated[
+    str | None,
+    typer.Argument(help="The rule in text form, e.g. 'count(\"Course Viewed\", 7d) >= 3'."),
+]
+RuleFile = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="Read the rule from a file (.json: JSON form, else text)."),
+]
+
+
+def _rule_input(text: str | None, file: Path | None) -> dict[str, Any]:
+    if (text is None) == (file is None):
+        raise ConfigError("give a rule as an argument or with --file", hint="not both, not neither")
+    if file is None:
+        return {"text": text}
+    try:
+        raw = file.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e.strerror}", hint="check the path") from e
+    if file.suffix.lower() == ".json":
+        try:
+            return {"rule": orjson.loads(raw)}
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(f"{file} is not JSON: {e}", hint="fix the file") from e
+    return {"text": raw.decode("utf-8")}
+
+
+def _show_problems(error: ValidationError) -> None:
+    typer.secho(f"error: the rule has {len(error.problems)} problem(s):", err=True, fg="red")
+    for problem in error.problems:
+        typer.echo(f"  {problem}", err=True)
+    sys.exit(1)
+
+
+def check(
+    ctx: typer.Context,
+    text: RuleText = None,
+    file: RuleFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON form.")] = False,
+) -> None:
+    """Parse and validate a rule against the workspace (known events, properties, attributes)."""
+    workspace: Workspace = ctx.obj
+    body = _rule_input(text, file)
+    try:
+        if server_url(workspace):
+            answer = admin_call(workspace, "POST", "/admin/rules/check", json=body)
+        else:
+            with local_runtime(workspace) as runtime:
+                con = runtime.store.cursor()
+                try:
+                    rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
+                finally:
+                    con.close()
+                answer = describe_rule(rule)
+    except ValidationError as e:
+        _show_problems(e)
+    if as_json:
+        typer.echo(orjson.dumps(answer["json"], option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(f"ok: {answer['text']}")
+
+
+def evaluate(
+    ctx: typer.Context,
+    text: RuleText = None,
+    person: Annotated[
+        str, typer.Option("--person", "-p", help="Person key, id, or type:value.")
+    ] = "",
+    file: RuleFile = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Evaluate at this time (ISO 8601, default now; naive = UTC)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Evaluate a rule for one person with the reference evaluator; exit 0 either way."""
+    workspace: Workspace = ctx.obj
+    if not person:
+        raise ConfigError("name the person with --person", hint="e.g. --person phone:13912345678")
+    body = _rule_input(text, file)
+    try:
+        if server_url(workspace):
+            payload = {**body, "person": person, "as_of": as_of.isoformat() if as_of else None}
+            answer = admin_call(workspace, "POST", "/admin/rules/evaluate", json=payload)
+        else:
+            with local_runtime(workspace) as runtime:
+                con = runtime.store.cursor()
+                try:
+                    rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
+                    answer = evaluate_for_person(con, runtime.settings, rule, person, as_of=as_of)
+                finally:
+                    con.close()
+    except ValidationError as e:
+        _show_problems(e)
+    if as_json:
+        typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        return
+    verdict = "matches" if answer["matches"] else "does not match"
+    typer.echo(
+        f"{answer['person_key']} {verdict} at {answer['as_of']} "
+        f"({answer['events_read']} events read): {answer['rule']}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    rules_app.command("check")(check)
+    rules_app.command("eval")(evaluate)
+    app.add_typer(rules_app, name="rules")

@@ -278,6 +278,8 @@ def main() -> None:
             batched = load(
                 served, "/v1/batch", batch, connections=args.connections, seconds=seconds
             )
+            phase_seconds = time.monotonic() - started
+            stored_at_end, backlog_at_end = stored_events(served, token)
             acked += batched.events_ok
             loaded_at = wait_stored(served, token, base_events + batched.events_ok, timeout=300)
             print(
@@ -287,7 +289,13 @@ def main() -> None:
             loaded_per_s = (
                 batched.events_ok / (loaded_at - started) if loaded_at is not None else 0.0
             )
-            print(f"loaded:  {loaded_per_s:,.0f} events/s end to end", file=log)
+            loader_per_s = (stored_at_end - base_events) / phase_seconds
+            print(
+                f"loaded:  {loaded_per_s:,.0f} events/s end to end; loader "
+                f"{loader_per_s:,.0f} events/s during the phase, backlog at its end "
+                f"{backlog_at_end:,} events",
+                file=log,
+            )
 
             single = MessageTemplate(sample_messages(1), batch=False, run="s" + run)
             warm = load(
@@ -324,6 +332,8 @@ def main() -> None:
         "single_requests_per_s": round(one.requests_per_s),
         "single_p99_ms": round(one.percentile_ms(0.99), 2),
         "loaded_events_per_s": round(loaded_per_s),
+        "loader_events_per_s": round(loader_per_s),
+        "backlog_at_end": backlog_at_end,
         "events_per_request": EVENTS_PER_BATCH,
         "batch_request_bytes": batch.size,
         "connections": args.connections,

@@ -131,3 +131,39 @@ def test_cli_check_and_eval_on_the_store(workspace: Workspace) -> None:
     )
     assert matched.exit_code == 0, matched.output
     assert " matches at 2026-03-02" in matched.output
+
+
+def test_count_agrees_with_evaluating_each_person(server: LiveServer) -> None:
+    _send_history(server)
+    key = write_keys(server.runtime.store).create(name="more").key
+    other = {
+        "type": "track",
+        "event": "Course Viewed",
+        "userId": "u-10",
+        "timestamp": "2026-03-09T10:00:00Z",
+        "properties": {"category": "python"},
+    }
+    assert httpx.post(server.url + "/v1/track", json=other, auth=(key, "")).status_code == 200
+    server.runtime.loader.drain(timeout=30)
+    rule = 'did("Course Viewed" where category = "python", 7d)'
+    answer = httpx.post(
+        server.url + "/admin/rules/count",
+        json={"text": rule, "as_of": AS_OF},
+        headers=server.admin_headers,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["persons"] == 2 and body["of_persons"] == 2 and len(body["sample"]) == 2
+    for person in body["sample"]:
+        one = httpx.post(
+            server.url + "/admin/rules/evaluate",
+            json={"text": rule, "person": person, "as_of": AS_OF},
+            headers=server.admin_headers,
+        )
+        assert one.json()["matches"] is True
+    fewer = httpx.post(
+        server.url + "/admin/rules/count",
+        json={"text": 'count("Course Viewed", 7d) >= 3', "as_of": AS_OF},
+        headers=server.admin_headers,
+    )
+    assert fewer.json()["persons"] == 1

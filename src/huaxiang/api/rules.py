@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
 from huaxiang.api.deps import AdminDep, ErrorBody, RuntimeDep
-from huaxiang.rules.service import describe_rule, evaluate_for_person, read_rule
+from huaxiang.rules.service import count_for_rule, describe_rule, evaluate_for_person, read_rule
 
 router = APIRouter(prefix="/admin/rules", tags=["rules"], dependencies=[AdminDep])
 
@@ -76,3 +76,26 @@ def evaluate_rule(body: EvaluateIn, runtime: RuntimeDep) -> EvaluateOut:
     finally:
         con.close()
     return EvaluateOut.model_validate(answer)
+
+
+class CountIn(RuleIn):
+    as_of: datetime | None = Field(default=None, description="Count at this time (default now).")
+
+
+class CountOut(BaseModel):
+    rule: str
+    as_of: str
+    persons: int = Field(description="Persons meeting the rule.")
+    of_persons: int = Field(description="All persons of the workspace.")
+    sample: list[str] = Field(description="Person keys of a few of them.")
+    seconds: float = Field(description="Time the SQL engine took.")
+
+
+@router.post("/count", summary="Count the persons meeting a rule", responses=_INVALID)
+def count_rule(body: CountIn, runtime: RuntimeDep) -> CountOut:
+    con = runtime.store.cursor()
+    try:
+        rule = read_rule(con, text=body.text, document=body.rule)
+    finally:
+        con.close()
+    return CountOut.model_validate(count_for_rule(runtime.store, rule, as_of=body.as_of))

@@ -17,7 +17,7 @@ import typer
 from huaxiang.cli.backend import admin_call, local_runtime, server_url
 from huaxiang.config import Workspace
 from huaxiang.errors import ConfigError, ValidationError
-from huaxiang.rules.service import describe_rule, evaluate_for_person, read_rule
+from huaxiang.rules.service import count_for_rule, describe_rule, evaluate_for_person, read_rule
 
 rules_app = typer.Typer(
     help="Check rules (text or JSON form) and evaluate them for one person.",
@@ -128,7 +128,46 @@ def evaluate(
     )
 
 
+def count(
+    ctx: typer.Context,
+    text: RuleText = None,
+    file: RuleFile = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Count at this time (ISO 8601, default now; naive = UTC)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Count the persons meeting a rule across the workspace (one SQL query)."""
+    workspace: Workspace = ctx.obj
+    body = _rule_input(text, file)
+    try:
+        if server_url(workspace):
+            payload = {**body, "as_of": as_of.isoformat() if as_of else None}
+            answer = admin_call(workspace, "POST", "/admin/rules/count", json=payload)
+        else:
+            with local_runtime(workspace) as runtime:
+                con = runtime.store.cursor()
+                try:
+                    rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
+                finally:
+                    con.close()
+                answer = count_for_rule(runtime.store, rule, as_of=as_of)
+    except ValidationError as e:
+        _show_problems(e)
+    if as_json:
+        typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        return
+    typer.echo(
+        f"{answer['persons']:,} of {answer['of_persons']:,} persons at {answer['as_of']} "
+        f"({answer['seconds']:.3f} s): {answer['rule']}"
+    )
+    if answer["sample"]:
+        typer.echo("e.g. " + ", ".join(answer["sample"]))
+
+
 def register(app: typer.Typer) -> None:
     rules_app.command("check")(check)
     rules_app.command("eval")(evaluate)
+    rules_app.command("count")(count)
     app.add_typer(rules_app, name="rules")

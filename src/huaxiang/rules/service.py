@@ -1,4 +1,4 @@
-"""Rules against a workspace: check a rule with the workspace schema, evaluate it for one person.
+"""Rules against a workspace: check a rule, evaluate it for one person, count who meets it.
 
 The evaluation reads the person's history through the identity map (events of every identifier
 the person holds), the resolved attributes and consent, and runs the reference evaluator at
@@ -7,6 +7,7 @@ the person holds), the resolved attributes and consent, and runs the reference e
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,10 +17,12 @@ import orjson
 from huaxiang.config import Settings
 from huaxiang.profiles.view import resolve_ref
 from huaxiang.rules.ast import Rule
+from huaxiang.rules.audience_size import matching_persons
 from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
 from huaxiang.rules.json_form import from_json, to_json
 from huaxiang.rules.text import parse_located, to_text
 from huaxiang.rules.validate import schema_from_store, validate
+from huaxiang.store import Store
 
 
 def read_rule(con: duckdb.DuckDBPyConnection, *, text: str | None, document: Any) -> Rule:
@@ -94,4 +97,37 @@ def evaluate_for_person(
         "matches": evaluate(rule, history, moment),
         "events_read": len(history.events),
         "rule": to_text(rule),
+    }
+
+
+def count_for_rule(
+    store: Store, rule: Rule, *, as_of: datetime | None = None, sample: int = 5
+) -> dict[str, Any]:
+    """How many persons meet ``rule`` at ``as_of`` (one SQL query), with a few of them named."""
+    moment = as_of or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    started = time.perf_counter()
+    persons = matching_persons(store, rule, moment)
+    seconds = time.perf_counter() - started
+    con = store.cursor()
+    try:
+        total = con.execute("SELECT count(*) FROM persons WHERE merged_into IS NULL").fetchall()
+        keys = [
+            str(key)
+            for (key,) in con.execute(
+                "SELECT person_key FROM persons WHERE person_id IN "
+                "(SELECT unnest(?::UINTEGER[])) ORDER BY person_id",
+                [persons[:sample]],
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    return {
+        "rule": to_text(rule),
+        "as_of": moment.astimezone(UTC).isoformat(),
+        "persons": len(persons),
+        "of_persons": int(total[0][0]),
+        "sample": keys,
+        "seconds": round(seconds, 4),
     }

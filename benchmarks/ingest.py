@@ -6,12 +6,17 @@ and answers 200: the ceiling of FastAPI + uvicorn on this machine. Measures:
 
 * batched: ``/v1/batch`` with 100 events a request; counted when answered 200, i.e. appended to the
   ingest log and fsync'd; then the time until the loader has stored every one of them, deduplicated
-  (``loaded_events_per_s``, end to end);
+  (``loaded_events_per_s``, end to end); ``loader_events_per_s`` is what the loader stored while the
+  phase ran and ``backlog_at_end`` the events acknowledged but not yet loaded when it ended;
 * single: ``/v1/track`` requests/s and p99 latency at a moderate concurrency;
 * ratio: batched / ceiling.
 
+The workload (see ``sample_messages`` and ``_load.MessageTemplate``): 20,000 persons, each request
+carrying several events of each of 25 persons, mostly track calls with page views and identify
+calls (traits with email and phone); persons come back, so most events are of known persons.
+
 The workspace's ingest queue limit is raised so that the collection side is measured rather than
-the 429 back-pressure; ``loaded_events_per_s`` shows how fast the store side keeps up.
+the 429 back-pressure; the loaded rate and the backlog at the end show how the store side keeps up.
 
     benchmarks/ingest.py [--quick]
 

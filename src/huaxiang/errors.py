@@ -92,5 +92,9 @@ class NotFound(HuaxiangError):
     """A person, key or other named thing does not exist."""
 
 
+class Conflict(HuaxiangError):
+    """The request is valid but the current state does not allow it (e.g. a lifecycle move)."""
+
+
 class AuthError(HuaxiangError):
     """A write key or admin token is missing or wrong."""

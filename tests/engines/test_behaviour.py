@@ -1,21 +1,18 @@
 """One behavioural suite for the engines: hand-written histories, rules and expected persons.
 
-Runs through the ``engine`` fixture; every engine huaxiang has must give these answers.
+Runs through the ``engine`` fixture (conftest: DuckDB and Spark); every engine huaxiang has must
+give these answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from stored_people import SOURCES, load_people
 
 from huaxiang.engines.base import Engine
-from huaxiang.engines.duckdb import DuckDBEngine
 from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
 from huaxiang.rules.text import parse
-from huaxiang.store.database import Store
 
 AS_OF = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 
@@ -100,13 +97,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module", params=["duckdb"])
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    """Each engine over the same stored histories (only DuckDB exists yet)."""
-    with Store(":memory:") as store:
-        con = store.cursor()
-        load_people(con, list(PEOPLE.values()))
-        yield DuckDBEngine(con, SOURCES)
+@pytest.fixture(scope="module")
+def people() -> list[PersonHistory]:
+    """The histories the ``engine`` fixture (conftest) loads for each engine."""
+    return list(PEOPLE.values())
 
 
 @pytest.mark.parametrize(("text", "expected"), CASES, ids=[c[0] for c in CASES])

@@ -17,7 +17,8 @@ from stored_people import SOURCES
 
 from huaxiang.engines.base import Capabilities
 from huaxiang.engines.duckdb import DuckDBEngine
-from huaxiang.rules.compile import DuckDBFunctions, SqlFunctions, compile_rule
+from huaxiang.engines.spark import SparkEngine
+from huaxiang.rules.compile import DuckDBFunctions, SparkFunctions, SqlFunctions, compile_rule
 from huaxiang.rules.text import parse
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "rules"
@@ -44,32 +45,37 @@ CONSTRUCTS = {
 }
 
 
-# Per engine: its functions and capabilities (compilation only: nothing is started).
-ENGINES: dict[str, tuple[SqlFunctions, Capabilities]] = {
-    "duckdb": (DuckDBFunctions(), DuckDBEngine.capabilities),
+# Per engine: its golden folder, functions and capabilities (compilation only: nothing is
+# started, no JVM). DuckDB's files are ``rules/*.sql``, Spark's ``rules/spark/*.sql``.
+ENGINES: dict[str, tuple[Path, SqlFunctions, Capabilities]] = {
+    "duckdb": (GOLDEN, DuckDBFunctions(), DuckDBEngine.capabilities),
+    "spark": (GOLDEN / "spark", SparkFunctions(), SparkEngine.capabilities),
 }
 
 
-def _render(name: str, text: str) -> str:
+def _render(name: str, text: str, engine: str) -> str:
+    _, functions, capabilities = ENGINES[engine]
     parts = [f"-- {name}", f"-- rule: {text}", f"-- as_of: {AS_OF.isoformat()}"]
-    for dialect, (functions, capabilities) in ENGINES.items():
-        tree = compile_rule(
-            parse(text),
-            AS_OF,
-            sources=SOURCES,
-            functions=functions,
-            filter_clause=capabilities.filter_clause,
-        )
-        parts += ["", f"-- engine: {dialect}", tree.sql(dialect=dialect, pretty=True) + ";"]
+    tree = compile_rule(
+        parse(text),
+        AS_OF,
+        sources=SOURCES,
+        functions=functions,
+        filter_clause=capabilities.filter_clause,
+    )
+    sql = tree.sql(dialect=functions.dialect, pretty=True)
+    parts += ["", f"-- engine: {engine}", sql + ";"]
     return "\n".join(parts) + "\n"
 
 
+@pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("name", list(CONSTRUCTS))
-def test_generated_sql_matches_the_golden_file(name: str) -> None:
-    path = GOLDEN / f"{name}.sql"
-    rendered = _render(name, CONSTRUCTS[name])
+def test_generated_sql_matches_the_golden_file(name: str, engine: str) -> None:
+    folder = ENGINES[engine][0]
+    path = folder / f"{name}.sql"
+    rendered = _render(name, CONSTRUCTS[name], engine)
     if UPDATE:
-        GOLDEN.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered, encoding="utf-8")
     assert path.exists(), f"{path} is missing: run with HUAXIANG_UPDATE_GOLDEN=1"
     assert path.read_text(encoding="utf-8") == rendered

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from huaxiang.collect.log import FRAME_HEADER, IngestLog, segment_name
 from huaxiang.collect.records import (
     RejectRecord,
+    decode_batch_at,
     decode_record,
     decode_record_at,
     encode_record,
@@ -403,3 +405,49 @@ def test_a_second_log_on_the_same_folder_is_refused(log: IngestLog, log_dir: Pat
 def test_an_event_with_a_value_json_cannot_hold_is_a_terminal_error() -> None:
     with pytest.raises(TerminalIngestError, match="cannot be written"):
         encode_record([make_event("m", properties={"tags": {1, 2}})])
+
+
+def test_records_of_version_1_are_still_read() -> None:
+    event = make_event("m1", type="identify", traits={"email": "a@b.cn"})
+    old = {**event, "timestamp": event["timestamp"].isoformat()}
+    old["receivedAt"] = event["receivedAt"].isoformat()
+    for key in ("originalTimestamp", "sentAt"):
+        value = event.get(key)
+        old[key] = value.isoformat() if isinstance(value, datetime) else value
+    record = struct.pack("<BI", 1, 1) + orjson.dumps(
+        {"t": 1_714_528_800_000_000, "e": [old], "r": []}
+    )
+    (decoded,), rejects, written_at = decode_record_at(record)
+    assert decoded == event
+    assert rejects == [] and written_at == datetime(2024, 5, 1, 2, 0, tzinfo=UTC)
+
+
+def test_record_keeps_group_and_alias_ids_and_keys_of_its_own() -> None:
+    group = make_event("g", type="group", groupId="class-1", traits={"name": "春季班"})
+    alias = make_event("a", type="alias", previousId="anon-7")
+    custom = make_event("c")
+    custom["integrations"] = {"All": False}  # type: ignore[typeddict-unknown-key]
+    decoded, _ = decode_record(encode_record([group, alias, custom]))
+    assert decoded == [group, alias, custom]
+
+
+def test_a_batch_marks_the_events_that_carry_more_than_ids() -> None:
+    events = [
+        make_event("plain"),
+        make_event("identify", type="identify"),
+        make_event("traits", traits={"phone": "13800138000"}),
+        make_event("context", context={"traits": {"email": "a@b.cn"}}),
+        make_event("external", context={"externalIds": [{"id": "x", "type": "crm_id"}]}),
+        make_event("consent", context={"consentManagement": {"deniedConsentIds": ["ads"]}}),
+        make_event("ip", context={"ip": "10.0.0.1"}),
+    ]
+    batch, _, _ = decode_batch_at(encode_record(events))
+    assert [batch[i]["messageId"] for i in batch.notable] == [
+        "identify",
+        "traits",
+        "context",
+        "external",
+        "consent",
+    ]
+    assert list(batch) == events
+    assert batch.take([0, 6]).message_id == ["plain", "ip"]

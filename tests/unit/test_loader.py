@@ -397,3 +397,79 @@ def test_old_message_ids_are_forgotten_after_the_dedupe_window(
     assert loader.drain()
     assert scalar(store, "SELECT count(*) FROM events WHERE message_id = 'old'") == 2
     assert scalar(store, "SELECT count(*) FROM events WHERE message_id = 'recent'") == 1
+
+
+# -- stages see a columnar batch --------------------------------------------------------------
+
+
+def _mixed_events() -> list[Event]:
+    """Plain events of repeating persons, and notable ones (identify, alias, group, consent)."""
+    events: list[Event] = []
+    for i in range(60):
+        person = i % 7
+        events.append(
+            make_event(
+                f"e{i}",
+                userId=f"u{person}" if i % 3 else None,
+                anonymousId=f"a{person}",
+                context={"ip": "10.0.0.1"},
+            )
+        )
+    events.append(
+        make_event(
+            "id1",
+            type="identify",
+            event=None,
+            userId="u1",
+            traits={"email": "U1@Example.com", "name": "王小明", "phone": "13800138000"},
+        )
+    )
+    events.append(make_event("al1", type="alias", event=None, userId="u2", previousId="a5"))
+    events.append(
+        make_event("g1", type="group", event=None, userId="u3", groupId="class-1", traits={"n": 1})
+    )
+    events.append(
+        make_event(
+            "c1",
+            context={"consent": {"categoryPreferences": {"marketing": False}}},
+            userId="u4",
+        )
+    )
+    events.append(make_event("e-dup", userId="null", anonymousId="a6"))  # junk user id
+    return events
+
+
+def _stage_tables(store: Store) -> dict[str, list[tuple[object, ...]]]:
+    queries = {
+        "identity": "SELECT id_type, id_value, person_id FROM identity_map ORDER BY ALL",
+        "links": "SELECT a_node, b_node, status, source_ref FROM identity_links ORDER BY ALL",
+        "attributes": "SELECT id_type, id_value, name, value FROM attributes ORDER BY ALL",
+        "consents": "SELECT id_type, id_value, purpose, granted FROM consents ORDER BY ALL",
+        "groups": "SELECT id_type, id_value, group_id FROM group_members ORDER BY ALL",
+    }
+    cur = store.cursor()
+    try:
+        return {name: cur.execute(sql).fetchall() for name, sql in queries.items()}
+    finally:
+        cur.close()
+
+
+def test_stages_fed_a_columnar_batch_end_as_when_fed_event_by_event(tmp_path: Path) -> None:
+    events = _mixed_events()
+    through_loader = Workspace(tmp_path / "loader")
+    through_loader.create()
+    with Runtime(through_loader, start_loader=False) as rt:
+        rt.log.append_sync(encode_record(events[:30]))
+        rt.log.append_sync(encode_record(events[30:]))
+        assert rt.loader.drain()
+        loaded = _stage_tables(rt.store)
+    one_by_one = Workspace(tmp_path / "direct")
+    one_by_one.create()
+    with Runtime(one_by_one, start_loader=False) as rt:
+        for event in events:
+            with rt.store.transaction() as con:
+                rt.identity.apply(con, [event])
+                rt.profiles.apply(con, [event])
+        direct = _stage_tables(rt.store)
+    assert loaded == direct
+    assert loaded["attributes"] and loaded["consents"] and loaded["groups"]

@@ -26,7 +26,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
 from huaxiang.collect.keys import write_keys
-from huaxiang.collect.records import RejectRecord, encode_record
+from huaxiang.collect.records import EventRow, RejectRecord, encode_rows
 from huaxiang.collect.segment import body_reject, normalize_messages
 from huaxiang.errors import IngestError, StoreError
 from huaxiang.runtime import Runtime
@@ -299,9 +299,9 @@ def _gunzip(raw: bytes, cap: int) -> bytes:
     return out
 
 
-async def _append(runtime: Runtime, events: list[Any], rejects: list[RejectRecord]) -> bool:
+async def _append(runtime: Runtime, rows: list[EventRow], rejects: list[RejectRecord]) -> bool:
     try:
-        await runtime.log.append(encode_record(events, rejects))
+        await runtime.log.append(encode_rows(rows, rejects))
     except (StoreError, IngestError, OSError):
         return False
     return True
@@ -439,14 +439,12 @@ async def _collect(request: Request, kind: str) -> Response:
         max_event_bytes=settings.max_event_bytes,
         body_bytes=len(body),
     )
-    if (result.events or result.rejects) and not await _append(
-        runtime, result.events, result.rejects
-    ):
+    if (result.rows or result.rejects) and not await _append(runtime, result.rows, result.rejects):
         return _unavailable("the ingest log cannot take writes right now; retry later")
     if result.bad:
         count = len(result.bad)
         return _bad_events(
-            len(result.events),
+            len(result.rows),
             [bad.as_dict() for bad in result.bad],
             "invalid_events",
             f"{count} of {len(messages)} message(s) refused and recorded as rejects; "

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from huaxiang.errors import (
     AuthError,
     ConfigError,
+    Conflict,
     HuaxiangError,
     IdentityError,
     ImportFileError,
@@ -30,6 +31,7 @@ from huaxiang.errors import (
 STATUS_OF: tuple[tuple[type[HuaxiangError], int], ...] = (
     (ValidationError, 422),
     (NotFound, 404),
+    (Conflict, 409),
     (AuthError, 401),
     (StoreLocked, 503),
     (StoreError, 503),

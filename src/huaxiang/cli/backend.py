@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from huaxiang.config import Workspace
-from huaxiang.errors import HuaxiangError, NotFound
+from huaxiang.errors import HuaxiangError, NotFound, Problem, ValidationError
 from huaxiang.runtime import Runtime
 
 
@@ -71,9 +71,30 @@ def admin_call(
         ) from e
     if answer.status_code == 404:
         raise NotFound(_detail(answer))
+    problems = _problems(answer)
+    if problems:
+        raise ValidationError(problems, what=path.rsplit("/", 1)[-1])
     if answer.status_code >= 400:
         raise HuaxiangError(f"the server answered {answer.status_code}: {_detail(answer)}")
     return answer.json()
+
+
+def _problems(answer: httpx.Response) -> list[Problem]:
+    """The problems of a validation answer, as the service function raised them."""
+    if answer.status_code != 422:
+        return []
+    try:
+        body = answer.json()
+    except ValueError:
+        return []
+    listed = body.get("problems") if isinstance(body, dict) else None
+    if not isinstance(listed, list):
+        return []
+    return [
+        Problem(str(p.get("where", "")), str(p.get("message", "")), p.get("hint"))
+        for p in listed
+        if isinstance(p, dict)
+    ]
 
 
 def _detail(answer: httpx.Response) -> str:
@@ -82,7 +103,9 @@ def _detail(answer: httpx.Response) -> str:
     except ValueError:
         return answer.text
     detail = body.get("detail", body) if isinstance(body, dict) else body
-    return detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+    text = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+    hint = body.get("hint") if isinstance(body, dict) else None
+    return f"{text} ({hint})" if hint else text
 
 
 @contextmanager

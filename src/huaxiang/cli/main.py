@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from huaxiang.cli import demo, imports, keys, profile, rules, serve, status, workspace
+from huaxiang.cli import demo, imports, keys, profile, rules, serve, status, tags, workspace
 from huaxiang.config import Workspace
 from huaxiang.errors import HuaxiangError
 
@@ -48,6 +48,7 @@ demo.register(app)
 profile.register(app)
 status.register(app)
 rules.register(app)
+tags.register(app)
 
 
 def main() -> None:

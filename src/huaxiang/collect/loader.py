@@ -50,8 +50,8 @@ MAX_BATCH_EVENTS = 150_000
 # than LINGER_EVENTS waiting, the loader waits up to LINGER_S for more before loading: a commit
 # has a fixed cost (an fsync, the sinks' flushes) that small batches pay again and again. An idle
 # loader loads at once.
-LINGER_EVENTS = 100_000
-LINGER_S = 0.5
+LINGER_EVENTS = 50_000
+LINGER_S = 0.2
 PURGE_INTERVAL_S = 3600.0
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0

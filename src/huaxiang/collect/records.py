@@ -25,7 +25,6 @@ import time
 from array import array
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import accumulate
 from typing import Any, Final, NotRequired, TypedDict, cast, overload
 
 import orjson
@@ -91,10 +90,7 @@ def is_notable(event: Event) -> bool:
     ``context.externalIds`` or consent in its context. Every other event only says that the person
     named by its userId / anonymousId did something, which is what stages can handle in bulk.
     """
-    if event["type"] in _NOTABLE_TYPES or event.get("traits"):
-        return True
-    context = event.get("context")
-    return bool(context) and not _NOTABLE_CONTEXT_KEYS.isdisjoint(context)
+    return _is_notable(event["type"], event.get("traits"), event.get("context"))
 
 
 # --- times ---------------------------------------------------------------------------------
@@ -127,26 +123,32 @@ def naive_from_micros(micros: int) -> datetime:
     return _EPOCH_NAIVE + timedelta(microseconds=micros)
 
 
-def _maybe_time(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
-
-
 # --- JSON text columns ---------------------------------------------------------------------
 
 
-def _json_texts(values: list[Any]) -> list[bytes]:
+def _json_section(values: list[Any]) -> bytes:
+    """JSON texts of ``values`` (``{}`` for empty ones) as offsets, then the texts.
+
+    The layout of an Arrow string array's two buffers. The texts go into one growing buffer:
+    keeping hundreds of small serialized objects alive until they are joined costs more in memory
+    allocation than serializing them.
+    """
     dumps = orjson.dumps
-    option = orjson.OPT_SERIALIZE_NUMPY
-    return [dumps(v, option=option) if v else _EMPTY for v in values]
-
-
-def _section(texts: list[bytes]) -> bytes:
-    """Offsets, then the texts: the layout of an Arrow string array's two buffers."""
+    data = bytearray()
     offsets = array("i", [0])
-    offsets.extend(accumulate(map(len, texts)))
+    append = offsets.append
+    for value in values:
+        if value:
+            try:
+                data += dumps(value)
+            except orjson.JSONEncodeError:
+                data += dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        else:
+            data += _EMPTY
+        append(len(data))
     if _BIG_ENDIAN:
         offsets.byteswap()
-    return offsets.tobytes() + b"".join(texts)
+    return offsets.tobytes() + data
 
 
 def _read_section(view: memoryview, start: int, count: int) -> tuple[pa.Array, int]:
@@ -204,7 +206,7 @@ class EventBatch(Sequence[Event]):
         self,
         *,
         message_id: list[str],
-        type: list[str],  # noqa: A002 - the column's name
+        type: list[str],
         event: list[str | None],
         user_id: list[str | None],
         anonymous_id: list[str | None],
@@ -313,7 +315,10 @@ class EventBatch(Sequence[Event]):
     def from_events(cls, events: Sequence[Event]) -> EventBatch:
         """Columns of event dicts (times converted, JSON fields serialized)."""
         columns = _columns(events)
-        texts = [pa.array(columns.pop(name), pa.string()) for name in ("p", "c", "tr")]
+        count = len(events)
+        texts = [
+            _read_section(memoryview(columns.pop(name)), 0, count)[0] for name in ("p", "c", "tr")
+        ]
         return cls._from_meta(columns, *texts)
 
     @classmethod
@@ -435,57 +440,180 @@ class EventBatch(Sequence[Event]):
 # --- encoding ------------------------------------------------------------------------------
 
 
-def _columns(events: Sequence[Event]) -> dict[str, Any]:
-    """The record's columns of ``events``; JSON fields as serialized texts under p, c, tr."""
-    get = dict.get
+#: An event as a tuple, fields in this order. The collection API builds these rather than Event
+#: dicts: a record is columnar, and ``zip(*rows)`` turns rows into columns in one C-level step.
+EVENT_ROW_FIELDS: Final = (
+    "messageId",
+    "type",
+    "event",
+    "userId",
+    "anonymousId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "channel",
+    "properties",
+    "context",
+    "traits",
+    "source",
+    "groupId",
+    "previousId",
+)
+EventRow = tuple[
+    str,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    datetime,
+    datetime | None,
+    datetime | None,
+    datetime,
+    str | None,
+    dict[str, Any],
+    dict[str, Any],
+    dict[str, Any],
+    str,
+    str | None,
+    str | None,
+]
+
+
+def event_of_row(row: EventRow) -> Event:
+    """The :class:`Event` dict of a row (``groupId`` / ``previousId`` on group / alias calls)."""
+    event: Event = {
+        "messageId": row[0],
+        "type": row[1],
+        "event": row[2],
+        "userId": row[3],
+        "anonymousId": row[4],
+        "timestamp": row[5],
+        "originalTimestamp": row[6],
+        "sentAt": row[7],
+        "receivedAt": row[8],
+        "channel": row[9],
+        "properties": row[10],
+        "context": row[11],
+        "traits": row[12],
+        "source": row[13],
+    }
+    if row[1] == "group":
+        event["groupId"] = row[14]
+    elif row[1] == "alias":
+        event["previousId"] = row[15]
+    return event
+
+
+def _is_notable(kind: str, traits: dict[str, Any] | None, context: dict[str, Any] | None) -> bool:
+    if kind in _NOTABLE_TYPES or traits:
+        return True
+    return bool(context) and not _NOTABLE_CONTEXT_KEYS.isdisjoint(context)  # type: ignore[arg-type]
+
+
+def _columns_of_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """The record's columns; JSON fields as serialized texts under p, c, tr."""
+    if not rows:
+        empty: dict[str, Any] = {
+            key: []
+            for key in ("id", "ty", "ev", "u", "a", "ts", "ot", "st", "rt", "ch", "src", "n")
+        }
+        return empty | {key: _json_section([]) for key in ("p", "c", "tr")}
+    (ids, types, names, users, anons, ts, ot, st, rt, ch, props, ctx, traits, src, gid, pid) = (
+        list(column) for column in zip(*rows, strict=True)
+    )
     try:
         columns: dict[str, Any] = {
-            "id": [e["messageId"] for e in events],
-            "ty": [e["type"] for e in events],
-            "ev": [get(e, "event") for e in events],  # type: ignore[arg-type]
-            "u": [get(e, "userId") for e in events],  # type: ignore[arg-type]
-            "a": [get(e, "anonymousId") for e in events],  # type: ignore[arg-type]
-            "ts": _micros_column([e["timestamp"] for e in events]),
-            "ot": _micros_column([get(e, "originalTimestamp") for e in events]),  # type: ignore[arg-type]
-            "st": _micros_column([get(e, "sentAt") for e in events]),  # type: ignore[arg-type]
-            "rt": _micros_column([e["receivedAt"] for e in events]),
-            "ch": [get(e, "channel") for e in events],  # type: ignore[arg-type]
-            "src": [e["source"] for e in events],
-            "p": _json_texts([get(e, "properties") for e in events]),  # type: ignore[arg-type]
-            "c": _json_texts([get(e, "context") for e in events]),  # type: ignore[arg-type]
-            "tr": _json_texts([get(e, "traits") for e in events]),  # type: ignore[arg-type]
-            "n": [i for i, e in enumerate(events) if is_notable(e)],
+            "id": ids,
+            "ty": types,
+            "ev": names,
+            "u": users,
+            "a": anons,
+            "ts": _micros_column(ts),
+            "ot": _micros_column(ot),
+            "st": _micros_column(st),
+            "rt": _micros_column(rt),
+            "ch": ch,
+            "src": src,
+            "p": _json_section(props),
+            "c": _json_section(ctx),
+            "tr": _json_section(traits),
+            "n": [
+                i
+                for i, (kind, trait, context) in enumerate(zip(types, traits, ctx, strict=True))
+                if _is_notable(kind, trait, context)
+            ],
         }
     except orjson.JSONEncodeError as e:
         raise TerminalIngestError(
             f"an event cannot be written to the ingest log: {e}",
             hint="event fields must be JSON values (text, numbers, booleans, lists, objects)",
         ) from e
-    except (KeyError, TypeError, AttributeError) as e:
+    except (TypeError, AttributeError) as e:
         raise TerminalIngestError(
             f"an event cannot be written to the ingest log: {type(e).__name__}: {e}",
             hint="events need messageId, type, timestamp, receivedAt and source",
         ) from e
-    longer = [i for i, e in enumerate(events) if len(e) > _BASE_KEY_COUNT]
-    if longer:
-        if any("groupId" in events[i] for i in longer):
-            columns["g"] = [get(e, "groupId") for e in events]  # type: ignore[arg-type]
-        if any("previousId" in events[i] for i in longer):
-            columns["pv"] = [get(e, "previousId") for e in events]  # type: ignore[arg-type]
-        extra = {
-            str(i): {k: v for k, v in events[i].items() if k not in _EVENT_KEYS}
-            for i in longer
-            if not _EVENT_KEYS.issuperset(events[i])
-        }
-        if extra:
-            columns["x"] = extra
+    if gid.count(None) != len(gid):
+        columns["g"] = gid
+    if pid.count(None) != len(pid):
+        columns["pv"] = pid
+    return columns
+
+
+def _columns(events: Sequence[Event]) -> dict[str, Any]:
+    """The record's columns of event dicts (keys outside :class:`Event` go under x)."""
+    dicts = cast(Sequence[dict[str, Any]], events)
+    try:
+        rows = [
+            (
+                e["messageId"],
+                e["type"],
+                e.get("event"),
+                e.get("userId"),
+                e.get("anonymousId"),
+                e["timestamp"],
+                e.get("originalTimestamp"),
+                e.get("sentAt"),
+                e["receivedAt"],
+                e.get("channel"),
+                e.get("properties"),
+                e.get("context"),
+                e.get("traits"),
+                e["source"],
+                e.get("groupId"),
+                e.get("previousId"),
+            )
+            for e in dicts
+        ]
+    except (KeyError, TypeError) as e:
+        raise TerminalIngestError(
+            f"an event cannot be written to the ingest log: {type(e).__name__}: {e}",
+            hint="events need messageId, type, timestamp, receivedAt and source",
+        ) from e
+    columns = _columns_of_rows(rows)
+    extra = {
+        str(i): {k: v for k, v in e.items() if k not in _EVENT_KEYS}
+        for i, e in enumerate(dicts)
+        if len(e) > _BASE_KEY_COUNT and not _EVENT_KEYS.issuperset(e)
+    }
+    if extra:
+        columns["x"] = extra
     return columns
 
 
 def encode_record(events: Sequence[Event], rejects: Sequence[RejectRecord] = ()) -> bytes:
     """Serialize a batch for the ingest log (columns; times as epoch microseconds)."""
-    meta = _columns(events)
-    texts = [meta.pop(name) for name in ("p", "c", "tr")]
+    return _encode(_columns(events), len(events), rejects)
+
+
+def encode_rows(rows: Sequence[EventRow], rejects: Sequence[RejectRecord] = ()) -> bytes:
+    """Like :func:`encode_record`, for events as :data:`EventRow` tuples."""
+    return _encode(_columns_of_rows(rows), len(rows), rejects)
+
+
+def _encode(meta: dict[str, Any], count: int, rejects: Sequence[RejectRecord]) -> bytes:
+    texts: list[bytes] = [meta.pop(name) for name in ("p", "c", "tr")]
     meta["t"] = time.time_ns() // 1000
     meta["r"] = rejects
     try:
@@ -497,10 +625,10 @@ def encode_record(events: Sequence[Event], rejects: Sequence[RejectRecord] = ())
         ) from e
     return b"".join(
         (
-            _HEADER.pack(RECORD_VERSION, len(events)),
+            _HEADER.pack(RECORD_VERSION, count),
             _META.pack(len(meta_bytes)),
             meta_bytes,
-            *(_section(t) for t in texts),
+            *texts,
         )
     )
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from huaxiang.collect.records import RejectRecord
+from huaxiang.collect.records import EventRow, RejectRecord, event_of_row
 from huaxiang.errors import Problem, ValidationError
 from huaxiang.events import EVENT_TYPES, Event
 
@@ -190,11 +190,19 @@ class BadMessage:
 
 @dataclass(slots=True)
 class Normalized:
-    """The outcome of normalizing a batch: good events, reject records, and the bad messages."""
+    """The outcome of normalizing a batch: good events, reject records, and the bad messages.
 
-    events: list[Event] = field(default_factory=list)
+    The good events are kept as :data:`EventRow` tuples (what the ingest log record is built
+    from, see :func:`~huaxiang.collect.records.encode_rows`); :attr:`events` gives them as dicts.
+    """
+
+    rows: list[EventRow] = field(default_factory=list)
     rejects: list[RejectRecord] = field(default_factory=list)
     bad: list[BadMessage] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Event]:
+        return [event_of_row(row) for row in self.rows]
 
 
 class _BadTime(Exception):
@@ -295,8 +303,8 @@ def _normalize_one(
     check_size: bool,
     max_event_bytes: int,
     reasons: list[str],
-) -> Event | None:
-    """One message as an Event, or None with ``reasons`` filled in."""
+) -> EventRow | None:
+    """One message as an event row, or None with ``reasons`` filled in."""
     if not isinstance(message, dict):
         reasons.append(f"message: must be an object, got {_type_name(message)}")
         return None
@@ -357,7 +365,8 @@ def _normalize_one(
         traits = _object(message, "traits", reasons)
 
     name: str | None = None
-    extra: dict[str, Any] = {}
+    group_id: str | None = None
+    previous: str | None = None
     if kind == "track":
         event_name = message.get("event")
         if event_name is None or (isinstance(event_name, str) and not event_name.strip()):
@@ -386,12 +395,10 @@ def _normalize_one(
         previous = _identifier(message, "previousId", reasons)
         if previous is None and not _mentions(reasons, "previousId"):
             reasons.append("previousId: missing (an alias call needs the previous id)")
-        extra["previousId"] = previous
     elif kind == "group":
         group_id = _identifier(message, "groupId", reasons)
         if group_id is None and not _mentions(reasons, "groupId"):
             reasons.append("groupId: missing (a group call needs a group id)")
-        extra["groupId"] = group_id
 
     original = stamped = own_sent = message_received = None
     if get("originalTimestamp") is not None:
@@ -418,25 +425,24 @@ def _normalize_one(
     else:
         timestamp = original or received
 
-    event: Event = {
-        "messageId": message_id,
-        "type": str(kind),
-        "event": name,
-        "userId": user_id,
-        "anonymousId": anonymous_id,
-        "timestamp": timestamp,
-        "originalTimestamp": original,
-        "sentAt": sent,
-        "receivedAt": received,
-        "channel": channel_of(get("channel"), context),
-        "properties": properties,
-        "context": context,
-        "traits": traits,
-        "source": source,
-    }
-    if extra:
-        event.update(extra)  # type: ignore[typeddict-item]
-    return event
+    return (
+        message_id,
+        str(kind),
+        name,
+        user_id,
+        anonymous_id,
+        timestamp,
+        original,
+        sent,
+        received,
+        channel_of(get("channel"), context),
+        properties,
+        context,
+        traits,
+        source,
+        group_id,
+        previous,
+    )
 
 
 def _mentions(reasons: list[str], key: str) -> bool:
@@ -478,7 +484,7 @@ def normalize_messages(
     check_size = body_bytes is None or body_bytes > max_event_bytes
     for index, message in enumerate(messages):
         reasons = list(batch_reasons)
-        event = _normalize_one(
+        row = _normalize_one(
             message,
             source=source,
             received_at=received_at,
@@ -489,8 +495,8 @@ def normalize_messages(
             max_event_bytes=max_event_bytes,
             reasons=reasons,
         )
-        if event is not None:
-            result.events.append(event)
+        if row is not None:
+            result.rows.append(row)
             continue
         raw_id = message.get("messageId") if isinstance(message, dict) else None
         message_id = raw_id if isinstance(raw_id, str) and raw_id else None

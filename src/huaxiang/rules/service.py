@@ -1,8 +1,8 @@
 """Rules against a workspace: check a rule, evaluate it for one person, count who meets it.
 
 The evaluation reads the person's history through the identity map (events of every identifier
-the person holds), the resolved attributes and consent, and runs the reference evaluator at
-``as_of``. Tags and audiences arrive with the tag engine; until then they are empty.
+the person holds), the resolved attributes, consent and current tag values, and runs the
+reference evaluator at ``as_of``. Audiences arrive with the audience stage; until then none.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ from huaxiang.rules.audience_size import matching_persons
 from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
 from huaxiang.rules.json_form import from_json, to_json
 from huaxiang.rules.text import parse_located, to_text
-from huaxiang.rules.validate import schema_from_store, validate
+from huaxiang.rules.validate import validate
 from huaxiang.store import Store
+from huaxiang.tags.catalog import tag_schema
+from huaxiang.tags.sources import TAG_SOURCES
 
 
 def read_rule(con: duckdb.DuckDBPyConnection, *, text: str | None, document: Any) -> Rule:
-    """Parse a rule from its text or JSON form and validate it against the workspace schema."""
-    schema = schema_from_store(con)
+    """Parse a rule from its text or JSON form and validate it against the workspace schema
+    (known events, properties, attributes and tags)."""
+    schema = tag_schema(con)
     if text is not None:
         rule, positions = parse_located(text)
         validate(rule, schema, positions=positions)
@@ -72,7 +75,13 @@ def person_history(
             "SELECT purpose, granted FROM person_consent WHERE person_id = ?", [person_id]
         ).fetchall()
     }
-    return PersonHistory(events=events, attributes=attributes, consent=consent)
+    tags: dict[str, Any] = {}
+    for tag, value in con.execute(
+        "SELECT tag, CAST(value AS VARCHAR) FROM current_tag_values WHERE person_id = ?",
+        [person_id],
+    ).fetchall():
+        tags[str(tag)] = orjson.loads(value) if value is not None else True
+    return PersonHistory(events=events, attributes=attributes, consent=consent, tags=tags)
 
 
 def evaluate_for_person(
@@ -108,7 +117,7 @@ def count_for_rule(
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     started = time.perf_counter()
-    persons = matching_persons(store, rule, moment)
+    persons = matching_persons(store, rule, moment, sources=TAG_SOURCES)
     seconds = time.perf_counter() - started
     con = store.cursor()
     try:

@@ -12,12 +12,14 @@ from huaxiang.collect import tables as collect_tables
 from huaxiang.collect.imports import tables as import_tables
 from huaxiang.identity import tables as identity_tables
 from huaxiang.profiles import tables as profile_tables
+from huaxiang.tags import tables as tag_tables
 
 STAGES: tuple[tuple[str, ...], ...] = (
     collect_tables.DDL,
     identity_tables.DDL,
     profile_tables.DDL,
     import_tables.DDL,
+    tag_tables.DDL,
 )
 
 

@@ -1,6 +1,6 @@
 """Rules to SQL: sqlglot trees that engines (DuckDB, Spark) run over the whole store at once."""
 
-from huaxiang.rules.compile.functions import DuckDBFunctions, SqlFunctions
+from huaxiang.rules.compile.functions import DuckDBFunctions, SparkFunctions, SqlFunctions
 from huaxiang.rules.compile.query import (
     RuleCompileError,
     Sources,
@@ -13,6 +13,7 @@ __all__ = [
     "DuckDBFunctions",
     "RuleCompileError",
     "Sources",
+    "SparkFunctions",
     "SqlFunctions",
     "compile_rule",
     "compile_rules",

@@ -1,0 +1,205 @@
+"""What a tag is, as data: kind, taxonomy, owner, sensitivity, lifecycle status, refresh mode,
+TTL, and the kind-specific part (a rule, ordered cases, imported labels).
+
+Definitions are immutable; the catalog stores them (``catalog.py``) and the input reader
+(``spec.py``) builds them from user input after checking every field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from huaxiang.rules.ast import Rule, Scalar
+from huaxiang.rules.json_form import from_json, to_json
+from huaxiang.rules.text import to_text
+
+
+class TagKind(StrEnum):
+    """How a tag gets its values. Metric, preference and RFM tags come next."""
+
+    RULE = "rule"
+    """Yes/no: members are the persons meeting one rule (value ``true``)."""
+    ENUMERATED = "enumerated"
+    """Ordered cases (value, rule): the first matching case gives the value; optional default."""
+    MANUAL = "manual"
+    """Values set on persons one by one through the API or the CLI."""
+    IMPORTED = "imported"
+    """Labels of DMP/CRM files (``dmp_labels``) mapped to values, filtered by source and trust."""
+
+
+class Status(StrEnum):
+    """Lifecycle: draft -> active -> paused -> offline; paused -> active again."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    OFFLINE = "offline"
+
+
+class Sensitivity(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    SENSITIVE = "sensitive"
+
+
+class RefreshKind(StrEnum):
+    MANUAL = "manual"
+    HOURLY = "hourly"
+    DAILY = "daily"
+    EVERY_N_HOURS = "every_n_hours"
+
+
+_EVERY = re.compile(r"^every_n_hours\((\d{1,5})\)$")
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshMode:
+    """When a tag should be refreshed: ``manual``, ``hourly``, ``daily``, ``every_n_hours(72)``.
+
+    Stored with the definition; the scheduler that acts on it comes later (refreshes are
+    triggered by hand today).
+    """
+
+    kind: RefreshKind = RefreshKind.MANUAL
+    hours: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RefreshMode:
+        """Read ``manual``, ``hourly``, ``daily`` or ``every_n_hours(N)``; ValueError otherwise."""
+        cleaned = text.strip().lower().replace(" ", "")
+        found = _EVERY.match(cleaned)
+        if found:
+            hours = int(found.group(1))
+            if not 1 <= hours <= 8784:
+                raise ValueError("every_n_hours takes 1 to 8784 hours")
+            return cls(RefreshKind.EVERY_N_HOURS, hours)
+        if cleaned in (RefreshKind.MANUAL, RefreshKind.HOURLY, RefreshKind.DAILY):
+            return cls(RefreshKind(cleaned))
+        raise ValueError(f"unknown refresh mode {text!r}")
+
+    def __str__(self) -> str:
+        if self.kind is RefreshKind.EVERY_N_HOURS:
+            return f"every_n_hours({self.hours})"
+        return self.kind.value
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One case of an enumerated tag: persons meeting ``rule`` get ``value``."""
+
+    value: Scalar
+    rule: Rule
+
+
+@dataclass(frozen=True, slots=True)
+class LabelValue:
+    """An imported label and the tag value it gives."""
+
+    label: str
+    value: Scalar = True
+
+
+@dataclass(frozen=True, slots=True)
+class TagDefinition:
+    name: str
+    kind: TagKind
+    category: str = ""
+    """Taxonomy path, ``/``-separated: ``兴趣/课程/Python``."""
+    owner: str = ""
+    description: str = ""
+    sensitivity: Sensitivity = Sensitivity.INTERNAL
+    refresh: RefreshMode = field(default_factory=RefreshMode)
+    ttl_days: int | None = None
+    rule: Rule | None = None
+    """Rule tags."""
+    cases: tuple[Case, ...] = ()
+    """Enumerated tags, in order: the first case a person meets gives the value."""
+    default: Scalar | None = None
+    """Enumerated tags: the value of persons meeting no case (none: they get no value)."""
+    labels: tuple[LabelValue, ...] = ()
+    """Imported tags, in order: the first label a person holds gives the value."""
+    sources: tuple[str, ...] = ()
+    """Imported tags: only labels from these sources (all sources when empty)."""
+    min_trust: float | None = None
+    """Imported tags: only labels with at least this trust level."""
+    status: Status = Status.DRAFT
+    version: int = 1
+
+    def rules(self) -> list[Rule]:
+        """Every rule of the definition (the rule, or the rules of the cases)."""
+        if self.rule is not None:
+            return [self.rule]
+        return [case.rule for case in self.cases]
+
+    def with_status(self, status: Status) -> TagDefinition:
+        return replace(self, status=status)
+
+    def spec(self) -> dict[str, Any]:
+        """The kind-specific part as JSON (rules in their JSON form)."""
+        spec: dict[str, Any] = {}
+        if self.rule is not None:
+            spec["rule"] = to_json(self.rule)
+        if self.cases:
+            spec["cases"] = [{"value": c.value, "rule": to_json(c.rule)} for c in self.cases]
+        if self.default is not None:
+            spec["default"] = self.default
+        if self.labels:
+            spec["labels"] = [{"label": lv.label, "value": lv.value} for lv in self.labels]
+        if self.sources:
+            spec["sources"] = list(self.sources)
+        if self.min_trust is not None:
+            spec["min_trust"] = self.min_trust
+        return spec
+
+    def document(self) -> dict[str, Any]:
+        """The whole definition as JSON (what a version keeps)."""
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "category": self.category,
+            "owner": self.owner,
+            "description": self.description,
+            "sensitivity": self.sensitivity.value,
+            "refresh": str(self.refresh),
+            "ttl_days": self.ttl_days,
+            "status": self.status.value,
+            "version": self.version,
+            "spec": self.spec(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The definition for people: rules in their text form."""
+        out = self.document()
+        spec = out.pop("spec")
+        if self.rule is not None:
+            out["rule"] = to_text(self.rule)
+        if self.cases:
+            out["cases"] = [{"value": c.value, "rule": to_text(c.rule)} for c in self.cases]
+        if "default" in spec:
+            out["default"] = spec["default"]
+        if self.labels:
+            out["labels"] = spec["labels"]
+            out["sources"] = list(self.sources)
+            out["min_trust"] = self.min_trust
+        return out
+
+
+def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`TagDefinition` from a stored (trusted) spec."""
+    fields: dict[str, Any] = {}
+    if "rule" in spec:
+        fields["rule"] = from_json(spec["rule"])
+    if "cases" in spec:
+        fields["cases"] = tuple(Case(c["value"], from_json(c["rule"])) for c in spec["cases"])
+    if "default" in spec:
+        fields["default"] = spec["default"]
+    if "labels" in spec:
+        fields["labels"] = tuple(LabelValue(lv["label"], lv["value"]) for lv in spec["labels"])
+    if "sources" in spec:
+        fields["sources"] = tuple(spec["sources"])
+    if "min_trust" in spec:
+        fields["min_trust"] = spec["min_trust"]
+    return fields

@@ -1,0 +1,88 @@
+"""Quality of one tag: coverage, value distribution, freshness, change since the last run.
+
+Read from the bitmaps (cardinalities) and the run records; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Any
+
+import duckdb
+
+from huaxiang.clock import to_naive_utc, utcnow
+from huaxiang.tags.definition import RefreshKind, TagDefinition
+from huaxiang.tags.values import persons_total
+
+
+def _interval(tag: TagDefinition) -> timedelta | None:
+    match tag.refresh.kind:
+        case RefreshKind.HOURLY:
+            return timedelta(hours=1)
+        case RefreshKind.DAILY:
+            return timedelta(days=1)
+        case RefreshKind.EVERY_N_HOURS:
+            return timedelta(hours=tag.refresh.hours or 1)
+    return None
+
+
+def _iso(moment: Any) -> str | None:
+    return None if moment is None else moment.replace(tzinfo=UTC).isoformat()
+
+
+def tag_quality(con: duckdb.DuckDBPyConnection, tag: TagDefinition) -> dict[str, Any]:
+    total = persons_total(con)
+    rows = con.execute(
+        "SELECT value, cardinality FROM tag_bitmaps WHERE tag = ? ORDER BY cardinality DESC, value",
+        [tag.name],
+    ).fetchall()
+    holders = sum(int(n) for _, n in rows)
+    runs = con.execute(
+        "SELECT run_id, version, as_of, started_at, finished_at, persons, entered, left_count, "
+        "changed, expired, trigger FROM tag_runs WHERE tag = ? ORDER BY run_id DESC LIMIT 2",
+        [tag.name],
+    ).fetchall()
+    last: dict[str, Any] | None = None
+    freshness: dict[str, Any] = {"last_run_at": None, "data_as_of": None, "age_hours": None}
+    if runs:
+        rid, ver, as_of, started, finished, persons, entered, left, changed, expired, trig = runs[0]
+        before = int(runs[1][5]) if len(runs) > 1 else 0
+        last = {
+            "run_id": int(rid),
+            "version": int(ver),
+            "as_of": _iso(as_of),
+            "seconds": round((finished - started).total_seconds(), 4),
+            "persons": int(persons),
+            "persons_before": before,
+            "entered": int(entered),
+            "left": int(left),
+            "changed": int(changed),
+            "expired": int(expired),
+            "trigger": str(trig),
+        }
+        age = to_naive_utc(utcnow()) - finished
+        interval = _interval(tag)
+        freshness = {
+            "last_run_at": _iso(finished),
+            "data_as_of": _iso(as_of),
+            "age_hours": round(age.total_seconds() / 3600, 2),
+            "due": None if interval is None else age >= interval,
+        }
+    return {
+        "tag": tag.name,
+        "status": tag.status.value,
+        "version": tag.version,
+        "persons": holders,
+        "of_persons": total,
+        "coverage": round(holders / total, 6) if total else 0.0,
+        "distribution": [
+            {
+                "value": str(value),
+                "persons": int(n),
+                "share": round(int(n) / holders, 6) if holders else 0.0,
+            }
+            for value, n in rows
+        ],
+        "freshness": freshness,
+        "last_run": last,
+    }

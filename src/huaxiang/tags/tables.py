@@ -1,0 +1,111 @@
+"""Tables of the tag engine: definitions, versions, values, history, runs and bitmaps.
+
+``tag_values`` holds the current value of every person for every tag that has one (a yes/no tag
+stores ``true`` for its members only); ``tag_value_history`` keeps every change with its time and
+cause, including values removed when a tag goes offline. ``tag_bitmaps`` keeps one serialized
+roaring bitmap of person ids per (tag, value), rebuilt from ``tag_values`` on every change.
+"""
+
+from __future__ import annotations
+
+DDL: tuple[str, ...] = (
+    # One row per tag: the current definition. spec: the kind-specific part (rule, cases,
+    # labels) as JSON. refresh_every_hours: only for refresh_mode every_n_hours.
+    """
+    CREATE TABLE IF NOT EXISTS tag_definitions (
+        name VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        category VARCHAR NOT NULL,
+        owner VARCHAR NOT NULL,
+        description VARCHAR NOT NULL,
+        sensitivity VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        refresh_mode VARCHAR NOT NULL,
+        refresh_every_hours INTEGER,
+        ttl_days INTEGER,
+        version INTEGER NOT NULL,
+        spec JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL
+    )
+    """,
+    # Every version of every tag: the whole definition as JSON. A draft is edited in place
+    # (its version row is overwritten); an edit of an active or paused tag adds a version.
+    """
+    CREATE TABLE IF NOT EXISTS tag_versions (
+        name VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        definition JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (name, version)
+    )
+    """,
+    # Current values. qualified_at: last time the person qualified (the as_of of the run that
+    # matched, the import time of a label, the time a manual value was set); expires_at:
+    # qualified_at + ttl (NULL without a TTL). version: the tag version that produced the value.
+    """
+    CREATE TABLE IF NOT EXISTS tag_values (
+        person_id UINTEGER NOT NULL,
+        tag VARCHAR NOT NULL,
+        value JSON NOT NULL,
+        version INTEGER NOT NULL,
+        computed_at TIMESTAMP NOT NULL,
+        qualified_at TIMESTAMP NOT NULL,
+        expires_at TIMESTAMP
+    )
+    """,
+    # change: entered | left | changed | expired. changed_at: the as_of of the change (or the time a
+    # manual value was set, or a tag went offline). run_id: the refresh run, NULL otherwise.
+    """
+    CREATE TABLE IF NOT EXISTS tag_value_history (
+        tag VARCHAR NOT NULL,
+        person_id UINTEGER NOT NULL,
+        change VARCHAR NOT NULL,
+        old_value JSON,
+        new_value JSON,
+        version INTEGER NOT NULL,
+        changed_at TIMESTAMP NOT NULL,
+        cause VARCHAR NOT NULL,
+        run_id BIGINT,
+        recorded_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE SEQUENCE IF NOT EXISTS tag_run_ids START 1
+    """,
+    # One row per tag per refresh. persons: holders after the run; coverage: persons / persons
+    # of the workspace (not merged away).
+    """
+    CREATE TABLE IF NOT EXISTS tag_runs (
+        run_id BIGINT NOT NULL,
+        tag VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        as_of TIMESTAMP NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP NOT NULL,
+        persons BIGINT NOT NULL,
+        entered BIGINT NOT NULL,
+        left_count BIGINT NOT NULL,
+        changed BIGINT NOT NULL,
+        expired BIGINT NOT NULL,
+        coverage DOUBLE NOT NULL,
+        trigger VARCHAR NOT NULL
+    )
+    """,
+    # value: the canonical JSON text of the value; bitmap: pyroaring BitMap.serialize().
+    """
+    CREATE TABLE IF NOT EXISTS tag_bitmaps (
+        tag VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        bitmap BLOB NOT NULL,
+        cardinality BIGINT NOT NULL,
+        built_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (tag, value)
+    )
+    """,
+    # What has_tag reads: the current values (offline tags have none; drafts never had any).
+    """
+    CREATE OR REPLACE VIEW current_tag_values AS
+    SELECT person_id, tag, value FROM tag_values
+    """,
+)

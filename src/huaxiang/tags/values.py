@@ -1,0 +1,148 @@
+"""Reading and writing a tag's values, its history and its bitmaps in the store.
+
+Values and history go in through Arrow tables (one insert each, not row by row). A tag's
+bitmaps are rebuilt from the values just written: person ids grouped by value, sorted into
+``array('I')`` buffers, turned into pyroaring bitmaps and stored serialized.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pyroaring import BitMap
+
+from huaxiang.tags.settle import Change, Held
+
+
+def read_held(con: duckdb.DuckDBPyConnection, tag: str) -> dict[int, Held]:
+    rows = con.execute(
+        "SELECT person_id, CAST(value AS VARCHAR), version, computed_at, qualified_at, expires_at "
+        "FROM tag_values WHERE tag = ?",
+        [tag],
+    ).fetchall()
+    return {int(pid): Held(str(v), int(ver), c, q, e) for pid, v, ver, c, q, e in rows}
+
+
+def write_held(con: duckdb.DuckDBPyConnection, tag: str, held: Mapping[int, Held]) -> None:
+    """Replace every value of ``tag`` with ``held``."""
+    con.execute("DELETE FROM tag_values WHERE tag = ?", [tag])
+    if not held:
+        return
+    pids = sorted(held)
+    rows = pa.table(
+        {
+            "person_id": pa.array(pids, pa.uint32()),
+            "value": pa.array([held[p].value for p in pids], pa.string()),
+            "version": pa.array([held[p].version for p in pids], pa.int32()),
+            "computed_at": pa.array([held[p].computed_at for p in pids], pa.timestamp("us")),
+            "qualified_at": pa.array([held[p].qualified_at for p in pids], pa.timestamp("us")),
+            "expires_at": pa.array([held[p].expires_at for p in pids], pa.timestamp("us")),
+        }
+    )
+    con.register("tag_values_in", rows)
+    try:
+        con.execute(
+            "INSERT INTO tag_values SELECT person_id, ?, CAST(value AS JSON), version, "
+            "computed_at, qualified_at, expires_at FROM tag_values_in",
+            [tag],
+        )
+    finally:
+        con.unregister("tag_values_in")
+
+
+def write_history(
+    con: duckdb.DuckDBPyConnection,
+    tag: str,
+    changes: Iterable[Change],
+    *,
+    at: datetime,
+    run_id: int | None,
+    recorded_at: datetime,
+) -> None:
+    items = list(changes)
+    if not items:
+        return
+    rows = pa.table(
+        {
+            "person_id": pa.array([c.person_id for c in items], pa.uint32()),
+            "change": pa.array([c.change for c in items], pa.string()),
+            "old_value": pa.array([c.old_value for c in items], pa.string()),
+            "new_value": pa.array([c.new_value for c in items], pa.string()),
+            "version": pa.array([c.version for c in items], pa.int32()),
+            "cause": pa.array([c.cause for c in items], pa.string()),
+        }
+    )
+    con.register("tag_history_in", rows)
+    try:
+        con.execute(
+            "INSERT INTO tag_value_history SELECT ?, person_id, change, CAST(old_value AS JSON), "
+            "CAST(new_value AS JSON), version, ?, cause, ?, ? FROM tag_history_in",
+            [tag, at, run_id, recorded_at],
+        )
+    finally:
+        con.unregister("tag_history_in")
+
+
+def build_bitmaps(held: Mapping[int, Held]) -> dict[str, BitMap]:
+    """One bitmap of person ids per value (JSON text), built from sorted uint32 buffers."""
+    groups: dict[str, list[int]] = {}
+    for pid, h in held.items():
+        groups.setdefault(h.value, []).append(pid)
+    return {value: BitMap(array("I", sorted(pids))) for value, pids in groups.items()}
+
+
+def write_bitmaps(
+    con: duckdb.DuckDBPyConnection, tag: str, held: Mapping[int, Held], *, built_at: datetime
+) -> None:
+    """Replace the bitmaps of ``tag`` with those of ``held``."""
+    con.execute("DELETE FROM tag_bitmaps WHERE tag = ?", [tag])
+    bitmaps = build_bitmaps(held)
+    if bitmaps:
+        con.executemany(
+            "INSERT INTO tag_bitmaps VALUES (?, ?, ?, ?, ?)",
+            [
+                [tag, value, bitmap.serialize(), len(bitmap), built_at]
+                for value, bitmap in sorted(bitmaps.items())
+            ],
+        )
+
+
+def read_bitmaps(con: duckdb.DuckDBPyConnection, tag: str) -> dict[str, BitMap]:
+    """The stored bitmaps of ``tag``: value JSON text -> members."""
+    return {
+        str(value): BitMap.deserialize(bytes(blob))
+        for value, blob in con.execute(
+            "SELECT value, bitmap FROM tag_bitmaps WHERE tag = ?", [tag]
+        ).fetchall()
+    }
+
+
+def persons_total(con: duckdb.DuckDBPyConnection) -> int:
+    row = first_row(con.execute("SELECT count(*) FROM persons WHERE merged_into IS NULL"))
+    return int(row[0]) if row else 0
+
+
+def person_keys(con: duckdb.DuckDBPyConnection, ids: list[int]) -> list[str]:
+    """Person keys of ``ids``, in the same order (ids without a key are left out)."""
+    if not ids:
+        return []
+    found = dict(
+        con.execute(
+            "SELECT person_id, person_key FROM persons "
+            "WHERE list_contains(?::UINTEGER[], person_id)",
+            [ids],
+        ).fetchall()
+    )
+    return [str(found[i]) for i in ids if i in found]
+
+
+def first_row(cursor: duckdb.DuckDBPyConnection) -> Any:
+    """The first row of a result, or None, read to its end (DuckDB 2 refuses other work on a
+    connection while a result is unfinished)."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None

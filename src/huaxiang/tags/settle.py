@@ -7,7 +7,8 @@ then; at the first refresh after it, the value expires (change ``expired``). An 
 default is not a qualification: it never holds a value past its time and is replaced by a case
 value still within its TTL. Only a value of the tag's current version is held this way: after an
 edit (a new version) the first refresh decides anew, so a stricter rule takes effect at once.
-Without a TTL a value leaves as soon as the person stops qualifying (change ``left``). Pure functions: the store is read and written elsewhere (``values.py``).
+Without a TTL a value leaves as soon as the person stops qualifying (change ``left``).
+Pure functions: the store is read and written elsewhere (``values.py``).
 """
 
 from __future__ import annotations

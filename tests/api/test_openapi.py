@@ -6,7 +6,7 @@ import httpx
 from fastapi.routing import APIRoute
 
 from conftest import LiveServer
-from huaxiang.api import admin, collect, imports, profiles, rules, tags
+from huaxiang.api import admin, audiences, collect, imports, profiles, rules, tags
 
 
 def test_every_route_is_in_the_schema_with_answers(server: LiveServer) -> None:
@@ -41,6 +41,6 @@ def server_app_routes(server: LiveServer) -> list[object]:
     del server
     return [
         route
-        for router in (admin, collect, imports, profiles, rules, tags)
+        for router in (admin, audiences, collect, imports, profiles, rules, tags)
         for route in router.router.routes
     ]

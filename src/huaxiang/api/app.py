@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from huaxiang import __version__
-from huaxiang.api import admin, collect, imports, profiles, rules, tags
+from huaxiang.api import admin, audiences, collect, imports, profiles, rules, tags
 from huaxiang.api.deps import ADMIN_RESPONSES
 from huaxiang.api.errors import install_error_handlers
 from huaxiang.runtime import Runtime
@@ -36,6 +36,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             {"name": "profiles", "description": "Persons, identities, attributes, consent."},
             {"name": "rules", "description": "Check rules; evaluate them for one person."},
             {"name": "tags", "description": "Tag definitions, lifecycle, refresh, values."},
+            {"name": "audiences", "description": "Audiences: sizes, snapshots, holdout, exports."},
         ],
     )
     app.state.runtime = runtime
@@ -46,4 +47,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(profiles.router, responses=ADMIN_RESPONSES)
     app.include_router(rules.router, responses=ADMIN_RESPONSES)
     app.include_router(tags.router, responses=ADMIN_RESPONSES)
+    app.include_router(audiences.router, responses=ADMIN_RESPONSES)
     return app

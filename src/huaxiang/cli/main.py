@@ -12,7 +12,18 @@ from typing import Annotated
 
 import typer
 
-from huaxiang.cli import demo, imports, keys, profile, rules, serve, status, tags, workspace
+from huaxiang.cli import (
+    audiences,
+    demo,
+    imports,
+    keys,
+    profile,
+    rules,
+    serve,
+    status,
+    tags,
+    workspace,
+)
 from huaxiang.config import Workspace
 from huaxiang.errors import HuaxiangError
 
@@ -49,6 +60,7 @@ profile.register(app)
 status.register(app)
 rules.register(app)
 tags.register(app)
+audiences.register(app)
 
 
 def main() -> None:

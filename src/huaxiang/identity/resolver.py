@@ -342,6 +342,37 @@ class IdentityResolver:
         identifier tuples are linked once. ``source_ref`` of a link is the first row that showed
         it: the value of ``source_ref_column``, else the row number (``first_row`` for row 0).
         """
+        result = self.link_columns(
+            table,
+            id_columns,
+            source,
+            source_ref_column=source_ref_column,
+            first_row=first_row,
+            at=at,
+        )
+        self.flush(con)
+        return result
+
+    def flush(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write what :meth:`link_columns` changed into the tables (in the caller's transaction)."""
+        with _gc_paused():
+            self._flush(con)
+
+    def link_columns(
+        self,
+        table: pa.Table,
+        id_columns: Mapping[str, str],
+        source: str,
+        *,
+        source_ref_column: str | None = None,
+        first_row: int = 1,
+        at: datetime | None = None,
+    ) -> ColumnsResult:
+        """:meth:`observe_columns` in memory only: no connection, nothing written yet.
+
+        Lets a bulk import link identifiers while its connection writes the rows; the caller
+        then calls :meth:`flush` in the same transaction (or :meth:`reload` after a failure).
+        """
         problems = [f"column {c!r}" for c in id_columns if c not in table.column_names] + [
             f"type {t!r} of column {c!r}"
             for c, t in id_columns.items()
@@ -395,8 +426,8 @@ class IdentityResolver:
             )
         )
         links_before = len(graph.link_a)
-        with _gc_paused():
-            if columns and rows:
+        if columns and rows:
+            with _gc_paused():
                 self._link_columns(
                     columns,
                     id_columns,
@@ -407,7 +438,6 @@ class IdentityResolver:
                     first_row,
                     when,
                 )
-            self._flush(con)
         cache: list[pa.Array] = []
 
         def person_ids() -> pa.Array:

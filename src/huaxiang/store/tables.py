@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import duckdb
 
+from huaxiang.audiences import tables as audience_tables
 from huaxiang.collect import tables as collect_tables
 from huaxiang.collect.imports import tables as import_tables
 from huaxiang.identity import tables as identity_tables
@@ -20,6 +21,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     profile_tables.DDL,
     import_tables.DDL,
     tag_tables.DDL,
+    audience_tables.DDL,
 )
 
 

@@ -48,21 +48,41 @@ class LoadContext:
 
     def link_identifiers(self, relation: str, ref_sql: str) -> None:
         """Link the identifiers of each distinct identifier tuple of ``relation`` (bulk path)."""
+        pending = self.identifier_tuples(relation, ref_sql)
+        if pending is not None:
+            self.link_table(*pending)
+            self.identity.flush(self.con)
+
+    def identifier_tuples(
+        self, relation: str, ref_sql: str
+    ) -> tuple[pa.Table, dict[str, str]] | None:
+        """The SQL half of :meth:`link_identifiers`: the tuples to link and their columns."""
         types = self.stage.id_types
         if self.dry_run or not types:
-            return
+            return None
         columns = ", ".join(ident(t) for t in types)
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE _hx_id_tuples AS "
             f"SELECT {columns}, min(_hx_row) AS _hx_first FROM {relation} "
             f"WHERE coalesce({columns}) IS NOT NULL GROUP BY ALL"
         )
-        self.observe_tuples("_hx_id_tuples", {t: t for t in types}, relation, ref_sql)
+        mapping = {t: t for t in types}
+        table = self.tuples_table("_hx_id_tuples", mapping, relation, ref_sql)
+        return None if table is None else (table, mapping)
 
     def observe_tuples(
         self, tuples: str, columns: dict[str, str], relation: str, ref_sql: str
     ) -> None:
-        """Send distinct identifier tuples to the identity stage.
+        """Send distinct identifier tuples to the identity stage and write its changes."""
+        table = self.tuples_table(tuples, columns, relation, ref_sql)
+        if table is not None:
+            self.link_table(table, columns)
+            self.identity.flush(self.con)
+
+    def tuples_table(
+        self, tuples: str, columns: dict[str, str], relation: str, ref_sql: str
+    ) -> pa.Table | None:
+        """The distinct identifier tuples the identity stage must see (None: nothing to link).
 
         ``tuples`` has the identifier ``columns`` and ``_hx_first``, the first row showing the
         tuple; ``ref_sql`` over ``relation`` names that row in the merge log (a messageId, ...).
@@ -72,7 +92,7 @@ class LoadContext:
         so the identity stage sees the tuples that can change something).
         """
         if self.dry_run or not columns:
-            return
+            return None
         cols = [ident(c) for c in columns]
         types = list(columns.values())
         count = " + ".join(f"CAST({c} IS NOT NULL AS INTEGER)" for c in cols)
@@ -88,10 +108,14 @@ class LoadContext:
             f"JOIN (SELECT _hx_row AS _hx_first, {ref_sql} AS _hx_ref FROM {relation}) r "
             "USING (_hx_first)",
         )
-        if table.num_rows == 0:
-            return
-        result = self.identity.observe_columns(
-            self.con,
+        return table if table.num_rows else None
+
+    def link_table(self, table: pa.Table, columns: dict[str, str]) -> None:
+        """Link the tuples of :meth:`tuples_table` in memory (no SQL: safe while ``con`` writes).
+
+        The caller writes the changes with ``identity.flush(con)`` in the same transaction.
+        """
+        result = self.identity.link_columns(
             table,
             dict(columns),
             self.source,

@@ -9,7 +9,10 @@ are never re-sent by a client and need no window entry, and re-imports find them
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+
+import pyarrow as pa
 
 from huaxiang.collect.imports.context import LoadContext
 from huaxiang.collect.imports.readers import ROW
@@ -79,7 +82,7 @@ def load_events(ctx: LoadContext) -> None:
         new_keys, new_rows = STAGE, STAGE_ALL
     user = ident("user_id") if "user_id" in ctx.stage.id_types else "NULL"
     anonymous = ident("anonymous_id") if "anonymous_id" in ctx.stage.id_types else "NULL"
-    con.execute(
+    insert = (
         "INSERT INTO events (message_id, type, event, user_id, anonymous_id, timestamp, "
         "original_timestamp, sent_at, received_at, channel, properties, context, traits, "
         "group_id, previous_id, source) "
@@ -89,17 +92,28 @@ def load_events(ctx: LoadContext) -> None:
         f'{user}, {anonymous}, "timestamp", original_timestamp, '
         "sent_at, coalesce(received_at, ?), channel, properties, context, traits, group_id, "
         "previous_id, ? "
-        f"FROM {new_rows}",
-        [ctx.now, ctx.source],
+        f"FROM {new_rows}"
     )
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _hx_new_events AS SELECT * FROM {new_keys}")
+    pending = _identity_tuples(ctx)
+    # The events rows are written while the identity graph links the tuples in memory: the
+    # graph work is pure Python and needs no connection, and DuckDB releases the GIL while it
+    # writes. The identity changes are written afterwards, in the same transaction.
+    with ThreadPoolExecutor(1, thread_name_prefix="huaxiang-import-events") as pool:
+        written = pool.submit(con.execute, insert, [ctx.now, ctx.source])
+        try:
+            if pending is not None:
+                ctx.link_table(*pending)
+        finally:
+            written.result()  # always wait: the connection is free again only after the insert
+    if pending is not None:
+        ctx.identity.flush(con)
     window_start = ctx.now - timedelta(days=ctx.settings.dedupe_days)
     con.execute(
         'INSERT INTO seen_messages SELECT message_id, coalesce(received_at, "timestamp") '
         f'FROM {new_keys} WHERE coalesce(received_at, "timestamp") >= ?',
         [window_start],
     )
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _hx_new_events AS SELECT * FROM {new_keys}")
-    _link(ctx)
     _identify_traits(ctx)
 
 
@@ -117,11 +131,11 @@ def _trait_columns(ctx: LoadContext) -> dict[str, list[str]]:
     return keys
 
 
-def _link(ctx: LoadContext) -> None:
-    """Link userId, anonymousId, an alias's previousId and identifiers in traits.
+def _identity_tuples(ctx: LoadContext) -> tuple[pa.Table, dict[str, str]] | None:
+    """The tuples to link: userId, anonymousId, an alias's previousId and trait identifiers.
 
     One observation per distinct tuple of identifiers; the identity stage normalises trait and
-    previousId values itself.
+    previousId values itself. Only SQL runs here; :meth:`LoadContext.link_table` links them.
     """
     types = list(ctx.stage.id_types)
     columns = {t: t for t in types}
@@ -144,8 +158,7 @@ def _link(ctx: LoadContext) -> None:
                 selects.append(f"coalesce({paths}) AS {ident(id_type)}")
                 columns[id_type] = id_type
     if len(columns) == len(types):
-        ctx.link_identifiers("_hx_new_events", "message_id")
-        return
+        return ctx.identifier_tuples("_hx_new_events", "message_id")
     present = " OR ".join(f"{ident(c)} IS NOT NULL" for c in columns)
     ctx.con.execute(
         "CREATE OR REPLACE TEMP TABLE _hx_event_ids AS SELECT * FROM (SELECT "
@@ -153,7 +166,8 @@ def _link(ctx: LoadContext) -> None:
         + ", min(_hx_row) AS _hx_first FROM _hx_new_events GROUP BY ALL) "
         + f"WHERE {present}"
     )
-    ctx.observe_tuples("_hx_event_ids", columns, "_hx_new_events", "message_id")
+    table = ctx.tuples_table("_hx_event_ids", columns, "_hx_new_events", "message_id")
+    return None if table is None else (table, columns)
 
 
 def _identify_traits(ctx: LoadContext) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from conftest import LiveServer
 from huaxiang.cli.main import app
 from huaxiang.config import Workspace
 from huaxiang.runtime import Runtime
 from huaxiang.store import Store
 from huaxiang.tags import service as tags
 from huaxiang.tags.definition import Status
+from live import LiveServer
 
 AS_OF = "2026-07-01T00:00:00+00:00"
 _LOADED = datetime(2026, 1, 1)

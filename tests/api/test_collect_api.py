@@ -10,11 +10,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from _helpers import LiveServer, rows, serve_runtime, wait_for
+from _helpers import rows, wait_for
 
 from huaxiang.collect.keys import write_keys
 from huaxiang.config import Workspace
 from huaxiang.runtime import Runtime
+from live import LiveServer, serve_runtime
 
 SINGLE_ROUTES = ("track", "identify", "page", "screen", "alias", "group")
 

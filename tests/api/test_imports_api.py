@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import LiveServer
+from live import LiveServer
 
 ORDERS = (
     "order_id,手机号,amount,order_time,status\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from fastapi.routing import APIRoute
 
-from conftest import LiveServer
 from huaxiang.api import admin, audiences, collect, imports, profiles, rules, tags
+from live import LiveServer
 
 
 def test_every_route_is_in_the_schema_with_answers(server: LiveServer) -> None:

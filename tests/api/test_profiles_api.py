@@ -12,12 +12,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from conftest import LiveServer
 from huaxiang.cli.backend import clear_server_info, write_server_info
 from huaxiang.cli.main import app
 from huaxiang.collect.records import encode_record
 from huaxiang.events import Event
 from huaxiang.runtime import Runtime
+from live import LiveServer
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import httpx
 from typer.testing import CliRunner
 
-from conftest import LiveServer
 from huaxiang.cli.main import app
 from huaxiang.collect.keys import write_keys
 from huaxiang.collect.records import encode_record
 from huaxiang.collect.segment import normalize_batch
 from huaxiang.config import Workspace
 from huaxiang.runtime import Runtime
+from live import LiveServer
 
 AS_OF = "2026-03-10T12:00:00Z"
 

@@ -11,9 +11,10 @@ import orjson
 import pytest
 import rudderstack.analytics as rudder_analytics
 import segment.analytics as segment_analytics
-from _helpers import LiveServer, rows
+from _helpers import rows
 
 from huaxiang.collect.keys import write_keys
+from live import LiveServer
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from conftest import LiveServer
 from huaxiang.collect.keys import write_keys
+from live import LiveServer
 
 AS_OF = "2026-03-10T12:00:00Z"
 

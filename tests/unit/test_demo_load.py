@@ -9,11 +9,11 @@ import duckdb
 import orjson
 from typer.testing import CliRunner
 
-from conftest import LiveServer  # type: ignore[import-not-found]
 from huaxiang.cli.backend import write_server_info
 from huaxiang.cli.main import app
 from huaxiang.config import Workspace
 from huaxiang.errors import HuaxiangError
+from live import LiveServer
 
 
 def _counts(workspace: Workspace) -> dict[str, int]:

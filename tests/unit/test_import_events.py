@@ -12,8 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from huaxiang.collect.imports import run_import
-from huaxiang.identity.identifiers import Identifier
+from huaxiang.identity.identifiers import Identifier, Observation
+from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.runtime import Runtime
+from huaxiang.store import Store
+
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 
 def jsonl(path: Path, rows: list[dict[str, Any] | str]) -> Path:
@@ -248,3 +252,56 @@ def test_alias_and_group_calls(runtime: Runtime, tmp_path: Path) -> None:
     reasons = dict(query(runtime, "SELECT position, reason FROM rejects"))
     assert "previous_id: empty" in reasons["row 2"]
     assert "group_id: empty" in reasons["row 4"]
+
+
+def test_identifier_tuples_of_a_clean_file_link_as_single_observations(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """No row rejected or duplicated: the tuples come from the shared distinct scan.
+
+    Raw values that normalise alike (spaces), refused values (junk) and repeats must link
+    exactly as the same identifiers observed one event at a time.
+    """
+    users = ["u1", " u1", "u1 ", "null", "", "u2", "U2", None, "u3"]
+    anonymous = ["a1", " a1", "a2", "a2 ", "a3", "a4", "a5"]
+    rows: list[dict[str, Any] | str] = [
+        {
+            "messageId": f"m{i}",
+            "event": "浏览商品",
+            "userId": users[(i * 7) % len(users)],
+            "anonymousId": anonymous[(i * 3) % len(anonymous)],
+            "timestamp": "2024-05-01T10:00:00Z",
+        }
+        for i in range(120)
+    ]
+    report = run_import(runtime, jsonl(tmp_path / "clean.jsonl", rows), "events")
+    assert (report.rows_rejected, report.rows_duplicate, report.rows_loaded) == (0, 0, 120)
+
+    normalizer = runtime.identity.normalizer
+    with Store(tmp_path / "reference.duckdb") as store:
+        reference = IdentityResolver.load(store, runtime.settings)
+        observations = []
+        for row in rows:
+            found = []
+            for id_type, key in (("user_id", "userId"), ("anonymous_id", "anonymousId")):
+                raw = row[key] if isinstance(row, dict) else None
+                value = normalizer.value(id_type, raw) if raw else None
+                if isinstance(value, str):
+                    found.append(Identifier(id_type, value))
+            observations.append(Observation(tuple(found), "sdk", "ref", T0))
+        with store.transaction() as con:
+            reference.observe(con, observations)
+
+        def persons(resolver: IdentityResolver) -> set[frozenset[str]]:
+            graph = resolver.graph
+            return {frozenset(map(str, resolver.identifiers_of(p))) for p in graph.members}
+
+        assert persons(runtime.identity) == persons(reference)
+        assert len(runtime.identity.graph.link_a) == len(reference.graph.link_a)
+    first = query(
+        runtime,
+        "SELECT l.source_ref FROM identity_links l "
+        "JOIN identity_map a ON a.node_id = l.a_node JOIN identity_map b ON b.node_id = l.b_node "
+        "WHERE a.id_value = 'u1' AND b.id_value = 'a1'",
+    )
+    assert first == [("m0",)]  # the first row showing the pair, whatever its raw spelling

@@ -54,16 +54,25 @@ class LoadContext:
             self.identity.flush(self.con)
 
     def identifier_tuples(
-        self, relation: str, ref_sql: str
+        self, relation: str, ref_sql: str, *, every_row: bool = False
     ) -> tuple[pa.Table, dict[str, str]] | None:
-        """The SQL half of :meth:`link_identifiers`: the tuples to link and their columns."""
+        """The SQL half of :meth:`link_identifiers`: the tuples to link and their columns.
+
+        ``every_row``: ``relation`` holds every row of the file (none rejected or skipped), so
+        the stage's precomputed distinct tuples (``Stage.id_tuples_sql``) can stand for it.
+        """
         types = self.stage.id_types
         if self.dry_run or not types:
             return None
         columns = ", ".join(ident(t) for t in types)
+        tuples_sql = self.stage.id_tuples_sql
+        if every_row and tuples_sql is not None:
+            source, first = f"({tuples_sql})", "_hx_first"
+        else:
+            source, first = relation, "_hx_row"
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE _hx_id_tuples AS "
-            f"SELECT {columns}, min(_hx_row) AS _hx_first FROM {relation} "
+            f"SELECT {columns}, min({first}) AS _hx_first FROM {source} "
             f"WHERE coalesce({columns}) IS NOT NULL GROUP BY ALL"
         )
         mapping = {t: t for t in types}

@@ -95,7 +95,7 @@ def load_events(ctx: LoadContext) -> None:
         f"FROM {new_rows}"
     )
     con.execute(f"CREATE OR REPLACE TEMP VIEW _hx_new_events AS SELECT * FROM {new_keys}")
-    pending = _identity_tuples(ctx)
+    pending = _identity_tuples(ctx, every_row=new_keys == STAGE)
     # The events rows are written while the identity graph links the tuples in memory: the
     # graph work is pure Python and needs no connection, and DuckDB releases the GIL while it
     # writes. The identity changes are written afterwards, in the same transaction.
@@ -131,7 +131,9 @@ def _trait_columns(ctx: LoadContext) -> dict[str, list[str]]:
     return keys
 
 
-def _identity_tuples(ctx: LoadContext) -> tuple[pa.Table, dict[str, str]] | None:
+def _identity_tuples(
+    ctx: LoadContext, *, every_row: bool
+) -> tuple[pa.Table, dict[str, str]] | None:
     """The tuples to link: userId, anonymousId, an alias's previousId and trait identifiers.
 
     One observation per distinct tuple of identifiers; the identity stage normalises trait and
@@ -158,7 +160,7 @@ def _identity_tuples(ctx: LoadContext) -> tuple[pa.Table, dict[str, str]] | None
                 selects.append(f"coalesce({paths}) AS {ident(id_type)}")
                 columns[id_type] = id_type
     if len(columns) == len(types):
-        return ctx.identifier_tuples("_hx_new_events", "message_id")
+        return ctx.identifier_tuples("_hx_new_events", "message_id", every_row=every_row)
     present = " OR ".join(f"{ident(c)} IS NOT NULL" for c in columns)
     ctx.con.execute(
         "CREATE OR REPLACE TEMP TABLE _hx_event_ids AS SELECT * FROM (SELECT "

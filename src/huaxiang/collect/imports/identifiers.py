@@ -94,16 +94,20 @@ def prepare_column(
     source: str,
     lookup: str,
     settings: Settings,
+    source_sql: str | None = None,
 ) -> IdColumn:
     """Normalise the distinct values of one column; keep the ones that change or are refused.
 
-    ``source`` is the relation (``_hx_raw r``) the raw expression reads from.
+    ``source`` is the relation (``_hx_raw r``) the raw expression reads from; ``source_sql``,
+    when given, is the expression that reads the same values from ``source`` (a smaller
+    relation of distinct values) instead of ``raw_sql``.
     """
     normalizer = normalizer_for(settings)
     distinct = lookup + "_values"
+    read_sql = source_sql or raw_sql
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {distinct} AS SELECT DISTINCT {raw_sql} AS raw "
-        f"FROM {source} WHERE {raw_sql} IS NOT NULL"
+        f"CREATE OR REPLACE TEMP TABLE {distinct} AS SELECT DISTINCT {read_sql} AS raw "
+        f"FROM {source} WHERE {read_sql} IS NOT NULL"
     )
     fast = fast_sql("raw", id_type, normalizer)
     odd: pa.Table = arrow(con, f"SELECT raw FROM {distinct} WHERE NOT ({fast})")

@@ -98,7 +98,6 @@ def run_import(
     now = to_naive_utc(started)
     wrote = False
     hashing = ThreadPoolExecutor(1, thread_name_prefix="huaxiang-import-sha256")
-    digest = hashing.submit(_sha256, file_path)  # hashlib releases the GIL: overlaps the SQL
     try:
         with _connection(runtime, dry_run) as con:
             raw = open_file(con, file_path, fmt, name=name)
@@ -134,6 +133,9 @@ def run_import(
             wrote = not dry_run
             if not dry_run and stage.rejected:
                 _record_rejects(con, ctx)
+            # hashlib releases the GIL: the file is hashed while the loader writes, when the
+            # engine leaves a core partly idle (validation above keeps both busy).
+            digest = hashing.submit(_sha256, file_path)
             LOADERS[target.name](ctx)
             report.sha256 = digest.result()
             report.seconds = round(time.perf_counter() - clock, 3)

@@ -11,16 +11,21 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+
+#: Loaded with the module (not on the first quoted name of the first import: a one-off cost
+#: that otherwise lands inside an import's time).
+_DIALECT = DuckDB()
 
 
 def ident(name: str) -> str:
     """A quoted identifier (``"order id"``), safe for any column name."""
-    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+    return exp.to_identifier(name, quoted=True).sql(dialect=_DIALECT)
 
 
 def lit(value: str) -> str:
     """A quoted string literal."""
-    return exp.Literal.string(value).sql(dialect="duckdb")
+    return exp.Literal.string(value).sql(dialect=_DIALECT)
 
 
 def str_list(values: list[str] | tuple[str, ...]) -> str:

@@ -8,7 +8,7 @@ set-based SQL; no Python runs per row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 
@@ -42,6 +42,8 @@ TRIMMED = frozenset(
     }
 )
 STAGE_ALL = "_hx_stage_all"
+#: Distinct raw identifier tuples of a big file (see ``build_stage``).
+ID_RAW = "_hx_id_raw"
 #: Kinds whose files can be huge: ``_hx_stage`` holds only these columns (plus row number, reasons
 #: and identifiers); every field is in the view ``_hx_stage_all``, computed again when read.
 NARROW: dict[str, tuple[str, ...]] = {
@@ -96,6 +98,10 @@ class Stage:
     rejected: int
     null_rate: dict[str, float]
     identifiers: dict[str, IdentifierStats] = field(default_factory=dict)
+    #: For big files: a query of the distinct identifier tuples of the file, normalised like the
+    #: stage's columns (one column per id type) with ``_hx_first``, the first row showing each
+    #: (computed from one scan shared with normalisation; None when not computed).
+    id_tuples_sql: str | None = None
 
 
 def _timestamp(text: str, duck_type: str, quoted: str, timezone: str) -> str:
@@ -200,20 +206,38 @@ def build_stage(
     # Identifiers: normalised through the identity stage's rules, distinct values only.
     id_columns: list[IdColumn] = []
     raw_ids: dict[str, str] = {}
-    for index, id_type in enumerate(kind.identifier_types(settings)):
-        if id_type not in mapped:
-            continue
-        column = mapped[id_type]
-        # Untrimmed: values with spaces are not plain and go through the normaliser, which trims.
-        raw_sql = text_sql(column, raw.columns[column], trim=False)
+    present = [
+        (index, id_type)
+        for index, id_type in enumerate(kind.identifier_types(settings))
+        if id_type in mapped
+    ]
+    # Untrimmed: values with spaces are not plain and go through the normaliser, which trims.
+    raw_sqls = {
+        id_type: text_sql(mapped[id_type], raw.columns[mapped[id_type]], trim=False)
+        for _, id_type in present
+    }
+    shared = kind.name in NARROW and bool(present)
+    if shared:
+        # Big files: one scan for the distinct identifier tuples (far fewer than rows); each
+        # column's distinct values, and the identity stage's tuples, are read from it.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {ID_RAW} AS SELECT "
+            + ", ".join(f"{raw_sqls[t]} AS {ident(_id_raw(i))}" for i, t in present)
+            + f", min(r.{ROW}) AS _hx_first FROM {RAW} r GROUP BY ALL"
+        )
+    tuple_columns: list[IdColumn] = []
+    for index, id_type in present:
+        raw_sql = raw_sqls[id_type]
         id_column = prepare_column(
             con,
             id_type=id_type,
             raw_sql=raw_sql,
-            source=f"{RAW} r",
+            source=ID_RAW if shared else f"{RAW} r",
             lookup=f"_hx_norm_{index}",
             settings=settings,
+            source_sql=ident(_id_raw(index)) if shared else None,
         )
+        tuple_columns.append(IdColumn(id_type, ident(_id_raw(index)), id_column.lookup))
         id_columns.append(id_column)
         joins.append(id_column.join_sql())
         inner.append(f"{id_column.value_sql()} AS {ident(id_type)}")
@@ -292,7 +316,21 @@ def build_stage(
     else:
         con.execute(f"CREATE TEMP TABLE {STAGE} AS {select}")
         con.execute(f"CREATE TEMP VIEW {STAGE_ALL} AS SELECT * FROM {STAGE}")
-    return _summarise(con, kind, raw, raw_ids)
+    stage = _summarise(con, kind, raw, raw_ids)
+    if shared and not pair:
+        tuples_sql = (
+            "SELECT "
+            + ", ".join(f"{c.value_sql()} AS {ident(c.id_type)}" for c in tuple_columns)
+            + f", {ID_RAW}._hx_first AS _hx_first FROM {ID_RAW}"
+            + "".join(c.join_sql() for c in tuple_columns)
+        )
+        stage = replace(stage, id_tuples_sql=tuples_sql)
+    return stage
+
+
+def _id_raw(index: int) -> str:
+    """Column of ``_hx_id_raw`` holding the raw text of the ``index``-th identifier type."""
+    return f"c{index}"
 
 
 def _what(f: Field) -> str:

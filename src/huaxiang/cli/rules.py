@@ -7,9 +7,10 @@ the store directly; both paths call the same service functions (``rules/service.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -17,7 +18,9 @@ import typer
 from huaxiang.cli.backend import admin_call, local_runtime, server_url
 from huaxiang.config import Workspace
 from huaxiang.errors import ConfigError, ValidationError
+from huaxiang.rules.ast import Rule
 from huaxiang.rules.service import count_for_rule, describe_rule, evaluate_for_person, read_rule
+from huaxiang.runtime import Runtime
 
 rules_app = typer.Typer(
     help="Check rules (text or JSON form) and evaluate them for one person.",
@@ -51,11 +54,37 @@ def _rule_input(text: str | None, file: Path | None) -> dict[str, Any]:
     return {"text": raw.decode("utf-8")}
 
 
-def _show_problems(error: ValidationError) -> None:
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _show_problems(error: ValidationError) -> NoReturn:
     typer.secho(f"error: the rule has {len(error.problems)} problem(s):", err=True, fg="red")
     for problem in error.problems:
         typer.echo(f"  {problem}", err=True)
     sys.exit(1)
+
+
+def _answer(
+    workspace: Workspace,
+    path: str,
+    body: dict[str, Any],
+    local: Callable[[Runtime, Rule], dict[str, Any]],
+) -> dict[str, Any]:
+    """Ask the running server (``path`` of the admin API), else read the rule and run ``local``."""
+    try:
+        if server_url(workspace):
+            answer: dict[str, Any] = admin_call(workspace, "POST", path, json=body)
+            return answer
+        with local_runtime(workspace) as runtime:
+            con = runtime.store.cursor()
+            try:
+                rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
+            finally:
+                con.close()
+            return local(runtime, rule)
+    except ValidationError as e:
+        _show_problems(e)
 
 
 def check(
@@ -65,21 +94,9 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON form.")] = False,
 ) -> None:
     """Parse and validate a rule against the workspace (known events, properties, attributes)."""
-    workspace: Workspace = ctx.obj
-    body = _rule_input(text, file)
-    try:
-        if server_url(workspace):
-            answer = admin_call(workspace, "POST", "/admin/rules/check", json=body)
-        else:
-            with local_runtime(workspace) as runtime:
-                con = runtime.store.cursor()
-                try:
-                    rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
-                finally:
-                    con.close()
-                answer = describe_rule(rule)
-    except ValidationError as e:
-        _show_problems(e)
+    answer = _answer(
+        ctx.obj, "/admin/rules/check", _rule_input(text, file), lambda _, rule: describe_rule(rule)
+    )
     if as_json:
         typer.echo(orjson.dumps(answer["json"], option=orjson.OPT_INDENT_2).decode())
     else:
@@ -100,24 +117,18 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
     """Evaluate a rule for one person with the reference evaluator; exit 0 either way."""
-    workspace: Workspace = ctx.obj
     if not person:
         raise ConfigError("name the person with --person", hint="e.g. --person phone:13912345678")
-    body = _rule_input(text, file)
-    try:
-        if server_url(workspace):
-            payload = {**body, "person": person, "as_of": as_of.isoformat() if as_of else None}
-            answer = admin_call(workspace, "POST", "/admin/rules/evaluate", json=payload)
-        else:
-            with local_runtime(workspace) as runtime:
-                con = runtime.store.cursor()
-                try:
-                    rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
-                    answer = evaluate_for_person(con, runtime.settings, rule, person, as_of=as_of)
-                finally:
-                    con.close()
-    except ValidationError as e:
-        _show_problems(e)
+
+    def local(runtime: Runtime, rule: Rule) -> dict[str, Any]:
+        con = runtime.store.cursor()
+        try:
+            return evaluate_for_person(con, runtime.settings, rule, person, as_of=as_of)
+        finally:
+            con.close()
+
+    body = {**_rule_input(text, file), "person": person, "as_of": _iso(as_of)}
+    answer = _answer(ctx.obj, "/admin/rules/evaluate", body, local)
     if as_json:
         typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
         return
@@ -139,22 +150,13 @@ def count(
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
     """Count the persons meeting a rule across the workspace (one SQL query)."""
-    workspace: Workspace = ctx.obj
-    body = _rule_input(text, file)
-    try:
-        if server_url(workspace):
-            payload = {**body, "as_of": as_of.isoformat() if as_of else None}
-            answer = admin_call(workspace, "POST", "/admin/rules/count", json=payload)
-        else:
-            with local_runtime(workspace) as runtime:
-                con = runtime.store.cursor()
-                try:
-                    rule = read_rule(con, text=body.get("text"), document=body.get("rule"))
-                finally:
-                    con.close()
-                answer = count_for_rule(runtime.store, rule, as_of=as_of)
-    except ValidationError as e:
-        _show_problems(e)
+    body = {**_rule_input(text, file), "as_of": _iso(as_of)}
+    answer = _answer(
+        ctx.obj,
+        "/admin/rules/count",
+        body,
+        lambda runtime, rule: count_for_rule(runtime.store, rule, as_of=as_of),
+    )
     if as_json:
         typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from pyroaring import BitMap
@@ -57,7 +58,7 @@ def create_audience(
 def _keys(store: Store, ids: BitMap | list[int], sample: int) -> list[str]:
     con = store.cursor()
     try:
-        return person_keys(con, list(ids)[:sample]) if sample else []
+        return person_keys(con, list(islice(ids, sample))) if sample else []
     finally:
         con.close()
 

@@ -7,6 +7,7 @@ import resource
 import signal
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -106,6 +107,10 @@ def test_group_commit_writes_everything_waiting_in_one_group(log: IngestLog) -> 
 
     all_seqs = sorted(async_seqs + results)
     assert all_seqs == list(range(1, 202))
+    # listeners hear of a group right after its appenders are answered: give them a moment
+    deadline = time.monotonic() + 10
+    while sum(len(group) for group in groups) < len(all_seqs) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert sorted(seq for group in groups for seq in group) == all_seqs
     assert groups[0] == [1]
     # everything that queued behind the held writer went out in very few groups (one fsync each)

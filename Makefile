@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py --quick
 	$(BIN)/python benchmarks/identity.py --quick
 	$(BIN)/python benchmarks/import.py --quick
+	$(BIN)/python benchmarks/audience.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,24 +10,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stored_people import SOURCES, load_people
 
-# The rule strategies live beside the unit tests of the rule language.
-_UNIT = str(Path(__file__).resolve().parent.parent / "unit")
-if _UNIT not in sys.path:
-    sys.path.append(_UNIT)
-
-from stored_people import SOURCES, load_people  # noqa: E402
-
-from huaxiang.engines.base import Engine  # noqa: E402
-from huaxiang.engines.duckdb import DuckDBEngine  # noqa: E402
-from huaxiang.rules.evaluate import PersonHistory  # noqa: E402
-from huaxiang.store.database import Store  # noqa: E402
+from huaxiang.engines.base import Engine
+from huaxiang.engines.duckdb import DuckDBEngine
+from huaxiang.rules.evaluate import PersonHistory
+from huaxiang.store.database import Store
 
 ENGINES = ["duckdb", pytest.param("spark", marks=pytest.mark.spark)]
 """Parameters of every engine-level test."""

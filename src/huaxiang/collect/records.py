@@ -44,28 +44,30 @@ _US = timedelta(microseconds=1)
 _EMPTY = b"{}"
 _BIG_ENDIAN = sys.byteorder == "big"
 
-#: The keys an :class:`Event` has; other keys of an event dict travel in the record's ``x`` map.
-_EVENT_KEYS: Final = frozenset(
-    (
-        "messageId",
-        "type",
-        "event",
-        "userId",
-        "anonymousId",
-        "timestamp",
-        "originalTimestamp",
-        "sentAt",
-        "receivedAt",
-        "channel",
-        "properties",
-        "context",
-        "traits",
-        "source",
-        "groupId",
-        "previousId",
-    )
+#: An event as a tuple, fields in this order. The collection API builds these rather than Event
+#: dicts: a record is columnar, and ``zip(*rows)`` turns rows into columns in one C-level step.
+EVENT_ROW_FIELDS: Final = (
+    "messageId",
+    "type",
+    "event",
+    "userId",
+    "anonymousId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "channel",
+    "properties",
+    "context",
+    "traits",
+    "source",
+    "groupId",
+    "previousId",
 )
-_BASE_KEY_COUNT: Final = 14
+#: The keys an :class:`Event` has; other keys of an event dict travel in the record's ``x`` map.
+_EVENT_KEYS: Final = frozenset(EVENT_ROW_FIELDS)
+#: Keys every event has (all but the optional groupId and previousId).
+_BASE_KEY_COUNT: Final = len(EVENT_ROW_FIELDS) - 2
 #: Calls whose meaning is more than "this person did something" (identity and profile changes).
 _NOTABLE_TYPES: Final = frozenset(("identify", "group", "alias"))
 #: Context keys that carry identifiers or consent decisions.
@@ -440,26 +442,6 @@ class EventBatch(Sequence[Event]):
 # --- encoding ------------------------------------------------------------------------------
 
 
-#: An event as a tuple, fields in this order. The collection API builds these rather than Event
-#: dicts: a record is columnar, and ``zip(*rows)`` turns rows into columns in one C-level step.
-EVENT_ROW_FIELDS: Final = (
-    "messageId",
-    "type",
-    "event",
-    "userId",
-    "anonymousId",
-    "timestamp",
-    "originalTimestamp",
-    "sentAt",
-    "receivedAt",
-    "channel",
-    "properties",
-    "context",
-    "traits",
-    "source",
-    "groupId",
-    "previousId",
-)
 EventRow = tuple[
     str,
     str,

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import rules_strategies as shared  # type: ignore[import-not-found]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stored_people import SOURCES, load_people
 
+import rules_strategies as shared  # type: ignore[import-not-found]
 from huaxiang.engines.base import Engine
 from huaxiang.rules import ast as a
 from huaxiang.rules.compile import compile_rule, compile_rules

@@ -6,11 +6,11 @@ import json
 
 import orjson
 from hypothesis import HealthCheck, given, settings
-from rules_strategies import RULES
 
 from huaxiang.rules import ast as a
 from huaxiang.rules.json_form import from_json, to_json
 from huaxiang.rules.text import parse, to_text
+from rules_strategies import RULES
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

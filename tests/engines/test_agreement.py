@@ -247,3 +247,34 @@ def test_sql_agrees_with_the_reference_evaluator(
             assert hits == members, name
 
     check()
+
+
+def test_pivots_without_filter_clause_skip_other_names(
+    engine_factory: Callable[[Store], Engine],
+) -> None:
+    """Two consent purposes on one person: the pivot of one must not read the other's row (NULL)."""
+    people = [
+        PersonHistory(),
+        PersonHistory(consent={"marketing": True, "personalization": True}),
+    ]
+    rules = {
+        "m": a.Consent("marketing", a.ConsentStatus.ALLOWED),
+        "p": a.Consent("personalization", a.ConsentStatus.ALLOWED),
+    }
+    with Store(":memory:") as store:
+        ids = load_people(store.cursor(), people)
+        engine = engine_factory(store)
+        fused = compile_rules(
+            rules, AS_OF, sources=SOURCES, functions=engine.functions(), filter_clause=False
+        )
+        table = engine.run(fused)
+    members = {
+        name: [pid for pid, hit in zip(ids, table.column(name).to_pylist(), strict=True) if hit]
+        for name in rules
+    }
+    expected = {
+        name: [pid for pid, person in zip(ids, people, strict=True) if evaluate(r, person, AS_OF)]
+        for name, r in rules.items()
+    }
+    assert members == expected
+    assert members["m"] == [ids[1]]

@@ -473,7 +473,11 @@ class _Planner:
             aggregate = (
                 exp.Filter(this=exp.AnyValue(this=_col(value)), expression=exp.Where(this=picked))
                 if self.filter_clause
-                else exp.AnyValue(this=exp.Case(ifs=[exp.If(this=picked, true=_col(value))]))
+                # IGNORE NULLS: the other names' rows give NULL here, and Spark's ANY_VALUE may
+                # pick one of them (DuckDB's skips NULLs by itself).
+                else exp.IgnoreNulls(
+                    this=exp.AnyValue(this=exp.Case(ifs=[exp.If(this=picked, true=_col(value))]))
+                )
             )
             columns.append(exp.alias_(aggregate, prefix))
         return (

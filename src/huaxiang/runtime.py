@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from huaxiang.clock import Clock, SystemClock
 from huaxiang.collect.loader import Loader
 from huaxiang.collect.log import IngestLog
 from huaxiang.config import Settings, Workspace
@@ -20,7 +21,14 @@ from huaxiang.store import Store
 class Runtime:
     """Everything a server or a CLI command needs to work on one workspace."""
 
-    def __init__(self, workspace: Workspace, *, start_loader: bool = True) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        start_loader: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
         self.workspace = workspace.require()
         self.settings: Settings = workspace.settings()
         self.store = Store(workspace.db_path)

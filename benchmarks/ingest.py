@@ -11,6 +11,12 @@ and answers 200: the ceiling of FastAPI + uvicorn on this machine. Measures:
 * single: ``/v1/track`` requests/s and p99 latency at a moderate concurrency;
 * ratio: batched / ceiling.
 
+Both serving modes are measured by default, each on its own fresh workspace: one process
+(``huaxiang serve``) and two (``huaxiang serve --processes 2``: an HTTP collector process beside
+the process that owns the store). The JSON line's main figures are those of
+``PRODUCT_PROCESSES`` (key ``processes``); ``modes`` holds the figures of each mode measured.
+``--processes N`` measures one mode only.
+
 The workload (see ``sample_messages`` and ``_load.MessageTemplate``): 20,000 persons, each request
 carrying several events of each of 25 persons, mostly track calls with page views and identify
 calls (traits with email and phone); persons come back, so most events are of known persons.
@@ -18,7 +24,7 @@ calls (traits with email and phone); persons come back, so most events are of kn
 The workspace's ingest queue limit is raised so that the collection side is measured rather than
 the 429 back-pressure; the loaded rate and the backlog at the end show how the store side keeps up.
 
-    benchmarks/ingest.py [--quick]
+    benchmarks/ingest.py [--quick] [--processes 1|2]
 
 Ends with one JSON line.
 """
@@ -48,6 +54,8 @@ from _load import LoadResult, MessageTemplate, http_request, run_load
 
 EVENTS_PER_BATCH = 100
 HOST = "127.0.0.1"
+#: The serving mode whose figures are the JSON line's main keys when both are measured.
+PRODUCT_PROCESSES = 2
 
 
 # --- the ceiling: a bare FastAPI endpoint ------------------------------------------------------
@@ -133,13 +141,13 @@ class Served:
                 self.proc.wait(timeout=10)
 
 
-def huaxiang_server(home: Path) -> Served:
+def huaxiang_server(home: Path, processes: int = 1) -> Served:
     cli = [sys.executable, "-c", "from huaxiang.cli.main import main; main()", "--home", str(home)]
     subprocess.run([*cli, "init"], check=True, capture_output=True, timeout=120)
     config = home / "huaxiang.toml"
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace("queue_limit = 20000", "queue_limit = 5000000"), "utf-8")
-    return Served([*cli, "serve", "--host", HOST, "--port", "0"])
+    return Served([*cli, "serve", "--host", HOST, "--port", "0", "--processes", str(processes)])
 
 
 def bare_server() -> Served:
@@ -244,37 +252,19 @@ def wait_stored(served: Served, token: str, expected: int, timeout: float) -> fl
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Short run (under 60 s).")
-    parser.add_argument("--connections", type=int, default=8, help="Batched connections.")
-    parser.add_argument("--single-connections", type=int, default=8, help="Single connections.")
-    parser.add_argument("--ceiling-server", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.ceiling_server:
-        ceiling_server(0)
-        return
-
-    seconds = 5.0 if args.quick else 15.0
-    warmup = 1.0 if args.quick else 3.0
-    run = uuid.uuid4().hex[:8]
+def measure(
+    processes: int, args: argparse.Namespace, seconds: float, warmup: float, run: str
+) -> dict[str, Any]:
+    """Batched and single phases against ``huaxiang serve --processes N`` on a fresh workspace."""
     log = sys.stderr
-
-    ceiling = bare_server()
-    try:
-        batch = MessageTemplate(sample_messages(EVENTS_PER_BATCH), batch=True, run="c" + run)
-        load(ceiling, "/v1/batch", batch, connections=args.connections, seconds=warmup)
-        bare = load(ceiling, "/v1/batch", batch, connections=args.connections, seconds=seconds)
-    finally:
-        ceiling.stop()
-    print(f"ceiling: {bare.events_per_s:,.0f} events/s {dict(bare.statuses)}", file=log)
-
     with tempfile.TemporaryDirectory(prefix="hx-bench-") as tmp:
         home = Path(tmp) / "ws"
-        served = huaxiang_server(home)
+        served = huaxiang_server(home, processes)
         token = (home / "admin-token").read_text(encoding="utf-8").strip()
         try:
-            batch = MessageTemplate(sample_messages(EVENTS_PER_BATCH), batch=True, run="b" + run)
+            batch = MessageTemplate(
+                sample_messages(EVENTS_PER_BATCH), batch=True, run=f"b{processes}{run}"
+            )
             warm = load(served, "/v1/batch", batch, connections=args.connections, seconds=warmup)
             acked = warm.events_ok
             wait_stored(served, token, acked, timeout=120)
@@ -288,7 +278,8 @@ def main() -> None:
             acked += batched.events_ok
             loaded_at = wait_stored(served, token, base_events + batched.events_ok, timeout=300)
             print(
-                f"batched: {batched.events_per_s:,.0f} events/s {dict(batched.statuses)}",
+                f"[{processes}p] batched: {batched.events_per_s:,.0f} events/s "
+                f"{dict(batched.statuses)}",
                 file=log,
             )
             loaded_per_s = (
@@ -296,13 +287,13 @@ def main() -> None:
             )
             loader_per_s = (stored_at_end - base_events) / phase_seconds
             print(
-                f"loaded:  {loaded_per_s:,.0f} events/s end to end; loader "
+                f"[{processes}p] loaded:  {loaded_per_s:,.0f} events/s end to end; loader "
                 f"{loader_per_s:,.0f} events/s during the phase, backlog at its end "
                 f"{backlog_at_end:,} events",
                 file=log,
             )
 
-            single = MessageTemplate(sample_messages(1), batch=False, run="s" + run)
+            single = MessageTemplate(sample_messages(1), batch=False, run=f"s{processes}{run}")
             warm = load(
                 served, "/v1/track", single, connections=args.single_connections, seconds=warmup
             )
@@ -316,8 +307,9 @@ def main() -> None:
                 latency=True,
             )
             print(
-                f"single:  {one.requests_per_s:,.0f} req/s p50 {one.percentile_ms(0.5):.2f} ms "
-                f"p99 {one.percentile_ms(0.99):.2f} ms {dict(one.statuses)}",
+                f"[{processes}p] single:  {one.requests_per_s:,.0f} req/s "
+                f"p50 {one.percentile_ms(0.5):.2f} ms p99 {one.percentile_ms(0.99):.2f} ms "
+                f"{dict(one.statuses)}",
                 file=log,
             )
             # every acknowledged event is stored exactly once (ids are unique per request)
@@ -326,27 +318,92 @@ def main() -> None:
             final_events, _ = stored_events(served, token)
         finally:
             served.stop()
-
-    ratio = batched.events_per_s / bare.events_per_s if bare.events_per_s else 0.0
-    result = {
-        "benchmark": "ingest",
-        "quick": args.quick,
+    return {
         "batched_events_per_s": round(batched.events_per_s),
-        "ceiling_events_per_s": round(bare.events_per_s),
-        "ratio": round(ratio, 3),
         "single_requests_per_s": round(one.requests_per_s),
         "single_p99_ms": round(one.percentile_ms(0.99), 2),
         "loaded_events_per_s": round(loaded_per_s),
         "loader_events_per_s": round(loader_per_s),
         "backlog_at_end": backlog_at_end,
-        "events_per_request": EVENTS_PER_BATCH,
-        "batch_request_bytes": batch.size,
-        "connections": args.connections,
-        "single_connections": args.single_connections,
         "acknowledged_events": total_acked,
         "stored_events": final_events,
         "stored_exactly_once": final_events == total_acked,
         "non_200": sum(r.requests - r.ok for r in (batched, one)),
+        "batch_request_bytes": batch.size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Short run (under 60 s).")
+    parser.add_argument("--connections", type=int, default=8, help="Batched connections.")
+    parser.add_argument("--single-connections", type=int, default=8, help="Single connections.")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="Measure only `huaxiang serve --processes N` (default: both; the JSON line's main "
+        f"figures are those of --processes {PRODUCT_PROCESSES}).",
+    )
+    parser.add_argument("--ceiling-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ceiling_server:
+        ceiling_server(0)
+        return
+
+    seconds = 5.0 if args.quick else 15.0
+    warmup = 1.0 if args.quick else 3.0
+    if args.quick and args.processes is None:
+        seconds = 4.0  # two modes in one quick run
+    run = uuid.uuid4().hex[:8]
+    log = sys.stderr
+    modes = (args.processes,) if args.processes else (1, 2)
+
+    ceiling = bare_server()
+    try:
+        batch = MessageTemplate(sample_messages(EVENTS_PER_BATCH), batch=True, run="c" + run)
+        load(ceiling, "/v1/batch", batch, connections=args.connections, seconds=warmup)
+        bare = load(ceiling, "/v1/batch", batch, connections=args.connections, seconds=seconds)
+    finally:
+        ceiling.stop()
+    print(f"ceiling: {bare.events_per_s:,.0f} events/s {dict(bare.statuses)}", file=log)
+
+    measured: dict[int, dict[str, Any]] = {}
+    for processes in modes:
+        figures = measure(processes, args, seconds, warmup, run)
+        figures["ratio"] = (
+            round(figures["batched_events_per_s"] / bare.events_per_s, 3)
+            if bare.events_per_s
+            else 0.0
+        )
+        measured[processes] = figures
+    main_mode = PRODUCT_PROCESSES if PRODUCT_PROCESSES in measured else modes[0]
+    chosen = measured[main_mode]
+    result: dict[str, Any] = {
+        "benchmark": "ingest",
+        "quick": args.quick,
+        "processes": main_mode,
+        "batched_events_per_s": chosen["batched_events_per_s"],
+        "ceiling_events_per_s": round(bare.events_per_s),
+        "ratio": chosen["ratio"],
+        "single_requests_per_s": chosen["single_requests_per_s"],
+        "single_p99_ms": chosen["single_p99_ms"],
+        "loaded_events_per_s": chosen["loaded_events_per_s"],
+        "loader_events_per_s": chosen["loader_events_per_s"],
+        "backlog_at_end": chosen["backlog_at_end"],
+        "events_per_request": EVENTS_PER_BATCH,
+        "batch_request_bytes": chosen["batch_request_bytes"],
+        "connections": args.connections,
+        "single_connections": args.single_connections,
+        "acknowledged_events": sum(m["acknowledged_events"] for m in measured.values()),
+        "stored_events": sum(m["stored_events"] for m in measured.values()),
+        "stored_exactly_once": all(m["stored_exactly_once"] for m in measured.values()),
+        "non_200": sum(m["non_200"] for m in measured.values()),
+        "modes": {
+            str(p): {k: v for k, v in m.items() if k != "batch_request_bytes"}
+            for p, m in measured.items()
+        },
     }
     print(orjson.dumps(result).decode())
 

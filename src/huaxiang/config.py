@@ -67,6 +67,10 @@ class Settings:
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     max_batch_events: int = 2_500
+    webhook_allow: tuple[str, ...] = ()
+    """CIDRs or hosts webhooks may reach although private (``[activation] allow``)."""
+    tag_schedule_interval_s: float = 60.0
+    """How often the server refreshes due tags (``[tags] schedule_interval_s``; 0: never)."""
 
     def identifier_type(self, name: str) -> IdentifierType | None:
         for id_type in self.identifier_types:
@@ -128,6 +132,16 @@ max_per_person = 5
 [identity.types.anonymous_id]
 priority = 90
 
+[activation]
+# Webhook destinations never reach private, loopback, link-local, multicast, reserved or cloud
+# metadata addresses, except those listed here: CIDRs or host names, e.g. ["127.0.0.1/32"].
+allow = []
+
+[tags]
+# The server refreshes the tags whose refresh mode (hourly, daily, every_n_hours(N)) is due,
+# checking every this many seconds; 0 turns scheduled refreshes off.
+schedule_interval_s = 60
+
 [profiles]
 # When two sources set the same attribute, the first source kind listed wins; within a kind the
 # latest event time wins. Kinds: api, crm, import, sdk.
@@ -182,6 +196,8 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         },
         dedupe_days=dedupe_days,
         ingest_queue_limit=int(ingest.get("queue_limit", 20_000)),
+        webhook_allow=tuple(str(v) for v in data.get("activation", {}).get("allow", [])),
+        tag_schedule_interval_s=float(data.get("tags", {}).get("schedule_interval_s", 60.0)),
     )
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from huaxiang.activation import outbox
+from huaxiang.activation.delivery import DeliveryWorker
 from huaxiang.clock import Clock, SystemClock
 from huaxiang.collect.loader import Loader
 from huaxiang.collect.log import IngestLog
 from huaxiang.config import Settings, Workspace
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.profiles.sink import ProfileSink
+from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.store import Store
+from huaxiang.tags.schedule import TagScheduler
 
 
 class Runtime:
@@ -27,28 +31,53 @@ class Runtime:
         *,
         start_loader: bool = True,
         clock: Clock | None = None,
+        start_delivery: bool | None = None,
+        start_scheduler: bool | None = None,
+        log: IngestLog | None = None,
     ) -> None:
+        # ``log``: an ingest log opened by the caller (``huaxiang serve --processes 2`` passes a
+        # LogFollower of the log its collector process writes); closed with the runtime.
         self.clock: Clock = clock or SystemClock()
         self.workspace = workspace.require()
         self.settings: Settings = workspace.settings()
         self.store = Store(workspace.db_path)
+        # Webhook delivery: on when the loader runs (serving), unless told otherwise.
+        outbox.install(clock=self.clock, timezone=self.settings.timezone)
+        self.delivery = DeliveryWorker(self.store, self.settings, self.clock)
         self.identity = IdentityResolver.load(self.store, self.settings)
         self.profiles = ProfileSink(self.settings, self.identity)
         with self.store.transaction() as con:
             self.profiles.open(con)
-        self.log = IngestLog(workspace.log_dir)
+        self.realtime = RealtimeEngine(self.store, self.identity, self.clock)
+        with self.store.transaction() as con:
+            self.realtime.open(con)
+        self.log = log if log is not None else IngestLog(workspace.log_dir)
         self.loader = Loader(
             store=self.store,
             log=self.log,
-            sinks=(self.identity, self.profiles),
+            sinks=(self.identity, self.profiles, self.realtime),
             settings=self.settings,
         )
         self.loader.replay()
         if start_loader:
             self.loader.start()
+            self.realtime.start()
+        if start_loader if start_delivery is None else start_delivery:
+            self.delivery.start()
+        # Scheduled tag refreshes: on when serving (the loader runs), unless the setting is 0.
+        self.tag_scheduler = TagScheduler(
+            self.store, self.clock, interval_s=self.settings.tag_schedule_interval_s
+        )
+        if (start_loader if start_scheduler is None else start_scheduler) and (
+            self.settings.tag_schedule_interval_s > 0
+        ):
+            self.tag_scheduler.start()
 
     def close(self) -> None:
+        self.tag_scheduler.stop()
+        self.delivery.stop()
         self.loader.stop()
+        self.realtime.stop()
         self.log.close()
         self.store.close()
 

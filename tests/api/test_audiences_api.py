@@ -119,3 +119,64 @@ def test_cli_on_the_workspace(workspace: Workspace, tmp_path: Path) -> None:
     assert "without marketing consent" in exported
     assert "vips v1" in run("list")
     assert "snapshot #2" in run("show", "vips")
+
+
+def test_in_audience_over_http(server: LiveServer) -> None:
+    _people(server.runtime.store)
+    h = server.admin_headers
+    url = server.url + "/admin/audiences"
+    assert httpx.post(url, json={"name": "vips", "rule": "has_tag(vip)"}, headers=h).is_success
+    made = httpx.post(
+        url,
+        json={"name": "vip_reachable", "rule": "in_audience(vips) and consent(marketing)"},
+        headers=h,
+    )
+    assert made.status_code == 200, made.text
+    # vip: every third person; marketing granted: even ids -> ids 6, 12, ..., 30.
+    size = httpx.get(url + "/vip_reachable/size", params={"as_of": AS_OF}, headers=h).json()
+    assert (size["persons"], size["method"]) == (5, "sql")
+    algebra = httpx.post(
+        url + "/estimate", json={"rule": "not in_audience(vips)", "as_of": AS_OF}, headers=h
+    ).json()
+    assert (algebra["persons"], algebra["method"]) == (20, "bitmap")
+    # The rules API reads audiences the same way: count, and one person's evaluation.
+    count = httpx.post(
+        server.url + "/admin/rules/count",
+        json={"text": "in_audience(vip_reachable)", "as_of": AS_OF},
+        headers=h,
+    ).json()
+    assert count["persons"] == 5
+    for person, expected in (("p6", True), ("p3", False)):
+        one = httpx.post(
+            server.url + "/admin/rules/evaluate",
+            json={"text": "in_audience(vip_reachable)", "person": person, "as_of": AS_OF},
+            headers=h,
+        )
+        assert one.status_code == 200, one.text
+        assert one.json()["matches"] is expected
+    # Unknown names with a suggestion; cycles named.
+    unknown = httpx.post(url, json={"name": "x", "rule": "in_audience(vip)"}, headers=h)
+    assert unknown.status_code == 422 and "did you mean 'vips'?" in unknown.text
+    cycle = httpx.post(url, json={"name": "vips", "rule": "in_audience(vip_reachable)"}, headers=h)
+    assert cycle.status_code == 422
+    assert "audience vips -> audience vip_reachable -> audience vips" in cycle.text
+
+
+def test_in_audience_from_the_cli(workspace: Workspace) -> None:
+    with Runtime(workspace, start_loader=False) as runtime:
+        _people(runtime.store)
+    cli = CliRunner()
+    home = ["--home", str(workspace.home)]
+
+    def run(*args: str, code: int = 0) -> str:
+        result = cli.invoke(app, [*home, "audiences", *args])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("create", "vips", "--rule", "has_tag(vip)")
+    run("create", "others", "--rule", "not in_audience(vips)")
+    assert run("size", "others", "--as-of", "2026-07-01T00:00:00").startswith("20 of 30")
+    refused = run("create", "bad", "--rule", "in_audience(vip)", code=1)
+    assert "did you mean 'vips'?" in refused
+    refused = run("create", "vips", "--rule", "in_audience(others)", code=1)
+    assert "audience vips -> audience others -> audience vips" in refused

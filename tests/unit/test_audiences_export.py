@@ -142,3 +142,23 @@ def test_csv_cells_are_neutralized() -> None:
     assert neutralize("+8613900000004") == "+8613900000004"
     assert neutralize("+1+cmd") == "'+1+cmd"
     assert neutralize("ok@example.com") == "ok@example.com"
+
+
+def test_formula_identifiers_are_neutralized_in_csv_files_only(
+    store: Store, tmp_path: Path
+) -> None:
+    ids = tagged_store(store, persons=6)
+    hostile = {ids[0]: "=cmd|' /C calc'!A0", ids[1]: "@SUM(1+1)", ids[2]: "\rplain"}
+    with store.transaction() as con:
+        for pid, value in hostile.items():
+            add_identifier(con, pid, "unionid", value)
+    service.create_audience(store, "everyone", text="has_tag(activity) or not has_tag(activity)")
+    service.take_snapshot(store, "everyone", as_of=AS_OF)
+    written = {}
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        path = tmp_path / f"ids{suffix}"
+        request = ExportRequest(path, "unionid", purpose="none")
+        assert service.export_audience(store, "everyone", request)["rows"] == 3
+        written[suffix] = sorted(_read(path))
+    assert written[".csv"] == sorted("'" + v for v in hostile.values())
+    assert written[".parquet"] == written[".jsonl"] == sorted(hostile.values())

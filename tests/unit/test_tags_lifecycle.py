@@ -64,7 +64,9 @@ def test_kinds_need_their_parts(store: Store) -> None:
     assert {p.where for p in caught.value.problems} == {"rule", "labels"}
     with pytest.raises(ValidationError, match="at least one label"):
         service.create_tag(store, {"name": "i", "kind": "imported"})
-    with pytest.raises(ValidationError, match="unknown kind 'metric'"):
+    with pytest.raises(ValidationError, match="unknown kind 'ranking'"):
+        service.create_tag(store, {"name": "m", "kind": "ranking"})
+    with pytest.raises(ValidationError, match="a metric tag needs a measure"):
         service.create_tag(store, {"name": "m", "kind": "metric"})
 
 

@@ -5,7 +5,20 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from huaxiang import __version__
-from huaxiang.api import admin, audiences, collect, imports, profiles, rules, tags
+from huaxiang.api import (
+    activation,
+    admin,
+    analytics,
+    analytics_value,
+    audiences,
+    collect,
+    imports,
+    profiles,
+    rules,
+    tags,
+)
+from huaxiang.api import apply as apply_routes
+from huaxiang.api import realtime as realtime_routes
 from huaxiang.api.deps import ADMIN_RESPONSES
 from huaxiang.api.errors import install_error_handlers
 from huaxiang.runtime import Runtime
@@ -37,6 +50,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             {"name": "rules", "description": "Check rules; evaluate them for one person."},
             {"name": "tags", "description": "Tag definitions, lifecycle, refresh, values."},
             {"name": "audiences", "description": "Audiences: sizes, snapshots, holdout, exports."},
+            {"name": "activation", "description": "Webhook destinations and deliveries."},
+            {"name": "realtime", "description": "Real-time tags and audiences: enter/exit."},
+            {"name": "apply", "description": "Definitions from YAML files: plan and apply."},
+            {"name": "analytics", "description": "Funnels, paths, dwell, retention, value."},
         ],
     )
     app.state.runtime = runtime
@@ -48,4 +65,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(rules.router, responses=ADMIN_RESPONSES)
     app.include_router(tags.router, responses=ADMIN_RESPONSES)
     app.include_router(audiences.router, responses=ADMIN_RESPONSES)
+    app.include_router(activation.router, responses=ADMIN_RESPONSES)
+    app.include_router(realtime_routes.router, responses=ADMIN_RESPONSES)
+    app.include_router(apply_routes.router, responses=ADMIN_RESPONSES)
+    app.include_router(analytics_value.router, responses=ADMIN_RESPONSES)
+    app.include_router(analytics.router, responses=ADMIN_RESPONSES)
     return app

@@ -17,7 +17,7 @@ import base64
 import zlib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -28,8 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from huaxiang.collect.keys import write_keys
 from huaxiang.collect.records import EventRow, RejectRecord, encode_rows
 from huaxiang.collect.segment import body_reject, normalize_messages
+from huaxiang.config import Settings
 from huaxiang.errors import IngestError, StoreError
-from huaxiang.runtime import Runtime
+
+if TYPE_CHECKING:
+    from huaxiang.runtime import Runtime
 
 RETRY_AFTER_SECONDS = 2
 
@@ -229,6 +232,72 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+# --- what the routes need from the process serving them -------------------------------------
+
+
+class CollectBackend(Protocol):
+    """What the collection routes depend on: settings, keys, back-pressure, the ingest log.
+
+    In one process a :class:`RuntimeBackend` over the runtime; in the two-process mode the
+    collector process's own backend (keys snapshot, shared loader status, its ingest log). An app
+    serving the routes sets ``app.state.collect_backend``, or ``app.state.runtime``.
+    """
+
+    @property
+    def settings(self) -> Settings:
+        """The workspace settings (limits, queue limit)."""
+        ...
+
+    def healthy(self) -> bool:
+        """False while the store cannot take writes (answers 503)."""
+        ...
+
+    def backlog(self) -> int:
+        """Events appended and not loaded yet (over ``ingest_queue_limit``: 429)."""
+        ...
+
+    def key_name(self, key: str) -> str | None:
+        """The name of an active write key, or None."""
+        ...
+
+    async def append(self, record: bytes) -> int:
+        """Append one record to the ingest log; return once it is durable."""
+        ...
+
+
+class RuntimeBackend:
+    """The collection routes served by the process that owns the runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._keys = write_keys(runtime.store)
+
+    @property
+    def settings(self) -> Settings:
+        return self._runtime.settings
+
+    def healthy(self) -> bool:
+        return self._runtime.loader.healthy
+
+    def backlog(self) -> int:
+        return self._runtime.loader.backlog()
+
+    def key_name(self, key: str) -> str | None:
+        return self._keys.name_of(key)
+
+    async def append(self, record: bytes) -> int:
+        return await self._runtime.log.append(record)
+
+
+def _backend(request: Request) -> CollectBackend:
+    state = request.app.state
+    backend: CollectBackend | None = getattr(state, "collect_backend", None)
+    if backend is None:
+        backend = RuntimeBackend(state.runtime)
+        state.collect_backend = backend
+    return backend
+
+
 # --- answers --------------------------------------------------------------------------------
 
 _OK = b'{"success":true}'
@@ -299,9 +368,11 @@ def _gunzip(raw: bytes, cap: int) -> bytes:
     return out
 
 
-async def _append(runtime: Runtime, rows: list[EventRow], rejects: list[RejectRecord]) -> bool:
+async def _append(
+    backend: CollectBackend, rows: list[EventRow], rejects: list[RejectRecord]
+) -> bool:
     try:
-        await runtime.log.append(encode_rows(rows, rejects))
+        await backend.append(encode_rows(rows, rejects))
     except (StoreError, IngestError, OSError):
         return False
     return True
@@ -335,12 +406,11 @@ def _basic_user(request: Request) -> str | None:
 
 async def _collect(request: Request, kind: str) -> Response:
     """Shared handler of every collection route; ``kind`` is a message type or ``batch``."""
-    runtime: Runtime = request.app.state.runtime
-    loader = runtime.loader
-    if not loader.healthy:
+    backend = _backend(request)
+    if not backend.healthy():
         return _unavailable("the store cannot take writes right now; retry later")
-    settings = runtime.settings
-    if loader.backlog() > settings.ingest_queue_limit:
+    settings = backend.settings
+    if backend.backlog() > settings.ingest_queue_limit:
         response = _error(
             429,
             "queue_full",
@@ -350,11 +420,10 @@ async def _collect(request: Request, kind: str) -> Response:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    keys = write_keys(runtime.store)
     key_name: str | None = None
     basic_user = _basic_user(request)
     if basic_user is not None:
-        key_name = keys.name_of(basic_user)
+        key_name = backend.key_name(basic_user)
         if key_name is None:
             return _unauthorized()
 
@@ -391,7 +460,7 @@ async def _collect(request: Request, kind: str) -> Response:
 
     if key_name is None:
         given = data.get("writeKey") if isinstance(data, dict) else None
-        key_name = keys.name_of(given) if isinstance(given, str) else None
+        key_name = backend.key_name(given) if isinstance(given, str) else None
         if key_name is None:
             return _unauthorized()
     source = "sdk:" + key_name
@@ -417,7 +486,7 @@ async def _collect(request: Request, kind: str) -> Response:
 
     if problem is not None:
         reject = body_reject(body, source=source, reason=problem)
-        if not await _append(runtime, [], [reject]):
+        if not await _append(backend, [], [reject]):
             return _unavailable("the ingest log cannot take writes right now; retry later")
         return _bad_events(
             0,
@@ -439,7 +508,7 @@ async def _collect(request: Request, kind: str) -> Response:
         max_event_bytes=settings.max_event_bytes,
         body_bytes=len(body),
     )
-    if (result.rows or result.rejects) and not await _append(runtime, result.rows, result.rejects):
+    if (result.rows or result.rejects) and not await _append(backend, result.rows, result.rejects):
         return _unavailable("the ingest log cannot take writes right now; retry later")
     if result.bad:
         count = len(result.bad)

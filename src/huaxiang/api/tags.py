@@ -10,8 +10,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from huaxiang.api.deps import AdminDep, ErrorBody, RuntimeDep
+from huaxiang.errors import Problem, ValidationError
 from huaxiang.tags import service
 from huaxiang.tags.definition import Status
+from huaxiang.tags.schedule import run_due
 
 router = APIRouter(prefix="/admin/tags", tags=["tags"], dependencies=[AdminDep])
 
@@ -32,7 +34,10 @@ class TagIn(BaseModel):
     """A new tag. Rules are text (``did(purchase, 30d)``) or the JSON form."""
 
     name: str = Field(description="Unique; starts with a letter; letters, digits, _ . -")
-    kind: str = Field(default="rule", description="rule, enumerated, manual or imported.")
+    kind: str = Field(
+        default="rule",
+        description="rule, enumerated, manual, imported, metric, preference or rfm.",
+    )
     category: str | None = Field(default=None, description='Taxonomy path: "兴趣/课程/Python".')
     owner: str | None = None
     description: str | None = None
@@ -51,6 +56,20 @@ class TagIn(BaseModel):
     )
     sources: list[str] | None = Field(default=None, description="Imported: only these sources.")
     min_trust: float | None = Field(default=None, description="Imported: minimum trust level.")
+    measure: str | dict[str, Any] | None = Field(
+        default=None,
+        description='Metric tags: text (sum(revenue of "Order Completed", 90d)) or JSON form.',
+    )
+    event: str | None = Field(
+        default=None, description='Preference: the event; RFM: the order event ("Order Completed").'
+    )
+    property: str | None = Field(default=None, description="Preference: the property ranked.")
+    top: int | None = Field(default=None, description="Preference: list length (default 3).")
+    window: str | None = Field(
+        default=None, description="Preference (default 90d) and RFM (default 365d): 90d or all."
+    )
+    revenue: str | None = Field(default=None, description="RFM: the revenue property (revenue).")
+    names: str | None = Field(default=None, description="RFM: segment names, zh (default) or en.")
 
 
 class TagEdit(BaseModel):
@@ -68,6 +87,13 @@ class TagEdit(BaseModel):
     labels: list[str | dict[str, Any]] | None = None
     sources: list[str] | None = None
     min_trust: float | None = None
+    measure: str | dict[str, Any] | None = None
+    event: str | None = None
+    property: str | None = None
+    top: int | None = None
+    window: str | None = None
+    revenue: str | None = None
+    names: str | None = None
 
 
 class CaseOut(BaseModel):
@@ -97,6 +123,13 @@ class TagOut(BaseModel):
     labels: list[LabelOut] | None = None
     sources: list[str] | None = None
     min_trust: float | None = None
+    measure: str | None = Field(default=None, description="Metric tags: the measure (text).")
+    event: str | None = None
+    property: str | None = None
+    top: int | None = None
+    window: str | None = None
+    revenue: str | None = None
+    names: str | None = None
     new_version: bool | None = Field(default=None, description="Edits: a new version was made.")
 
 
@@ -130,6 +163,8 @@ class RunOut(BaseModel):
     left: int
     changed: int
     expired: int
+    mode: str = Field(default="full", description="full or incremental.")
+    evaluated: int = Field(default=0, description="Persons whose rules were evaluated.")
 
 
 class LastRun(BaseModel):
@@ -153,6 +188,12 @@ class Freshness(BaseModel):
     due: bool | None = Field(default=None, description="Older than its refresh interval.")
 
 
+class LastError(BaseModel):
+    failed_at: str
+    trigger: str
+    error: str
+
+
 class QualityOut(BaseModel):
     tag: str
     status: str
@@ -161,8 +202,14 @@ class QualityOut(BaseModel):
     of_persons: int
     coverage: float
     distribution: list[ValueCount]
+    summary: dict[str, float | int | None] | None = Field(
+        default=None, description="Metric tags: count, min, p25, median, p75, max, mean."
+    )
     freshness: Freshness
     last_run: LastRun | None
+    last_error: LastError | None = Field(
+        default=None, description="The latest failed refresh, unless a run succeeded since."
+    )
 
 
 class VersionOut(BaseModel):
@@ -199,6 +246,9 @@ class DryRunOut(BaseModel):
     sample_entering: list[str]
     sample_leaving: list[str]
     distribution: list[ValueCount]
+    summary: dict[str, float | int | None] | None = Field(
+        default=None, description="Metric tags: count, min, p25, median, p75, max, mean."
+    )
 
 
 class MoveOut(BaseModel):
@@ -211,11 +261,25 @@ class MoveOut(BaseModel):
 class RefreshIn(BaseModel):
     names: list[str] | None = Field(default=None, description="Default: every active tag.")
     as_of: datetime | None = Field(default=None, description="Default: now.")
+    full: bool = Field(
+        default=False, description="Recompute every person (default: incremental where it can)."
+    )
+    due: bool = Field(
+        default=False,
+        description="Refresh the tags whose refresh mode is due (no names), as the scheduler does.",
+    )
+
+
+class RefreshError(BaseModel):
+    tags: list[str]
+    error: str
 
 
 class RefreshOut(BaseModel):
     as_of: str
     runs: list[RunOut]
+    due: list[str] | None = Field(default=None, description="With due: the tags that were due.")
+    errors: list[RefreshError] = Field(default_factory=list, description="With due: failures.")
 
 
 class SetIn(BaseModel):
@@ -239,6 +303,10 @@ class PersonValue(BaseModel):
     version: int
     qualified_at: str | None
     expires_at: str | None
+    scores: dict[str, float | int] | None = Field(
+        default=None,
+        description="RFM tags: recency_days, frequency, monetary, r_score, f_score, m_score.",
+    )
 
 
 class ValuesOut(BaseModel):
@@ -283,9 +351,21 @@ def list_tags(
     return [TagSummary.model_validate(r) for r in rows]
 
 
-@router.post("/refresh", summary="Refresh tags now (full recompute)", responses=_REFUSED)
+@router.post(
+    "/refresh",
+    summary="Refresh tags now (incremental where it can be; full on request; or what is due)",
+    responses={**_REFUSED, **_INVALID},
+)
 def refresh_tags(body: RefreshIn, runtime: RuntimeDep) -> RefreshOut:
-    answer = service.refresh(runtime.store, body.names, as_of=body.as_of)
+    if body.due:
+        if body.names:
+            raise ValidationError(
+                [Problem("names", "names and due exclude each other", "send one of them")],
+                what="refresh",
+            )
+        done = run_due(runtime.store, body.as_of or runtime.clock.now(), full=body.full)
+        return RefreshOut.model_validate(done.to_dict())
+    answer = service.refresh(runtime.store, body.names, as_of=body.as_of, full=body.full)
     return RefreshOut.model_validate(answer)
 
 

@@ -112,6 +112,16 @@ def list_audiences(con: duckdb.DuckDBPyConnection) -> list[Audience]:
     return [_row_to_audience(row) for row in rows]
 
 
+def audience_rules(con: duckdb.DuckDBPyConnection) -> dict[str, Rule]:
+    """name -> rule of every audience (what ``in_audience`` expands to)."""
+    return {
+        str(name): from_json(orjson.loads(rule))
+        for name, rule in con.execute(
+            "SELECT name, CAST(rule AS VARCHAR) FROM audience_definitions"
+        ).fetchall()
+    }
+
+
 def versions_of(con: duckdb.DuckDBPyConnection, name: str) -> list[dict[str, Any]]:
     rows = con.execute(
         "SELECT version, CAST(definition AS VARCHAR), created_at FROM audience_versions "

@@ -7,12 +7,20 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
+import duckdb
 from pyroaring import BitMap
 
-from huaxiang.audiences.definitions import get_audience, list_audiences, save_audience, versions_of
+from huaxiang.audiences.definitions import (
+    audience_rules,
+    get_audience,
+    list_audiences,
+    save_audience,
+    versions_of,
+)
+from huaxiang.audiences.expand import starting_at, used_audiences, workspace_graph
 from huaxiang.audiences.export import ExportRequest, export_snapshot
 from huaxiang.audiences.holdout import split
-from huaxiang.audiences.size import aware, members
+from huaxiang.audiences.size import aware, members, members_and_total
 from huaxiang.audiences.snapshots import (
     diff,
     latest_snapshot,
@@ -23,18 +31,60 @@ from huaxiang.audiences.snapshots import (
 )
 from huaxiang.errors import Problem, ValidationError
 from huaxiang.rules.ast import Rule
+from huaxiang.rules.json_form import from_json
 from huaxiang.rules.service import read_rule
-from huaxiang.rules.text import to_text
+from huaxiang.rules.text import parse_located, to_text
+from huaxiang.rules.validate import validate
 from huaxiang.store import Store
-from huaxiang.tags.values import person_keys, persons_total
+from huaxiang.tags.catalog import list_tags, tag_schema
+from huaxiang.tags.definition import Status
+from huaxiang.tags.graph import cycle_text, find_cycle, used_tags
+from huaxiang.tags.values import person_keys
 
 
-def parse_rule(store: Store, *, text: str | None, document: Any) -> Rule:
+def parse_rule(
+    store: Store, *, text: str | None, document: Any, audience: str | None = None
+) -> Rule:
+    """Parse and validate a rule (unknown tags and audiences named with "did you mean").
+
+    For the definition of ``audience``, its own name is known too, so that using itself is
+    reported as a cycle rather than as an unknown audience.
+    """
     con = store.cursor()
     try:
-        return read_rule(con, text=text, document=document)
+        if audience is None:
+            return read_rule(con, text=text, document=document)
+        schema = tag_schema(con, also_audiences=[audience])
+        if text is not None:
+            rule, positions = parse_located(text)
+            validate(rule, schema, positions=positions)
+            return rule
+        rule = from_json(document)
+        validate(rule, schema)
+        return rule
     finally:
         con.close()
+
+
+def check_uses(con: duckdb.DuckDBPyConnection, name: str, rule: Rule) -> None:
+    """Refuse a definition that would make audiences (and tags) use each other in a cycle."""
+    if not used_audiences([rule]) and not used_tags([rule]):
+        return
+    definitions = {**audience_rules(con), name: rule}
+    tags = {t.name: t.rules() for t in list_tags(con) if t.status is not Status.OFFLINE}
+    cycle = find_cycle(workspace_graph(tags, definitions))
+    if cycle is not None and f"audience {name}" in cycle:
+        raise ValidationError(
+            [
+                Problem(
+                    "rule",
+                    "it would make a cycle: " + cycle_text(starting_at(cycle, f"audience {name}")),
+                    "an audience cannot use, directly or through tags and other audiences, "
+                    "an audience that uses it",
+                )
+            ],
+            what=f"audience {name!r}",
+        )
 
 
 def create_audience(
@@ -47,8 +97,9 @@ def create_audience(
     holdout_percent: float = 0.0,
 ) -> dict[str, Any]:
     """Create an audience, or add a version when the definition changed."""
-    rule = parse_rule(store, text=text, document=document)
+    rule = parse_rule(store, text=text, document=document, audience=name)
     with store.transaction() as con:
+        check_uses(con, name, rule)
         audience, outcome = save_audience(
             con, name, rule, description=description, holdout_percent=holdout_percent
         )
@@ -69,13 +120,8 @@ def estimate(
     """The size of ``rule`` at ``as_of`` (default now), with the method used and a few keys."""
     moment = aware(as_of)
     started = time.perf_counter()
-    found, method = members(store, rule, moment)
+    found, method, total = members_and_total(store, rule, moment)
     seconds = time.perf_counter() - started
-    con = store.cursor()
-    try:
-        total = persons_total(con)
-    finally:
-        con.close()
     return {
         "rule": to_text(rule),
         "as_of": moment.isoformat(),

@@ -1,5 +1,9 @@
 """Who meets an audience's rule at a time: the bitmap path for tag algebra, the SQL engine for
-everything else (events, attributes, consent)."""
+everything else (events, attributes, consent).
+
+``in_audience(A)`` is first replaced by A's definition (``expand.py``), so a rule made of tags
+and audiences of tags is still tag algebra and answered from the cached bitmaps.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from datetime import UTC, datetime
 from pyroaring import BitMap
 
 from huaxiang.audiences.algebra import BitmapEvaluator, is_tag_algebra
+from huaxiang.audiences.cache import cache_for
+from huaxiang.audiences.expand import used_audiences
 from huaxiang.rules.ast import Rule
 from huaxiang.rules.audience_size import matching_persons
 from huaxiang.store import Store
-from huaxiang.tags.sources import TAG_SOURCES
+from huaxiang.tags.sources import TAG_SOURCES, workspace_rule
 
 
 def aware(moment: datetime | None) -> datetime:
@@ -31,7 +37,18 @@ def members_by_sql(store: Store, rule: Rule, as_of: datetime) -> BitMap:
 def members_by_bitmaps(store: Store, rule: Rule) -> BitMap:
     con = store.cursor()
     try:
-        return BitmapEvaluator(con).members(rule)
+        return BitmapEvaluator(con, cache_for(store)).members(rule)
+    finally:
+        con.close()
+
+
+def expanded(store: Store, rule: Rule) -> Rule:
+    """``rule`` with every ``in_audience`` replaced by the audience's definition."""
+    if not used_audiences([rule]):
+        return rule
+    con = store.cursor()
+    try:
+        return workspace_rule(con, rule)
     finally:
         con.close()
 
@@ -42,6 +59,28 @@ def members(store: Store, rule: Rule, as_of: datetime | None = None) -> tuple[Bi
     Tag bitmaps hold the current values, so the bitmap path answers for now; with an ``as_of``
     the values are the same ones the SQL path reads (``current_tag_values``) and both agree.
     """
-    if is_tag_algebra(rule):
-        return members_by_bitmaps(store, rule), "bitmap"
-    return members_by_sql(store, rule, aware(as_of)), "sql"
+    found, method, _ = members_and_total(store, rule, as_of)
+    return found, method
+
+
+def members_and_total(
+    store: Store, rule: Rule, as_of: datetime | None = None
+) -> tuple[BitMap, str, int]:
+    """:func:`members` and the number of live persons, with one check of the cache."""
+    rule = expanded(store, rule)
+    con = store.cursor()
+    try:
+        cache = cache_for(store)
+        metric = {
+            str(row[0])
+            for row in con.execute(
+                "SELECT name FROM tag_definitions WHERE kind = 'metric'"
+            ).fetchall()
+        }
+        if is_tag_algebra(rule, metric):
+            evaluator = BitmapEvaluator(con, cache)
+            return evaluator.members(rule), "bitmap", len(evaluator.universe)
+        total = len(cache.universe(con)[1])
+    finally:
+        con.close()
+    return members_by_sql(store, rule, aware(as_of)), "sql", total

@@ -53,4 +53,13 @@ DDL: tuple[str, ...] = (
         holdout BLOB NOT NULL
     )
     """,
+    # A counter the identity stage bumps whenever persons are created, merged or unmerged (one
+    # row). The audience engine keeps the bitmap of live persons in memory and reloads it when
+    # this (or the number of persons) changed. Anything else that changes ``persons`` bumps it.
+    """
+    CREATE TABLE IF NOT EXISTS person_changes (generation BIGINT NOT NULL)
+    """,
+    """
+    INSERT INTO person_changes SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM person_changes)
+    """,
 )

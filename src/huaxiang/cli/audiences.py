@@ -228,9 +228,14 @@ def export(
         f"({answer['persons_exported']:,} persons) of snapshot #{answer['snapshot_id']} "
         f"to {answer['path']}"
     )
+    consent = (
+        "consent not checked (--purpose none)"
+        if answer["purpose"] == "none"
+        else f"{out['no_consent']:,} without {answer['purpose']} consent"
+    )
     typer.echo(
-        f"left out: {out['holdout']:,} holdout, {out['no_consent']:,} without "
-        f"{answer['purpose']} consent, {out['no_identifier']:,} without any {id_type}"
+        f"left out: {out['holdout']:,} holdout, {consent}, "
+        f"{out['no_identifier']:,} without any {id_type}"
     )
 
 

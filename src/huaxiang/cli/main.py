@@ -13,8 +13,11 @@ from typing import Annotated
 import typer
 
 from huaxiang.cli import (
+    analytics,
+    analytics_value,
     audiences,
     demo,
+    destinations,
     imports,
     keys,
     profile,
@@ -24,6 +27,8 @@ from huaxiang.cli import (
     tags,
     workspace,
 )
+from huaxiang.cli import apply as apply_commands
+from huaxiang.cli import realtime as realtime_commands
 from huaxiang.config import Workspace
 from huaxiang.errors import HuaxiangError
 
@@ -61,6 +66,11 @@ status.register(app)
 rules.register(app)
 tags.register(app)
 audiences.register(app)
+destinations.register(app)
+realtime_commands.register(app)
+apply_commands.register(app)
+analytics.register(app)
+analytics_value.register(app)  # after the analytics group, which it joins
 
 
 def main() -> None:

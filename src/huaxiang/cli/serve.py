@@ -3,6 +3,10 @@
 One process owns the store (DuckDB allows one writer): the server opens the runtime, records its
 URL in ``server.json`` so other CLI commands go through its management API, and removes the file
 on exit.
+
+``--processes 2`` (or ``[serve] processes = 2`` in huaxiang.toml) splits the work over two
+interpreters: a collector process serves the public port and writes the ingest log, and this
+process owns the store (see :mod:`huaxiang.serve.split`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import importlib.util
 import signal
 import socket
 import sys
+import tomllib
 from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
@@ -30,10 +35,29 @@ def _fastest(module: str, fast: str, fallback: str) -> str:
     return fast if importlib.util.find_spec(module) is not None else fallback
 
 
+def _processes_setting(workspace: Workspace) -> int:
+    """``[serve] processes`` from huaxiang.toml (1 when absent)."""
+    try:
+        data = tomllib.loads(workspace.config_path.read_text(encoding="utf-8"))
+        return int(data.get("serve", {}).get("processes", 1))
+    except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError):
+        return 1
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=2,
+            help="1: one process. 2: a collector process for the collection API beside the "
+            "process that owns the store (uses two cores). Default: processes in the serve "
+            "section of huaxiang.toml, else 1.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the collection API (Segment wire format) and the management API."""
     from huaxiang.api.app import create_app
@@ -50,6 +74,11 @@ def serve(
             f"a server already runs on this workspace at {running}",
             hint="stop it first, or use it",
         )
+    if (processes or _processes_setting(workspace)) == 2:
+        from huaxiang.serve.split import serve_split
+
+        serve_split(workspace, host, port)
+        return
     # The loader thread runs Python code (identity, profiles) beside the event loop; a shorter
     # GIL switch interval than the default 5 ms lets the loop answer requests without waiting
     # for the loader's time slice to end.

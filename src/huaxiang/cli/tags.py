@@ -22,6 +22,7 @@ from huaxiang.errors import ConfigError, ValidationError
 from huaxiang.runtime import Runtime
 from huaxiang.tags import service
 from huaxiang.tags.definition import Status
+from huaxiang.tags.schedule import run_due
 
 tags_app = typer.Typer(
     help="Tags (标签): define, dry-run, activate, refresh, and read values and quality.",
@@ -59,6 +60,31 @@ Sources = Annotated[
     list[str] | None, typer.Option("--source", help="Imported tags: only this source (repeat).")
 ]
 MinTrust = Annotated[float | None, typer.Option("--min-trust", help="Imported: minimum trust.")]
+MeasureOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--measure",
+        help="Metric tags: the measure, e.g. 'sum(revenue of \"Order Completed\", 90d)'.",
+    ),
+]
+EventOpt = Annotated[
+    str | None,
+    typer.Option("--event", help="Preference: the event; RFM: the order event (Order Completed)."),
+]
+PropertyOpt = Annotated[
+    str | None, typer.Option("--property", help="Preference: the property whose values rank.")
+]
+TopOpt = Annotated[int | None, typer.Option("--top", help="Preference: list length (3).")]
+WindowOpt = Annotated[
+    str | None,
+    typer.Option("--window", help="Preference (90d) / RFM (365d): e.g. 90d, 24h or all."),
+]
+RevenueOpt = Annotated[
+    str | None, typer.Option("--revenue", help="RFM: the revenue property (revenue).")
+]
+NamesOpt = Annotated[
+    str | None, typer.Option("--names", help="RFM: segment names in zh (default) or en.")
+]
 
 
 def parse_value(text: str) -> Any:
@@ -92,8 +118,22 @@ def _definition(
     labels: list[str] | None,
     sources: list[str] | None,
     min_trust: float | None,
+    measure: str | None = None,
+    event: str | None = None,
+    property_name: str | None = None,
+    top: int | None = None,
+    window: str | None = None,
+    revenue: str | None = None,
+    names: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
+        "measure": measure,
+        "event": event,
+        "property": property_name,
+        "top": top,
+        "window": window,
+        "revenue": revenue,
+        "names": names,
         "category": category,
         "owner": owner,
         "description": description,
@@ -158,13 +198,28 @@ def _show_definition(tag: dict[str, Any]) -> None:
         typer.echo(f"  label {label['label']} -> {orjson.dumps(label['value']).decode()}")
     if tag.get("labels"):
         typer.echo(f"  sources: {tag.get('sources') or 'all'}, min_trust: {tag.get('min_trust')}")
+    if tag.get("measure"):
+        typer.echo(f"  measure: {tag['measure']}")
+    if tag["kind"] == "preference":
+        typer.echo(
+            f"  top {tag.get('top')} {tag.get('property')!r} of {tag.get('event')!r} "
+            f"in window {tag.get('window')}"
+        )
+    if tag["kind"] == "rfm":
+        typer.echo(
+            f"  orders {tag.get('event')!r}, revenue {tag.get('revenue')!r}, "
+            f"window {tag.get('window')}, segment names {tag.get('names')}"
+        )
 
 
 def create(
     ctx: typer.Context,
     name: Name,
     kind: Annotated[
-        str, typer.Option("--kind", help="rule, enumerated, manual, imported.")
+        str,
+        typer.Option(
+            "--kind", help="rule, enumerated, manual, imported, metric, preference or rfm."
+        ),
     ] = "rule",
     rule: RuleOpt = None,
     case: Cases = None,
@@ -172,6 +227,13 @@ def create(
     label: Labels = None,
     source: Sources = None,
     min_trust: MinTrust = None,
+    measure: MeasureOpt = None,
+    event: EventOpt = None,
+    property_name: PropertyOpt = None,
+    top: TopOpt = None,
+    window: WindowOpt = None,
+    revenue: RevenueOpt = None,
+    names: NamesOpt = None,
     category: Category = None,
     owner: Owner = None,
     description: Description = None,
@@ -198,6 +260,13 @@ def create(
             labels=label,
             sources=source,
             min_trust=min_trust,
+            measure=measure,
+            event=event,
+            property_name=property_name,
+            top=top,
+            window=window,
+            revenue=revenue,
+            names=names,
         ),
     }
     answer = _run(
@@ -221,6 +290,13 @@ def edit(
     label: Labels = None,
     source: Sources = None,
     min_trust: MinTrust = None,
+    measure: MeasureOpt = None,
+    event: EventOpt = None,
+    property_name: PropertyOpt = None,
+    top: TopOpt = None,
+    window: WindowOpt = None,
+    revenue: RevenueOpt = None,
+    names: NamesOpt = None,
     category: Category = None,
     owner: Owner = None,
     description: Description = None,
@@ -244,6 +320,13 @@ def edit(
         labels=label,
         sources=source,
         min_trust=min_trust,
+        measure=measure,
+        event=event,
+        property_name=property_name,
+        top=top,
+        window=window,
+        revenue=revenue,
+        names=names,
     )
     if not body:
         raise ConfigError("nothing to change", hint="give at least one option, e.g. --rule")
@@ -303,6 +386,15 @@ def show(ctx: typer.Context, name: Name, as_json: AsJson = False) -> None:
     typer.echo(f"  holders: {q['persons']:,} of {q['of_persons']:,} ({q['coverage']:.2%})")
     for item in q["distribution"][:20]:
         typer.echo(f"    {item['value']}: {item['persons']:,} ({item['share']:.1%})")
+    if q.get("summary"):
+        typer.echo(
+            "    "
+            + ", ".join(
+                f"{k} {v:,.2f}" if v is not None else f"{k} -"
+                for k, v in q["summary"].items()
+                if k != "count"
+            )
+        )
     last = q["last_run"]
     if last:
         typer.echo(
@@ -312,6 +404,13 @@ def show(ctx: typer.Context, name: Name, as_json: AsJson = False) -> None:
         )
     else:
         typer.echo("  never refreshed")
+    failure = q.get("last_error")
+    if failure:
+        typer.secho(
+            f"  last refresh FAILED at {failure['failed_at']} ({failure['trigger']}): "
+            f"{failure['error']}",
+            fg=typer.colors.RED,
+        )
 
 
 def dry_run(ctx: typer.Context, name: Name, as_of: AsOf = None, as_json: AsJson = False) -> None:
@@ -337,6 +436,15 @@ def dry_run(ctx: typer.Context, name: Name, as_of: AsOf = None, as_json: AsJson 
     )
     for item in answer["distribution"][:20]:
         typer.echo(f"    {item['value']}: {item['persons']:,}")
+    if answer.get("summary"):
+        typer.echo(
+            "    "
+            + ", ".join(
+                f"{k} {v:,.2f}" if v is not None else f"{k} -"
+                for k, v in answer["summary"].items()
+                if k != "count"
+            )
+        )
     if answer["sample_entering"]:
         typer.echo("  e.g. entering: " + ", ".join(answer["sample_entering"]))
     if answer["sample_leaving"]:
@@ -367,25 +475,52 @@ def refresh(
     ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(help="Tags (default: all active).")] = None,
     as_of: AsOf = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Recompute every person (default: incremental).")
+    ] = False,
+    due: Annotated[
+        bool, typer.Option("--due", help="Refresh the tags whose refresh mode is due now.")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Recompute tags now (full recompute) and write values, history, bitmaps and runs."""
+    """Refresh tags: incremental where it can be (only persons whose result may have changed),
+    every person with --full; --due runs what the scheduler would run now."""
     workspace: Workspace = ctx.obj
-    payload = {"names": names or None, "as_of": as_of.isoformat() if as_of else None}
+    if due and names:
+        raise typer.BadParameter("give tag names or --due, not both")
+    payload = {
+        "names": names or None,
+        "as_of": as_of.isoformat() if as_of else None,
+        "full": full,
+        "due": due,
+    }
+
+    def local(rt: Runtime) -> Any:
+        if due:
+            return run_due(rt.store, as_of or rt.clock.now(), full=full).to_dict()
+        return service.refresh(rt.store, names, as_of=as_of, full=full)
+
     answer = _run(
         workspace,
         lambda: admin_call(workspace, "POST", "/admin/tags/refresh", json=payload),
-        lambda rt: service.refresh(rt.store, names, as_of=as_of),
+        local,
     )
     if as_json:
         _print(answer)
         return
+    if due:
+        typer.echo(f"due at {answer['as_of']}: {', '.join(answer['due']) or 'nothing'}")
     typer.echo(f"refreshed {len(answer['runs'])} tag(s) at {answer['as_of']}")
     for run in answer["runs"]:
         typer.echo(
             f"  {run['tag']:<24} v{run['version']:<3} {run['persons']:>9,} persons "
             f"({run['coverage']:.2%})  +{run['entered']} -{run['left']} ~{run['changed']} "
-            f"expired {run['expired']}"
+            f"expired {run['expired']}  {run.get('mode', 'full')}, "
+            f"{run.get('evaluated', 0):,} evaluated"
+        )
+    for failure in answer.get("errors") or []:
+        typer.secho(
+            f"  failed: {', '.join(failure['tags'])}: {failure['error']}", fg=typer.colors.RED
         )
 
 
@@ -434,8 +569,17 @@ def values(
         return
     typer.echo(f"{answer['persons']:,} persons hold {answer['tag']}")
     for row in answer["values"]:
+        scores = row.get("scores")
+        extra = (
+            f"  R={scores['r_score']} F={scores['f_score']} M={scores['m_score']} "
+            f"(recency {scores['recency_days']}d, frequency {scores['frequency']}, "
+            f"monetary {scores['monetary']:g})"
+            if scores
+            else ""
+        )
         typer.echo(
-            f"  {row['person_key']}  {orjson.dumps(row['value']).decode()}  v{row['version']}  "
+            f"  {row['person_key']}  {orjson.dumps(row['value']).decode()}"
+            f"{extra}  v{row['version']}  "
             f"qualified {row['qualified_at']}  expires {row['expires_at'] or '-'}"
         )
 

@@ -11,6 +11,9 @@ DDL: tuple[str, ...] = (
         revoked_at TIMESTAMP
     )
     """,
+    # load_id: from this sequence, increasing with every load (ingest loader, bulk import or any
+    # other insert, through the column default): incremental tag refreshes read what is new.
+    "CREATE SEQUENCE IF NOT EXISTS event_load_ids START 1",
     # Every collected or imported event, with its raw identifiers. The person an event belongs
     # to is read through identity_map (view events_with_person), so merges never rewrite events.
     """
@@ -30,9 +33,11 @@ DDL: tuple[str, ...] = (
         traits JSON,
         group_id VARCHAR,
         previous_id VARCHAR,
-        source VARCHAR NOT NULL
+        source VARCHAR NOT NULL,
+        load_id BIGINT DEFAULT nextval('event_load_ids')
     )
     """,
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS load_id BIGINT DEFAULT nextval('event_load_ids')",
     # messageIds seen, kept at least `dedupe_days`; a re-sent event is stored once.
     """
     CREATE TABLE IF NOT EXISTS seen_messages (

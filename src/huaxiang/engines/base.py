@@ -13,7 +13,7 @@ from typing import Any, final
 from sqlglot import exp
 
 from huaxiang.errors import HuaxiangError
-from huaxiang.rules.ast import Rule
+from huaxiang.rules.ast import Measure, Rule
 from huaxiang.rules.compile import Sources, SqlFunctions, compile_rule, compile_rules
 
 
@@ -81,13 +81,20 @@ class Engine(ABC):
         )
 
     @final
-    def compile_rules(self, rules: Mapping[str, Rule], as_of: datetime) -> exp.Select:
+    def compile_rules(
+        self,
+        rules: Mapping[str, Rule],
+        as_of: datetime,
+        measures: Mapping[str, Measure] | None = None,
+    ) -> exp.Select:
+        """One query: a boolean column per rule and a DOUBLE column per measure."""
         return compile_rules(
             rules,
             as_of,
             sources=self.sources,
             functions=self.functions(),
             filter_clause=self.capabilities.filter_clause,
+            measures=measures,
         )
 
     @final
@@ -104,4 +111,20 @@ class Engine(ABC):
         return {
             name: [pid for pid, hit in zip(ids, table.column(name).to_pylist(), strict=True) if hit]
             for name in rules
+        }
+
+    @final
+    def evaluate_measures(
+        self, measures: Mapping[str, Measure], as_of: datetime
+    ) -> dict[str, dict[int, float]]:
+        """For each named measure, person id -> value, for the persons who have one (one query)."""
+        table = self.run(self.compile_rules({}, as_of, measures))
+        ids = [int(v) for v in table.column("person_id").to_pylist()]
+        return {
+            name: {
+                pid: float(value)
+                for pid, value in zip(ids, table.column(name).to_pylist(), strict=True)
+                if value is not None
+            }
+            for name in measures
         }

@@ -914,6 +914,9 @@ class IdentityResolver:
                     "merged_into": pa.array([merged.get(p) for p in changed], pa.uint32()),
                 },
             )
+        if graph.next_pid > pmark or graph.changed_persons:
+            # Persons created, merged or unmerged: cached live-persons bitmaps (audiences) reload.
+            con.execute("UPDATE person_changes SET generation = generation + 1")
         link_a = graph.link_a
         link_b = graph.link_b
         status = graph.link_status

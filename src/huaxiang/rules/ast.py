@@ -205,6 +205,22 @@ class EventTime:
     match: EventMatch
 
 
+@dataclass(frozen=True, slots=True)
+class DaysSince:
+    """Value: whole days from the first or last matching event up to as_of (missing if none).
+
+    ``floor((as_of - time) / 86 400 s)``: an event earlier on the as_of day counts 0 days.
+    """
+
+    time: EventTime
+
+
+Measure = EventCount | PropertyAggregate | DaysSince
+"""A per-person number at as_of: an aggregate of the rule language without its comparison
+(``sum(revenue of "Order Completed", 90d)``) or ``days_since(last(purchase))``. Metric tags
+hold one; the compiler returns it as a value column beside boolean rule columns."""
+
+
 class RecencyOp(StrEnum):
     BEFORE = "before"  # t <= as_of - ago (at least `ago` ago)
     WITHIN = "within"  # as_of - ago < t <= as_of
@@ -350,6 +366,7 @@ Node = (
     | EventCount
     | PropertyAggregate
     | EventTime
+    | DaysSince
 )
 
 
@@ -372,6 +389,8 @@ def children(node: Node) -> tuple[Node, ...]:
             return (metric,)
         case EventTime(_, match):
             return (match,)
+        case DaysSince(time):
+            return (time,)
         case Recency(time, _, ago):
             return (time, ago)
         case TimeAt(time, _, _):

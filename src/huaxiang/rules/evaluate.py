@@ -11,7 +11,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from huaxiang.profiles.consent import UNKNOWN_ALLOWS
@@ -25,6 +25,7 @@ from huaxiang.rules.ast import (
     Consent,
     ConsentStatus,
     DateRange,
+    DaysSince,
     Did,
     EventCount,
     EventMatch,
@@ -32,6 +33,7 @@ from huaxiang.rules.ast import (
     HasTag,
     InAudience,
     Last,
+    Measure,
     Metric,
     MetricCondition,
     MomentOp,
@@ -87,9 +89,18 @@ def utc(moment: datetime) -> datetime:
 class _Context:
     """A person's history as seen at ``as_of``: events after it are dropped, the rest sorted."""
 
-    def __init__(self, person: PersonHistory, as_of: datetime) -> None:
+    def __init__(
+        self,
+        person: PersonHistory,
+        as_of: datetime,
+        audiences: Mapping[str, Rule] | None = None,
+    ) -> None:
         self.person = person
         self.as_of = utc(as_of)
+        # in_audience(A) with A defined here: A's rule at the same as_of (``following``: the
+        # audiences being evaluated, to refuse a cycle).
+        self.audiences: Mapping[str, Rule] = audiences or {}
+        self.following: list[str] = []
         timed = ((utc(e.timestamp), e) for e in person.events)
         # Stable sort: events with the same timestamp keep the order they were given in.
         self.events: list[tuple[datetime, HistoryEvent]] = sorted(
@@ -123,9 +134,20 @@ def _filters(match: EventMatch, event: HistoryEvent) -> bool:
     return all(passes(p.test, lookup(event.properties, p.property)) for p in match.where)
 
 
-def evaluate(rule: Rule, person: PersonHistory, as_of: datetime) -> bool:
-    """Whether ``person`` meets ``rule`` at ``as_of``."""
-    return _condition(rule, _Context(person, as_of))
+def evaluate(
+    rule: Rule,
+    person: PersonHistory,
+    as_of: datetime,
+    *,
+    audiences: Mapping[str, Rule] | None = None,
+) -> bool:
+    """Whether ``person`` meets ``rule`` at ``as_of``.
+
+    ``in_audience(A)`` of an audience defined in ``audiences`` (name -> rule) means the person
+    meets A's rule at the same as_of; of any other audience, that A is in ``person.audiences``
+    (a membership given as data, e.g. a snapshot).
+    """
+    return _condition(rule, _Context(person, as_of, audiences))
 
 
 def value_of(
@@ -136,6 +158,22 @@ def value_of(
     if isinstance(expression, EventTime):
         return _event_time(expression, context)
     return _metric(expression, context)
+
+
+def measure_value(measure: Measure, person: PersonHistory, as_of: datetime) -> int | float | None:
+    """The value of a measure for ``person`` at ``as_of`` (None: the person has none).
+
+    A count, ``sum`` and ``count_distinct`` of nothing are 0 (as in rules); ``avg``, ``min``,
+    ``max`` of no number and ``days_since`` of no event have no value. ``days_since`` is whole
+    days: ``floor((as_of - time) / 1 day)``.
+    """
+    context = _Context(person, as_of)
+    if isinstance(measure, DaysSince):
+        moment = _event_time(measure.time, context)
+        if moment is None:
+            return None
+        return (context.as_of - moment) // timedelta(days=1)
+    return _metric(measure, context)
 
 
 def _condition(node: Condition, ctx: _Context) -> bool:
@@ -169,7 +207,16 @@ def _condition(node: Condition, ctx: _Context) -> bool:
         case HasTag(tag, value):
             return _has_tag(ctx.person.tags, tag, value)
         case InAudience(audience):
-            return audience in ctx.person.audiences
+            if audience not in ctx.audiences:
+                return audience in ctx.person.audiences
+            if audience in ctx.following:
+                cycle = [*ctx.following[ctx.following.index(audience) :], audience]
+                raise ValueError(f"audiences use each other in a cycle: {' -> '.join(cycle)}")
+            ctx.following.append(audience)
+            try:
+                return _condition(ctx.audiences[audience], ctx)
+            finally:
+                ctx.following.pop()
         case Consent(purpose, status):
             state = ctx.person.consent.get(purpose)
             if status is ConsentStatus.GRANTED:

@@ -29,6 +29,7 @@ from huaxiang.rules.ast import (
     ConsentStatus,
     Contains,
     DateRange,
+    DaysSince,
     Did,
     Duration,
     EventCount,
@@ -39,6 +40,7 @@ from huaxiang.rules.ast import (
     IsNotSet,
     IsSet,
     Last,
+    Measure,
     Metric,
     MetricCondition,
     MomentOp,
@@ -138,6 +140,19 @@ def _metric_json(metric: Metric) -> dict[str, Any]:
         **_match_json(metric.match),
         "window": _window_json(metric.window),
     }
+
+
+def measure_to_json(measure: Measure) -> dict[str, Any]:
+    """The versioned JSON document of a measure: ``{"version": 1, "measure": {...}}``.
+
+    Counts and aggregates are written as in a metric condition (``"type": "count"`` or
+    ``"aggregate"``); ``{"type": "days_since", "time": {"which", "event", "where"}}``.
+    """
+    if isinstance(measure, DaysSince):
+        body = {"type": "days_since", "time": _time_json(measure.time)}
+    else:
+        body = _metric_json(measure)
+    return {"version": VERSION, "measure": body}
 
 
 def _time_json(time: EventTime) -> dict[str, Any]:
@@ -501,14 +516,8 @@ def _read_did(reader: _Reader, value: Mapping[str, Any], path: str, depth: int) 
     return None if match is None or window is None else Did(match, window)
 
 
-def _read_metric(
-    reader: _Reader, value: Mapping[str, Any], path: str, depth: int
-) -> Condition | None:
-    obj = reader.obj(value, path, ("type", "metric", "op", "value"))
-    if obj is None or any(key not in obj for key in ("metric", "op", "value")):
-        return None
-    metric_path = _pointer(path, "metric")
-    raw = obj["metric"]
+def _read_metric_body(reader: _Reader, raw: Any, metric_path: str) -> Metric | None:
+    """A count or an aggregate (the ``metric`` of a metric condition, or a measure)."""
     metric: Metric | None = None
     if isinstance(raw, Mapping) and raw.get("type") == "count":
         inner = reader.obj(raw, metric_path, ("type", "event"), ("where", "window"))
@@ -540,6 +549,16 @@ def _read_metric(
             f"unknown metric type {raw.get('type')!r}",
             "use count or aggregate",
         )
+    return metric
+
+
+def _read_metric(
+    reader: _Reader, value: Mapping[str, Any], path: str, depth: int
+) -> Condition | None:
+    obj = reader.obj(value, path, ("type", "metric", "op", "value"))
+    if obj is None or any(key not in obj for key in ("metric", "op", "value")):
+        return None
+    metric = _read_metric_body(reader, obj["metric"], _pointer(path, "metric"))
     op = reader.choice(obj["op"], _pointer(path, "op"), CompareOp, "comparison")
     number = reader.number(obj["value"], _pointer(path, "value"))
     if metric is None or op is None or number is None:
@@ -670,6 +689,39 @@ def _kind(value: Any) -> str:
     if isinstance(value, Mapping):
         return "an object"
     return type(value).__name__
+
+
+def measure_from_json(document: Any, *, limits: Limits = DEFAULT_LIMITS) -> Measure:
+    """The measure of a JSON document (see :func:`measure_to_json`); every problem at once."""
+    reader = _Reader(limits)
+    measure: Measure | None = None
+    top = reader.obj(document, "", ("version", "measure"))
+    if top is not None and "version" in top:
+        version = top["version"]
+        if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+            reader.problem(
+                "/version",
+                f"unsupported version {version!r}",
+                f"supported: {', '.join(map(str, SUPPORTED_VERSIONS))}",
+            )
+    if top is not None and "measure" in top:
+        raw = top["measure"]
+        if isinstance(raw, Mapping) and raw.get("type") == "days_since":
+            obj = reader.obj(raw, "/measure", ("type", "time"))
+            if obj is not None and "time" in obj:
+                time = reader.event_time(obj["time"], "/measure/time")
+                measure = None if time is None else DaysSince(time)
+        elif isinstance(raw, Mapping) and raw.get("type") not in ("count", "aggregate"):
+            reader.problem(
+                "/measure/type",
+                f"unknown measure type {raw.get('type')!r}",
+                "use count, aggregate or days_since",
+            )
+        else:
+            measure = _read_metric_body(reader, raw, "/measure")
+    if reader.problems or measure is None:
+        raise ValidationError(reader.problems or [Problem("/", "no measure")], what="measure")
+    return measure
 
 
 def from_json(document: Any, *, limits: Limits = DEFAULT_LIMITS) -> Rule:

@@ -2,7 +2,7 @@
 
 The evaluation reads the person's history through the identity map (events of every identifier
 the person holds), the resolved attributes, consent and current tag values, and runs the
-reference evaluator at ``as_of``. Audiences arrive with the audience stage; until then none.
+reference evaluator at ``as_of``; ``in_audience(A)`` is A's definition at the same as_of.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from huaxiang.audiences.definitions import audience_rules
 from huaxiang.config import Settings
 from huaxiang.profiles.view import resolve_ref
 from huaxiang.rules.ast import Rule
@@ -24,7 +25,7 @@ from huaxiang.rules.text import parse_located, to_text
 from huaxiang.rules.validate import validate
 from huaxiang.store import Store
 from huaxiang.tags.catalog import tag_schema
-from huaxiang.tags.sources import TAG_SOURCES
+from huaxiang.tags.sources import TAG_SOURCES, workspace_rule
 
 
 def read_rule(con: duckdb.DuckDBPyConnection, *, text: str | None, document: Any) -> Rule:
@@ -103,7 +104,7 @@ def evaluate_for_person(
         "person_key": str(key[0][0]) if key else None,
         "person_id": person_id,
         "as_of": moment.astimezone(UTC).isoformat(),
-        "matches": evaluate(rule, history, moment),
+        "matches": evaluate(rule, history, moment, audiences=audience_rules(con)),
         "events_read": len(history.events),
         "rule": to_text(rule),
     }
@@ -117,7 +118,12 @@ def count_for_rule(
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     started = time.perf_counter()
-    persons = matching_persons(store, rule, moment, sources=TAG_SOURCES)
+    con = store.cursor()
+    try:
+        expanded = workspace_rule(con, rule)  # in_audience(A): A's definition
+    finally:
+        con.close()
+    persons = matching_persons(store, expanded, moment, sources=TAG_SOURCES)
     seconds = time.perf_counter() - started
     con = store.cursor()
     try:

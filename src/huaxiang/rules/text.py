@@ -34,6 +34,7 @@ from huaxiang.rules.ast import (
     ConsentStatus,
     Contains,
     DateRange,
+    DaysSince,
     Did,
     EventCount,
     EventMatch,
@@ -43,9 +44,11 @@ from huaxiang.rules.ast import (
     IsNotSet,
     IsSet,
     Last,
+    Measure,
     Metric,
     MetricCondition,
     MomentOp,
+    Node,
     NoneOf,
     Not,
     OneOf,
@@ -84,6 +87,7 @@ KEYWORDS = frozenset(
         "min",
         "max",
         "count_distinct",
+        "days_since",
         "first",
         "last",
         "before",
@@ -103,6 +107,7 @@ KEYWORDS = frozenset(
         "where",
         "between",
         "since",
+        "all",
         "in",
         "contains",
         "starts",
@@ -260,6 +265,9 @@ class _Build(Transformer[Token, Any]):
         _note(node, "", _at(c[0]))
         return node
 
+    def all_time(self, c: list[Token]) -> AllTime:
+        return AllTime()
+
     def count(self, c: list[Any]) -> EventCount:
         window = c[2] if len(c) > 2 else AllTime()
         node = EventCount(c[1], window)
@@ -271,6 +279,14 @@ class _Build(Transformer[Token, Any]):
         node = PropertyAggregate(Aggregation(c[0].value), c[1].value, c[2], window)
         _note(node, "", _at(c[0]))
         _note(node, "property", c[1].at)
+        return node
+
+    def days_since(self, c: list[Any]) -> DaysSince:
+        which, match = c[1], c[2]
+        time = EventTime(Which(which.value), match)
+        _note(time, "", _at(which))
+        node = DaysSince(time)
+        _note(node, "", _at(c[0]))
         return node
 
     # --- conditions ---------------------------------------------------------------------------
@@ -372,6 +388,7 @@ def _lark() -> Lark:
             _parser = Lark(
                 _GRAMMAR.read_text(encoding="utf-8"),
                 parser="lalr",
+                start=["start", "measure"],
                 lexer="contextual",
                 transformer=_Build(),
                 maybe_placeholders=False,
@@ -449,31 +466,49 @@ def parse_located(text: str, *, limits: Limits = DEFAULT_LIMITS) -> tuple[Rule, 
 
     Raises ValidationError naming the line and column of a syntax error, or the limits broken.
     """
+    return cast(tuple[Rule, Positions], _parse(text, "start", "rule", limits))
+
+
+def parse_measure_located(
+    text: str, *, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Measure, Positions]:
+    """The measure written in ``text`` (``sum(revenue of "Order Completed", 90d)``,
+    ``count(purchase)``, ``days_since(last(purchase))``) and where its parts were written."""
+    return cast(tuple[Measure, Positions], _parse(text, "measure", "measure", limits))
+
+
+def parse_measure(text: str, *, limits: Limits = DEFAULT_LIMITS) -> Measure:
+    """The measure written in ``text`` (see :func:`parse_measure_located`)."""
+    return parse_measure_located(text, limits=limits)[0]
+
+
+def _parse(text: str, start: str, what: str, limits: Limits) -> tuple[Any, Positions]:
     if len(text) > limits.max_text_length:
         raise ValidationError(
             [
                 Problem(
                     "line 1, column 1",
-                    f"the rule is {len(text)} characters long, more than {limits.max_text_length}",
+                    f"the {what} is {len(text)} characters long, "
+                    f"more than {limits.max_text_length}",
                     hint="split it into tags and use has_tag",
                 )
             ],
-            what="rule",
+            what=what,
         )
     positions: Positions = {}
     token = _positions.set(positions)
     try:
-        rule = cast(Rule, _lark().parse(text))
+        rule = cast(Node, _lark().parse(text, start=start))
     except UnexpectedInput as e:
-        raise ValidationError([_syntax_problem(e, text)], what="rule") from None
+        raise ValidationError([_syntax_problem(e, text)], what=what) from None
     except _RuleError as e:
         where = str(e.at) if e.at else "line 1, column 1"
-        raise ValidationError([Problem(where, str(e), hint=e.hint)], what="rule") from None
+        raise ValidationError([Problem(where, str(e), hint=e.hint)], what=what) from None
     finally:
         _positions.reset(token)
     problems = size_problems(rule, limits, str(positions.get((id(rule), ""), Position(1, 1))))
     if problems:
-        raise ValidationError(problems, what="rule")
+        raise ValidationError(problems, what=what)
     return rule, positions
 
 
@@ -552,6 +587,14 @@ def _metric(metric: Metric) -> str:
         f"{metric.function.value}({format_name(metric.property)} of "
         f"{_match(metric.match)}{_window(metric.window)})"
     )
+
+
+def measure_to_text(measure: Measure) -> str:
+    """The canonical text of a measure: ``parse_measure(measure_to_text(m)) == m``."""
+    if isinstance(measure, DaysSince):
+        time = measure.time
+        return f"days_since({time.which.value}({_match(time.match)}))"
+    return _metric(measure)
 
 
 def to_text(rule: Rule) -> str:

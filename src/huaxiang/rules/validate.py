@@ -29,6 +29,7 @@ from huaxiang.rules.ast import (
     Consent,
     Contains,
     DateRange,
+    DaysSince,
     Did,
     Duration,
     EventMatch,
@@ -37,6 +38,7 @@ from huaxiang.rules.ast import (
     IsNotSet,
     IsSet,
     Last,
+    Measure,
     MetricCondition,
     NoneOf,
     Not,
@@ -52,10 +54,10 @@ from huaxiang.rules.ast import (
     TimeAt,
     Window,
 )
-from huaxiang.rules.json_form import from_json
+from huaxiang.rules.json_form import from_json, measure_from_json
 from huaxiang.rules.limits import DEFAULT_LIMITS, Limits, size_problems
 from huaxiang.rules.positions import Positions
-from huaxiang.rules.text import parse_located
+from huaxiang.rules.text import parse_located, parse_measure_located
 
 
 class ValueType(StrEnum):
@@ -244,6 +246,15 @@ class _Checker:
                         f"unknown consent purpose {purpose!r}",
                         _did_you_mean(purpose, PURPOSES),
                     )
+
+    def measure(self, node: Measure, path: str) -> None:
+        if isinstance(node, DaysSince):
+            self.match(node.time.match, f"{path}/time")
+            return
+        self.match(node.match, path)
+        self.window(node, node.window, path)
+        if isinstance(node, PropertyAggregate):
+            self.aggregate(node, path)
 
     def attribute(self, node: object, name: str, path: str) -> frozenset[ValueType] | None:
         self.name(node, "attribute", path, name)
@@ -492,6 +503,45 @@ def validate(
     checker.condition(rule, root)
     if checker.problems:
         raise ValidationError(checker.problems, what="rule")
+
+
+def validate_measure(
+    measure: Measure,
+    schema: WorkspaceSchema | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    positions: Positions | None = None,
+) -> None:
+    """Check a measure as :func:`validate` checks a rule (names, types, windows, limits)."""
+    root = "/measure"
+    where = root
+    if positions is not None and (id(measure), "") in positions:
+        where = str(positions[(id(measure), "")])
+    problems = size_problems(measure, limits, where)
+    if problems:
+        raise ValidationError(problems, what="measure")
+    checker = _Checker(schema, limits, positions)
+    checker.measure(measure, root)
+    if checker.problems:
+        raise ValidationError(checker.problems, what="measure")
+
+
+def measure_from_text(
+    text: str, schema: WorkspaceSchema | None = None, *, limits: Limits = DEFAULT_LIMITS
+) -> Measure:
+    """Parse and validate a measure written in the text form."""
+    measure, positions = parse_measure_located(text, limits=limits)
+    validate_measure(measure, schema, limits=limits, positions=positions)
+    return measure
+
+
+def measure_from_document(
+    document: Any, schema: WorkspaceSchema | None = None, *, limits: Limits = DEFAULT_LIMITS
+) -> Measure:
+    """Read and validate a measure in the JSON form (an already decoded document)."""
+    measure = measure_from_json(document, limits=limits)
+    validate_measure(measure, schema, limits=limits)
+    return measure
 
 
 def rule_from_text(

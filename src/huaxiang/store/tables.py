@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import duckdb
 
+from huaxiang.activation import tables as activation_tables
+from huaxiang.analytics import value_tables as analytics_value_tables
 from huaxiang.audiences import tables as audience_tables
 from huaxiang.collect import tables as collect_tables
 from huaxiang.collect.imports import tables as import_tables
 from huaxiang.identity import tables as identity_tables
 from huaxiang.profiles import tables as profile_tables
+from huaxiang.realtime import tables as realtime_tables
 from huaxiang.tags import tables as tag_tables
 
 STAGES: tuple[tuple[str, ...], ...] = (
@@ -22,6 +25,9 @@ STAGES: tuple[tuple[str, ...], ...] = (
     import_tables.DDL,
     tag_tables.DDL,
     audience_tables.DDL,
+    realtime_tables.DDL,
+    activation_tables.DDL,
+    analytics_value_tables.DDL,
 )
 
 

@@ -8,7 +8,7 @@ and the removal is written to the history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,8 +16,11 @@ from typing import Any
 import duckdb
 import orjson
 
+from huaxiang.audiences.definitions import audience_rules
+from huaxiang.audiences.expand import starting_at, tags_through_audiences, workspace_graph
 from huaxiang.clock import to_naive_utc, utcnow
 from huaxiang.errors import Conflict, NotFound, Problem, ValidationError
+from huaxiang.rules.ast import Rule
 from huaxiang.rules.validate import WorkspaceSchema, schema_from_store
 from huaxiang.tags.definition import (
     RefreshMode,
@@ -27,7 +30,8 @@ from huaxiang.tags.definition import (
     TagKind,
     spec_fields,
 )
-from huaxiang.tags.graph import used_tags
+from huaxiang.tags.graph import cycle_text, find_cycle, used_tags
+from huaxiang.tags.sources import audience_names
 from huaxiang.tags.values import first_row
 
 #: Allowed lifecycle moves.
@@ -88,15 +92,27 @@ def list_tags(
     return [t for t in tags if t.status in wanted]
 
 
-def dependency_graph(tags: Iterable[TagDefinition]) -> dict[str, set[str]]:
-    """name -> names of the tags its rules use (offline tags left out)."""
-    return {t.name: used_tags(t.rules()) for t in tags if t.status is not Status.OFFLINE}
+def dependency_graph(
+    tags: Iterable[TagDefinition], audiences: Mapping[str, Rule] | None = None
+) -> dict[str, set[str]]:
+    """name -> names of the tags its rules use (offline tags left out). With ``audiences``
+    (name -> rule), a tag using ``in_audience(A)`` also depends on the tags A uses."""
+    return {
+        t.name: used_tags(t.rules()) | tags_through_audiences(t.rules(), audiences or {})
+        for t in tags
+        if t.status is not Status.OFFLINE
+    }
 
 
-def tag_schema(con: duckdb.DuckDBPyConnection, *, also: Iterable[str] = ()) -> WorkspaceSchema:
-    """The workspace schema with the known (not offline) tag names, plus ``also``."""
+def tag_schema(
+    con: duckdb.DuckDBPyConnection, *, also: Iterable[str] = (), also_audiences: Iterable[str] = ()
+) -> WorkspaceSchema:
+    """The workspace schema with the known (not offline) tag names, plus ``also``, and the
+    audience names, plus ``also_audiences``."""
     names = {t.name for t in list_tags(con) if t.status is not Status.OFFLINE}
-    return schema_from_store(con, tags=names | set(also))
+    return schema_from_store(
+        con, tags=names | set(also), audiences=audience_names(con) | set(also_audiences)
+    )
 
 
 def _write(con: duckdb.DuckDBPyConnection, tag: TagDefinition, now: datetime) -> None:
@@ -192,7 +208,23 @@ def check_transition(con: duckdb.DuckDBPyConnection, tag: TagDefinition, target:
     problems: list[Problem] = []
     if target is Status.ACTIVE:
         by_name = {t.name: t for t in others}
-        for dep in sorted(used_tags(tag.rules())):
+        audiences = audience_rules(con)
+        graph = workspace_graph(
+            {t.name: t.rules() for t in [*others, tag] if t.status is not Status.OFFLINE},
+            audiences,
+        )
+        cycle = find_cycle(graph)
+        if cycle is not None and f"tag {tag.name}" in cycle:
+            problems.append(
+                Problem(
+                    "rule",
+                    "tags and audiences would use each other in a cycle: "
+                    + cycle_text(starting_at(cycle, f"tag {tag.name}")),
+                    "a tag cannot use an audience that uses the tag",
+                )
+            )
+        uses = used_tags(tag.rules()) | tags_through_audiences(tag.rules(), audiences)
+        for dep in sorted(uses - {tag.name}):
             held = by_name.get(dep)
             if held is None or held.status not in (Status.ACTIVE, Status.PAUSED):
                 state = "missing" if held is None else held.status.value

@@ -1,9 +1,11 @@
 """Fresh values of tags at an as_of, before TTL and history are applied (``settle.py``).
 
-Rule and enumerated tags: every rule of every tag given is compiled into ONE query (one scan of
-the events; a column per rule), read back as Arrow. Imported tags: the labels of ``dmp_labels``
-reach persons through the identity map, filtered by label, source, trust and import time.
-Manual tags have no computation: their values are what was set.
+Rule, enumerated and metric tags: every rule and every measure of every tag given is compiled
+into ONE query (one scan of the events; a boolean column per rule, a value column per measure),
+read back as Arrow. Imported tags: the labels of ``dmp_labels`` reach persons through the
+identity map, filtered by label, source, trust and import time. Preference and RFM tags have a
+query each (``preference.py``, ``rfm.py``). Manual tags have no computation: their values are
+what was set.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import orjson
 
 from huaxiang.clock import to_naive_utc
 from huaxiang.engines.duckdb import DuckDBEngine
-from huaxiang.rules.ast import Rule, Scalar
+from huaxiang.rules.ast import Measure, Rule, Scalar
 from huaxiang.rules.compile import Sources
+from huaxiang.tags import preference, rfm
 from huaxiang.tags.definition import TagDefinition, TagKind
-from huaxiang.tags.sources import TAG_SOURCES
+from huaxiang.tags.measures import evidence, number_value
+from huaxiang.tags.sources import TAG_SOURCES, workspace_rules
+
+FUSED_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED, TagKind.METRIC})
+"""Kinds computed together in one compiled query (:func:`compute_rule_tags`)."""
 
 
 def value_text(value: Scalar) -> str:
@@ -47,21 +54,45 @@ def compute_rule_tags(
     *,
     sources: Sources = TAG_SOURCES,
 ) -> dict[str, Fresh]:
-    """Rule and enumerated tags at ``as_of`` in one compiled query."""
+    """Rule, enumerated and metric tags at ``as_of`` in one compiled query.
+
+    A metric tag's value is its measure's number for the persons with at least one matching
+    event (``days_since``, ``avg``, ``min``, ``max``: with a value): persons without any hold
+    no value, so that a count or a sum of nothing is not stored as 0 for everybody.
+    """
     columns: dict[str, Rule] = {}
+    measures: dict[str, Measure] = {}
     for n, tag in enumerate(tags):
         for m, rule in enumerate(tag.rules()):
             columns[f"r{n}_{m}"] = rule
-    if not columns:
+        if tag.kind is TagKind.METRIC and tag.measure is not None:
+            measures[f"m{n}"] = tag.measure
+            seen = evidence(tag.measure)
+            if seen is not None:
+                measures[f"c{n}"] = seen
+    if not columns and not measures:
         return {tag.name: Fresh() for tag in tags}
+    if columns:
+        columns = workspace_rules(con, columns)  # in_audience(A): A's definition
     engine = DuckDBEngine(con, sources)
-    table = engine.run(engine.compile_rules(columns, as_of))
+    table = engine.run(engine.compile_rules(columns, as_of, measures))
     ids = [int(v) for v in table.column("person_id").to_pylist()]
     moment = to_naive_utc(as_of)
     out: dict[str, Fresh] = {}
     for n, tag in enumerate(tags):
         fresh = Fresh()
-        if tag.kind is TagKind.RULE:
+        if tag.kind is TagKind.METRIC:
+            if f"m{n}" in measures:
+                found = table.column(f"m{n}").to_pylist()
+                seen_counts = (
+                    table.column(f"c{n}").to_pylist() if f"c{n}" in measures else [1.0] * len(ids)
+                )
+                fresh.values = {
+                    pid: (value_text(number_value(value)), moment)
+                    for pid, value, count in zip(ids, found, seen_counts, strict=True)
+                    if value is not None and count
+                }
+        elif tag.kind is TagKind.RULE:
             hits = table.column(f"r{n}_0").to_pylist()
             fresh.values = {pid: (TRUE, moment) for pid, hit in zip(ids, hits, strict=True) if hit}
         else:
@@ -120,3 +151,26 @@ def compute_imported(con: duckdb.DuckDBPyConnection, tag: TagDefinition) -> Fres
     for pid, (rank, at) in best.items():
         fresh.values[pid] = (value_of[tag.labels[rank].label], at)
     return fresh
+
+
+def compute_tag(
+    con: duckdb.DuckDBPyConnection, tag: TagDefinition, as_of: datetime, *, record: bool = False
+) -> Fresh | None:
+    """Any tag alone at ``as_of`` (None for a manual tag: its values are set, not computed).
+
+    ``record``: an RFM tag also replaces its scores in ``tag_rfm_scores`` (a refresh does; a
+    dry run does not).
+    """
+    if tag.kind in FUSED_KINDS:
+        return compute_rule_tags(con, [tag], as_of)[tag.name]
+    if tag.kind is TagKind.IMPORTED:
+        return compute_imported(con, tag)
+    moment = to_naive_utc(as_of)
+    if tag.kind is TagKind.PREFERENCE:
+        return Fresh({pid: (v, moment) for pid, v in preference.compute(con, tag, as_of).items()})
+    if tag.kind is TagKind.RFM:
+        scored = rfm.compute(con, tag, as_of)
+        if record:
+            rfm.write_scores(con, tag, scored, as_of)
+        return Fresh({row.person_id: (value_text(row.segment), moment) for row in scored})
+    return None

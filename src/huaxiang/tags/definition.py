@@ -1,5 +1,6 @@
 """What a tag is, as data: kind, taxonomy, owner, sensitivity, lifecycle status, refresh mode,
-TTL, and the kind-specific part (a rule, ordered cases, imported labels).
+TTL, and the kind-specific part (a rule, ordered cases, imported labels, a measure, a
+preference's event and property, an RFM tag's order event and revenue property).
 
 Definitions are immutable; the catalog stores them (``catalog.py``) and the input reader
 (``spec.py``) builds them from user input after checking every field.
@@ -12,13 +13,30 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from huaxiang.rules.ast import Rule, Scalar
-from huaxiang.rules.json_form import from_json, to_json
-from huaxiang.rules.text import to_text
+from huaxiang.rules.ast import AllTime, Last, Measure, Rule, Scalar
+from huaxiang.rules.json_form import from_json, measure_from_json, measure_to_json, to_json
+from huaxiang.rules.literals import parse_duration
+from huaxiang.rules.text import measure_to_text, to_text
+
+TagWindow = Last | AllTime
+"""The window of a preference or RFM tag: the last N minutes/hours/days, or all time."""
+
+
+def window_text(window: TagWindow) -> str:
+    """``90d`` or ``all``."""
+    return str(window.duration) if isinstance(window, Last) else "all"
+
+
+def parse_window(text: str) -> TagWindow:
+    """``90d`` / ``24h`` / ``30m`` or ``all``; ValueError otherwise."""
+    cleaned = text.strip().lower()
+    if cleaned in ("all", "all time"):
+        return AllTime()
+    return Last(parse_duration(cleaned))
 
 
 class TagKind(StrEnum):
-    """How a tag gets its values. Metric, preference and RFM tags come next."""
+    """How a tag gets its values."""
 
     RULE = "rule"
     """Yes/no: members are the persons meeting one rule (value ``true``)."""
@@ -28,6 +46,19 @@ class TagKind(StrEnum):
     """Values set on persons one by one through the API or the CLI."""
     IMPORTED = "imported"
     """Labels of DMP/CRM files (``dmp_labels``) mapped to values, filtered by source and trust."""
+    METRIC = "metric"
+    """A per-person number at as_of: a measure (``sum(revenue of "Order Completed", 90d)``)."""
+    PREFERENCE = "preference"
+    """The top-N most frequent values of an event property in a window, as a JSON list."""
+    RFM = "rfm"
+    """Recency / frequency / monetary of an order event: scores 1-5 and one of eight segments."""
+
+
+class SegmentNames(StrEnum):
+    """The language of an RFM tag's segment names (values)."""
+
+    ZH = "zh"
+    EN = "en"
 
 
 class Status(StrEnum):
@@ -50,6 +81,8 @@ class RefreshKind(StrEnum):
     HOURLY = "hourly"
     DAILY = "daily"
     EVERY_N_HOURS = "every_n_hours"
+    REALTIME = "realtime"
+    """Kept current event by event by the real-time engine (``huaxiang.realtime``)."""
 
 
 _EVERY = re.compile(r"^every_n_hours\((\d{1,5})\)$")
@@ -76,7 +109,12 @@ class RefreshMode:
             if not 1 <= hours <= 8784:
                 raise ValueError("every_n_hours takes 1 to 8784 hours")
             return cls(RefreshKind.EVERY_N_HOURS, hours)
-        if cleaned in (RefreshKind.MANUAL, RefreshKind.HOURLY, RefreshKind.DAILY):
+        if cleaned in (
+            RefreshKind.MANUAL,
+            RefreshKind.HOURLY,
+            RefreshKind.DAILY,
+            RefreshKind.REALTIME,
+        ):
             return cls(RefreshKind(cleaned))
         raise ValueError(f"unknown refresh mode {text!r}")
 
@@ -125,6 +163,20 @@ class TagDefinition:
     """Imported tags: only labels from these sources (all sources when empty)."""
     min_trust: float | None = None
     """Imported tags: only labels with at least this trust level."""
+    measure: Measure | None = None
+    """Metric tags: the per-person number."""
+    event: str = ""
+    """Preference tags: the event counted; RFM tags: the order event."""
+    property: str = ""
+    """Preference tags: the property whose values are ranked."""
+    top: int | None = None
+    """Preference tags: how many values a person's list holds at most."""
+    window: TagWindow | None = None
+    """Preference and RFM tags: the window of events read."""
+    revenue: str = ""
+    """RFM tags: the property summed for the monetary value."""
+    names: SegmentNames | None = None
+    """RFM tags: segment names in Chinese (zh) or English (en)."""
     status: Status = Status.DRAFT
     version: int = 1
 
@@ -152,6 +204,20 @@ class TagDefinition:
             spec["sources"] = list(self.sources)
         if self.min_trust is not None:
             spec["min_trust"] = self.min_trust
+        if self.measure is not None:
+            spec["measure"] = measure_to_json(self.measure)
+        if self.event:
+            spec["event"] = self.event
+        if self.property:
+            spec["property"] = self.property
+        if self.top is not None:
+            spec["top"] = self.top
+        if self.window is not None:
+            spec["window"] = window_text(self.window)
+        if self.revenue:
+            spec["revenue"] = self.revenue
+        if self.names is not None:
+            spec["names"] = self.names.value
         return spec
 
     def document(self) -> dict[str, Any]:
@@ -184,6 +250,11 @@ class TagDefinition:
             out["labels"] = spec["labels"]
             out["sources"] = list(self.sources)
             out["min_trust"] = self.min_trust
+        if self.measure is not None:
+            out["measure"] = measure_to_text(self.measure)
+        for key in ("event", "property", "top", "window", "revenue", "names"):
+            if key in spec:
+                out[key] = spec[key]
         return out
 
 
@@ -202,4 +273,13 @@ def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
         fields["sources"] = tuple(spec["sources"])
     if "min_trust" in spec:
         fields["min_trust"] = spec["min_trust"]
+    if "measure" in spec:
+        fields["measure"] = measure_from_json(spec["measure"])
+    for key in ("event", "property", "top", "revenue"):
+        if key in spec:
+            fields[key] = spec[key]
+    if "window" in spec:
+        fields["window"] = parse_window(spec["window"])
+    if "names" in spec:
+        fields["names"] = SegmentNames(spec["names"])
     return fields

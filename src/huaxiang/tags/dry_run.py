@@ -11,24 +11,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import orjson
 
 from huaxiang.clock import to_naive_utc, utcnow
 from huaxiang.tags.catalog import LifecycleError
-from huaxiang.tags.compute import Fresh, compute_imported, compute_rule_tags
+from huaxiang.tags.compute import Fresh, compute_tag
 from huaxiang.tags.definition import Status, TagDefinition, TagKind
-from huaxiang.tags.settle import settle
+from huaxiang.tags.quality import metric_summary
+from huaxiang.tags.settle import Held, settle
 from huaxiang.tags.values import person_keys, persons_total, read_held
 
 
 def fresh_values(
     con: duckdb.DuckDBPyConnection, tag: TagDefinition, as_of: datetime
 ) -> Fresh | None:
-    """What a refresh would compute for ``tag`` (None for a manual tag: values are set)."""
-    if tag.kind in (TagKind.RULE, TagKind.ENUMERATED):
-        return compute_rule_tags(con, [tag], as_of)[tag.name]
-    if tag.kind is TagKind.IMPORTED:
-        return compute_imported(con, tag)
-    return None
+    """What a refresh would compute for ``tag`` (None for a manual tag: values are set).
+    Nothing is written (an RFM tag's scores neither)."""
+    return compute_tag(con, tag, as_of, record=False)
+
+
+def _distribution(tag: TagDefinition, held: dict[int, Held]) -> Counter[str]:
+    """Persons per value; per list element for a preference tag."""
+    if tag.kind is not TagKind.PREFERENCE:
+        return Counter(h.value for h in held.values())
+    counts: Counter[str] = Counter()
+    for h in held.values():
+        items = orjson.loads(h.value)
+        counts.update(orjson.dumps(item).decode() for item in dict.fromkeys(items))
+    return counts
 
 
 def dry_run(
@@ -49,8 +59,8 @@ def dry_run(
     by_kind: dict[str, list[int]] = {"entered": [], "left": [], "changed": [], "expired": []}
     for change in changes:
         by_kind[change.change].append(change.person_id)
-    distribution = Counter(h.value for h in held.values())
-    return {
+    distribution = Counter[str]() if tag.kind is TagKind.METRIC else _distribution(tag, held)
+    answer: dict[str, Any] = {
         "tag": tag.name,
         "version": tag.version,
         "status": tag.status.value,
@@ -68,3 +78,6 @@ def dry_run(
             {"value": value, "persons": count} for value, count in distribution.most_common()
         ],
     }
+    if tag.kind is TagKind.METRIC:
+        answer["summary"] = metric_summary([orjson.loads(h.value) for h in held.values()])
+    return answer

@@ -17,8 +17,8 @@ from huaxiang.config import Settings
 from huaxiang.profiles.view import resolve_ref
 from huaxiang.rules.ast import Scalar
 from huaxiang.store import Store
-from huaxiang.tags import catalog
-from huaxiang.tags.definition import Status, TagDefinition
+from huaxiang.tags import catalog, rfm
+from huaxiang.tags.definition import Status, TagDefinition, TagKind
 from huaxiang.tags.dry_run import dry_run
 from huaxiang.tags.graph import used_tags
 from huaxiang.tags.manual import set_manual_value
@@ -85,9 +85,7 @@ def list_tag_summaries(
 ) -> list[dict[str, Any]]:
     """Every tag (optionally of one status, or under one category path), with its holders."""
     with _reading(store) as con:
-        counts = dict(
-            con.execute("SELECT tag, sum(cardinality) FROM tag_bitmaps GROUP BY tag").fetchall()
-        )
+        counts = dict(con.execute("SELECT tag, count(*) FROM tag_values GROUP BY tag").fetchall())
         tags = catalog.list_tags(con, statuses=[Status(status)] if status else None)
     if category:
         prefix = category.strip("/")
@@ -133,14 +131,20 @@ def move_tag(store: Store, name: str, target: Status) -> dict[str, Any]:
 
 
 def refresh(
-    store: Store, names: Sequence[str] | None = None, *, as_of: datetime | None = None
+    store: Store,
+    names: Sequence[str] | None = None,
+    *,
+    as_of: datetime | None = None,
+    full: bool = False,
+    trigger: str = "manual",
 ) -> dict[str, Any]:
-    """Refresh the named tags (default: every active tag) at ``as_of`` (default now)."""
+    """Refresh the named tags (default: every active tag) at ``as_of`` (default now);
+    incremental where it can be, every person with ``full``."""
     moment = as_of or datetime.now(UTC)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     with store.transaction() as con:
-        runs = refresh_tags(con, names or None, as_of=moment)
+        runs = refresh_tags(con, names or None, as_of=moment, full=full, trigger=trigger)
     return {"as_of": moment.astimezone(UTC).isoformat(), "runs": runs}
 
 
@@ -168,7 +172,7 @@ def _iso(moment: datetime | None) -> str | None:
 def tag_values(store: Store, name: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """A page of a tag's current values, by person id."""
     with _reading(store) as con:
-        catalog.get_tag(con, name)
+        tag = catalog.get_tag(con, name)
         total = first_row(con.execute("SELECT count(*) FROM tag_values WHERE tag = ?", [name]))
         rows = con.execute(
             """
@@ -179,6 +183,11 @@ def tag_values(store: Store, name: str, *, limit: int = 100, offset: int = 0) ->
             """,
             [name, limit, offset],
         ).fetchall()
+        scores = (
+            rfm.read_scores(con, name, [int(row[0]) for row in rows])
+            if tag.kind is TagKind.RFM
+            else {}
+        )
     return {
         "tag": name,
         "persons": int(total[0]) if total else 0,
@@ -190,6 +199,7 @@ def tag_values(store: Store, name: str, *, limit: int = 100, offset: int = 0) ->
                 "version": int(version),
                 "qualified_at": _iso(qualified),
                 "expires_at": _iso(expires),
+                **({"scores": scores.get(int(pid))} if tag.kind is TagKind.RFM else {}),
             }
             for pid, key, value, version, qualified, expires in rows
         ],

@@ -15,22 +15,31 @@ from dataclasses import replace
 from typing import Any
 
 from huaxiang.errors import Problem, ValidationError
-from huaxiang.rules.ast import Rule
-from huaxiang.rules.json_form import from_json
-from huaxiang.rules.text import parse_located
-from huaxiang.rules.validate import WorkspaceSchema, validate
+from huaxiang.rules.ast import Last, Measure, Rule
+from huaxiang.rules.json_form import from_json, measure_from_json
+from huaxiang.rules.text import parse_located, parse_measure_located
+from huaxiang.rules.validate import (
+    ValueType,
+    WorkspaceSchema,
+    _did_you_mean,
+    validate,
+    validate_measure,
+)
 from huaxiang.tags.definition import (
     Case,
     LabelValue,
     RefreshMode,
+    SegmentNames,
     Sensitivity,
     TagDefinition,
     TagKind,
+    TagWindow,
+    parse_window,
 )
 from huaxiang.tags.graph import cycle_text, find_cycle, used_tags
 
 _NAME = re.compile(r"^[^\W\d][\w.-]{0,99}$")
-_FIELDS = frozenset(
+FIELDS = frozenset(
     {
         "name",
         "kind",
@@ -46,10 +55,35 @@ _FIELDS = frozenset(
         "labels",
         "sources",
         "min_trust",
+        "measure",
+        "event",
+        "property",
+        "top",
+        "window",
+        "revenue",
+        "names",
     }
 )
-_EDITABLE = _FIELDS - {"name", "kind"}
+_EDITABLE = FIELDS - {"name", "kind"}
 MAX_TTL_DAYS = 3660
+MAX_TOP = 100
+_KIND_FIELDS = (
+    "rule",
+    "cases",
+    "default",
+    "labels",
+    "sources",
+    "min_trust",
+    "measure",
+    "event",
+    "property",
+    "top",
+    "window",
+    "revenue",
+    "names",
+)
+RFM_DEFAULTS = {"event": "Order Completed", "revenue": "revenue", "window": "365d", "names": "zh"}
+PREFERENCE_DEFAULTS = {"top": 3, "window": "90d"}
 
 
 def _is_scalar(value: object) -> bool:
@@ -92,6 +126,75 @@ class _Reader:
         self.problem(where, "a rule is text or its JSON form", hint='e.g. "did(purchase, 30d)"')
         return None
 
+    def measure(self, value: object, where: str) -> Measure | None:
+        try:
+            if isinstance(value, str):
+                measure, positions = parse_measure_located(value)
+                validate_measure(measure, self.schema, positions=positions)
+                return measure
+            if isinstance(value, dict):
+                measure = measure_from_json(value)
+                validate_measure(measure, self.schema)
+                return measure
+        except ValidationError as e:
+            for p in e.problems:
+                self.problems.append(replace(p, where=f"{where}: {p.where}"))
+            return None
+        self.problem(
+            where,
+            "a measure is text or its JSON form",
+            hint='e.g. "sum(revenue of "Order Completed", 90d)"',
+        )
+        return None
+
+    def window(self, value: object, where: str) -> TagWindow | None:
+        if not isinstance(value, str):
+            self.problem(where, "the window is text: 90d, 24h, 30m or all")
+            return None
+        try:
+            window = parse_window(value)
+        except ValueError as e:
+            self.problem(where, str(e), hint="e.g. 90d, 24h, 30m or all")
+            return None
+        if isinstance(window, Last) and not 1 <= window.duration.seconds <= MAX_TTL_DAYS * 86400:
+            self.problem(where, f"the window must be from 1m to {MAX_TTL_DAYS}d")
+            return None
+        return window
+
+    def event(self, value: object, where: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.problem(where, "name the event", hint='e.g. "Order Completed"')
+            return ""
+        known = self.schema.events
+        if value not in known:
+            self.problem(where, f"unknown event {value!r}", _did_you_mean(value, known))
+        return value
+
+    def event_property(self, event: str, value: object, where: str, *, numeric: bool) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.problem(where, "name the property", hint='e.g. "category"')
+            return ""
+        properties = self.schema.events.get(event)
+        if properties is None:
+            return value
+        if value not in properties:
+            self.problem(
+                where,
+                f"event {event!r} has no property {value!r}",
+                _did_you_mean(value, properties),
+            )
+        elif (
+            numeric
+            and properties[value]
+            and not properties[value]
+            & {
+                ValueType.NUMBER,
+                ValueType.STRING,
+            }
+        ):
+            self.problem(where, f"{value!r} holds no numbers", hint="name a numeric property")
+        return value
+
     def scalar(self, value: object, where: str) -> bool:
         if _is_scalar(value):
             return True
@@ -104,8 +207,8 @@ def read_definition(
 ) -> TagDefinition:
     """A new draft definition from ``payload``; ``graph``: the other tags and what they use."""
     r = _Reader(schema)
-    for key in sorted(set(payload) - _FIELDS):
-        r.problem(key, f"unknown field {key!r}", hint=f"fields: {', '.join(sorted(_FIELDS))}")
+    for key in sorted(set(payload) - FIELDS):
+        r.problem(key, f"unknown field {key!r}", hint=f"fields: {', '.join(sorted(FIELDS))}")
     name = r.text(payload, "name")
     if not _NAME.match(name):
         r.problem(
@@ -187,14 +290,24 @@ def _read_fields(r: _Reader, base: TagDefinition, payload: Mapping[str, Any]) ->
         labels=(),
         sources=(),
         min_trust=None,
+        measure=None,
+        event="",
+        property="",
+        top=None,
+        window=None,
+        revenue="",
+        names=None,
     )
     allowed = {
         TagKind.RULE: {"rule"},
         TagKind.ENUMERATED: {"cases", "default"},
         TagKind.IMPORTED: {"labels", "sources", "min_trust"},
         TagKind.MANUAL: set(),
+        TagKind.METRIC: {"measure"},
+        TagKind.PREFERENCE: {"event", "property", "top", "window"},
+        TagKind.RFM: {"event", "revenue", "window", "names"},
     }[base.kind]
-    for key in ("rule", "cases", "default", "labels", "sources", "min_trust"):
+    for key in _KIND_FIELDS:
         if payload.get(key) not in (None, [], ()) and key not in allowed:
             r.problem(key, f"a {base.kind.value} tag has no {key}")
     if base.kind is TagKind.RULE:
@@ -206,7 +319,50 @@ def _read_fields(r: _Reader, base: TagDefinition, payload: Mapping[str, Any]) ->
         definition = _read_cases(r, definition, payload)
     elif base.kind is TagKind.IMPORTED:
         definition = _read_labels(r, definition, payload)
+    elif base.kind is TagKind.METRIC:
+        if payload.get("measure") is None:
+            r.problem(
+                "measure",
+                "a metric tag needs a measure",
+                hint='e.g. "sum(revenue of "Order Completed", 90d)"',
+            )
+        else:
+            definition = replace(definition, measure=r.measure(payload["measure"], "measure"))
+    elif base.kind is TagKind.PREFERENCE:
+        definition = _read_preference(r, definition, payload)
+    elif base.kind is TagKind.RFM:
+        definition = _read_rfm(r, definition, payload)
     return definition
+
+
+def _read_preference(
+    r: _Reader, definition: TagDefinition, payload: Mapping[str, Any]
+) -> TagDefinition:
+    event = r.event(payload.get("event"), "event")
+    prop = r.event_property(event, payload.get("property"), "property", numeric=False)
+    top = payload.get("top", PREFERENCE_DEFAULTS["top"])
+    if top is None:
+        top = PREFERENCE_DEFAULTS["top"]
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
+        r.problem("top", f"top is a whole number from 1 to {MAX_TOP}")
+        top = None
+    window = r.window(payload.get("window") or PREFERENCE_DEFAULTS["window"], "window")
+    return replace(definition, event=event, property=prop, top=top, window=window)
+
+
+def _read_rfm(r: _Reader, definition: TagDefinition, payload: Mapping[str, Any]) -> TagDefinition:
+    event = r.event(payload.get("event") or RFM_DEFAULTS["event"], "event")
+    revenue = r.event_property(
+        event, payload.get("revenue") or RFM_DEFAULTS["revenue"], "revenue", numeric=True
+    )
+    window = r.window(payload.get("window") or RFM_DEFAULTS["window"], "window")
+    names_text = payload.get("names") or RFM_DEFAULTS["names"]
+    try:
+        names: SegmentNames | None = SegmentNames(str(names_text))
+    except ValueError:
+        r.problem("names", f"unknown segment names {names_text!r}", hint=_choices(SegmentNames))
+        names = None
+    return replace(definition, event=event, revenue=revenue, window=window, names=names)
 
 
 def _read_cases(r: _Reader, definition: TagDefinition, payload: Mapping[str, Any]) -> TagDefinition:

@@ -74,7 +74,8 @@ DDL: tuple[str, ...] = (
     CREATE SEQUENCE IF NOT EXISTS tag_run_ids START 1
     """,
     # One row per tag per refresh. persons: holders after the run; coverage: persons / persons
-    # of the workspace (not merged away).
+    # of the workspace (not merged away). mode: full or incremental; evaluated: persons whose
+    # rules were evaluated; marks: how far the store had been read (tags/incremental.py).
     """
     CREATE TABLE IF NOT EXISTS tag_runs (
         run_id BIGINT NOT NULL,
@@ -89,7 +90,24 @@ DDL: tuple[str, ...] = (
         changed BIGINT NOT NULL,
         expired BIGINT NOT NULL,
         coverage DOUBLE NOT NULL,
-        trigger VARCHAR NOT NULL
+        trigger VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL DEFAULT 'full',
+        evaluated BIGINT,
+        marks JSON
+    )
+    """,
+    # Stores made before incremental refresh: mode (full | incremental), evaluated (persons whose
+    # rules were evaluated), marks (how far the store had been read: see tags/incremental.py).
+    "ALTER TABLE tag_runs ADD COLUMN IF NOT EXISTS mode VARCHAR DEFAULT 'full'",
+    "ALTER TABLE tag_runs ADD COLUMN IF NOT EXISTS evaluated BIGINT",
+    "ALTER TABLE tag_runs ADD COLUMN IF NOT EXISTS marks JSON",
+    # Refreshes that failed (scheduled ones above all: the scheduler records and goes on).
+    """
+    CREATE TABLE IF NOT EXISTS tag_refresh_errors (
+        failed_at TIMESTAMP NOT NULL,
+        tags VARCHAR[] NOT NULL,
+        trigger VARCHAR NOT NULL,
+        error VARCHAR NOT NULL
     )
     """,
     # value: the canonical JSON text of the value; bitmap: pyroaring BitMap.serialize().
@@ -101,6 +119,23 @@ DDL: tuple[str, ...] = (
         cardinality BIGINT NOT NULL,
         built_at TIMESTAMP NOT NULL,
         PRIMARY KEY (tag, value)
+    )
+    """,
+    # RFM tags: each scored person's recency (whole days since the last order), frequency,
+    # monetary value and scores 1-5, from the tag's last refresh (replaced as a whole).
+    """
+    CREATE TABLE IF NOT EXISTS tag_rfm_scores (
+        tag VARCHAR NOT NULL,
+        person_id UINTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        as_of TIMESTAMP NOT NULL,
+        recency_days BIGINT NOT NULL,
+        frequency BIGINT NOT NULL,
+        monetary DOUBLE NOT NULL,
+        r_score TINYINT NOT NULL,
+        f_score TINYINT NOT NULL,
+        m_score TINYINT NOT NULL,
+        segment VARCHAR NOT NULL
     )
     """,
     # What has_tag reads: the current values (offline tags have none; drafts never had any).

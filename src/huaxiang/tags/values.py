@@ -3,6 +3,10 @@
 Values and history go in through Arrow tables (one insert each, not row by row). A tag's
 bitmaps are rebuilt from the values just written: person ids grouped by value, sorted into
 ``array('I')`` buffers, turned into pyroaring bitmaps and stored serialized.
+
+By kind: one bitmap per value; a preference tag (a list per person) one bitmap per list
+element (what ``has_tag(tag, "python")`` reads); a metric tag (a number per person, mostly all
+different) ONE bitmap of its holders, stored under the value ``true`` (``has_tag(tag)``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 from pyroaring import BitMap
 
@@ -88,20 +93,39 @@ def write_history(
         con.unregister("tag_history_in")
 
 
-def build_bitmaps(held: Mapping[int, Held]) -> dict[str, BitMap]:
-    """One bitmap of person ids per value (JSON text), built from sorted uint32 buffers."""
+HOLDERS = "true"
+"""The value key of a metric tag's one bitmap (its holders)."""
+
+
+def build_bitmaps(held: Mapping[int, Held], kind: str = "rule") -> dict[str, BitMap]:
+    """The bitmaps of a tag of ``kind``: person ids per value (JSON text), per list element for
+    a preference tag, the holders only for a metric tag; built from sorted uint32 buffers."""
     groups: dict[str, list[int]] = {}
-    for pid, h in held.items():
-        groups.setdefault(h.value, []).append(pid)
+    if kind == "metric":
+        groups = {HOLDERS: list(held)} if held else {}
+    elif kind == "preference":
+        for pid, h in held.items():
+            items = orjson.loads(h.value)
+            for item in dict.fromkeys(items if isinstance(items, list) else [items]):
+                groups.setdefault(orjson.dumps(item).decode(), []).append(pid)
+    else:
+        for pid, h in held.items():
+            groups.setdefault(h.value, []).append(pid)
     return {value: BitMap(array("I", sorted(pids))) for value, pids in groups.items()}
+
+
+def tag_kind(con: duckdb.DuckDBPyConnection, tag: str) -> str:
+    """The stored kind of ``tag`` (``rule`` when it is not stored)."""
+    row = first_row(con.execute("SELECT kind FROM tag_definitions WHERE name = ?", [tag]))
+    return "rule" if row is None else str(row[0])
 
 
 def write_bitmaps(
     con: duckdb.DuckDBPyConnection, tag: str, held: Mapping[int, Held], *, built_at: datetime
 ) -> None:
-    """Replace the bitmaps of ``tag`` with those of ``held``."""
+    """Replace the bitmaps of ``tag`` with those of ``held`` (by the tag's stored kind)."""
     con.execute("DELETE FROM tag_bitmaps WHERE tag = ?", [tag])
-    bitmaps = build_bitmaps(held)
+    bitmaps = build_bitmaps(held, tag_kind(con, tag))
     if bitmaps:
         con.executemany(
             "INSERT INTO tag_bitmaps VALUES (?, ?, ?, ?, ?)",

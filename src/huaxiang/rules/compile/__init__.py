@@ -4,6 +4,7 @@ from huaxiang.rules.compile.functions import DuckDBFunctions, SparkFunctions, Sq
 from huaxiang.rules.compile.query import (
     RuleCompileError,
     Sources,
+    compile_measures,
     compile_rule,
     compile_rules,
     epoch_us,
@@ -15,6 +16,7 @@ __all__ = [
     "Sources",
     "SparkFunctions",
     "SqlFunctions",
+    "compile_measures",
     "compile_rule",
     "compile_rules",
     "epoch_us",

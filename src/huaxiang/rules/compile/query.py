@@ -35,6 +35,7 @@ from huaxiang.rules.ast import (
     Consent,
     ConsentStatus,
     DateRange,
+    DaysSince,
     Did,
     EventCount,
     EventMatch,
@@ -42,6 +43,7 @@ from huaxiang.rules.ast import (
     HasTag,
     InAudience,
     Last,
+    Measure,
     Metric,
     MetricCondition,
     MomentOp,
@@ -79,7 +81,10 @@ class Sources:
     """The relations a compiled rule reads (names of tables or views, chosen by code).
 
     ``tag_values(person_id, tag, value JSON)`` and ``audience_members(person_id, audience)`` are
-    optional: without them every ``has_tag`` and ``in_audience`` is false.
+    optional: without them every ``has_tag`` and ``in_audience`` is false. In a workspace,
+    ``in_audience(A)`` means A's definition at the same as_of and is replaced by A's rule before
+    compiling (``audiences/expand.py``, ``tags/sources.py``); ``audience_members`` is for a
+    membership given as data.
     """
 
     events: str = "events_with_person"
@@ -310,6 +315,15 @@ class _Planner:
         return exp.GT(
             this=_coalesce(column, exp.Literal.number(0)), expression=exp.Literal.number(0)
         )
+
+    def measure(self, node: Measure) -> exp.Expr:
+        """A DOUBLE value column (NULL: no value), from the same aggregates rules use."""
+        if isinstance(node, DaysSince):
+            moment = self._event_time(node.time)
+            elapsed = exp.Sub(this=_int(self.as_of_us), expression=moment)
+            days = exp.IntDiv(this=exp.Paren(this=elapsed), expression=_int(86_400 * _US))
+            return exp.cast(days, exp.DataType.Type.DOUBLE)
+        return exp.cast(self._metric(node), exp.DataType.Type.DOUBLE)
 
     # -- conditions ----------------------------------------------------------------------------
 
@@ -544,13 +558,14 @@ class _Planner:
                 exp.alias_(exp.to_table(name), alias, table=True),
                 on=exp.EQ(this=_col("person_id", alias), expression=_col("person_id", "p")),
                 join_type="left",
+                copy=False,  # the builders copy the whole tree by default: slow for 100 rules
             )
-        select = select.where(_is_null(_col("merged_into", "p")))
+        select = select.where(_is_null(_col("merged_into", "p")), copy=False)
         if where is not None:
-            select = select.where(where)
+            select = select.where(where, copy=False)
         for name, cte in ctes:
-            select = select.with_(name, as_=cte)
-        return select.order_by(_col("person_id", "p"))
+            select = select.with_(name, as_=cte, copy=False)
+        return select.order_by(_col("person_id", "p"), copy=False)
 
 
 def compile_rule(
@@ -573,16 +588,50 @@ def compile_rules(
     sources: Sources | None = None,
     functions: SqlFunctions | None = None,
     filter_clause: bool = True,
+    measures: Mapping[str, Measure] | None = None,
 ) -> exp.Select:
-    """One query for many rules: ``person_id`` and one boolean column per rule name (one scan).
+    """One query for many rules and measures: ``person_id``, one boolean column per rule name
+    and one DOUBLE column per measure name (one scan of the events for all of them).
 
-    Every person not merged away has a row; a rule's column is TRUE when the person meets it.
+    Every person not merged away has a row; a rule's column is TRUE when the person meets it; a
+    measure's column is its value, NULL when the person has none (``avg`` of nothing,
+    ``days_since`` of no event). Rules and measures share aggregates: ``did(x, 7d)`` and
+    ``count(x, 7d)`` read one column.
     """
-    if not rules:
+    measures = measures or {}
+    if not rules and not measures:
         raise RuleCompileError("no rules to compile", hint="pass at least one named rule")
+    clash = sorted(set(rules) & set(measures))
+    if clash:
+        raise RuleCompileError(
+            f"a rule and a measure share the name {clash[0]!r}", hint="name each column once"
+        )
     planner = _Planner(as_of, sources or Sources(), functions or DuckDBFunctions(), filter_clause)
     outputs = [
         exp.alias_(planner.condition(rule), exp.to_identifier(name, quoted=True))
         for name, rule in rules.items()
     ]
+    outputs += [
+        exp.alias_(planner.measure(measure), exp.to_identifier(name, quoted=True))
+        for name, measure in measures.items()
+    ]
     return planner.query(outputs, None)
+
+
+def compile_measures(
+    measures: Mapping[str, Measure],
+    as_of: datetime,
+    *,
+    sources: Sources | None = None,
+    functions: SqlFunctions | None = None,
+    filter_clause: bool = True,
+) -> exp.Select:
+    """``person_id`` and one DOUBLE column per measure (see :func:`compile_rules`)."""
+    return compile_rules(
+        {},
+        as_of,
+        sources=sources,
+        functions=functions,
+        filter_clause=filter_clause,
+        measures=measures,
+    )

@@ -1,0 +1,381 @@
+"""Service functions of the value analyses, shared by the API routes and the CLI.
+
+Each takes the runtime and a request (plain data, the same from JSON and from CLI options),
+builds the scope (time range, property filter, tag / audience / rule person filters,
+breakdown), runs the analysis on the embedded DuckDB engine and returns a JSON-ready answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from huaxiang.analytics import clv, costs, lift, rfm
+from huaxiang.analytics.attribution import AttributionOptions, attribution
+from huaxiang.analytics.intent import IntentOptions, best_key_per_person, silent_interest
+from huaxiang.analytics.scope import Breakdown, Scope, parse_where, person_rule
+from huaxiang.analytics.value_sql import epoch, rows
+from huaxiang.analytics.value_tags import save_values
+from huaxiang.audiences.definitions import get_audience
+from huaxiang.audiences.snapshots import read_snapshot
+from huaxiang.engines.duckdb import DuckDBEngine
+from huaxiang.errors import Problem, ValidationError
+from huaxiang.profiles.keys import normalized_value
+from huaxiang.rules.compile import Sources
+from huaxiang.rules.text import parse
+from huaxiang.runtime import Runtime
+
+SOURCES = Sources(tag_values="tag_values")
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRequest:
+    """Time range and filters as given (ISO 8601 times; naive = UTC)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    where: str | None = None
+    tags: Sequence[str] = ()
+    audiences: Sequence[str] = ()
+    rule: str | None = None
+    breakdown: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_scope(runtime: Runtime, request: ScopeRequest, *, default_days: float) -> Scope:
+    end = _aware(request.end) if request.end else runtime.clock.now()
+    start = _aware(request.start) if request.start else end - timedelta(days=default_days)
+    tags: list[tuple[str, Any]] = []
+    for text in request.tags:
+        name, sep, value = text.partition("=")
+        tags.append((name.strip(), value.strip() if sep else None))
+    with runtime.store.transaction() as con:
+        audiences = [get_audience(con, name).rule for name in request.audiences]
+    persons = person_rule(
+        tags=tags, audiences=audiences, rule=parse(request.rule) if request.rule else None
+    )
+    return Scope(
+        start=start,
+        end=end,
+        timezone=runtime.settings.timezone,
+        where=parse_where(request.where) if request.where else (),
+        persons=persons,
+        breakdown=Breakdown.parse(request.breakdown) if request.breakdown else None,
+    )
+
+
+def _engine(runtime: Runtime) -> DuckDBEngine:
+    return DuckDBEngine(runtime.store.cursor(), SOURCES)
+
+
+# -- silent interest ---------------------------------------------------------------------------
+
+
+def run_silent_interest(
+    runtime: Runtime,
+    request: ScopeRequest,
+    options: IntentOptions,
+    *,
+    save_tag: str | None = None,
+    save_audience: str | None = None,
+) -> dict[str, Any]:
+    """Silent interest in the range (default: the 7 days before ``end``); optionally saved."""
+    scope = build_scope(runtime, request, default_days=7)
+    answer = silent_interest(_engine(runtime), scope, _unlimited(options))
+    found = answer["rows"]
+    if options.limit is not None:
+        answer["rows"] = found[: options.limit]
+    if save_tag:
+        answer["saved"] = save_values(
+            runtime.store,
+            save_tag,
+            dict(best_key_per_person(found)),
+            description=f"silent interest (high intent, no purchase) as of {scope.end:%Y-%m-%d}; "
+            "value: the category or item",
+            cause="silent interest analysis",
+            audience=save_audience,
+        )
+    return answer
+
+
+def _unlimited(options: IntentOptions) -> IntentOptions:
+    from dataclasses import replace
+
+    return replace(options, limit=None)
+
+
+# -- attribution and costs -----------------------------------------------------------------------
+
+
+def run_attribution(
+    runtime: Runtime, request: ScopeRequest, options: AttributionOptions
+) -> dict[str, Any]:
+    scope = build_scope(runtime, request, default_days=30)
+    with runtime.store.transaction() as con:
+        spend = costs.spend_by_channel(con, scope.start, scope.end)
+    return attribution(_engine(runtime), scope, options, costs=spend)
+
+
+def import_costs(runtime: Runtime, path: Path) -> dict[str, Any]:
+    found = costs.read_cost_file(path, timezone=runtime.settings.timezone)
+    with runtime.store.transaction() as con:
+        return costs.store_costs(con, found, source=f"file:{path.name}")
+
+
+def set_cost(
+    runtime: Runtime, channel: str, start: datetime, end: datetime, spend: float, currency: str
+) -> dict[str, Any]:
+    lo = _aware(start).astimezone(UTC).replace(tzinfo=None)
+    hi = _aware(end).astimezone(UTC).replace(tzinfo=None)
+    row = {"channel": channel, "start": lo, "end": hi, "spend": spend, "currency": currency}
+    if not channel or spend < 0 or hi <= lo:
+        raise ValidationError(
+            [Problem("cost", "needs a channel, a spend >= 0 and from < to", None)], what="cost"
+        )
+    with runtime.store.transaction() as con:
+        return costs.store_costs(con, [row], source="set")
+
+
+def list_costs(runtime: Runtime) -> dict[str, Any]:
+    with runtime.store.transaction() as con:
+        return {"channels": costs.list_costs(con)}
+
+
+# -- campaign lift -------------------------------------------------------------------------------
+
+TREATED = ("treatment", "treated", "test")
+CONTROL = ("holdout", "control")
+
+
+def resolve_groups(
+    runtime: Runtime, members: Sequence[Mapping[str, Any]]
+) -> tuple[set[int], set[int], int]:
+    """(treatment ids, control ids, rows not resolved) of rows with ``group`` and an identifier
+    column: ``person_key`` or any identifier type (user_id, phone, member_id, email, ...).
+    Unresolved rows get negative ids (persons without any record)."""
+    settings = runtime.settings
+    types = [t.name for t in settings.identifier_types]
+    wanted: dict[tuple[str, str], list[int]] = {}
+    groups: list[str] = []
+    problems: list[Problem] = []
+    for number, row in enumerate(members):
+        group = str(row.get("group", "")).strip().lower()
+        if group not in TREATED + CONTROL:
+            problems.append(
+                Problem(f"row {number + 1}", f"group {group!r}", "treatment or holdout")
+            )
+            continue
+        groups.append(group)
+        for column in ("person_key", *types):
+            raw = row.get(column)
+            if raw in (None, ""):
+                continue
+            value = (
+                str(raw).strip()
+                if column == "person_key"
+                else normalized_value(column, raw, settings)
+            )
+            if value:
+                wanted.setdefault((column, value), []).append(len(groups) - 1)
+    if problems:
+        raise ValidationError(problems[:50], what="campaign groups")
+    person_of: dict[int, int] = {}
+    with runtime.store.transaction() as con:
+        for (column, value), positions in wanted.items():
+            if all(p in person_of for p in positions):
+                continue
+            if column == "person_key":
+                found = con.execute(
+                    "SELECT person_id FROM persons WHERE person_key = ?", [value]
+                ).fetchall()
+            else:
+                found = con.execute(
+                    "SELECT person_id FROM identity_map WHERE id_type = ? AND id_value = ?",
+                    [column, value],
+                ).fetchall()
+            if found:
+                for p in positions:
+                    person_of.setdefault(p, int(found[0][0]))
+    # A row the workspace does not know is a person with nothing recorded: no orders. It stays
+    # in its group (a negative placeholder id) so the rates keep the campaign's denominators.
+    treatment: set[int] = set()
+    control: set[int] = set()
+    for position, group in enumerate(groups):
+        pid = person_of.get(position, -1 - position)
+        (treatment if group in TREATED else control).add(pid)
+    return treatment, control, len(groups) - len(person_of)
+
+
+def run_lift(
+    runtime: Runtime,
+    *,
+    snapshot_id: int | None = None,
+    members: Sequence[Mapping[str, Any]] | None = None,
+    start: datetime | None = None,
+    days: float = 14.0,
+    conversion_event: str | None = None,
+    revenue_property: str = "revenue",
+    cost: float | None = None,
+    satisfaction_value: float = 0.0,
+) -> dict[str, Any]:
+    """Lift of a campaign given by an audience snapshot or by treated/control rows."""
+    unresolved = 0
+    if snapshot_id is not None:
+        with runtime.store.transaction() as con:
+            snap = read_snapshot(con, snapshot_id)
+        treatment, control = set(snap.treatment), set(snap.holdout)
+        begin = _aware(start) if start else snap.as_of.replace(tzinfo=UTC)
+        origin: dict[str, Any] = {"snapshot": snap.describe()}
+    elif members is not None:
+        if start is None:
+            raise ValidationError(
+                [Problem("start", "a campaign from rows needs its start (send time)", None)],
+                what="campaign",
+            )
+        treatment, control, unresolved = resolve_groups(runtime, members)
+        begin = _aware(start)
+        origin = {
+            "rows": len(members),
+            "unresolved_rows": unresolved,
+            "unresolved_rule": "counted in their group as persons without orders",
+        }
+    else:
+        raise ValidationError(
+            [Problem("campaign", "give a snapshot id or treated/control rows", None)],
+            what="campaign",
+        )
+    end = begin + timedelta(days=days)
+    engine = _engine(runtime)
+    query = lift.outcomes_query(
+        engine,
+        epoch(begin),
+        epoch(end),
+        conversion_event=conversion_event,
+        revenue_property=revenue_property,
+    )
+    outcomes = lift.read_outcomes(engine, query)
+    report = lift.campaign_lift(
+        treatment, control, outcomes, cost=cost, satisfaction_value=satisfaction_value
+    )
+    return {
+        "window": {"from": begin.isoformat(), "to": end.isoformat()},
+        "conversion": conversion_event or "orders (any channel, any status)",
+        **origin,
+        **report,
+    }
+
+
+# -- RFM and CLV ---------------------------------------------------------------------------------
+
+
+def run_rfm(
+    runtime: Runtime,
+    *,
+    as_of: datetime | None = None,
+    conversion_event: str | None = None,
+    limit: int | None = 100,
+) -> dict[str, Any]:
+    moment = _aware(as_of) if as_of else runtime.clock.now()
+    engine = _engine(runtime)
+    source = rfm.purchases(engine, epoch(moment), conversion_event=conversion_event)
+    found = rows(engine.run(rfm.rfm_query(engine, epoch(moment), source)))
+    found.sort(key=lambda r: (-(r["r"] + r["f"] + r["m"]), int(r["person_id"])))
+    cells: dict[str, int] = {}
+    for r in found:
+        code = f"{r['r']}{r['f']}{r['m']}"
+        r["rfm"] = code
+        r["recency_days"] = round(float(r["recency_days"]), 2)
+        r["monetary"] = round(float(r["monetary"]), 2)
+        r["avg_order_value"] = round(float(r["avg_order_value"]), 2)
+        cells[code] = cells.get(code, 0) + 1
+    return {
+        "as_of": moment.isoformat(),
+        "buyers": len(found),
+        "repeat_buyers": sum(int(r["frequency"]) >= 2 for r in found),
+        "scores": "R, F, M: quintiles 1-5 (5 = most recent, most orders, highest spend)",
+        "cells": dict(sorted(cells.items(), key=lambda kv: -kv[1])[:20]),
+        "rows": found if limit is None else found[:limit],
+    }
+
+
+def run_clv(
+    runtime: Runtime,
+    *,
+    as_of: datetime | None = None,
+    horizon_days: float = 90.0,
+    conversion_event: str | None = None,
+    limit: int | None = 100,
+    save_prefix: str | None = None,
+) -> dict[str, Any]:
+    """BG/NBD + Gamma-Gamma fitted on all buyers; expected purchases and value per person."""
+    moment = _aware(as_of) if as_of else runtime.clock.now()
+    engine = _engine(runtime)
+    source = rfm.purchases(engine, epoch(moment), conversion_event=conversion_event)
+    summary = rows(engine.run(rfm.clv_summary_query(engine, epoch(moment), source)))
+    if len(summary) < 10:
+        raise ValidationError(
+            [Problem("buyers", f"{len(summary)} buyers: too few to fit BG/NBD", "need 10+")],
+            what="clv",
+        )
+    ids = [int(r["person_id"]) for r in summary]
+    x = np.array([float(r["x"]) for r in summary])
+    t_x = np.array([float(r["t_x"]) for r in summary])
+    big_t = np.array([float(r["big_t"]) for r in summary])
+    m = np.array([float(r["m"] or 0.0) for r in summary])
+    bg = clv.fit_bgnbd(x, t_x, big_t)
+    gg = clv.fit_gamma_gamma(x, m)
+    purchases = clv.expected_purchases(bg, horizon_days, x, t_x, big_t)
+    alive = clv.probability_alive(bg, x, t_x, big_t)
+    fallback = float(m[m > 0].mean()) if (m > 0).any() else 0.0
+    value = clv.expected_value(gg, x, m, fallback)
+    persons = [
+        {
+            "person_id": pid,
+            "x": int(x[i]),
+            "t_x_days": round(float(t_x[i]), 2),
+            "T_days": round(float(big_t[i]), 2),
+            "p_alive": round(float(alive[i]), 4),
+            "expected_purchases": round(float(purchases[i]), 4),
+            "expected_value_per_purchase": round(float(value[i]), 2),
+            "clv": round(float(purchases[i] * value[i]), 2),
+        }
+        for i, pid in enumerate(ids)
+    ]
+    persons.sort(key=lambda r: (-r["clv"], r["person_id"]))
+    answer: dict[str, Any] = {
+        "as_of": moment.isoformat(),
+        "horizon_days": horizon_days,
+        "time_unit": "day",
+        "buyers": len(ids),
+        "bg_nbd": {k: round(v, 6) for k, v in bg.as_dict().items()},
+        "gamma_gamma": {k: round(v, 6) for k, v in gg.as_dict().items()},
+        "expected_purchases_total": round(float(purchases.sum()), 2),
+        "clv_total": round(float((purchases * value).sum()), 2),
+        "rows": persons if limit is None else persons[:limit],
+    }
+    if save_prefix:
+        answer["saved"] = [
+            save_values(
+                runtime.store,
+                f"{save_prefix}_{name}",
+                {int(r["person_id"]): r[key] for r in persons},
+                description=f"{what} over {horizon_days:g} days (BG/NBD + Gamma-Gamma) "
+                f"as of {moment:%Y-%m-%d}",
+                cause="clv analysis",
+            )
+            for name, key, what in (
+                ("expected_purchases", "expected_purchases", "expected purchases"),
+                ("clv", "clv", "expected value"),
+                ("p_alive", "p_alive", "probability of being an active customer"),
+            )
+        ]
+    return answer

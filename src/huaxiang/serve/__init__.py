@@ -1,0 +1,1 @@
+"""Two-process serving: an HTTP collector process beside the process that owns the store."""

@@ -1,0 +1,247 @@
+"""A full recompute of rule and enumerated tags, set-based: the compiled query's boolean columns
+become the fresh values with Arrow compute, and TTL, history and the values are settled in SQL
+for all the tags of a level at once (the same decisions as ``settle.py``, which the incremental
+path and the other kinds use person by person). Bitmaps are rebuilt from the values written.
+
+Why: with millions of values, a Python object per value costs far more than the query itself.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyroaring import BitMap
+
+from huaxiang.clock import to_naive_utc
+from huaxiang.engines.duckdb import DuckDBEngine
+from huaxiang.rules.ast import Rule
+from huaxiang.rules.compile import Sources
+from huaxiang.tags.compute import TRUE, value_text
+from huaxiang.tags.definition import TagDefinition, TagKind
+from huaxiang.tags.sources import TAG_SOURCES, workspace_rules
+
+#: Kinds this module recomputes.
+BULK_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED})
+
+_ISO = (
+    "strftime({c}, '%Y-%m-%dT%H:%M:%S') || CASE WHEN microsecond({c}) % 1000000 <> 0 "
+    "THEN '.' || lpad(CAST(microsecond({c}) % 1000000 AS VARCHAR), 6, '0') ELSE '' END"
+)
+
+
+def fresh_table(
+    con: duckdb.DuckDBPyConnection,
+    tags: Sequence[TagDefinition],
+    as_of: datetime,
+    *,
+    sources: Sources = TAG_SOURCES,
+) -> pa.Table:
+    """(tag, person_id, value, defaulted) of every person meeting a rule or a case (or getting
+    an enumerated tag's default), from ONE compiled query."""
+    columns: dict[str, Rule] = {}
+    for n, tag in enumerate(tags):
+        for m, rule in enumerate(tag.rules()):
+            columns[f"r{n}_{m}"] = rule
+    parts: list[pa.Table] = []
+    if columns:
+        columns = workspace_rules(con, columns)
+        engine = DuckDBEngine(con, sources)
+        table = engine.run(engine.compile_rules(columns, as_of))
+        table = table.combine_chunks()
+        ids = table.column("person_id").combine_chunks().cast(pa.uint32())
+        for n, tag in enumerate(tags):
+            if tag.kind is TagKind.RULE:
+                hit = pc.fill_null(table.column(f"r{n}_0").combine_chunks(), False)
+                parts.append(_part(tag.name, ids.filter(hit), TRUE, False))
+                continue
+            taken = pa.array(np.zeros(len(ids), dtype=bool))
+            for m, case in enumerate(tag.cases):
+                hit = pc.fill_null(table.column(f"r{n}_{m}").combine_chunks(), False)
+                new = pc.and_(hit, pc.invert(taken))
+                parts.append(_part(tag.name, ids.filter(new), value_text(case.value), False))
+                taken = pc.or_(taken, hit)
+            if tag.default is not None:
+                rest = ids.filter(pc.invert(taken))
+                parts.append(_part(tag.name, rest, value_text(tag.default), True))
+    if not parts:
+        return _part("", pa.array([], pa.uint32()), "", False)
+    return pa.concat_tables(parts)
+
+
+def _part(tag: str, ids: Any, value: str, defaulted: bool) -> pa.Table:
+    person_ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    count = len(person_ids)
+    codes = pa.array(np.zeros(count, dtype=np.int8))
+    return pa.table(
+        {
+            "tag": pa.DictionaryArray.from_arrays(codes, pa.array([tag], pa.string())),
+            "person_id": person_ids.cast(pa.uint32()),
+            "value": pa.DictionaryArray.from_arrays(codes, pa.array([value], pa.string())),
+            "defaulted": pa.DictionaryArray.from_arrays(codes, pa.array([defaulted], pa.bool_())),
+        }
+    )
+
+
+def settle_all(
+    con: duckdb.DuckDBPyConnection,
+    tags: Sequence[TagDefinition],
+    fresh: pa.Table,
+    as_of: datetime,
+    run_ids: Sequence[int],
+    started: datetime,
+) -> dict[str, dict[str, int]]:
+    """Replace the values of ``tags`` with those held at ``as_of``, write the history and the
+    bitmaps; returns tag -> counts (persons, entered, left, changed, expired)."""
+    at = to_naive_utc(as_of)
+    params = pa.table(
+        {
+            "tag": pa.array([t.name for t in tags], pa.string()),
+            "version": pa.array([t.version for t in tags], pa.int32()),
+            "expires": pa.array(
+                [None if t.ttl_days is None else at + timedelta(days=t.ttl_days) for t in tags],
+                pa.timestamp("us"),
+            ),
+            "has_ttl": pa.array([t.ttl_days is not None for t in tags], pa.bool_()),
+            "dflt": pa.array(
+                [None if t.default is None else value_text(t.default) for t in tags], pa.string()
+            ),
+            "why": pa.array([f"{t.kind.value} tag version {t.version}" for t in tags], pa.string()),
+            "run_id": pa.array(list(run_ids), pa.int64()),
+        }
+    )
+    con.register("hx_bulk_params", params)
+    con.register("hx_bulk_fresh", fresh)
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE hx_bulk_prev AS
+            SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR) AS value, v.version,
+                   v.computed_at, v.qualified_at, v.expires_at
+            FROM tag_values v JOIN hx_bulk_params p ON p.tag = v.tag
+            """
+        )
+        # The unified rule of settle(): a fresh case value (not expired at once) wins; else an
+        # old value still within its TTL, of this version, not the default; else the default.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE hx_bulk_held AS
+            WITH f AS (
+                SELECT f.tag, f.person_id, f.value, f.defaulted,
+                       (p.expires IS NULL OR p.expires > ?) AS ok
+                FROM hx_bulk_fresh f JOIN hx_bulk_params p ON p.tag = f.tag
+            ), j AS (
+                SELECT COALESCE(f.tag, o.tag) AS tag, COALESCE(f.person_id, o.person_id) AS pid,
+                       f.value AS fvalue, f.defaulted, f.ok, o.value AS ovalue,
+                       o.version AS oversion, o.computed_at AS ocomputed,
+                       o.qualified_at AS oqualified, o.expires_at AS oexpires
+                FROM f FULL OUTER JOIN hx_bulk_prev o
+                    ON o.tag = f.tag AND o.person_id = f.person_id
+            ), d AS (
+                SELECT j.*, p.version, p.expires,
+                       (p.has_ttl AND j.ovalue IS NOT NULL
+                        AND (p.dflt IS NULL OR j.ovalue <> p.dflt)
+                        AND j.oexpires IS NOT NULL AND j.oexpires > ?
+                        AND j.oversion = p.version) AS holdable
+                FROM j JOIN hx_bulk_params p ON p.tag = j.tag
+            )
+            SELECT tag, pid AS person_id,
+                   CASE WHEN fvalue IS NOT NULL AND ok AND NOT defaulted THEN 'fresh'
+                        WHEN holdable THEN 'held'
+                        WHEN fvalue IS NOT NULL AND ok THEN 'fresh' END AS source,
+                   CASE WHEN source = 'fresh' THEN fvalue ELSE ovalue END AS value,
+                   CASE WHEN source = 'fresh' THEN version ELSE oversion END AS version,
+                   CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE ocomputed END
+                       AS computed_at,
+                   CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE oqualified END
+                       AS qualified_at,
+                   CASE WHEN source = 'fresh' THEN expires ELSE oexpires END AS expires_at,
+                   ovalue AS old_value, oexpires, oqualified
+            FROM d
+            """,
+            [at, at, at, at],
+        )
+        con.execute("DELETE FROM tag_values WHERE tag IN (SELECT tag FROM hx_bulk_params)")
+        con.execute(
+            """
+            INSERT INTO tag_values
+            SELECT person_id, tag, CAST(value AS JSON), version, computed_at, qualified_at,
+                   expires_at
+            FROM hx_bulk_held WHERE source IS NOT NULL
+            """
+        )
+        iso_expires = _ISO.format(c="h.oexpires")
+        iso_qualified = _ISO.format(c="h.oqualified")
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE hx_bulk_changes AS
+            SELECT h.tag, h.person_id, c.change, CAST(h.old_value AS JSON) AS old_value,
+                   CAST(CASE WHEN h.source IS NULL THEN NULL ELSE h.value END AS JSON)
+                       AS new_value,
+                   CASE WHEN h.source IS NULL THEN p.version ELSE h.version END AS version,
+                   CASE c.change
+                       WHEN 'expired' THEN 'held until ' || {iso_expires} || ' (last qualified '
+                            || {iso_qualified} || ' + ttl)'
+                       WHEN 'left' THEN p.why || ': no longer'
+                       ELSE p.why END AS cause,
+                   p.run_id
+            FROM hx_bulk_held h
+            JOIN hx_bulk_params p ON p.tag = h.tag,
+            LATERAL (SELECT CASE
+                WHEN h.source IS NOT NULL AND h.old_value IS NULL THEN 'entered'
+                WHEN h.source IS NOT NULL AND h.old_value <> h.value THEN 'changed'
+                WHEN h.source IS NULL AND h.oexpires IS NOT NULL AND h.oexpires <= ? THEN 'expired'
+                WHEN h.source IS NULL THEN 'left' END AS change) c
+            WHERE c.change IS NOT NULL
+            """,
+            [at],
+        )
+        con.execute(
+            "INSERT INTO tag_value_history SELECT tag, person_id, change, old_value, new_value, "
+            "version, ?, cause, run_id, ? FROM hx_bulk_changes",
+            [at, started],
+        )
+        counts = {
+            t.name: {"persons": 0, "entered": 0, "left": 0, "changed": 0, "expired": 0}
+            for t in tags
+        }
+        for tag, change, n in con.execute(
+            "SELECT tag, change, count(*) FROM hx_bulk_changes GROUP BY ALL"
+        ).fetchall():
+            counts[str(tag)][str(change)] = int(n)
+        _write_bitmaps(con, counts, started)
+    finally:
+        con.unregister("hx_bulk_params")
+        con.unregister("hx_bulk_fresh")
+        con.execute("DROP TABLE IF EXISTS hx_bulk_prev")
+        con.execute("DROP TABLE IF EXISTS hx_bulk_held")
+        con.execute("DROP TABLE IF EXISTS hx_bulk_changes")
+    return counts
+
+
+def _write_bitmaps(
+    con: duckdb.DuckDBPyConnection, counts: dict[str, dict[str, int]], built_at: datetime
+) -> None:
+    """One bitmap per (tag, value) from the values just settled, built from sorted ids."""
+    con.execute("DELETE FROM tag_bitmaps WHERE tag IN (SELECT tag FROM hx_bulk_params)")
+    table = con.sql(
+        "SELECT tag, value, list(person_id ORDER BY person_id) AS ids FROM hx_bulk_held "
+        "WHERE source IS NOT NULL GROUP BY tag, value ORDER BY tag, value"
+    ).to_arrow_table()
+    rows: list[list[Any]] = []
+    tags = table.column("tag").to_pylist()
+    values = table.column("value").to_pylist()
+    ids = table.column("ids").combine_chunks()
+    for n, (tag, value) in enumerate(zip(tags, values, strict=True)):
+        members = ids[n].values.to_numpy(zero_copy_only=False).astype("uint32")
+        bitmap = BitMap(array("I", members.tobytes()))
+        counts[str(tag)]["persons"] += len(bitmap)
+        rows.append([tag, value, bitmap.serialize(), len(bitmap), built_at])
+    if rows:
+        con.executemany("INSERT INTO tag_bitmaps VALUES (?, ?, ?, ?, ?)", rows)

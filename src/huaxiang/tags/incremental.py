@@ -1,0 +1,640 @@
+"""Incremental refresh: which persons a rule or enumerated tag must look at again.
+
+A refresh of an active tag whose last run was of the same version, at an as_of not later than
+this one, evaluates only the persons whose result may have changed since that run:
+
+- persons with events loaded since (``events.load_id``, from a sequence, above the run's mark);
+- persons with attribute or consent changes recorded since (of the attributes and purposes the
+  rules read; ``recorded_at`` at or after the run started);
+- new persons (``person_id`` above the mark), new identifiers of a person (``node_id`` above the
+  mark) and both sides of every merge or unmerge since (``merge_log`` rows past the mark);
+- persons whose window boundary passed: for each length W the rules use (a ``last W`` window, a
+  recency threshold, a sequence's ``within``; and 0 for events that became visible), persons with
+  events of the rules' kinds whose time + W falls in (previous as_of, as_of];
+- persons whose value's TTL ends by as_of;
+- persons whose value of a tag used with ``has_tag`` changed since (history rows of a later run,
+  in this same refresh too, or set by hand since).
+
+Everybody else would get the same result as last time; their values stay, and the ones that
+qualified last time have their qualifying time moved to this as_of (as a full recompute does).
+The rules are compiled as usual over relations filtered to those persons (temporary views named
+in :class:`~huaxiang.rules.compile.Sources`): no compiler change.
+
+A full recompute runs instead with ``full``, for a new version, an as_of earlier than the last
+run's, without a previous run, after a change of attribute precedence or identity normalizers,
+for rules the boundaries cannot follow (``in_audience``, ``days_since``), and after two runs at
+one as_of of a tag with a TTL (a held value's qualifying time cannot tell then whether it
+qualified in the last run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+from pyroaring import BitMap
+
+from huaxiang.clock import to_naive_utc
+from huaxiang.rules.ast import (
+    AttributeCondition,
+    Consent,
+    DaysSince,
+    Duration,
+    EventMatch,
+    HasTag,
+    InAudience,
+    Node,
+    children,
+)
+from huaxiang.rules.compile import Sources
+from huaxiang.tags.definition import TagDefinition, TagKind
+from huaxiang.tags.settle import Change, Held
+from huaxiang.tags.values import first_row
+
+#: Kinds whose values a refresh can recompute for some persons only.
+INCREMENTAL_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED})
+
+AFFECTED = "hx_affected"
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """How far a refresh read the store (taken inside its transaction, before computing)."""
+
+    events: int
+    """Highest ``events.load_id``."""
+    persons: int
+    """Highest ``persons.person_id``."""
+    nodes: int
+    """Highest ``identity_map.node_id``."""
+    merges: int
+    """Rows of ``merge_log`` (append-only) read, as the highest rowid + 1."""
+    config: str
+    """Digest of what changes every person at once: attribute precedence, the events view."""
+    started_at: datetime
+    """Wall clock (naive UTC) when the refresh started: attribute, consent and hand-set tag
+    changes recorded at or after it are new."""
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {
+                "events": self.events,
+                "persons": self.persons,
+                "nodes": self.nodes,
+                "merges": self.merges,
+                "config": self.config,
+                "started_at": self.started_at.isoformat(),
+            }
+        ).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> Marks:
+        data = orjson.loads(text)
+        return cls(
+            events=int(data["events"]),
+            persons=int(data["persons"]),
+            nodes=int(data["nodes"]),
+            merges=int(data["merges"]),
+            config=str(data["config"]),
+            started_at=datetime.fromisoformat(data["started_at"]),
+        )
+
+
+def current_marks(con: duckdb.DuckDBPyConnection, started_at: datetime) -> Marks:
+    row = first_row(
+        con.execute(
+            """
+            SELECT (SELECT COALESCE(max(load_id), 0) FROM events),
+                   (SELECT COALESCE(max(person_id), 0) FROM persons),
+                   (SELECT COALESCE(max(node_id) + 1, 0) FROM identity_map),
+                   (SELECT COALESCE(max(rowid) + 1, 0) FROM merge_log),
+                   (SELECT COALESCE(string_agg(name || '/' || source_kind || '/' || rank, ','
+                        ORDER BY name, source_kind, rank), '') FROM attribute_precedence),
+                   (SELECT COALESCE(max(sql), '') FROM duckdb_views()
+                        WHERE view_name = 'events_with_person')
+            """
+        )
+    )
+    digest = hashlib.sha256(f"{row[4]}\n{row[5]}".encode()).hexdigest()[:16]
+    return Marks(int(row[0]), int(row[1]), int(row[2]), int(row[3]), digest, started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousRun:
+    run_id: int
+    version: int
+    as_of: datetime
+    marks: Marks | None
+    repeated_as_of: bool
+    """An earlier run of the tag had the same as_of."""
+
+
+def previous_runs(con: duckdb.DuckDBPyConnection, tags: Sequence[str]) -> dict[str, PreviousRun]:
+    """The last run of each of ``tags`` that ran before (one query)."""
+    rows = con.execute(
+        """
+        WITH mine AS (SELECT * FROM tag_runs WHERE list_contains(?::VARCHAR[], tag)),
+        last AS (SELECT * FROM mine QUALIFY row_number() OVER (PARTITION BY tag
+                 ORDER BY run_id DESC) = 1)
+        SELECT l.tag, l.run_id, l.version, l.as_of, CAST(l.marks AS VARCHAR),
+               EXISTS (SELECT 1 FROM mine o WHERE o.tag = l.tag AND o.as_of = l.as_of
+                       AND o.run_id < l.run_id)
+        FROM last l
+        """,
+        [list(tags)],
+    ).fetchall()
+    return {
+        str(tag): PreviousRun(
+            int(run_id), int(version), as_of, Marks.from_json(marks) if marks else None, bool(rep)
+        )
+        for tag, run_id, version, as_of, marks, rep in rows
+    }
+
+
+@dataclass(slots=True)
+class Needs:
+    """What a tag's rules read, for finding the persons whose result may change."""
+
+    events: set[str] = field(default_factory=set)
+    offsets: set[int] = field(default_factory=lambda: {0})
+    """Seconds: window lengths, recency thresholds, sequence deadlines (0: events coming into
+    view as as_of moves)."""
+    attributes: set[str] = field(default_factory=set)
+    purposes: set[str] = field(default_factory=set)
+    tags: set[str] = field(default_factory=set)
+    followable: bool = True
+    """False when a boundary cannot be followed (in_audience, days_since)."""
+
+
+def rule_needs(rules: Iterable[Node]) -> Needs:
+    needs = Needs()
+    stack: list[Node] = list(rules)
+    while stack:
+        node = stack.pop()
+        match node:
+            case EventMatch(event, _):
+                needs.events.add(event)
+            case Duration():
+                needs.offsets.add(node.seconds)
+            case AttributeCondition(attribute, _):
+                needs.attributes.add(attribute)
+            case Consent(purpose, _):
+                needs.purposes.add(purpose)
+            case HasTag(tag, _):
+                needs.tags.add(tag)
+            case InAudience() | DaysSince():
+                needs.followable = False
+        stack.extend(children(node))
+    return needs
+
+
+def full_reason(
+    tag: TagDefinition,
+    previous: PreviousRun | None,
+    as_of: datetime,
+    marks: Marks,
+    *,
+    full: bool,
+) -> str | None:
+    """Why ``tag`` must be recomputed for everybody now (None: incremental is exact)."""
+    if full:
+        return "full recompute asked"
+    if tag.kind not in INCREMENTAL_KINDS:
+        return f"{tag.kind.value} tags are recomputed in full"
+    if previous is None or previous.marks is None:
+        return "no previous run"
+    if previous.version != tag.version:
+        return f"new version (last run was of version {previous.version})"
+    if to_naive_utc(as_of) < previous.as_of:
+        return "as_of earlier than the last run's"
+    if previous.marks.config != marks.config:
+        return "attribute precedence or identity settings changed"
+    if tag.ttl_days is not None and previous.repeated_as_of:
+        return "the last two runs had one as_of"
+    if not rule_needs(tag.rules()).followable:
+        return "its rules read audiences or days since an event"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Tags refreshed incrementally from one previous refresh (same as_of and marks)."""
+
+    previous_as_of: datetime
+    marks: Marks
+    needs: Needs
+    tag_runs: dict[str, int]
+    """tag -> previous run id."""
+
+
+def group_tags(
+    tags: Sequence[tuple[TagDefinition, PreviousRun]],
+) -> list[Group]:
+    """One group per previous as_of, with the earliest marks of its tags (reading from an
+    earlier mark finds a superset of the persons: never fewer, so still exact)."""
+    groups: dict[datetime, Group] = {}
+    for tag, prev in tags:
+        assert prev.marks is not None
+        group = groups.get(prev.as_of)
+        if group is None:
+            group = groups[prev.as_of] = Group(prev.as_of, prev.marks, Needs(), {})
+        elif prev.marks != group.marks:
+            group = groups[prev.as_of] = Group(
+                prev.as_of, _earliest(group.marks, prev.marks), group.needs, group.tag_runs
+            )
+        needs = rule_needs(tag.rules())
+        group.needs.events |= needs.events
+        group.needs.offsets |= needs.offsets
+        group.needs.attributes |= needs.attributes
+        group.needs.purposes |= needs.purposes
+        group.needs.tags |= needs.tags
+        group.tag_runs[tag.name] = prev.run_id
+    return list(groups.values())
+
+
+def _earliest(a: Marks, b: Marks) -> Marks:
+    return Marks(
+        events=min(a.events, b.events),
+        persons=min(a.persons, b.persons),
+        nodes=min(a.nodes, b.nodes),
+        merges=min(a.merges, b.merges),
+        config=a.config,
+        started_at=min(a.started_at, b.started_at),
+    )
+
+
+def find_affected(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], as_of: datetime) -> int:
+    """Fill the temporary table ``hx_affected(person_id)`` with the persons to evaluate again
+    for ``groups``; returns how many."""
+    now = to_naive_utc(as_of)
+    parts: list[str] = []
+    params: list[Any] = []
+    for group in groups:
+        marks = group.marks
+        prev = group.previous_as_of
+        needs = group.needs
+        # Events: loaded since, or crossing a window boundary.
+        event_tests = ["load_id > ?"]
+        params_events: list[Any] = [marks.events]
+        if needs.events and now > prev:
+            ranges = []
+            for offset in sorted(needs.offsets):
+                ranges.append('("timestamp" > ? AND "timestamp" <= ?)')
+                shift = timedelta(seconds=offset)
+                params_events += [_minus(prev, shift), _minus(now, shift)]
+            event_tests.append(f"(list_contains(?::VARCHAR[], event) AND ({' OR '.join(ranges)}))")
+            params_events.insert(1, sorted(needs.events))
+        parts.append(
+            "SELECT person_id FROM events_with_person WHERE person_id IS NOT NULL AND ("
+            + " OR ".join(event_tests)
+            + ")"
+        )
+        params += params_events
+        # New persons, new identifiers, merges and unmerges.
+        parts.append("SELECT person_id FROM persons WHERE person_id > ?")
+        params.append(marks.persons)
+        parts.append("SELECT person_id FROM identity_map WHERE node_id >= ?")
+        params.append(marks.nodes)
+        parts.append(
+            "SELECT unnest([person_id, other_person_id]) AS person_id FROM merge_log "
+            "WHERE rowid >= ?"
+        )
+        params.append(marks.merges)
+        # Attributes and consent recorded since (merges aside, they change by identifier).
+        if needs.attributes:
+            parts.append(
+                "SELECT m.person_id FROM attributes a JOIN identity_map m "
+                "ON m.id_type = a.id_type AND m.id_value = a.id_value "
+                "WHERE a.recorded_at >= ? AND list_contains(?::VARCHAR[], a.name)"
+            )
+            params += [marks.started_at, sorted(needs.attributes)]
+        if needs.purposes:
+            parts.append(
+                "SELECT m.person_id FROM consents c JOIN identity_map m "
+                "ON m.id_type = c.id_type AND m.id_value = c.id_value "
+                "WHERE c.recorded_at >= ? AND list_contains(?::VARCHAR[], c.purpose)"
+            )
+            params += [marks.started_at, sorted(needs.purposes)]
+        # Values of tags used with has_tag changed since (by a later run, or by hand).
+        if needs.tags:
+            first_run = min(group.tag_runs.values())
+            parts.append(
+                "SELECT person_id FROM tag_value_history WHERE list_contains(?::VARCHAR[], tag) "
+                "AND ((run_id IS NOT NULL AND run_id > ?) OR (run_id IS NULL AND recorded_at >= ?))"
+            )
+            params += [sorted(needs.tags), first_run, marks.started_at]
+        # TTL ends by as_of.
+        parts.append(
+            "SELECT person_id FROM tag_values WHERE list_contains(?::VARCHAR[], tag) "
+            "AND expires_at <= ?"
+        )
+        params += [sorted(group.tag_runs), now]
+    con.execute(f"DROP TABLE IF EXISTS {AFFECTED}")
+    con.execute(
+        f"CREATE TEMP TABLE {AFFECTED} AS SELECT DISTINCT CAST(person_id AS UINTEGER) AS person_id "
+        f"FROM ({' UNION ALL '.join(parts)}) WHERE person_id IS NOT NULL",
+        params,
+    )
+    row = first_row(con.execute(f"SELECT count(*) FROM {AFFECTED}"))
+    return int(row[0]) if row else 0
+
+
+def _minus(moment: datetime, shift: timedelta) -> datetime:
+    try:
+        return moment - shift
+    except OverflowError:
+        return datetime.min
+
+
+def scoped_sources(con: duckdb.DuckDBPyConnection, tag_values: str | None) -> Sources:
+    """Temporary views of the compiler's relations holding only the affected persons.
+
+    Events are first filtered on their raw identifiers (lower-cased and trimmed, a superset of
+    every normalizer of the identity stage), in the events scan before the view's joins; then
+    the view's own person rule applies.
+    """
+    con.execute("DROP TABLE IF EXISTS hx_affected_ids")
+    con.execute(
+        "CREATE TEMP TABLE hx_affected_ids AS SELECT DISTINCT m.id_type, lower(m.id_value) AS v "
+        f"FROM identity_map m JOIN {AFFECTED} a ON a.person_id = m.person_id "
+        "WHERE m.id_type IN ('user_id', 'anonymous_id')"
+    )
+    prefilter = (
+        "lower(trim(user_id)) IN (SELECT v FROM hx_affected_ids WHERE id_type = 'user_id') OR "
+        "lower(trim(anonymous_id)) IN "
+        "(SELECT v FROM hx_affected_ids WHERE id_type = 'anonymous_id')"
+    )
+    # Materialized: the affected persons' events are few, and the compiled query then plans
+    # over a small table instead of the whole events relation.
+    con.execute("DROP TABLE IF EXISTS hx_scoped_events")
+    con.execute(
+        "CREATE TEMP TABLE hx_scoped_events AS "
+        f"SELECT * FROM {_events_relation(con, prefilter)} "
+        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW hx_scoped_persons AS SELECT * FROM persons "
+        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW hx_scoped_attributes AS SELECT * FROM person_attributes "
+        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW hx_scoped_consent AS SELECT * FROM person_consent "
+        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
+    )
+    scoped_tags: str | None = None
+    if tag_values is not None:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW hx_scoped_tag_values AS SELECT * FROM {tag_values} "
+            f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
+        )
+        scoped_tags = "hx_scoped_tag_values"
+    return Sources(
+        events="hx_scoped_events",
+        persons="hx_scoped_persons",
+        attributes="hx_scoped_attributes",
+        consent="hx_scoped_consent",
+        tag_values=scoped_tags,
+    )
+
+
+_VIEW_HEAD = "CREATE VIEW events_with_person AS "
+
+
+def _events_relation(con: duckdb.DuckDBPyConnection, prefilter: str) -> str:
+    """``events_with_person`` with ``prefilter`` applied to the events table inside the view,
+    before its identity joins (DuckDB does not push a filter on raw columns through them by
+    itself): the view's own SQL (ours, from the identity stage) with its ``events AS e``
+    replaced by the filtered events. Falls back to filtering the view."""
+    row = first_row(
+        con.execute(
+            "SELECT sql FROM duckdb_views() WHERE view_name = 'events_with_person' "
+            "AND NOT temporary"
+        )
+    )
+    text = str(row[0]).strip().rstrip(";") if row else ""
+    if text.startswith(_VIEW_HEAD) and text.count("events AS e") == 1:
+        body = text[len(_VIEW_HEAD) :].replace(
+            "events AS e", f"(SELECT * FROM events WHERE {prefilter}) AS e"
+        )
+        return f"({body})"
+    return f"(SELECT * FROM events_with_person WHERE {prefilter})"
+
+
+def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS hx_scoped_events")
+    for view in (
+        "hx_scoped_persons",
+        "hx_scoped_attributes",
+        "hx_scoped_consent",
+        "hx_scoped_tag_values",
+    ):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    con.execute("DROP TABLE IF EXISTS hx_affected_ids")
+    con.execute(f"DROP TABLE IF EXISTS {AFFECTED}")
+
+
+def read_held_of_affected(
+    con: duckdb.DuckDBPyConnection, tags: Sequence[str]
+) -> dict[str, dict[int, Held]]:
+    """The stored values of the affected persons: tag -> person_id -> value."""
+    rows = con.execute(
+        "SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR), v.version, v.computed_at, "
+        f"v.qualified_at, v.expires_at FROM tag_values v JOIN {AFFECTED} a "
+        "ON a.person_id = v.person_id WHERE list_contains(?::VARCHAR[], v.tag)",
+        [list(tags)],
+    ).fetchall()
+    out: dict[str, dict[int, Held]] = {}
+    for tag, pid, v, ver, c, q, e in rows:
+        out.setdefault(str(tag), {})[int(pid)] = Held(str(v), int(ver), c, q, e)
+    return out
+
+
+def carry_forward(
+    con: duckdb.DuckDBPyConnection,
+    tags: Sequence[tuple[TagDefinition, datetime]],
+    as_of: datetime,
+) -> None:
+    """Values of persons not evaluated that qualified in the last run (tag, its as_of) qualify
+    again now: their qualifying time (and expiry) move to ``as_of``, as a full recompute would
+    set them. One UPDATE for all the tags. (The affected persons' rows are replaced after.)"""
+    now = to_naive_utc(as_of)
+    moving = [(tag, prev) for tag, prev in tags if prev != now]
+    if not moving:
+        return
+    carry = pa.table(
+        {
+            "tag": pa.array([t.name for t, _ in moving], pa.string()),
+            "prev": pa.array([p for _, p in moving], pa.timestamp("us")),
+            "expires": pa.array(
+                [
+                    None if t.ttl_days is None else now + timedelta(days=t.ttl_days)
+                    for t, _ in moving
+                ],
+                pa.timestamp("us"),
+            ),
+        }
+    )
+    con.register("hx_carry", carry)
+    try:
+        con.execute(
+            "UPDATE tag_values SET computed_at = ?, qualified_at = ?, expires_at = c.expires "
+            "FROM hx_carry c WHERE tag_values.tag = c.tag AND tag_values.qualified_at = c.prev",
+            [now, now],
+        )
+    finally:
+        con.unregister("hx_carry")
+
+
+def replace_affected(con: duckdb.DuckDBPyConnection, settled: dict[str, dict[int, Held]]) -> None:
+    """Replace the values of the affected persons of every tag in ``settled`` (two statements)."""
+    con.execute(
+        "DELETE FROM tag_values WHERE list_contains(?::VARCHAR[], tag) "
+        f"AND person_id IN (SELECT person_id FROM {AFFECTED})",
+        [sorted(settled)],
+    )
+    rows = [(tag, pid, h) for tag, held in settled.items() for pid, h in held.items()]
+    if not rows:
+        return
+    table = pa.table(
+        {
+            "person_id": pa.array([pid for _, pid, _ in rows], pa.uint32()),
+            "tag": pa.array([tag for tag, _, _ in rows], pa.string()),
+            "value": pa.array([h.value for _, _, h in rows], pa.string()),
+            "version": pa.array([h.version for _, _, h in rows], pa.int32()),
+            "computed_at": pa.array([h.computed_at for _, _, h in rows], pa.timestamp("us")),
+            "qualified_at": pa.array([h.qualified_at for _, _, h in rows], pa.timestamp("us")),
+            "expires_at": pa.array([h.expires_at for _, _, h in rows], pa.timestamp("us")),
+        }
+    )
+    con.register("hx_values_in", table)
+    try:
+        con.execute(
+            "INSERT INTO tag_values SELECT person_id, tag, CAST(value AS JSON), version, "
+            "computed_at, qualified_at, expires_at FROM hx_values_in"
+        )
+    finally:
+        con.unregister("hx_values_in")
+
+
+def holders(con: duckdb.DuckDBPyConnection, tags: Sequence[str]) -> dict[str, int]:
+    """Holders of each tag, from its bitmaps' cardinalities."""
+    return {
+        str(tag): int(n)
+        for tag, n in con.execute(
+            "SELECT tag, sum(cardinality) FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag) "
+            "GROUP BY tag",
+            [list(tags)],
+        ).fetchall()
+    }
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def write_changes(
+    con: duckdb.DuckDBPyConnection,
+    changes_of: dict[str, list[Change]],
+    run_ids: dict[str, int],
+    *,
+    at: datetime,
+    recorded_at: datetime,
+) -> None:
+    """The history rows of every tag's changes, in one insert."""
+    rows = [(tag, c) for tag, changes in changes_of.items() for c in changes]
+    if not rows:
+        return
+    table = pa.table(
+        {
+            "tag": pa.array([t for t, _ in rows], pa.string()),
+            "person_id": pa.array([c.person_id for _, c in rows], pa.uint32()),
+            "change": pa.array([c.change for _, c in rows], pa.string()),
+            "old_value": pa.array([c.old_value for _, c in rows], pa.string()),
+            "new_value": pa.array([c.new_value for _, c in rows], pa.string()),
+            "version": pa.array([c.version for _, c in rows], pa.int32()),
+            "cause": pa.array([c.cause for _, c in rows], pa.string()),
+            "run_id": pa.array([run_ids[t] for t, _ in rows], pa.int64()),
+        }
+    )
+    con.register("hx_history_in", table)
+    try:
+        con.execute(
+            "INSERT INTO tag_value_history SELECT tag, person_id, change, CAST(old_value AS JSON), "
+            "CAST(new_value AS JSON), version, ?, cause, run_id, ? FROM hx_history_in",
+            [at, recorded_at],
+        )
+    finally:
+        con.unregister("hx_history_in")
+
+
+def apply_bitmap_changes(
+    con: duckdb.DuckDBPyConnection, changes_of: dict[str, list[Change]], *, built_at: datetime
+) -> None:
+    """Apply every tag's changes to its stored bitmaps (one bitmap per value): one read, one
+    delete and one insert for all the tags, touching only the values that changed."""
+    changed = {tag: changes for tag, changes in changes_of.items() if changes}
+    if not changed:
+        return
+    bitmaps: dict[tuple[str, str], BitMap] = {
+        (str(tag), str(value)): BitMap.deserialize(bytes(blob))
+        for tag, value, blob in con.execute(
+            "SELECT tag, value, bitmap FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag)",
+            [sorted(changed)],
+        ).fetchall()
+    }
+    touched: set[tuple[str, str]] = set()
+    for tag, changes in changed.items():
+        for change in changes:
+            if change.old_value is not None and (tag, change.old_value) in bitmaps:
+                bitmaps[(tag, change.old_value)].discard(change.person_id)
+                touched.add((tag, change.old_value))
+            if change.new_value is not None:
+                bitmaps.setdefault((tag, change.new_value), BitMap()).add(change.person_id)
+                touched.add((tag, change.new_value))
+    keys = sorted(touched)
+    con.register(
+        "hx_touched",
+        pa.table(
+            {
+                "tag": pa.array([t for t, _ in keys], pa.string()),
+                "value": pa.array([v for _, v in keys], pa.string()),
+            }
+        ),
+    )
+    try:
+        con.execute(
+            "DELETE FROM tag_bitmaps WHERE EXISTS (SELECT 1 FROM hx_touched t "
+            "WHERE t.tag = tag_bitmaps.tag AND t.value = tag_bitmaps.value)"
+        )
+    finally:
+        con.unregister("hx_touched")
+    kept = [(key, bitmaps[key]) for key in keys if len(bitmaps[key])]
+    if kept:
+        con.register(
+            "hx_bitmaps_in",
+            pa.table(
+                {
+                    "tag": pa.array([t for (t, _), _ in kept], pa.string()),
+                    "value": pa.array([v for (_, v), _ in kept], pa.string()),
+                    "bitmap": pa.array([b.serialize() for _, b in kept], pa.binary()),
+                    "cardinality": pa.array([len(b) for _, b in kept], pa.int64()),
+                }
+            ),
+        )
+        try:
+            con.execute(
+                "INSERT INTO tag_bitmaps SELECT tag, value, bitmap, cardinality, ? "
+                "FROM hx_bitmaps_in",
+                [built_at],
+            )
+        finally:
+            con.unregister("hx_bitmaps_in")

@@ -1,0 +1,38 @@
+"""A loaded demo workspace for the value-analysis truth tests (silent interest, attribution,
+campaign lift): 3,000 persons, seed 7 (about 4 s to generate and load). At this size the
+planted effects are recovered: 146 planted silent-interest persons, WeCom ahead of every other
+channel, and a campaign of 1,325 eligible persons whose observed lift interval covers +4 pp."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from typer.testing import CliRunner
+
+from huaxiang.cli.main import app
+from huaxiang.config import Workspace
+from huaxiang.runtime import Runtime
+
+PERSONS = 3000
+SEED = 7
+
+
+def time_of(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@contextmanager
+def demo_runtime(home: Path) -> Iterator[tuple[Runtime, dict[str, Any]]]:
+    """Generate and load the demo into ``home``; yield its runtime and truth.json."""
+    result = CliRunner().invoke(
+        app, ["--home", str(home), "demo", "--persons", str(PERSONS), "--seed", str(SEED)]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    truth = orjson.loads((home / "demo" / "truth.json").read_bytes())
+    with Runtime(Workspace(home), start_loader=False) as runtime:
+        yield runtime, truth

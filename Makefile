@@ -43,6 +43,9 @@ bench: install
 	$(BIN)/python benchmarks/identity.py --quick
 	$(BIN)/python benchmarks/import.py --quick
 	$(BIN)/python benchmarks/audience.py --quick
+	$(BIN)/python benchmarks/tags.py --quick
+	$(BIN)/python benchmarks/realtime.py --quick
+	$(BIN)/python benchmarks/analytics.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

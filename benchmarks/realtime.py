@@ -228,7 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller run (under a minute)")
     args = parser.parse_args()
-    steady_events = 1_000 if args.quick else 10_000
+    steady_events = 600 if args.quick else 10_000
     load_events = 5_000 if args.quick else 50_000
     hooks = 20 if args.quick else 100
     rng = random.Random(7)
@@ -268,7 +268,7 @@ def main() -> None:
         p50 = statistics.median(latencies)
         p99 = percentile(latencies, 0.99)
         # For comparison: a rate the engine keeps up with on this workload (no queue).
-        calm = steady_latencies(rt, 200 if args.quick else 2_000, 100.0, rng)
+        calm = steady_latencies(rt, 150 if args.quick else 2_000, 100.0, rng)
 
         # Full load: batches of 5,000 stored events per transaction at the sink hook.
         batch_size = 5_000

@@ -78,6 +78,16 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
         changes = admin(server, "GET", "/admin/realtime/changes", params={"tag": "hot_python"})
         assert [(c["kind"], c["person_key"]) for c in changes["changes"]] == [("entered", holder)]
         assert changes["changes"][0]["cause"].startswith("event ")
+        # Batch refreshes leave real-time tags to the engine: skipped, or refused by name.
+        runs = admin(server, "POST", "/admin/tags/refresh", json={})
+        assert "hot_python" not in [run["tag"] for run in runs["runs"]]
+        refused = httpx.post(
+            server.url + "/admin/tags/refresh",
+            headers=server.admin_headers,
+            json={"names": ["hot_python"]},
+        )
+        assert refused.status_code == 409 and "real-time engine" in refused.json()["detail"]
+        assert admin(server, "GET", "/admin/tags/hot_python/values")["persons"] == 1
 
         # 22 h later the first view leaves the window: the tag goes by itself, at that moment.
         clock.advance(timedelta(hours=23))
@@ -89,6 +99,9 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
         assert [c["kind"] for c in history] == ["left", "entered"]
         assert history[0]["at"] == (T0 - timedelta(hours=2) + timedelta(days=1)).isoformat()
 
+        # The snapshot log folded into the compacted table; what follows is appended to the log.
+        with runtime.store.transaction() as con:
+            runtime.realtime.compact_snapshot(con)
         # Back again, then stop: the state is in the snapshot.
         send(server, key, view("u1", clock.now()), view("u1", clock.now()))
         assert admin(server, "GET", "/admin/tags/hot_python/values")["persons"] == 1

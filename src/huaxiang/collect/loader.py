@@ -34,6 +34,7 @@ from huaxiang.collect.records import (
     decode_batch_at,
     record_event_count,
 )
+from huaxiang.collect.tables import next_load_id
 from huaxiang.config import Settings
 from huaxiang.errors import HuaxiangError, StoreError, TransientIngestError
 from huaxiang.events import EventSink
@@ -303,7 +304,11 @@ class Loader:
         con.register("_hx_events", table)
         try:
             names = ", ".join(table.column_names)
-            con.execute(f"INSERT INTO events ({names}) SELECT {names} FROM _hx_events")
+            # One load id per batch (a per-row sequence default would serialise the insert).
+            con.execute(
+                f"INSERT INTO events ({names}, load_id) SELECT {names}, ? FROM _hx_events",
+                [next_load_id(con)],
+            )
         finally:
             con.unregister("_hx_events")
         return new

@@ -105,7 +105,7 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _US
 
 
-def _micros_column(values: list[Any]) -> list[int | None]:
+def _micros_column(values: Sequence[Any]) -> list[int | None]:
     """Epoch microseconds of a column of datetimes (or None); a repeated time is converted once."""
     if not values:
         return []
@@ -128,7 +128,7 @@ def naive_from_micros(micros: int) -> datetime:
 # --- JSON text columns ---------------------------------------------------------------------
 
 
-def _json_section(values: list[Any]) -> bytes:
+def _json_section(values: Sequence[Any]) -> bytes:
     """JSON texts of ``values`` (``{}`` for empty ones) as offsets, then the texts.
 
     The layout of an Arrow string array's two buffers. The texts go into one growing buffer:
@@ -316,7 +316,10 @@ class EventBatch(Sequence[Event]):
     @classmethod
     def from_events(cls, events: Sequence[Event]) -> EventBatch:
         """Columns of event dicts (times converted, JSON fields serialized)."""
-        columns = _columns(events)
+        columns: dict[str, Any] = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in _columns(events).items()
+        }
         count = len(events)
         texts = [
             _read_section(memoryview(columns.pop(name)), 0, count)[0] for name in ("p", "c", "tr")
@@ -501,9 +504,12 @@ def _columns_of_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
             for key in ("id", "ty", "ev", "u", "a", "ts", "ot", "st", "rt", "ch", "src", "n")
         }
         return empty | {key: _json_section([]) for key in ("p", "c", "tr")}
-    (ids, types, names, users, anons, ts, ot, st, rt, ch, props, ctx, traits, src, gid, pid) = (
-        list(column) for column in zip(*rows, strict=True)
+    # columns as tuples: orjson writes them as arrays, as it would lists
+    (ids, types, names, users, anons, ts, ot, st, rt, ch, props, ctx, traits, src, gid, pid) = zip(
+        *rows, strict=True
     )
+    notable_types = _NOTABLE_TYPES
+    disjoint = _NOTABLE_CONTEXT_KEYS.isdisjoint
     try:
         columns: dict[str, Any] = {
             "id": ids,
@@ -523,7 +529,9 @@ def _columns_of_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
             "n": [
                 i
                 for i, (kind, trait, context) in enumerate(zip(types, traits, ctx, strict=True))
-                if _is_notable(kind, trait, context)
+                if kind in notable_types
+                or trait
+                or (context and not disjoint(context))  # as _is_notable, inline
             ],
         }
     except orjson.JSONEncodeError as e:

@@ -123,16 +123,29 @@ _LIBRARY_HINTS: tuple[tuple[str, str], ...] = (
     ("rust", "server"),
 )
 _library_cache: dict[str, str | None] = {}
+#: Channel names already mapped (most requests name one of a few channels).
+_channel_cache: dict[str, str | None] = {}
+_MISSING: Any = object()
 
 
 def _channel_name(value: object) -> str | None:
     if not isinstance(value, str):
         return None
+    exact = value.__class__ is str
+    if exact:
+        cached: str | None = _channel_cache.get(value, _MISSING)
+        if cached is not _MISSING:
+            return cached
     text = value.strip()
-    if not text:
-        return None
-    known = _CHANNEL_ALIASES.get(text) or _CHANNEL_ALIASES.get(text.lower())
-    return known or text.lower()[:32]
+    found: str | None = None
+    if text:
+        known = _CHANNEL_ALIASES.get(text) or _CHANNEL_ALIASES.get(text.lower())
+        found = known or text.lower()[:32]
+    if exact:
+        if len(_channel_cache) > 1000:
+            _channel_cache.clear()
+        _channel_cache[value] = found
+    return found
 
 
 def _library_channel(name: str) -> str | None:
@@ -236,17 +249,6 @@ def parse_time(value: object) -> datetime | None:
         raise _BadTime from None
 
 
-def _time_field(message: Mapping[str, Any], key: str, reasons: list[str]) -> datetime | None:
-    value = message.get(key)
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except _BadTime:
-        reasons.append(f"{key}: not an ISO 8601 date-time")
-        return None
-
-
 def _identifier(message: Mapping[str, Any], key: str, reasons: list[str]) -> str | None:
     value = message.get(key)
     if value is None:
@@ -292,29 +294,71 @@ def _payload_text(message: object) -> str:
         return repr(message)
 
 
+def _cached_time(
+    value: object, key: str, reasons: list[str], times: dict[str, datetime]
+) -> datetime | None:
+    """The time in a message's field ``key`` (a non-None ``value``), or None with a reason.
+
+    As :func:`parse_time`; good ISO strings are remembered in ``times`` (the batch's cache).
+    """
+    if value.__class__ is not str:
+        try:
+            return parse_time(value)
+        except _BadTime:
+            reasons.append(f"{key}: not an ISO 8601 date-time")
+            return None
+    text: str = value  # type: ignore[assignment]
+    try:  # parse_time, inline for the common case: a string
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        reasons.append(f"{key}: not an ISO 8601 date-time")
+        return None
+    tz = moment.tzinfo
+    if tz is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif tz is not UTC:
+        try:
+            moment = moment.astimezone(UTC)
+        except (OverflowError, ValueError):
+            reasons.append(f"{key}: not an ISO 8601 date-time")
+            return None
+    times[text] = moment
+    return moment
+
+
 def _normalize_one(
     message: object,
-    *,
+    default_type: str | None,
     source: str,
     received_at: datetime,
     sent_at: datetime | None,
-    default_type: str | None,
     batch_context: Mapping[str, Any] | None,
     check_size: bool,
+    suspects: set[int] | None,
+    index: int,
     max_event_bytes: int,
     reasons: list[str],
+    times: dict[str, datetime],
 ) -> EventRow | None:
-    """One message as an event row, or None with ``reasons`` filled in."""
+    """One message as an event row, or None with ``reasons`` filled in.
+
+    ``times``: ISO strings of this batch already parsed (an SDK batch repeats its sentAt, and
+    often its timestamps). With ``check_size``, only the positions in ``suspects`` (all when
+    None) may be over the size limit (see :func:`_size_suspects`). The common shapes (string
+    ids, object fields, a track call's name) are checked inline; the helpers handle every other
+    case and word the reasons.
+    """
     if not isinstance(message, dict):
         reasons.append(f"message: must be an object, got {_type_name(message)}")
         return None
-    kind = message.get("type") if default_type is None else default_type
+    get = message.get
+    kind = get("type") if default_type is None else default_type
     if kind is None:
         reasons.append("type: missing (one of track, identify, page, screen, alias, group)")
     elif kind not in EVENT_TYPES:
         reasons.append("type: unknown (one of track, identify, page, screen, alias, group)")
         kind = None
-    if check_size:
+    if check_size and (suspects is None or index in suspects):
         try:
             size = len(orjson.dumps(message))
         except (TypeError, orjson.JSONEncodeError):
@@ -323,7 +367,6 @@ def _normalize_one(
         if size > max_event_bytes:
             reasons.append(f"message: {size} bytes, over the {max_event_bytes // 1024} KB limit")
 
-    get = message.get
     raw_id = get("messageId")
     if raw_id.__class__ is str and raw_id:
         message_id = raw_id
@@ -335,7 +378,6 @@ def _normalize_one(
         reasons.append(f"messageId: must be a string, got {_type_name(raw_id)}")
         message_id = ""
 
-    # fast paths first (a non-blank string), the helpers handle every other case
     known = len(reasons)
     user_id = get("userId")
     if user_id.__class__ is not str or not user_id or user_id.isspace():
@@ -368,21 +410,23 @@ def _normalize_one(
     group_id: str | None = None
     previous: str | None = None
     if kind == "track":
-        event_name = message.get("event")
-        if event_name is None or (isinstance(event_name, str) and not event_name.strip()):
+        event_name = get("event")
+        if event_name.__class__ is str and event_name and not event_name.isspace():
+            name = event_name
+        elif event_name is None or (isinstance(event_name, str) and not event_name.strip()):
             reasons.append("event: missing (a track call needs an event name)")
         elif not isinstance(event_name, str):
             reasons.append(f"event: must be a string, got {_type_name(event_name)}")
         else:
             name = event_name
     elif kind == "page" or kind == "screen":
-        page_name = message.get("name")
+        page_name = get("name")
         if page_name is not None:
             if isinstance(page_name, str):
                 name = page_name or None
             else:
                 reasons.append(f"name: must be a string, got {_type_name(page_name)}")
-        category = message.get("category")
+        category = get("category")
         if isinstance(category, str) and category and "category" not in properties:
             properties = {**properties, "category": category}
         if name is not None and "name" not in properties:
@@ -400,15 +444,28 @@ def _normalize_one(
         if group_id is None and not _mentions(reasons, "groupId"):
             reasons.append("groupId: missing (a group call needs a group id)")
 
+    # times in the order of their reasons; a string seen before in the batch is parsed once
     original = stamped = own_sent = message_received = None
-    if get("originalTimestamp") is not None:
-        original = _time_field(message, "originalTimestamp", reasons)
-    if get("timestamp") is not None:
-        stamped = _time_field(message, "timestamp", reasons)
-    if get("sentAt") is not None:
-        own_sent = _time_field(message, "sentAt", reasons)
-    if get("receivedAt") is not None:
-        message_received = _time_field(message, "receivedAt", reasons)
+    value = get("originalTimestamp")
+    if value is not None:
+        original = times.get(value) if value.__class__ is str else None
+        if original is None:
+            original = _cached_time(value, "originalTimestamp", reasons, times)
+    value = get("timestamp")
+    if value is not None:
+        stamped = times.get(value) if value.__class__ is str else None
+        if stamped is None:
+            stamped = _cached_time(value, "timestamp", reasons, times)
+    value = get("sentAt")
+    if value is not None:
+        own_sent = times.get(value) if value.__class__ is str else None
+        if own_sent is None:
+            own_sent = _cached_time(value, "sentAt", reasons, times)
+    value = get("receivedAt")
+    if value is not None:
+        message_received = times.get(value) if value.__class__ is str else None
+        if message_received is None:
+            message_received = _cached_time(value, "receivedAt", reasons, times)
     if reasons:
         return None
 
@@ -425,9 +482,13 @@ def _normalize_one(
     else:
         timestamp = original or received
 
+    # context.channel, when a channel name seen before, decides (as in channel_of)
+    channel = context.get("channel")
+    if channel.__class__ is not str or (channel := _channel_cache.get(channel)) is None:
+        channel = channel_of(get("channel"), context)
     return (
         message_id,
-        str(kind),
+        kind if kind.__class__ is str else str(kind),
         name,
         user_id,
         anonymous_id,
@@ -435,7 +496,7 @@ def _normalize_one(
         original,
         sent,
         received,
-        channel_of(get("channel"), context),
+        channel,
         properties,
         context,
         traits,
@@ -443,6 +504,37 @@ def _normalize_one(
         group_id,
         previous,
     )
+
+
+#: Bytes of messages serialized together when looking for oversized ones.
+_SIZE_CHUNK_BYTES = 16 * 1024
+
+
+def _size_suspects(
+    messages: Sequence[object], max_event_bytes: int, body_bytes: int | None
+) -> set[int] | None:
+    """Positions of the messages that may be over ``max_event_bytes`` (None: any of them).
+
+    Messages are serialized a few dozen at a time: a JSON array is its elements joined by
+    commas, so no element of an array within the limit can be over it, and only the messages of
+    an array over the limit (or one that cannot be serialized) are measured one by one. Far
+    fewer calls than one per message, for the same bytes.
+    """
+    count = len(messages)
+    if count <= 1:
+        return None
+    step = max(1, _SIZE_CHUNK_BYTES * count // body_bytes) if body_bytes else 16
+    suspects: set[int] = set()
+    dumps = orjson.dumps
+    for start in range(0, count, step):
+        chunk = messages[start : start + step]
+        try:
+            size = len(dumps(chunk))
+        except (TypeError, orjson.JSONEncodeError):
+            size = max_event_bytes + 1
+        if size > max_event_bytes:
+            suspects.update(range(start, start + len(chunk)))
+    return suspects
 
 
 def _mentions(reasons: list[str], key: str) -> bool:
@@ -482,21 +574,29 @@ def normalize_messages(
     if received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)
     check_size = body_bytes is None or body_bytes > max_event_bytes
+    suspects = _size_suspects(messages, max_event_bytes, body_bytes) if check_size else None
+    times: dict[str, datetime] = {}
+    if batch_sent is not None and sent_at.__class__ is str:
+        times[sent_at] = batch_sent  # type: ignore[index]
+    keep = result.rows.append
     for index, message in enumerate(messages):
-        reasons = list(batch_reasons)
+        reasons = list(batch_reasons) if batch_reasons else []
         row = _normalize_one(
             message,
-            source=source,
-            received_at=received_at,
-            sent_at=batch_sent,
-            default_type=default_type,
-            batch_context=context,
-            check_size=check_size,
-            max_event_bytes=max_event_bytes,
-            reasons=reasons,
+            default_type,
+            source,
+            received_at,
+            batch_sent,
+            context,
+            check_size,
+            suspects,
+            index,
+            max_event_bytes,
+            reasons,
+            times,
         )
         if row is not None:
-            result.rows.append(row)
+            keep(row)
             continue
         raw_id = message.get("messageId") if isinstance(message, dict) else None
         message_id = raw_id if isinstance(raw_id, str) and raw_id else None

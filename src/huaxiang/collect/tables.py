@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import duckdb
+
 DDL: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS write_keys (
@@ -64,3 +66,9 @@ DDL: tuple[str, ...] = (
     )
     """,
 )
+
+
+def next_load_id(con: duckdb.DuckDBPyConnection) -> int:
+    """A new load id: the loader and the importer give all events of one load the same one."""
+    rows = con.execute("SELECT nextval('event_load_ids')").fetchall()
+    return int(rows[0][0])

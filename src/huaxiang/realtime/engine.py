@@ -57,6 +57,9 @@ TICK_S = 0.25
 #: The loader's batches look for definition changes at most this often (the timer thread and
 #: ``huaxiang realtime status`` look at once): the check is a query, each batch would pay it.
 SYNC_INTERVAL_S = 0.05
+#: The snapshot log is folded into ``realtime_state`` by the timer thread past this many rows
+#: (and at least as many as persons with state).
+COMPACT_ROWS = 20_000
 
 
 def to_us(moment: datetime) -> int:
@@ -155,6 +158,9 @@ class RealtimeEngine:
         self._checked = float("-inf")
         self._bitmaps: dict[tuple[str, str], BitMap] | None = None
         self._empty_truths: dict[int, bool] = {}
+        self._snapshot_seq = 0
+        self._logged = 0
+        """Rows in ``realtime_state_log``: past COMPACT_ROWS the timer thread compacts."""
         self._wide: list[int] = []
         """Subjects that read profiles or hold for a person without events: a person seen for
         the first time is evaluated for them."""
@@ -820,6 +826,8 @@ class RealtimeEngine:
                 if changes or self._restamped:
                     touched = {c.person_id for c in changes} | {p for p, _ in self._restamped}
                     self._write(con, changes, touched, now)
+                if self._logged > max(COMPACT_ROWS, len(self.persons)):
+                    self.compact_snapshot(con)
         return changes
 
     def _compact(self, state: PersonState, now: int) -> None:
@@ -1066,36 +1074,56 @@ class RealtimeEngine:
         )
 
     def _write_snapshot(self, con: duckdb.DuckDBPyConnection, pids: set[int]) -> None:
-        """Upsert the touched persons' state (by primary key); delete the emptied ones."""
+        """Append the touched persons' state to ``realtime_state_log`` (NULL for the emptied
+        ones); :meth:`compact_snapshot` folds the log into ``realtime_state`` now and then."""
         if not pids:
             return
-        rows: list[tuple[int, str]] = []
-        gone: list[int] = []
+        ids: list[int] = []
+        texts: list[str | None] = []
         for pid in sorted(pids):
             state = self.persons.get(pid)
             if state is None:
                 continue
             if not state.leaves and not state.held:
                 del self.persons[pid]
-                gone.append(pid)
+                ids.append(pid)
+                texts.append(None)
                 continue
-            rows.append((pid, self._dump_person(state).decode()))
-        if gone:
-            con.execute(
-                "DELETE FROM realtime_state WHERE list_contains(?::UINTEGER[], person_id)", [gone]
-            )
-        if rows:
-            _insert(
-                con,
-                pa.table(
-                    {
-                        "person_id": pa.array([p for p, _ in rows], pa.uint32()),
-                        "state": [t for _, t in rows],
-                    }
-                ),
-                "INSERT OR REPLACE INTO realtime_state SELECT person_id, CAST(state AS JSON)"
-                " FROM _rt_in",
-            )
+            ids.append(pid)
+            texts.append(self._dump_person(state).decode())
+        if not ids:
+            return
+        self._snapshot_seq += 1
+        self._logged += len(ids)
+        _insert(
+            con,
+            pa.table(
+                {"person_id": pa.array(ids, pa.uint32()), "state": pa.array(texts, pa.string())}
+            ),
+            "INSERT INTO realtime_state_log SELECT person_id, ?, CAST(state AS JSON) FROM _rt_in",
+            [self._snapshot_seq],
+        )
+
+    def compact_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Fold ``realtime_state_log`` into ``realtime_state`` (inside a transaction)."""
+        con.execute(
+            """
+            DELETE FROM realtime_state
+            WHERE person_id IN (SELECT DISTINCT person_id FROM realtime_state_log)
+            """
+        )
+        con.execute(
+            """
+            INSERT INTO realtime_state
+            SELECT person_id, state FROM (
+                SELECT person_id, state, row_number() OVER (
+                    PARTITION BY person_id ORDER BY seq DESC) AS n
+                FROM realtime_state_log
+            ) WHERE n = 1 AND state IS NOT NULL
+            """
+        )
+        con.execute("DELETE FROM realtime_state_log")
+        self._logged = 0
 
     def _write_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("DELETE FROM realtime_catalog")
@@ -1132,7 +1160,15 @@ class RealtimeEngine:
         known.update({leaf.key: n for n, leaf in enumerate(program.leaves)})  # older snapshots
         persons: dict[int, PersonState] = {}
         for pid, text in con.execute(
-            "SELECT person_id, CAST(state AS VARCHAR) FROM realtime_state"
+            """
+            SELECT person_id, CAST(state AS VARCHAR) FROM (
+                SELECT person_id, state, 0 AS origin, 0 AS seq FROM realtime_state
+                UNION ALL
+                SELECT person_id, state, 1, seq FROM realtime_state_log
+            ) QUALIFY row_number() OVER (
+                PARTITION BY person_id ORDER BY origin DESC, seq DESC) = 1
+              AND state IS NOT NULL
+            """
         ).fetchall():
             raw = orjson.loads(text)
             state = PersonState()
@@ -1147,6 +1183,10 @@ class RealtimeEngine:
         self.subjects = {}
         self.persons = persons
         self._bitmaps = None
+        found = con.execute(
+            "SELECT coalesce(max(seq), 0), count(*) FROM realtime_state_log"
+        ).fetchall()
+        self._snapshot_seq, self._logged = int(found[0][0]), int(found[0][1])
         self._empty_truths = {}
         self._fingerprints = {key for kind, key in catalog if kind == "subject"}
         self._signature = None

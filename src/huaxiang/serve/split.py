@@ -261,7 +261,10 @@ def serve_split(workspace: Workspace, host: str, port: int) -> None:
         wake_store.close()
         wake_collector.close()
     if supervisor is not None and supervisor.failure is not None:
+        started = supervisor.public_url is not None
         raise HuaxiangError(
             supervisor.failure,
-            hint="see the messages above; the events it acknowledged are safe in the ingest log",
+            hint="see the messages above; the events it acknowledged are safe in the ingest log"
+            if started
+            else "see the message above (is the port free?)",
         )

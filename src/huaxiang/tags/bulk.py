@@ -1,7 +1,9 @@
 """A full recompute of rule and enumerated tags, set-based: the compiled query's boolean columns
 become the fresh values with Arrow compute, and TTL, history and the values are settled in SQL
 for all the tags of a level at once (the same decisions as ``settle.py``, which the incremental
-path and the other kinds use person by person). Bitmaps are rebuilt from the values written.
+path and the other kinds use person by person). Only what differs is written: the stored rows
+that already equal the rows held now stay untouched, and only the bitmaps of the values whose
+members changed are rebuilt.
 
 Why: with millions of values, a Python object per value costs far more than the query itself.
 """
@@ -119,20 +121,17 @@ def settle_all(
     con.register("hx_bulk_params", params)
     con.register("hx_bulk_fresh", fresh)
     try:
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE hx_bulk_prev AS
-            SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR) AS value, v.version,
-                   v.computed_at, v.qualified_at, v.expires_at
-            FROM tag_values v JOIN hx_bulk_params p ON p.tag = v.tag
-            """
-        )
         # The unified rule of settle(): a fresh case value (not expired at once) wins; else an
         # old value still within its TTL, of this version, not the default; else the default.
+        # ``keep``: the stored row is already exactly the row held now (nothing to write).
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE hx_bulk_held AS
-            WITH f AS (
+            WITH o AS (
+                SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR) AS value, v.version,
+                       v.computed_at, v.qualified_at, v.expires_at
+                FROM tag_values v JOIN hx_bulk_params p ON p.tag = v.tag
+            ), f AS (
                 SELECT f.tag, f.person_id, f.value, f.defaulted,
                        (p.expires IS NULL OR p.expires > ?) AS ok
                 FROM hx_bulk_fresh f JOIN hx_bulk_params p ON p.tag = f.tag
@@ -141,8 +140,7 @@ def settle_all(
                        f.value AS fvalue, f.defaulted, f.ok, o.value AS ovalue,
                        o.version AS oversion, o.computed_at AS ocomputed,
                        o.qualified_at AS oqualified, o.expires_at AS oexpires
-                FROM f FULL OUTER JOIN hx_bulk_prev o
-                    ON o.tag = f.tag AND o.person_id = f.person_id
+                FROM f FULL OUTER JOIN o ON o.tag = f.tag AND o.person_id = f.person_id
             ), d AS (
                 SELECT j.*, p.version, p.expires,
                        (p.has_ttl AND j.ovalue IS NOT NULL
@@ -150,30 +148,44 @@ def settle_all(
                         AND j.oexpires IS NOT NULL AND j.oexpires > ?
                         AND j.oversion = p.version) AS holdable
                 FROM j JOIN hx_bulk_params p ON p.tag = j.tag
+            ), s AS (
+                SELECT tag, pid AS person_id,
+                       CASE WHEN fvalue IS NOT NULL AND ok AND NOT defaulted THEN 'fresh'
+                            WHEN holdable THEN 'held'
+                            WHEN fvalue IS NOT NULL AND ok THEN 'fresh' END AS source,
+                       CASE WHEN source = 'fresh' THEN fvalue ELSE ovalue END AS value,
+                       CASE WHEN source = 'fresh' THEN version ELSE oversion END AS version,
+                       CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE ocomputed END
+                           AS computed_at,
+                       CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE oqualified END
+                           AS qualified_at,
+                       CASE WHEN source = 'fresh' THEN expires ELSE oexpires END AS expires_at,
+                       ovalue AS old_value, oversion, ocomputed, oexpires, oqualified
+                FROM d
             )
-            SELECT tag, pid AS person_id,
-                   CASE WHEN fvalue IS NOT NULL AND ok AND NOT defaulted THEN 'fresh'
-                        WHEN holdable THEN 'held'
-                        WHEN fvalue IS NOT NULL AND ok THEN 'fresh' END AS source,
-                   CASE WHEN source = 'fresh' THEN fvalue ELSE ovalue END AS value,
-                   CASE WHEN source = 'fresh' THEN version ELSE oversion END AS version,
-                   CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE ocomputed END
-                       AS computed_at,
-                   CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE oqualified END
-                       AS qualified_at,
-                   CASE WHEN source = 'fresh' THEN expires ELSE oexpires END AS expires_at,
-                   ovalue AS old_value, oexpires, oqualified
-            FROM d
+            SELECT tag, person_id, source, value, version, computed_at, qualified_at, expires_at,
+                   old_value, oexpires, oqualified,
+                   COALESCE(source IS NOT NULL AND old_value IS NOT NULL AND value = old_value
+                            AND version = oversion AND computed_at = ocomputed
+                            AND qualified_at = oqualified
+                            AND expires_at IS NOT DISTINCT FROM oexpires, false) AS keep
+            FROM s
             """,
             [at, at, at, at],
         )
-        con.execute("DELETE FROM tag_values WHERE tag IN (SELECT tag FROM hx_bulk_params)")
+        # Only the rows that differ are written: those that left, expired or changed (value,
+        # version or times) are deleted, the held ones among them inserted again.
+        con.execute(
+            "DELETE FROM tag_values USING hx_bulk_held h "
+            "WHERE h.old_value IS NOT NULL AND NOT h.keep "
+            "AND tag_values.tag = h.tag AND tag_values.person_id = h.person_id"
+        )
         con.execute(
             """
             INSERT INTO tag_values
             SELECT person_id, tag, CAST(value AS JSON), version, computed_at, qualified_at,
                    expires_at
-            FROM hx_bulk_held WHERE source IS NOT NULL
+            FROM hx_bulk_held WHERE source IS NOT NULL AND NOT keep
             """
         )
         iso_expires = _ISO.format(c="h.oexpires")
@@ -198,7 +210,7 @@ def settle_all(
                 WHEN h.source IS NOT NULL AND h.old_value <> h.value THEN 'changed'
                 WHEN h.source IS NULL AND h.oexpires IS NOT NULL AND h.oexpires <= ? THEN 'expired'
                 WHEN h.source IS NULL THEN 'left' END AS change) c
-            WHERE c.change IS NOT NULL
+            WHERE NOT h.keep AND c.change IS NOT NULL
             """,
             [at],
         )
@@ -219,7 +231,6 @@ def settle_all(
     finally:
         con.unregister("hx_bulk_params")
         con.unregister("hx_bulk_fresh")
-        con.execute("DROP TABLE IF EXISTS hx_bulk_prev")
         con.execute("DROP TABLE IF EXISTS hx_bulk_held")
         con.execute("DROP TABLE IF EXISTS hx_bulk_changes")
     return counts
@@ -228,12 +239,49 @@ def settle_all(
 def _write_bitmaps(
     con: duckdb.DuckDBPyConnection, counts: dict[str, dict[str, int]], built_at: datetime
 ) -> None:
-    """One bitmap per (tag, value) from the values just settled, built from sorted ids."""
-    con.execute("DELETE FROM tag_bitmaps WHERE tag IN (SELECT tag FROM hx_bulk_params)")
-    table = con.sql(
-        "SELECT tag, value, list(person_id ORDER BY person_id) AS ids FROM hx_bulk_held "
-        "WHERE source IS NOT NULL GROUP BY tag, value ORDER BY tag, value"
-    ).to_arrow_table()
+    """Rebuild the bitmaps of the (tag, value) pairs whose members changed (and of any pair whose
+    stored cardinality does not match the values, or that has no holders left); the others stay
+    as they are, ``built_at`` included (the audience cache keys on it)."""
+    for tag, n in con.execute(
+        "SELECT tag, count(*) FROM hx_bulk_held WHERE source IS NOT NULL GROUP BY tag"
+    ).fetchall():
+        counts[str(tag)]["persons"] = int(n)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE hx_bulk_touched AS
+        WITH moved AS (
+            SELECT tag, old_value AS value FROM hx_bulk_held
+            WHERE old_value IS NOT NULL AND (source IS NULL OR old_value <> value)
+            UNION ALL
+            SELECT tag, value FROM hx_bulk_held
+            WHERE source IS NOT NULL AND (old_value IS NULL OR old_value <> value)
+        ), held AS (
+            SELECT tag, value, count(*) AS n FROM hx_bulk_held WHERE source IS NOT NULL
+            GROUP BY tag, value
+        ), stored AS (
+            SELECT b.tag, b.value, b.cardinality AS n
+            FROM tag_bitmaps b JOIN hx_bulk_params p ON p.tag = b.tag
+        ), mismatched AS (
+            SELECT COALESCE(h.tag, s.tag) AS tag, COALESCE(h.value, s.value) AS value
+            FROM held h FULL OUTER JOIN stored s ON s.tag = h.tag AND s.value = h.value
+            WHERE h.n IS DISTINCT FROM s.n
+        )
+        SELECT DISTINCT tag, value FROM (SELECT * FROM moved UNION ALL SELECT * FROM mismatched)
+        """
+    )
+    try:
+        con.execute(
+            "DELETE FROM tag_bitmaps USING hx_bulk_touched t "
+            "WHERE tag_bitmaps.tag = t.tag AND tag_bitmaps.value = t.value"
+        )
+        table = con.sql(
+            "SELECT h.tag, h.value, list(h.person_id ORDER BY h.person_id) AS ids "
+            "FROM hx_bulk_held h SEMI JOIN hx_bulk_touched t "
+            "ON t.tag = h.tag AND t.value = h.value "
+            "WHERE h.source IS NOT NULL GROUP BY h.tag, h.value ORDER BY h.tag, h.value"
+        ).to_arrow_table()
+    finally:
+        con.execute("DROP TABLE IF EXISTS hx_bulk_touched")
     rows: list[list[Any]] = []
     tags = table.column("tag").to_pylist()
     values = table.column("value").to_pylist()
@@ -241,7 +289,6 @@ def _write_bitmaps(
     for n, (tag, value) in enumerate(zip(tags, values, strict=True)):
         members = ids[n].values.to_numpy(zero_copy_only=False).astype("uint32")
         bitmap = BitMap(array("I", members.tobytes()))
-        counts[str(tag)]["persons"] += len(bitmap)
         rows.append([tag, value, bitmap.serialize(), len(bitmap), built_at])
     if rows:
         con.executemany("INSERT INTO tag_bitmaps VALUES (?, ?, ?, ?, ?)", rows)

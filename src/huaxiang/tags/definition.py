@@ -92,8 +92,8 @@ _EVERY = re.compile(r"^every_n_hours\((\d{1,5})\)$")
 class RefreshMode:
     """When a tag should be refreshed: ``manual``, ``hourly``, ``daily``, ``every_n_hours(72)``.
 
-    Stored with the definition; the scheduler that acts on it comes later (refreshes are
-    triggered by hand today).
+    The server's scheduler (``tags/schedule.py``) refreshes a tag when its mode makes it due;
+    ``realtime`` tags are kept by the real-time engine instead.
     """
 
     kind: RefreshKind = RefreshKind.MANUAL

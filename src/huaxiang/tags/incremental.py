@@ -62,6 +62,10 @@ INCREMENTAL_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED})
 
 AFFECTED = "hx_affected"
 
+#: The columns of ``events_with_person`` a compiled rule reads (``rules/compile/query.py``,
+#: ``ev_raw``): what the scoped events keep.
+RULE_EVENT_COLUMNS = ("person_id", "event", '"timestamp"', "properties")
+
 
 @dataclass(frozen=True, slots=True)
 class Marks:
@@ -279,23 +283,27 @@ def find_affected(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], as_of
         marks = group.marks
         prev = group.previous_as_of
         needs = group.needs
-        # Events: loaded since, or crossing a window boundary.
-        event_tests = ["load_id > ?"]
-        params_events: list[Any] = [marks.events]
+        # Events: loaded since, or crossing a window boundary; each test its own scan of the
+        # events table, filtered before the view's identity joins (load ids are increasing:
+        # the zone maps skip all but the newest rows; the time ranges are column filters).
+        event_tests: list[tuple[str, list[Any]]] = [("load_id > ?", [marks.events])]
         if needs.events and now > prev:
             ranges = []
+            bounds: list[Any] = []
             for offset in sorted(needs.offsets):
                 ranges.append('("timestamp" > ? AND "timestamp" <= ?)')
                 shift = timedelta(seconds=offset)
-                params_events += [_minus(prev, shift), _minus(now, shift)]
-            event_tests.append(f"(list_contains(?::VARCHAR[], event) AND ({' OR '.join(ranges)}))")
-            params_events.insert(1, sorted(needs.events))
-        parts.append(
-            "SELECT person_id FROM events_with_person WHERE person_id IS NOT NULL AND ("
-            + " OR ".join(event_tests)
-            + ")"
-        )
-        params += params_events
+                bounds += [_minus(prev, shift), _minus(now, shift)]
+            event_tests.append(
+                (
+                    f"({' OR '.join(ranges)}) AND list_contains(?::VARCHAR[], event)",
+                    [*bounds, sorted(needs.events)],
+                )
+            )
+        for test, values in event_tests:
+            relation = _events_relation(con, test)
+            parts.append(f"SELECT person_id FROM {relation} WHERE person_id IS NOT NULL")
+            params += values
         # New persons, new identifiers, merges and unmerges.
         parts.append("SELECT person_id FROM persons WHERE person_id > ?")
         params.append(marks.persons)
@@ -355,27 +363,31 @@ def _minus(moment: datetime, shift: timedelta) -> datetime:
 def scoped_sources(con: duckdb.DuckDBPyConnection, tag_values: str | None) -> Sources:
     """Temporary views of the compiler's relations holding only the affected persons.
 
-    Events are first filtered on their raw identifiers (lower-cased and trimmed, a superset of
-    every normalizer of the identity stage), in the events scan before the view's joins; then
-    the view's own person rule applies.
+    Events are first filtered on their raw identifiers, normalized as the view joins them (or
+    lower-cased and trimmed, a superset of every normalizer of the identity stage, for a view
+    that is not ours), in the events scan before the view's joins; then the view's own person
+    rule applies.
     """
     con.execute("DROP TABLE IF EXISTS hx_affected_ids")
     con.execute(
-        "CREATE TEMP TABLE hx_affected_ids AS SELECT DISTINCT m.id_type, lower(m.id_value) AS v "
-        f"FROM identity_map m JOIN {AFFECTED} a ON a.person_id = m.person_id "
-        "WHERE m.id_type IN ('user_id', 'anonymous_id')"
+        "CREATE TEMP TABLE hx_affected_ids AS SELECT DISTINCT m.id_type, m.id_value AS exact, "
+        f"lower(m.id_value) AS v FROM identity_map m JOIN {AFFECTED} a "
+        "ON a.person_id = m.person_id WHERE m.id_type IN ('user_id', 'anonymous_id')"
     )
-    prefilter = (
-        "lower(trim(user_id)) IN (SELECT v FROM hx_affected_ids WHERE id_type = 'user_id') OR "
-        "lower(trim(anonymous_id)) IN "
-        "(SELECT v FROM hx_affected_ids WHERE id_type = 'anonymous_id')"
+    view = _view_text(con)
+    prefilter = " OR ".join(
+        f"{_normalized(view, prefix, column)} IN "
+        f"(SELECT {'exact' if exact else 'v'} FROM hx_affected_ids WHERE id_type = '{column}')"
+        for prefix, column in (("mu", "user_id"), ("ma", "anonymous_id"))
+        for exact in [_normalizer_of(view, prefix, column) is not None]
     )
     # Materialized: the affected persons' events are few, and the compiled query then plans
-    # over a small table instead of the whole events relation.
+    # over a small table instead of the whole events relation. Only the columns the rule
+    # compiler reads are kept: the scan then reads no other column of the events table.
     con.execute("DROP TABLE IF EXISTS hx_scoped_events")
     con.execute(
         "CREATE TEMP TABLE hx_scoped_events AS "
-        f"SELECT * FROM {_events_relation(con, prefilter)} "
+        f"SELECT {', '.join(RULE_EVENT_COLUMNS)} FROM {_events_relation(con, prefilter)} "
         f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
     )
     con.execute(
@@ -409,18 +421,45 @@ def scoped_sources(con: duckdb.DuckDBPyConnection, tag_values: str | None) -> So
 _VIEW_HEAD = "CREATE VIEW events_with_person AS "
 
 
-def _events_relation(con: duckdb.DuckDBPyConnection, prefilter: str) -> str:
-    """``events_with_person`` with ``prefilter`` applied to the events table inside the view,
-    before its identity joins (DuckDB does not push a filter on raw columns through them by
-    itself): the view's own SQL (ours, from the identity stage) with its ``events AS e``
-    replaced by the filtered events. Falls back to filtering the view."""
+#: The identifier normalizers the identity stage writes into ``events_with_person`` (its
+#: ``view_sql``), as SQL over the raw column.
+_NORMALIZERS = ("trim({col})", "lower(trim({col}))")
+
+
+def _view_text(con: duckdb.DuckDBPyConnection) -> str:
+    """The SQL of the stored ``events_with_person`` view ('' when there is none)."""
     row = first_row(
         con.execute(
             "SELECT sql FROM duckdb_views() WHERE view_name = 'events_with_person' "
             "AND NOT temporary"
         )
     )
-    text = str(row[0]).strip().rstrip(";") if row else ""
+    return str(row[0]).strip().rstrip(";") if row else ""
+
+
+def _normalizer_of(view: str, prefix: str, column: str) -> str | None:
+    """The view's normalizer of ``column`` (joined as ``prefix``), over the bare column, when
+    it is one of ours; None otherwise."""
+    plain = view.replace('"trim"(', "trim(").replace('"lower"(', "lower(")
+    for form in _NORMALIZERS:
+        if f"{prefix}.id_value = {form.format(col='e.' + column)})" in plain:
+            return form.format(col=column)
+    return None
+
+
+def _normalized(view: str, prefix: str, column: str) -> str:
+    """SQL over the raw events column giving the identifier the view joins on (exact, so that
+    the scan needs no more string work than the view's), or a superset of every normalizer
+    (lower-cased and trimmed) when the view is not ours."""
+    return _normalizer_of(view, prefix, column) or f"lower(trim({column}))"
+
+
+def _events_relation(con: duckdb.DuckDBPyConnection, prefilter: str) -> str:
+    """``events_with_person`` with ``prefilter`` applied to the events table inside the view,
+    before its identity joins (DuckDB does not push a filter on raw columns through them by
+    itself): the view's own SQL (ours, from the identity stage) with its ``events AS e``
+    replaced by the filtered events. Falls back to filtering the view."""
+    text = _view_text(con)
     if text.startswith(_VIEW_HEAD) and text.count("events AS e") == 1:
         body = text[len(_VIEW_HEAD) :].replace(
             "events AS e", f"(SELECT * FROM events WHERE {prefilter}) AS e"

@@ -31,7 +31,7 @@ from huaxiang.tags.compute import (
     compute_rule_tags,
     compute_tag,
 )
-from huaxiang.tags.definition import Status, TagDefinition, TagKind
+from huaxiang.tags.definition import RefreshKind, Status, TagDefinition, TagKind
 from huaxiang.tags.graph import levels
 from huaxiang.tags.settle import Change, Held, settle
 from huaxiang.tags.sources import TAG_SOURCES
@@ -74,8 +74,19 @@ def refresh_tags(
                     if tag.status in (Status.DRAFT, Status.PAUSED)
                     else "an offline tag is final",
                 )
+            if tag.refresh.kind is RefreshKind.REALTIME:
+                raise LifecycleError(
+                    f"tag {tag.name!r} is kept by the real-time engine, not by refreshes",
+                    hint="read its values with `huaxiang tags values`; "
+                    "`huaxiang tags edit --refresh daily` makes it a batch tag",
+                )
     else:
-        chosen = list_tags(con, statuses=[Status.ACTIVE])
+        # Real-time tags are kept event by event by the real-time engine.
+        chosen = [
+            t
+            for t in list_tags(con, statuses=[Status.ACTIVE])
+            if t.refresh.kind is not RefreshKind.REALTIME
+        ]
     by_name = {t.name: t for t in chosen}
     graph = dependency_graph(chosen, audience_rules(con))  # in_audience(A): A's tags first
     runs: list[dict[str, Any]] = []

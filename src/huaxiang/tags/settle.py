@@ -78,14 +78,13 @@ def settle(
                     continue  # qualified under an older definition: the new one decides
                 held[pid] = old  # stopped qualifying, still within its TTL
     changes: list[Change] = []
+    why = _why(tag)
     for pid, new in held.items():
         old_held = previous.get(pid)
         if old_held is None:
-            changes.append(Change(pid, "entered", None, new.value, new.version, _why(tag)))
+            changes.append(Change(pid, "entered", None, new.value, new.version, why))
         elif old_held.value != new.value:
-            changes.append(
-                Change(pid, "changed", old_held.value, new.value, new.version, _why(tag))
-            )
+            changes.append(Change(pid, "changed", old_held.value, new.value, new.version, why))
     for pid, old in previous.items():
         if pid in held:
             continue
@@ -96,9 +95,7 @@ def settle(
             )
             changes.append(Change(pid, "expired", old.value, None, tag.version, cause))
         else:
-            changes.append(
-                Change(pid, "left", old.value, None, tag.version, f"{_why(tag)}: no longer")
-            )
+            changes.append(Change(pid, "left", old.value, None, tag.version, f"{why}: no longer"))
     changes.sort(key=lambda c: c.person_id)
     return held, changes
 

@@ -18,6 +18,7 @@ from huaxiang.collect.imports.context import LoadContext
 from huaxiang.collect.imports.readers import ROW
 from huaxiang.collect.imports.sql import arrow, first_row, ident, str_list
 from huaxiang.collect.imports.validate import STAGE, STAGE_ALL
+from huaxiang.collect.tables import next_load_id
 from huaxiang.identity.extract import TRAIT_ALIASES
 from huaxiang.profiles.attributes import write_attribute_table
 from huaxiang.profiles.consent import is_consent_trait
@@ -85,22 +86,24 @@ def load_events(ctx: LoadContext) -> None:
     insert = (
         "INSERT INTO events (message_id, type, event, user_id, anonymous_id, timestamp, "
         "original_timestamp, sent_at, received_at, channel, properties, context, traits, "
-        "group_id, previous_id, source) "
+        "group_id, previous_id, source, load_id) "
         # page/screen: the page name is the event name, as on the HTTP path.
         "SELECT message_id, type, coalesce(event, CASE WHEN type IN ('page', 'screen') "
         "THEN json_extract_string(properties, '$.name') END), "
         f'{user}, {anonymous}, "timestamp", original_timestamp, '
         "sent_at, coalesce(received_at, ?), channel, properties, context, traits, group_id, "
-        "previous_id, ? "
+        "previous_id, ?, ? "
         f"FROM {new_rows}"
     )
     con.execute(f"CREATE OR REPLACE TEMP VIEW _hx_new_events AS SELECT * FROM {new_keys}")
+    # One load id for the whole load (a per-row sequence default would serialise the insert).
+    load_id = next_load_id(con)
     pending = _identity_tuples(ctx, every_row=new_keys == STAGE)
     # The events rows are written while the identity graph links the tuples in memory: the
     # graph work is pure Python and needs no connection, and DuckDB releases the GIL while it
     # writes. The identity changes are written afterwards, in the same transaction.
     with ThreadPoolExecutor(1, thread_name_prefix="huaxiang-import-events") as pool:
-        written = pool.submit(con.execute, insert, [ctx.now, ctx.source])
+        written = pool.submit(con.execute, insert, [ctx.now, ctx.source, load_id])
         try:
             if pending is not None:
                 ctx.link_table(*pending)

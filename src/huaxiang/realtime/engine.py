@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import importlib
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ import orjson
 import pyarrow as pa
 from pyroaring import BitMap
 
+from huaxiang.activation import outbox
 from huaxiang.clock import Clock, to_naive_utc
 from huaxiang.collect.records import EventBatch
 from huaxiang.events import Event
@@ -120,16 +120,6 @@ def _load_state(spec: Any, raw: dict[str, Any]) -> LeafState:
     return SequenceState.load(raw)
 
 
-def _outbox() -> Callable[[duckdb.DuckDBPyConnection, Sequence[MembershipChange]], int] | None:
-    """Activation's ``enqueue`` when the activation package is installed (the seam to webhooks)."""
-    try:
-        module = importlib.import_module("huaxiang.activation.outbox")
-    except ImportError:
-        return None
-    enqueue = getattr(module, "enqueue", None)
-    return enqueue if callable(enqueue) else None
-
-
 class RealtimeEngine:
     """Incremental evaluation of the active real-time tags and real-time audiences."""
 
@@ -169,7 +159,10 @@ class RealtimeEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listeners: list[Callable[[Sequence[MembershipChange]], None]] = []
-        self.enqueue = _outbox()
+        # Activation's outbox takes every change in the same transaction (the seam to webhooks).
+        self.enqueue: Callable[[duckdb.DuckDBPyConnection, Sequence[MembershipChange]], int] = (
+            outbox.enqueue
+        )
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -884,8 +877,7 @@ class RealtimeEngine:
                 " moment, cause, version, ? FROM _rt_in",
                 [recorded],
             )
-            if self.enqueue is not None:
-                self.enqueue(con, changes)
+            self.enqueue(con, changes)
         tag_changes = [c for c in changes if c.subject is Subject.TAG]
         if tag_changes or self._restamped or rewrite:
             self._write_tag_values(con, tag_changes, recorded, rewrite or set())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +36,25 @@ def demo_runtime(home: Path) -> Iterator[tuple[Runtime, dict[str, Any]]]:
     truth = orjson.loads((home / "demo" / "truth.json").read_bytes())
     with Runtime(Workspace(home), start_loader=False) as runtime:
         yield runtime, truth
+
+
+def first_touch(runtime: Runtime, column: str, before: datetime) -> dict[int, str]:
+    """Each person's ``channel`` (or utm_source) of their earliest event before ``before`` that
+    has one, read straight from the events with plain SQL (an independent check of the
+    analyses' person breakdown)."""
+    value = {
+        "channel": "CAST(channel AS VARCHAR)",
+        "utm_source": "json_extract_string(context, '$.campaign.source')",
+    }[column]
+    moment = before.astimezone(UTC).replace(tzinfo=None)
+    with runtime.store.cursor() as con:
+        found = con.execute(
+            f"SELECT person_id, {value} AS v, timestamp FROM events_with_person "
+            "WHERE person_id IS NOT NULL AND timestamp < ? ORDER BY person_id, timestamp",
+            [moment],
+        ).fetchall()
+    firsts: dict[int, str] = {}
+    for person, text, _ in found:
+        if text is not None and int(person) not in firsts:
+            firsts[int(person)] = str(text)
+    return firsts

@@ -14,6 +14,10 @@ property); the statistics run here over those aggregates:
   lift interval by the delta method on log(m_t / m_c);
 * incremental revenue = (GMV per person treated - control) x treated persons; ROI = (incremental
   revenue - cost) / cost; cost-benefit = (incremental revenue + satisfaction value - cost) / cost.
+
+With a breakdown (a tag value, or the channel / utm_source / event property of a person's first
+touch before the window), the same figures are computed per breakdown value over that value's
+treated and control persons.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
 from sqlglot import exp
 
+from huaxiang.analytics.scope import NONE_LABEL
 from huaxiang.analytics.value_sql import (
     ORDER_SOURCES,
     OrderSources,
+    group_order,
     orders_relation,
     prop_number,
     rename_tables,
@@ -244,3 +250,24 @@ def campaign_lift(
             "(incremental sales + value of satisfaction gained - cost) / cost"
         )
     return report
+
+
+def lift_by_group(
+    treatment: Iterable[int],
+    control: Iterable[int],
+    outcomes: Mapping[int, Outcome],
+    values: Mapping[int, str],
+) -> list[dict[str, Any]]:
+    """The lift report per breakdown value: each value's treated and control persons compared
+    like the whole campaign (persons without a value form ``(none)``). The campaign cost is not
+    split between groups: ROI and cost-benefit are reported for the whole campaign only."""
+    split: dict[str, tuple[list[int], list[int]]] = {}
+    for index, ids in enumerate((set(treatment), set(control))):
+        for pid in ids:
+            split.setdefault(values.get(pid, NONE_LABEL), ([], []))[index].append(pid)
+    out: list[dict[str, Any]] = []
+    for value in sorted(split, key=group_order):
+        report = campaign_lift(split[value][0], split[value][1], outcomes)
+        del report["cost"], report["satisfaction_value"]
+        out.append({"breakdown": value, **report})
+    return out

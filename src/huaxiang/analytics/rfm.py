@@ -7,17 +7,24 @@ subtracted) or from a conversion event with a revenue property, up to as_of:
   average order value; R, F and M scores 1-5 (quintiles, NTILE; 5 = most recent / most / highest);
 * the BG/NBD / Gamma-Gamma summary (the ``lifetimes`` convention): purchase *days* per person;
   ``x`` = repeat purchase days (days - 1), ``t_x`` = first to last purchase, ``T`` = first purchase
-  to as_of (both in days), ``m`` = mean value of the repeat purchase days (0 without).
+  to as_of (both in days), ``m`` = mean value of the repeat purchase days (0 without);
+* with a breakdown, a summary per breakdown value (a tag value, or the channel / utm_source /
+  event property of a buyer's first touch before as_of) over the buyers' scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from sqlglot import exp
 
+from huaxiang.analytics.scope import NONE_LABEL
 from huaxiang.analytics.value_sql import (
     DAY_US,
     ORDER_SOURCES,
     OrderSources,
+    group_order,
     orders_relation,
     prop_number,
     rename_tables,
@@ -99,3 +106,38 @@ def clv_summary_query(engine: Engine, as_of_us: int, source: exp.Query) -> exp.Q
         day_bucket=DAY_US,
     )
     return with_ctes(query, {"buys": source})
+
+
+def summary_by_group(
+    found: Sequence[Mapping[str, Any]], values: Mapping[int, str]
+) -> list[dict[str, Any]]:
+    """Per breakdown value: buyers, repeat buyers, mean recency / frequency / monetary, mean R, F
+    and M scores and the count of each R-F-M cell. Scores stay those of all buyers (quintiles
+    over everyone), so a group's scores compare with the whole base."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in found:
+        groups.setdefault(values.get(int(r["person_id"]), NONE_LABEL), []).append(r)
+    out: list[dict[str, Any]] = []
+    for value in sorted(groups, key=group_order):
+        members = groups[value]
+        n = len(members)
+        cells: dict[str, int] = {}
+        for r in members:
+            code = f"{r['r']}{r['f']}{r['m']}"
+            cells[code] = cells.get(code, 0) + 1
+        out.append(
+            {
+                "breakdown": value,
+                "buyers": n,
+                "repeat_buyers": sum(int(r["frequency"]) >= 2 for r in members),
+                "mean_recency_days": round(sum(float(r["recency_days"]) for r in members) / n, 2),
+                "mean_frequency": round(sum(int(r["frequency"]) for r in members) / n, 4),
+                "mean_monetary": round(sum(float(r["monetary"]) for r in members) / n, 2),
+                "monetary": round(sum(float(r["monetary"]) for r in members), 2),
+                "mean_r": round(sum(int(r["r"]) for r in members) / n, 4),
+                "mean_f": round(sum(int(r["f"]) for r in members) / n, 4),
+                "mean_m": round(sum(int(r["m"]) for r in members) / n, 4),
+                "cells": dict(sorted(cells.items(), key=lambda kv: (-kv[1], kv[0]))[:20]),
+            }
+        )
+    return out

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from huaxiang.analytics import clv, costs, lift, rfm
+from huaxiang.analytics import clv, costs, lift, rfm, value_sql
 from huaxiang.analytics.attribution import AttributionOptions, attribution
 from huaxiang.analytics.intent import IntentOptions, best_key_per_person, silent_interest
-from huaxiang.analytics.scope import Breakdown, Scope, parse_where, person_rule
+from huaxiang.analytics.scope import NONE_LABEL, Breakdown, Scope, parse_where, person_rule
 from huaxiang.analytics.value_sql import epoch, rows
 from huaxiang.analytics.value_tags import save_values
 from huaxiang.audiences.definitions import get_audience
@@ -226,8 +226,10 @@ def run_lift(
     revenue_property: str = "revenue",
     cost: float | None = None,
     satisfaction_value: float = 0.0,
+    breakdown: str | None = None,
 ) -> dict[str, Any]:
-    """Lift of a campaign given by an audience snapshot or by treated/control rows."""
+    """Lift of a campaign given by an audience snapshot or by treated/control rows; with a
+    breakdown, also per breakdown value (first touch before the window start, or tag value)."""
     unresolved = 0
     if snapshot_id is not None:
         with runtime.store.transaction() as con:
@@ -266,12 +268,17 @@ def run_lift(
     report = lift.campaign_lift(
         treatment, control, outcomes, cost=cost, satisfaction_value=satisfaction_value
     )
-    return {
+    answer = {
         "window": {"from": begin.isoformat(), "to": end.isoformat()},
         "conversion": conversion_event or "orders (any channel, any status)",
         **origin,
         **report,
     }
+    if breakdown:
+        parsed, values = value_sql.person_breakdown(engine, breakdown, epoch(begin))
+        answer["breakdown"] = parsed.describe()
+        answer["by_breakdown"] = lift.lift_by_group(treatment, control, outcomes, values)
+    return answer
 
 
 # -- RFM and CLV ---------------------------------------------------------------------------------
@@ -283,9 +290,15 @@ def run_rfm(
     as_of: datetime | None = None,
     conversion_event: str | None = None,
     limit: int | None = 100,
+    breakdown: str | None = None,
 ) -> dict[str, Any]:
+    """RFM per buyer; with a breakdown, each row carries its value and a summary per value."""
     moment = _aware(as_of) if as_of else runtime.clock.now()
     engine = _engine(runtime)
+    values: dict[int, str] = {}
+    parsed = None
+    if breakdown:  # first, so a bad breakdown fails before the work
+        parsed, values = value_sql.person_breakdown(engine, breakdown, epoch(moment))
     source = rfm.purchases(engine, epoch(moment), conversion_event=conversion_event)
     found = rows(engine.run(rfm.rfm_query(engine, epoch(moment), source)))
     found.sort(key=lambda r: (-(r["r"] + r["f"] + r["m"]), int(r["person_id"])))
@@ -297,14 +310,20 @@ def run_rfm(
         r["monetary"] = round(float(r["monetary"]), 2)
         r["avg_order_value"] = round(float(r["avg_order_value"]), 2)
         cells[code] = cells.get(code, 0) + 1
-    return {
+    answer: dict[str, Any] = {
         "as_of": moment.isoformat(),
         "buyers": len(found),
         "repeat_buyers": sum(int(r["frequency"]) >= 2 for r in found),
         "scores": "R, F, M: quintiles 1-5 (5 = most recent, most orders, highest spend)",
         "cells": dict(sorted(cells.items(), key=lambda kv: -kv[1])[:20]),
-        "rows": found if limit is None else found[:limit],
     }
+    if parsed is not None:
+        for r in found:
+            r["breakdown"] = values.get(int(r["person_id"]), NONE_LABEL)
+        answer["breakdown"] = parsed.describe()
+        answer["by_breakdown"] = rfm.summary_by_group(found, values)
+    answer["rows"] = found if limit is None else found[:limit]
+    return answer
 
 
 def run_clv(

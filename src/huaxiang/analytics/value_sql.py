@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
+from huaxiang.analytics.scope import NONE_LABEL, Breakdown, BreakdownKind, Scope, json_text
 from huaxiang.engines.base import Engine
+from huaxiang.errors import Problem, ValidationError
 from huaxiang.rules.compile import SqlFunctions, epoch_us
 from huaxiang.rules.compile.values import text_of
 
@@ -148,3 +150,45 @@ def rows(table: Any) -> list[dict[str, Any]]:
     """An engine's Arrow answer as a list of dicts."""
     result: list[dict[str, Any]] = table.to_pylist()
     return result
+
+
+def person_breakdown_query(engine: Engine, breakdown: Breakdown, before_us: int) -> exp.Query:
+    """person_id, bd: one breakdown value per person (the analyses' breakdown syntax).
+
+    ``tag:<name>``: the person's current value of the tag. ``channel``, ``utm_source`` and
+    ``property:<key>``: the value of the person's first event before ``before_us`` that carries
+    one (first touch), read through :meth:`Scope.events` like the other analyses. Persons
+    without a value are absent (shown as ``(none)``).
+    """
+    f = engine.functions()
+    if breakdown.kind is BreakdownKind.TAG:
+        relation = engine.sources.tag_values
+        if relation is None:
+            raise ValidationError(
+                [Problem("breakdown", "this engine has no tag values", None)], what="breakdown"
+            )
+        query = template(
+            "SELECT person_id, :value AS bd FROM tv WHERE tag = :name AND :value IS NOT NULL",
+            value=json_text(exp.column("value"), f),
+            name=breakdown.name,
+        )
+        return rename_tables(query, {"tv": relation})
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=before_us)
+    scope = Scope(start=moment - timedelta(days=1), end=moment, timezone="UTC", breakdown=breakdown)
+    events = scope.events(engine, start_us=0, end_us=before_us)
+    query = template(
+        "SELECT person_id, MIN_BY(bd, t) AS bd FROM ev WHERE bd IS NOT NULL GROUP BY person_id"
+    )
+    return with_ctes(query, {"ev": events})
+
+
+def person_breakdown(engine: Engine, text: str, before_us: int) -> tuple[Breakdown, dict[int, str]]:
+    """The parsed breakdown and each person's value (see :func:`person_breakdown_query`)."""
+    breakdown = Breakdown.parse(text)
+    found = rows(engine.run(person_breakdown_query(engine, breakdown, before_us)))
+    return breakdown, {int(r["person_id"]): str(r["bd"]) for r in found}
+
+
+def group_order(value: str) -> tuple[bool, str]:
+    """Breakdown values in order, ``(none)`` last."""
+    return value == NONE_LABEL, value

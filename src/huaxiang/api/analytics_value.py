@@ -129,6 +129,11 @@ class LiftIn(BaseModel):
     revenue_property: str = "revenue"
     cost: float | None = Field(default=None, ge=0)
     satisfaction_value: float = 0.0
+    breakdown: str | None = Field(
+        default=None,
+        description="Also per value: tag:NAME, or channel, utm_source, property:K of the "
+        "person's first touch before the window.",
+    )
 
 
 @router.post("/lift", responses=_INVALID, summary="Campaign lift against its holdout")
@@ -143,6 +148,7 @@ def campaign_lift(body: LiftIn, runtime: RuntimeDep) -> dict[str, Any]:
         revenue_property=body.revenue_property,
         cost=body.cost,
         satisfaction_value=body.satisfaction_value,
+        breakdown=body.breakdown,
     )
 
 
@@ -152,10 +158,22 @@ class RfmIn(BaseModel):
     limit: int | None = 100
 
 
+class RfmBreakdownIn(RfmIn):
+    breakdown: str | None = Field(
+        default=None,
+        description="Also a summary per value: tag:NAME, or channel, utm_source, property:K of "
+        "the buyer's first touch before as_of.",
+    )
+
+
 @router.post("/rfm", responses=_INVALID, summary="Recency, frequency, monetary per person")
-def rfm(body: RfmIn, runtime: RuntimeDep) -> dict[str, Any]:
+def rfm(body: RfmBreakdownIn, runtime: RuntimeDep) -> dict[str, Any]:
     return service.run_rfm(
-        runtime, as_of=body.as_of, conversion_event=body.conversion_event, limit=body.limit
+        runtime,
+        as_of=body.as_of,
+        conversion_event=body.conversion_event,
+        limit=body.limit,
+        breakdown=body.breakdown,
     )
 
 

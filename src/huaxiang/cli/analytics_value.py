@@ -34,6 +34,13 @@ RuleOpt = Annotated[str | None, typer.Option("--rule", help="Persons meeting thi
 BreakdownOpt = Annotated[
     str | None, typer.Option("--breakdown", help="channel, utm_source, property:K, tag:NAME.")
 ]
+PersonBreakdownOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--breakdown",
+        help="Also per value: tag:NAME, or channel, utm_source, property:K of first touch.",
+    ),
+]
 Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
 AsOf = Annotated[datetime | None, typer.Option("--as-of", help="As of (default now).")]
 Limit = Annotated[int, typer.Option("--limit", help="Rows shown.")]
@@ -319,6 +326,7 @@ def lift_command(
     conversion: Annotated[str | None, typer.Option(help="Event (default: orders).")] = None,
     cost: Annotated[float | None, typer.Option(help="Campaign cost.")] = None,
     satisfaction: Annotated[float, typer.Option(help="Value of satisfaction gained.")] = 0.0,
+    breakdown: PersonBreakdownOpt = None,
     fmt: Format = "table",
 ) -> None:
     """Campaign lift: treatment against holdout on conversion, GMV per person, repurchase."""
@@ -337,6 +345,7 @@ def lift_command(
         "conversion_event": conversion,
         "cost": cost,
         "satisfaction_value": satisfaction,
+        "breakdown": breakdown,
     }
     answer = _call(
         ctx.obj,
@@ -351,41 +360,73 @@ def lift_command(
             conversion_event=conversion,
             cost=cost,
             satisfaction_value=satisfaction,
+            breakdown=breakdown,
         ),
     )
-    table = [
+    table = _lift_rows(answer)
+    if "by_breakdown" in answer:  # the whole campaign first, then each breakdown value
+        table = [
+            row
+            for group in [{**answer, "breakdown": "(all)"}, *answer["by_breakdown"]]
+            for row in _lift_rows(group, group["breakdown"])
+        ]
+    _emit(answer, table, fmt, "campaign lift")
+
+
+def _lift_rows(report: dict[str, Any], label: str | None = None) -> list[dict[str, Any]]:
+    """The three metrics of a lift report; with ``label``, led by the breakdown value and
+    followed by the group sizes."""
+    sizes = {f"{k}_persons": report["groups"][k]["persons"] for k in ("treatment", "control")}
+    return [
         {
+            **({"breakdown": label} if label is not None else {}),
             "metric": name,
-            **{k: answer[name][k] for k in ("treatment", "control", "absolute")},
-            "ci95": answer[name]["ci95"],
-            "p_value": answer[name]["p_value"],
-            "relative": answer[name]["relative"]["value"],
+            **{k: report[name][k] for k in ("treatment", "control", "absolute")},
+            "ci95": report[name]["ci95"],
+            "p_value": report[name]["p_value"],
+            "relative": report[name]["relative"]["value"],
+            **(sizes if label is not None else {}),
         }
         for name in ("conversion", "gmv_per_person", "repurchase")
     ]
-    _emit(answer, table, fmt, "campaign lift")
 
 
 def rfm_command(
     ctx: typer.Context,
     as_of: AsOf = None,
     conversion: Annotated[str | None, typer.Option(help="Event (default: orders).")] = None,
+    breakdown: PersonBreakdownOpt = None,
     limit: Limit = 50,
     fmt: Format = "table",
 ) -> None:
-    """Recency, frequency and monetary value per person, with 1-5 scores."""
+    """Recency, frequency and monetary value per person, with 1-5 scores; with --breakdown,
+    a summary per breakdown value (table and CSV show the summary, JSON both)."""
     body = {
         "as_of": as_of.isoformat() if as_of else None,
         "conversion_event": conversion,
         "limit": limit,
+        "breakdown": breakdown,
     }
     answer = _call(
         ctx.obj,
         "/admin/analytics/rfm",
         body,
-        lambda rt: service.run_rfm(rt, as_of=as_of, conversion_event=conversion, limit=limit),
+        lambda rt: service.run_rfm(
+            rt, as_of=as_of, conversion_event=conversion, limit=limit, breakdown=breakdown
+        ),
     )
+    if "by_breakdown" in answer:
+        summary = [
+            {**{k: v for k, v in g.items() if k != "cells"}, "top_cells": _top_cells(g["cells"])}
+            for g in answer["by_breakdown"]
+        ]
+        _emit(answer, summary, fmt, "RFM by " + answer["breakdown"])
+        return
     _emit(answer, answer["rows"], fmt, "RFM")
+
+
+def _top_cells(cells: dict[str, int], shown: int = 3) -> str:
+    return " ".join(f"{code}:{n}" for code, n in list(cells.items())[:shown])
 
 
 def clv_command(

@@ -14,23 +14,19 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
 import orjson
 import pytest
 
 from huaxiang.config import Workspace
+from senders import Clients
 
 KILLS = 4
 CLIENTS = 4
-EVENTS_PER_BATCH = 100
 DEADLINE_S = 110.0
 
 
@@ -100,118 +96,6 @@ class Server:
             self.proc.wait(30)
 
 
-class Clients:
-    """SDK-like senders: unique messageIds, resend until acknowledged."""
-
-    def __init__(self, server: Server, write_key: str) -> None:
-        self.server = server
-        self.write_key = write_key
-        self.lock = threading.Lock()
-        self.retry: deque[tuple[list[str], bytes]] = deque()
-        self.acked: set[str] = set()
-        self.sent: set[str] = set()
-        self.unexpected: list[str] = []
-        self.generating = True
-        self.in_flight = 0
-        self.done = threading.Event()
-        self.counter = 0
-        self.resends = 0
-        self.threads = [
-            threading.Thread(target=self._run, name=f"client-{n}", daemon=True)
-            for n in range(CLIENTS)
-        ]
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def _new_batch(self) -> tuple[list[str], bytes]:
-        with self.lock:
-            self.counter += 1
-            batch_no = self.counter
-        now = datetime.now(UTC).isoformat()
-        ids = [f"crash-{batch_no:06d}-{i:03d}" for i in range(EVENTS_PER_BATCH)]
-        messages: list[dict[str, Any]] = [
-            {
-                "type": "track",
-                "event": "Lesson Watched",
-                "userId": f"user-{(batch_no * 7 + i) % 500}",
-                "messageId": message_id,
-                "timestamp": now,
-                "properties": {"lesson": i, "course": "数据分析"},
-            }
-            for i, message_id in enumerate(ids)
-        ]
-        with self.lock:
-            self.sent.update(ids)
-        return ids, orjson.dumps({"batch": messages, "sentAt": now})
-
-    def _next(self) -> tuple[list[str], bytes] | None:
-        with self.lock:
-            if self.retry:
-                self.in_flight += 1
-                return self.retry.popleft()
-            if not self.generating:
-                return None
-            self.in_flight += 1
-        return self._new_batch()
-
-    def _give_back(self, batch: tuple[list[str], bytes]) -> None:
-        with self.lock:
-            self.resends += 1
-            self.retry.append(batch)
-            self.in_flight -= 1
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10.0) as client:
-            while not self.done.is_set():
-                batch = self._next()
-                if batch is None:
-                    time.sleep(0.02)
-                    continue
-                url = self.server.url
-                if url is None:
-                    self._give_back(batch)
-                    time.sleep(0.05)
-                    continue
-                try:
-                    answer = client.post(
-                        url + "/v1/batch",
-                        content=batch[1],
-                        auth=(self.write_key, ""),
-                        headers={"Content-Type": "application/json"},
-                    )
-                except httpx.HTTPError:
-                    self._give_back(batch)  # no answer: the SDK sends it again later
-                    time.sleep(0.05)
-                    continue
-                if answer.status_code == 200:
-                    with self.lock:
-                        self.acked.update(batch[0])
-                        self.in_flight -= 1
-                elif answer.status_code in (429, 503):
-                    self._give_back(batch)
-                    time.sleep(0.1)
-                else:
-                    with self.lock:
-                        self.unexpected.append(f"{answer.status_code}: {answer.text[:300]}")
-                    self._give_back(batch)
-                    time.sleep(0.1)
-
-    def acked_count(self) -> int:
-        with self.lock:
-            return len(self.acked)
-
-    def settled(self) -> bool:
-        with self.lock:
-            return not self.generating and not self.retry and self.in_flight == 0
-
-    def stop(self) -> None:
-        self.done.set()
-        for thread in self.threads:
-            thread.join(30)
-
-
 def wait_until(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -238,7 +122,7 @@ def test_acknowledged_events_survive_kill_9_exactly_once(tmp_path: Path) -> None
     write_key = created.stdout.strip().splitlines()[0]
 
     server = Server(workspace, tmp_path / "server.log")
-    clients = Clients(server, write_key)
+    clients = Clients(server, write_key, clients=CLIENTS, prefix="crash", users=500)
     kills_done = 0
     try:
         server.start()

@@ -20,8 +20,9 @@ import duckdb
 
 from huaxiang.apply.source import Document, Path_, parse_path
 from huaxiang.audiences.definitions import check_fields, list_audiences
+from huaxiang.audiences.expand import used_audiences
 from huaxiang.errors import Problem, ValidationError
-from huaxiang.rules.ast import And, Condition, InAudience, Not, Or, Rule
+from huaxiang.rules.ast import Rule
 from huaxiang.rules.json_form import from_json
 from huaxiang.rules.text import parse_located
 from huaxiang.rules.validate import WorkspaceSchema, validate
@@ -88,22 +89,6 @@ class Desired:
     graph: dict[str, set[str]]
     """Tags and audiences once applied, as one graph: ``tag t`` / ``audience a`` -> the
     ``tag ...`` and ``audience ...`` its rules use (tags going offline left out)."""
-
-
-def used_audiences(rule: Rule) -> set[str]:
-    """Names of the audiences a rule tests with ``in_audience``."""
-    found: set[str] = set()
-    stack: list[Condition] = [rule]
-    while stack:
-        node = stack.pop()
-        match node:
-            case And(conditions) | Or(conditions):
-                stack.extend(conditions)
-            case Not(condition):
-                stack.append(condition)
-            case InAudience(audience):
-                found.add(audience)
-    return found
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -358,7 +343,7 @@ def audience_node(name: str) -> str:
 def _uses(rules: Sequence[Rule]) -> set[str]:
     found = {tag_node(t) for t in used_tags(rules)}
     for rule in rules:
-        found |= {audience_node(a) for a in used_audiences(rule)}
+        found |= {audience_node(a) for a in used_audiences([rule])}
     return found
 
 

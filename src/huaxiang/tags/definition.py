@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -117,6 +118,17 @@ class RefreshMode:
         ):
             return cls(RefreshKind(cleaned))
         raise ValueError(f"unknown refresh mode {text!r}")
+
+    def interval(self) -> timedelta | None:
+        """How often the scheduler refreshes (None: by hand, or by the real-time engine)."""
+        match self.kind:
+            case RefreshKind.HOURLY:
+                return timedelta(hours=1)
+            case RefreshKind.DAILY:
+                return timedelta(days=1)
+            case RefreshKind.EVERY_N_HOURS:
+                return timedelta(hours=self.hours or 1)
+        return None
 
     def __str__(self) -> str:
         if self.kind is RefreshKind.EVERY_N_HOURS:

@@ -8,13 +8,13 @@ A metric tag's values are numbers, so instead of a distribution by value it has 
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import Any
 
 import duckdb
 
 from huaxiang.clock import to_naive_utc, utcnow
-from huaxiang.tags.definition import RefreshKind, TagDefinition, TagKind
+from huaxiang.tags.definition import TagDefinition, TagKind
 from huaxiang.tags.schedule import last_error
 from huaxiang.tags.values import first_row, persons_total
 
@@ -40,17 +40,6 @@ def metric_summary(values: list[float]) -> dict[str, float | int | None]:
         "max": numbers[-1],
         "mean": round(sum(numbers) / len(numbers), 6),
     }
-
-
-def _interval(tag: TagDefinition) -> timedelta | None:
-    match tag.refresh.kind:
-        case RefreshKind.HOURLY:
-            return timedelta(hours=1)
-        case RefreshKind.DAILY:
-            return timedelta(days=1)
-        case RefreshKind.EVERY_N_HOURS:
-            return timedelta(hours=tag.refresh.hours or 1)
-    return None
 
 
 def _iso(moment: Any) -> str | None:
@@ -100,7 +89,7 @@ def tag_quality(con: duckdb.DuckDBPyConnection, tag: TagDefinition) -> dict[str,
             "trigger": str(trig),
         }
         age = to_naive_utc(utcnow()) - finished
-        interval = _interval(tag)
+        interval = tag.refresh.interval()
         freshness = {
             "last_run_at": _iso(finished),
             "data_as_of": _iso(as_of),

@@ -27,7 +27,7 @@ from huaxiang.clock import Clock, aware_utc, to_naive_utc
 from huaxiang.errors import HuaxiangError
 from huaxiang.store import Store
 from huaxiang.tags.catalog import list_tags
-from huaxiang.tags.definition import RefreshKind, Status, TagDefinition
+from huaxiang.tags.definition import Status, TagDefinition
 from huaxiang.tags.refresh import refresh_tags
 
 logger = logging.getLogger(__name__)
@@ -35,18 +35,6 @@ logger = logging.getLogger(__name__)
 TRIGGER = "schedule"
 RETRY_AFTER = timedelta(hours=1)
 DEFAULT_INTERVAL_S = 60.0
-
-
-def refresh_interval(tag: TagDefinition) -> timedelta | None:
-    """How often ``tag`` is refreshed (None: manual, by hand only)."""
-    match tag.refresh.kind:
-        case RefreshKind.HOURLY:
-            return timedelta(hours=1)
-        case RefreshKind.DAILY:
-            return timedelta(days=1)
-        case RefreshKind.EVERY_N_HOURS:
-            return timedelta(hours=tag.refresh.hours or 1)
-    return None
 
 
 def due_tags(con: duckdb.DuckDBPyConnection, now: datetime) -> list[TagDefinition]:
@@ -62,7 +50,7 @@ def due_tags(con: duckdb.DuckDBPyConnection, now: datetime) -> list[TagDefinitio
             failures[str(name)] = max(failed_at, failures.get(str(name), failed_at))
     due: list[TagDefinition] = []
     for tag in list_tags(con, statuses=[Status.ACTIVE]):
-        interval = refresh_interval(tag)
+        interval = tag.refresh.interval()
         if interval is None:
             continue
         last = last_runs.get(tag.name)

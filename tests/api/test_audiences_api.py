@@ -66,6 +66,9 @@ def test_audience_lifecycle_over_http(server: LiveServer, tmp_path: Path) -> Non
     assert bad.status_code == 422 and "nope" in bad.text
     estimate = httpx.post(url + "/estimate", json={"rule": "attr.vip = true"}, headers=h)
     assert estimate.json()["persons"] == 10 and estimate.json()["method"] == "sql"
+    assert len(estimate.json()["sample"]) == 5
+    quick = httpx.post(url + "/estimate", json={"rule": "has_tag(vip)", "sample": 0}, headers=h)
+    assert (quick.json()["persons"], quick.json()["sample"]) == (10, [])
     size = httpx.get(url + "/vips/size", params={"as_of": AS_OF}, headers=h).json()
     assert (size["persons"], size["method"]) == (10, "bitmap")
     snap = httpx.post(url + "/vips/snapshots", json={"as_of": AS_OF}, headers=h)

@@ -154,3 +154,33 @@ def test_a_ttl_holds_the_value_past_the_rule_then_expires(workspace: Workspace) 
             ]
         ]
         assert kinds == ["expired", "entered"]
+
+
+def test_events_that_change_no_value_survive_a_restart(workspace: Workspace) -> None:
+    """Two views change no value (the rule asks for three): the engine's state still keeps
+    them across a restart, so the third view after it makes the tag appear."""
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
+        key = write_keys(runtime.store).create(name="web").key
+        send(server, key, view("u0", T0 - timedelta(days=3)))  # the event is known
+        admin(
+            server,
+            "POST",
+            "/admin/tags",
+            json={
+                "name": "keen",
+                "kind": "rule",
+                "refresh": "realtime",
+                "rule": "count(view_course, 1d) >= 3",
+            },
+        )
+        admin(server, "POST", "/admin/tags/keen/activate")
+        admin(server, "GET", "/admin/realtime/status")
+        send(server, key, view("u1", T0 - timedelta(minutes=2)))
+        send(server, key, view("u1", T0 - timedelta(minutes=1)))
+        assert admin(server, "GET", "/admin/tags/keen/values")["persons"] == 0
+
+    with Runtime(workspace, clock=clock) as again, serve_runtime(again) as server:
+        send(server, key, view("u1", T0))
+        values = admin(server, "GET", "/admin/tags/keen/values")
+        assert values["persons"] == 1

@@ -1,5 +1,5 @@
-"""Attribution journeys and RFM / CLV summaries: the same sqlglot trees on DuckDB and on Spark,
-over a small hand-made store whose answers are known."""
+"""Attribution journeys (also per breakdown value) and RFM / CLV summaries: the same sqlglot
+trees on DuckDB and on Spark, over a small hand-made store whose answers are known."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from huaxiang.analytics.attribution import (
     rule_credits_query,
 )
 from huaxiang.analytics.rfm import clv_summary_query, purchases, rfm_query
-from huaxiang.analytics.scope import Scope
+from huaxiang.analytics.scope import Breakdown, Scope
 from huaxiang.analytics.value_sql import epoch, rows
 from huaxiang.engines.base import Engine
 from huaxiang.engines.duckdb import DuckDBEngine
@@ -182,3 +182,38 @@ def test_rfm_and_clv_summaries(engine: Engine) -> None:
     assert int(summary[1]["x"]) == 1 and float(summary[1]["m"]) == 50.0
     assert float(summary[1]["t_x"]) == pytest.approx(2.0)
     assert int(summary[2]["x"]) == 0 and float(summary[2]["m"]) == 0.0
+
+
+def test_credits_per_breakdown_value(engine: Engine) -> None:
+    # u1's first touch carries utm_source baidu (both of u1's journeys are baidu's), u3's
+    # wecom; u2 has none.
+    scope = Scope(start=DAY0.replace(tzinfo=UTC), end=END, breakdown=Breakdown.parse("utm_source"))
+    options = AttributionOptions(lookback_days=30)
+    found = rows(engine.run(path_counts_query(engine, scope, options, by_breakdown=True)))
+    paths = {
+        (str(r["bd"]), tuple(str(r["path"]).split(SEPARATOR))): (
+            int(r["conversions"]),
+            int(r["nulls"]),
+            float(r["revenue"]),
+        )
+        for r in found
+    }
+    assert paths == {
+        ("baidu", ("baidu",)): (1, 0, 100.0),
+        ("baidu", ("wecom",)): (1, 0, 50.0),
+        ("wecom", ("wecom",)): (0, 1, 0.0),
+        ("(none)", ("seo", "direct")): (1, 0, 80.0),
+    }
+    credits = {
+        (str(r["bd"]), str(r["channel"])): r
+        for r in rows(engine.run(rule_credits_query(engine, scope, options, by_breakdown=True)))
+    }
+    assert set(credits) == {
+        ("baidu", "baidu"),
+        ("baidu", "wecom"),
+        ("(none)", "seo"),
+        ("(none)", "direct"),
+    }
+    assert float(credits[("baidu", "wecom")]["last_touch_revenue"]) == 50.0
+    assert float(credits[("(none)", "direct")]["linear_revenue"]) == pytest.approx(40.0)
+    assert float(credits[("(none)", "seo")]["first_touch_conversions"]) == 1.0

@@ -16,6 +16,13 @@ Journeys and touch aggregation run as SQL on the engine:
 Rule-based models (first, last, linear, time decay with a half-life before the conversion,
 position based 40/20/40) are sums over touches in SQL; the data-driven ones (Markov removal
 effect, Shapley value; see ``attribution_models``) run over the path counts.
+
+With a breakdown (the scope's: ``tag:<name>``, the person's tag value; ``channel``,
+``utm_source`` or ``property:<key>``, the value of the person's first event before the range
+end that carries one, as in lift and RFM), every journey takes its person's value and each
+model's credits are computed again within each value's journeys (Markov and Shapley over that
+value's paths): credited conversions and revenue per channel per breakdown value. Costs are
+per channel for the whole range, so CPA, ROI and the budget stay whole-range figures.
 """
 
 from __future__ import annotations
@@ -32,8 +39,17 @@ from huaxiang.analytics.attribution_models import (
     markov_credits,
     shapley_credits,
 )
-from huaxiang.analytics.scope import Scope
-from huaxiang.analytics.value_sql import DAY_US, US, prop_text, rows, template, with_ctes
+from huaxiang.analytics.scope import NONE_LABEL, Scope
+from huaxiang.analytics.value_sql import (
+    DAY_US,
+    US,
+    group_order,
+    person_breakdown_query,
+    prop_text,
+    rows,
+    template,
+    with_ctes,
+)
 from huaxiang.engines.base import Engine
 from huaxiang.errors import Problem, ValidationError
 
@@ -192,24 +208,55 @@ def journey_ctes(engine: Engine, scope: Scope, options: AttributionOptions) -> d
     }
 
 
-def path_counts_query(engine: Engine, scope: Scope, options: AttributionOptions) -> exp.Query:
-    """Aggregated paths: ``path`` (channels joined by SEPARATOR), conversions, nulls, revenue."""
-    query = template(
+def _ctes(
+    engine: Engine, scope: Scope, options: AttributionOptions, by_breakdown: bool
+) -> tuple[dict[str, exp.Expr], str, str]:
+    """The journey CTEs, the relation of positioned touches and the grouping key prefix; with
+    ``by_breakdown``, touches carry their person's breakdown value ``bd`` (``(none)``)."""
+    ctes = journey_ctes(engine, scope, options)
+    if not by_breakdown:
+        return ctes, "positioned", ""
+    if scope.breakdown is None:
+        raise ValidationError(
+            [Problem("breakdown", "no breakdown in the scope", None)], what="attribution"
+        )
+    ctes["pbd"] = person_breakdown_query(engine, scope.breakdown, scope.end_us)
+    ctes["grouped"] = template(
         """
-        SELECT path, SUM(converted) AS conversions, SUM(1 - converted) AS nulls,
+        SELECT p.*, COALESCE(b.bd, :none) AS bd
+        FROM positioned AS p LEFT JOIN pbd AS b ON b.person_id = p.person_id
+        """,
+        none=NONE_LABEL,
+    )
+    return ctes, "grouped", "bd, "
+
+
+def path_counts_query(
+    engine: Engine, scope: Scope, options: AttributionOptions, *, by_breakdown: bool = False
+) -> exp.Query:
+    """Aggregated paths: ``path`` (channels joined by SEPARATOR), conversions, nulls, revenue;
+    with ``by_breakdown``, per breakdown value ``bd`` too."""
+    ctes, source, key = _ctes(engine, scope, options, by_breakdown)
+    bd = "MIN(bd) AS bd, " if key else ""
+    query = template(
+        f"""
+        SELECT {key}path, SUM(converted) AS conversions, SUM(1 - converted) AS nulls,
                SUM(revenue) AS revenue
-        FROM (SELECT person_id, journey, STRING_AGG(channel, :sep ORDER BY t) AS path,
+        FROM (SELECT person_id, journey, {bd}STRING_AGG(channel, :sep ORDER BY t) AS path,
                      MAX(converted) AS converted, MAX(revenue) AS revenue
-              FROM positioned GROUP BY person_id, journey) AS j
-        GROUP BY path
+              FROM {source} GROUP BY person_id, journey) AS j
+        GROUP BY {key}path
         """,
         sep=SEPARATOR,
     )
-    return with_ctes(query, journey_ctes(engine, scope, options))
+    return with_ctes(query, ctes)
 
 
-def rule_credits_query(engine: Engine, scope: Scope, options: AttributionOptions) -> exp.Query:
-    """Per channel: touches, and each rule-based model's credited conversions and revenue."""
+def rule_credits_query(
+    engine: Engine, scope: Scope, options: AttributionOptions, *, by_breakdown: bool = False
+) -> exp.Query:
+    """Per channel: touches, and each rule-based model's credited conversions and revenue; with
+    ``by_breakdown``, per breakdown value ``bd`` and channel."""
     weights = {
         "first_touch": "CASE WHEN pos = 1 THEN 1.0 ELSE 0.0 END",
         "last_touch": "CASE WHEN pos = n THEN 1.0 ELSE 0.0 END",
@@ -222,15 +269,16 @@ def rule_credits_query(engine: Engine, scope: Scope, options: AttributionOptions
         f"SUM({w}) AS {m}_conversions, SUM(({w}) * revenue) AS {m}_revenue"
         for m, w in weights.items()
     )
+    ctes, source, key = _ctes(engine, scope, options, by_breakdown)
     query = template(
         f"""
-        SELECT channel, COUNT(*) AS touches, COUNT(DISTINCT person_id) AS persons, {columns}
+        SELECT {key}channel, COUNT(*) AS touches, COUNT(DISTINCT person_id) AS persons, {columns}
         FROM (SELECT *, SUM(w) OVER (PARTITION BY person_id, journey) AS wsum
-              FROM positioned WHERE converted = 1) AS c
-        GROUP BY channel
+              FROM {source} WHERE converted = 1) AS c
+        GROUP BY {key}channel
         """
     )
-    return with_ctes(query, journey_ctes(engine, scope, options))
+    return with_ctes(query, ctes)
 
 
 def overview_query(engine: Engine, scope: Scope, options: AttributionOptions) -> exp.Query:
@@ -279,42 +327,17 @@ def attribution(
         str(r["channel"]): r for r in rows(engine.run(rule_credits_query(engine, scope, options)))
     }
     overview = rows(engine.run(overview_query(engine, scope, options)))[0]
-    markov = markov_credits(paths, options.markov_order)
-    shapley = shapley_credits(paths)
     costs = dict(costs or {})
-    channels = sorted(set(rule) | set(markov) | set(costs))
-    table: list[dict[str, Any]] = []
-    for c in channels:
-        r = rule.get(c, {})
-        entry: dict[str, Any] = {
-            "channel": c,
-            "touches": int(r.get("touches") or 0),
-            "converting_persons": int(r.get("persons") or 0),
-        }
-        for m in RULE_MODELS:
-            entry[m] = {
-                "conversions": round(float(r.get(f"{m}_conversions") or 0.0), 4),
-                "revenue": round(float(r.get(f"{m}_revenue") or 0.0), 2),
-            }
-        mk = markov.get(c, {"removal_effect": 0.0, "conversions": 0.0, "revenue": 0.0})
-        entry["markov"] = {
-            "removal_effect": round(mk["removal_effect"], 6),
-            "conversions": round(mk["conversions"], 4),
-            "revenue": round(mk["revenue"], 2),
-        }
-        sh = shapley.get(c, {"conversions": 0.0, "revenue": 0.0})
-        entry["shapley"] = {
-            "conversions": round(sh["conversions"], 4),
-            "revenue": round(sh["revenue"], 2),
-        }
-        cost = costs.get(c)
+    table = _channel_table(rule, paths, options.markov_order, costs)
+    for entry in table:
+        cost = costs.get(entry["channel"])
+        mk = entry["markov"]
         entry["cost"] = None if cost is None else round(cost, 2)
         credited = mk["conversions"]
         entry["cpa"] = round(cost / credited, 2) if cost and credited > 0 else None
         entry["roi"] = round((mk["revenue"] - cost) / cost, 4) if cost else None
-        table.append(entry)
     converters = int(overview["converters"] or 0)
-    return {
+    answer: dict[str, Any] = {
         "range": {"from": scope.start.isoformat(), "to": scope.end.isoformat()},
         "options": {
             "conversion_event": options.conversion_event,
@@ -347,6 +370,75 @@ def attribution(
             for p in sorted(paths, key=lambda p: (-p.conversions, -p.nulls))[:top_paths]
         ],
     }
+    if scope.breakdown is not None:
+        answer["breakdown"] = scope.breakdown.describe()
+        answer["by_breakdown"] = attribution_by_group(engine, scope, options)
+    return answer
+
+
+def _channel_table(
+    rule: Mapping[str, Mapping[str, Any]],
+    paths: list[PathCount],
+    order: int,
+    costs: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Per channel: touches, converting persons and each model's credited conversions and
+    revenue (rule-based rows from SQL; Markov and Shapley over ``paths``)."""
+    markov = markov_credits(paths, order)
+    shapley = shapley_credits(paths)
+    table: list[dict[str, Any]] = []
+    for c in sorted(set(rule) | set(markov) | set(costs or {})):
+        r = rule.get(c, {})
+        entry: dict[str, Any] = {
+            "channel": c,
+            "touches": int(r.get("touches") or 0),
+            "converting_persons": int(r.get("persons") or 0),
+        }
+        for m in RULE_MODELS:
+            entry[m] = {
+                "conversions": round(float(r.get(f"{m}_conversions") or 0.0), 4),
+                "revenue": round(float(r.get(f"{m}_revenue") or 0.0), 2),
+            }
+        mk = markov.get(c, {"removal_effect": 0.0, "conversions": 0.0, "revenue": 0.0})
+        entry["markov"] = {
+            "removal_effect": round(mk["removal_effect"], 6),
+            "conversions": round(mk["conversions"], 4),
+            "revenue": round(mk["revenue"], 2),
+        }
+        sh = shapley.get(c, {"conversions": 0.0, "revenue": 0.0})
+        entry["shapley"] = {
+            "conversions": round(sh["conversions"], 4),
+            "revenue": round(sh["revenue"], 2),
+        }
+        table.append(entry)
+    return table
+
+
+def attribution_by_group(
+    engine: Engine, scope: Scope, options: AttributionOptions
+) -> list[dict[str, Any]]:
+    """Per breakdown value (the person's): conversions with touches, their revenue, converting
+    persons and each channel's credit by every model within that value's journeys."""
+    found = rows(engine.run(path_counts_query(engine, scope, options, by_breakdown=True)))
+    paths_of: dict[str, list[dict[str, Any]]] = {}
+    for r in found:
+        paths_of.setdefault(str(r["bd"]), []).append(r)
+    rule_of: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for r in rows(engine.run(rule_credits_query(engine, scope, options, by_breakdown=True))):
+        rule_of.setdefault(str(r["bd"]), {})[str(r["channel"])] = r
+    out: list[dict[str, Any]] = []
+    for value in sorted(set(paths_of) | set(rule_of), key=group_order):
+        paths = _paths(paths_of.get(value, []))
+        out.append(
+            {
+                "breakdown": value,
+                "conversions_with_touches": round(sum(p.conversions for p in paths), 4),
+                "revenue": round(sum(p.revenue for p in paths), 2),
+                "non_converting_journeys": round(sum(p.nulls for p in paths), 4),
+                "channels": _channel_table(rule_of.get(value, {}), paths, options.markov_order),
+            }
+        )
+    return out
 
 
 def budget_suggestion(table: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,19 +8,17 @@ breakdown), runs the analysis on the embedded DuckDB engine and returns a JSON-r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from huaxiang.analytics import clv, costs, lift, rfm, value_sql
+from huaxiang.analytics import costs, lift, rfm, value_clv, value_sql
 from huaxiang.analytics.attribution import AttributionOptions, attribution
 from huaxiang.analytics.intent import IntentOptions, best_key_per_person, silent_interest
 from huaxiang.analytics.scope import NONE_LABEL, Breakdown, Scope, parse_where, person_rule
 from huaxiang.analytics.value_sql import epoch, rows
-from huaxiang.analytics.value_tags import save_values
+from huaxiang.analytics.value_tags import save_model_tags, save_values
 from huaxiang.audiences.definitions import get_audience
 from huaxiang.audiences.snapshots import read_snapshot
 from huaxiang.engines.duckdb import DuckDBEngine
@@ -29,6 +27,7 @@ from huaxiang.profiles.keys import normalized_value
 from huaxiang.rules.compile import Sources
 from huaxiang.rules.text import parse
 from huaxiang.runtime import Runtime
+from huaxiang.tags.definition import MetricModel, ModelFigure, parse_window
 
 SOURCES = Sources(tag_values="tag_values")
 
@@ -326,75 +325,105 @@ def run_rfm(
     return answer
 
 
+CLV_FIGURES = (
+    (ModelFigure.EXPECTED_PURCHASES, "expected purchases"),
+    (ModelFigure.CLV, "expected value"),
+    (ModelFigure.P_ALIVE, "probability of being an active customer"),
+)
+"""The figures ``save_prefix`` saves, as metric tags ``PREFIX_<figure>``."""
+
+
+def clv_model(
+    figure: ModelFigure,
+    *,
+    horizon_days: float,
+    conversion_event: str | None,
+    revenue_property: str,
+    history: str | None,
+) -> MetricModel:
+    """The model inputs of a CLV run (checked like a metric tag's model)."""
+    problems: list[Problem] = []
+    if not horizon_days > 0:
+        problems.append(Problem("horizon_days", "the horizon is a positive number of days", None))
+    try:
+        window = parse_window(history or "all")
+    except ValueError as e:
+        problems.append(Problem("history", str(e), "e.g. 365d or all"))
+    if problems:
+        raise ValidationError(problems, what="clv")
+    return MetricModel(
+        figure=figure,
+        horizon_days=horizon_days,
+        conversion_event=conversion_event,
+        revenue_property=revenue_property,
+        history=window,
+    )
+
+
 def run_clv(
     runtime: Runtime,
     *,
     as_of: datetime | None = None,
     horizon_days: float = 90.0,
     conversion_event: str | None = None,
+    revenue_property: str = "revenue",
+    history: str | None = None,
     limit: int | None = 100,
     save_prefix: str | None = None,
+    save_fields: Mapping[str, Any] | None = None,
+    breakdown: str | None = None,
 ) -> dict[str, Any]:
-    """BG/NBD + Gamma-Gamma fitted on all buyers; expected purchases and value per person."""
+    """BG/NBD + Gamma-Gamma fitted on all buyers; expected purchases and value per person.
+
+    ``save_prefix``: metric tags ``PREFIX_expected_purchases``, ``PREFIX_clv`` and
+    ``PREFIX_p_alive`` whose definition is this run's model inputs, refreshed at ``as_of``
+    (``save_fields``: their category, owner, sensitivity, refresh mode). ``breakdown``: a
+    summary per value (tag value, or first touch before as_of)."""
     moment = _aware(as_of) if as_of else runtime.clock.now()
+    base = clv_model(
+        ModelFigure.CLV,
+        horizon_days=horizon_days,
+        conversion_event=conversion_event,
+        revenue_property=revenue_property,
+        history=history,
+    )
     engine = _engine(runtime)
-    source = rfm.purchases(engine, epoch(moment), conversion_event=conversion_event)
-    summary = rows(engine.run(rfm.clv_summary_query(engine, epoch(moment), source)))
-    if len(summary) < 10:
-        raise ValidationError(
-            [Problem("buyers", f"{len(summary)} buyers: too few to fit BG/NBD", "need 10+")],
-            what="clv",
-        )
-    ids = [int(r["person_id"]) for r in summary]
-    x = np.array([float(r["x"]) for r in summary])
-    t_x = np.array([float(r["t_x"]) for r in summary])
-    big_t = np.array([float(r["big_t"]) for r in summary])
-    m = np.array([float(r["m"] or 0.0) for r in summary])
-    bg = clv.fit_bgnbd(x, t_x, big_t)
-    gg = clv.fit_gamma_gamma(x, m)
-    purchases = clv.expected_purchases(bg, horizon_days, x, t_x, big_t)
-    alive = clv.probability_alive(bg, x, t_x, big_t)
-    fallback = float(m[m > 0].mean()) if (m > 0).any() else 0.0
-    value = clv.expected_value(gg, x, m, fallback)
-    persons = [
-        {
-            "person_id": pid,
-            "x": int(x[i]),
-            "t_x_days": round(float(t_x[i]), 2),
-            "T_days": round(float(big_t[i]), 2),
-            "p_alive": round(float(alive[i]), 4),
-            "expected_purchases": round(float(purchases[i]), 4),
-            "expected_value_per_purchase": round(float(value[i]), 2),
-            "clv": round(float(purchases[i] * value[i]), 2),
-        }
-        for i, pid in enumerate(ids)
-    ]
-    persons.sort(key=lambda r: (-r["clv"], r["person_id"]))
+    values: dict[int, str] = {}
+    parsed = None
+    if breakdown:  # first, so a bad breakdown fails before the work
+        parsed, values = value_sql.person_breakdown(engine, breakdown, epoch(moment))
+    fit = value_clv.fit_model(engine, base, moment)
+    persons = fit.persons
     answer: dict[str, Any] = {
         "as_of": moment.isoformat(),
         "horizon_days": horizon_days,
         "time_unit": "day",
-        "buyers": len(ids),
-        "bg_nbd": {k: round(v, 6) for k, v in bg.as_dict().items()},
-        "gamma_gamma": {k: round(v, 6) for k, v in gg.as_dict().items()},
-        "expected_purchases_total": round(float(purchases.sum()), 2),
-        "clv_total": round(float((purchases * value).sum()), 2),
-        "rows": persons if limit is None else persons[:limit],
+        "model": {k: v for k, v in base.to_json().items() if k != "figure"},
+        "buyers": len(persons),
+        "bg_nbd": {k: round(v, 6) for k, v in fit.bg.as_dict().items()},
+        "gamma_gamma": {k: round(v, 6) for k, v in fit.gg.as_dict().items()},
+        "expected_purchases_total": fit.expected_purchases_total,
+        "clv_total": fit.clv_total,
     }
+    if parsed is not None:
+        for r in persons:
+            r["breakdown"] = values.get(int(r["person_id"]), NONE_LABEL)
+        answer["breakdown"] = parsed.describe()
+        answer["by_breakdown"] = value_clv.summary_by_group(persons, values)
+    answer["rows"] = persons if limit is None else persons[:limit]
     if save_prefix:
-        answer["saved"] = [
-            save_values(
-                runtime.store,
-                f"{save_prefix}_{name}",
-                {int(r["person_id"]): r[key] for r in persons},
-                description=f"{what} over {horizon_days:g} days (BG/NBD + Gamma-Gamma) "
-                f"as of {moment:%Y-%m-%d}",
-                cause="clv analysis",
-            )
-            for name, key, what in (
-                ("expected_purchases", "expected_purchases", "expected purchases"),
-                ("clv", "clv", "expected value"),
-                ("p_alive", "p_alive", "probability of being an active customer"),
-            )
-        ]
+        answer["saved"] = save_model_tags(
+            runtime.store,
+            [
+                (
+                    f"{save_prefix}_{figure.value}",
+                    replace(base, figure=figure),
+                    f"{what} over {horizon_days:g} days (BG/NBD + Gamma-Gamma), refitted at "
+                    "each refresh",
+                )
+                for figure, what in CLV_FIGURES
+            ],
+            as_of=moment,
+            fields=save_fields,
+        )
     return answer

@@ -177,9 +177,10 @@ def person_breakdown_query(engine: Engine, breakdown: Breakdown, before_us: int)
     scope = Scope(start=moment - timedelta(days=1), end=moment, timezone="UTC", breakdown=breakdown)
     events = scope.events(engine, start_us=0, end_us=before_us)
     query = template(
-        "SELECT person_id, MIN_BY(bd, t) AS bd FROM ev WHERE bd IS NOT NULL GROUP BY person_id"
+        "SELECT person_id, MIN_BY(bd, t) AS bd FROM bd_ev WHERE bd IS NOT NULL GROUP BY person_id"
     )
-    return with_ctes(query, {"ev": events})
+    # A name of its own: Spark hoists the CTEs of a query used as a CTE beside the caller's.
+    return with_ctes(query, {"bd_ev": events})
 
 
 def person_breakdown(engine: Engine, text: str, before_us: int) -> tuple[Breakdown, dict[int, str]]:

@@ -5,11 +5,16 @@ purchases, CLV). It is written as the values of a *manual* tag, replacing the ta
 values in one transaction (persons no longer in the result leave it, with history rows), so
 rules, audiences and exports use it like any tag: ``has_tag(silent_interest)``,
 ``has_tag(clv_90d)``. The tag is created (and activated) when it does not exist yet.
+
+CLV figures are saved differently (:func:`save_model_tags`): as *metric* tags whose definition
+is the model's inputs, refreshed like any tag (by hand or on schedule), each refresh refitting
+the model at its as_of.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from huaxiang.audiences.service import create_audience
@@ -20,7 +25,8 @@ from huaxiang.store.database import Store
 from huaxiang.tags import catalog
 from huaxiang.tags import service as tag_service
 from huaxiang.tags.compute import value_text
-from huaxiang.tags.definition import Status, TagKind
+from huaxiang.tags.definition import MetricModel, Status, TagKind
+from huaxiang.tags.refresh import refresh_tags
 from huaxiang.tags.settle import Change, Held
 from huaxiang.tags.values import read_held, write_bitmaps, write_held, write_history
 
@@ -87,3 +93,51 @@ def save_values(
         made = create_audience(store, audience, text=f"has_tag({name})", description=description)
         answer["audience"] = made["name"]
     return answer
+
+
+def save_model_tags(
+    store: Store,
+    models: Sequence[tuple[str, MetricModel, str]],
+    *,
+    as_of: datetime,
+    fields: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Metric tags ``(name, model, description)``: created (or edited to the model, a new
+    version when active) and activated, then refreshed at ``as_of`` in one transaction; their
+    values are the model's figures. ``fields``: category, owner, sensitivity, refresh of new
+    tags (and of existing ones when given). Returns the run record of each tag."""
+    extra = {k: v for k, v in (fields or {}).items() if v is not None}
+    names: list[str] = []
+    for name, model, description in models:
+        with store.transaction() as con:
+            try:
+                tag = catalog.get_tag(con, name)
+            except NotFound:
+                tag = None
+        wanted = {"model": model.to_json(), "description": description, **extra}
+        if tag is None:
+            tag_service.create_tag(store, {"name": name, "kind": "metric", **wanted})
+        elif tag.kind is not TagKind.METRIC or tag.model is None:
+            raise ValidationError(
+                [
+                    Problem(
+                        "tag",
+                        f"{name!r} is a {tag.kind.value} tag"
+                        + (" with a measure" if tag.kind is TagKind.METRIC else ""),
+                        "choose another prefix, or take the tag offline first",
+                    )
+                ],
+                what="saved result",
+            )
+        elif tag.status is Status.OFFLINE:
+            raise ValidationError(
+                [Problem("tag", f"{name!r} is offline", "choose another prefix")],
+                what="saved result",
+            )
+        elif tag.model != model or any(tag.describe().get(k) != v for k, v in extra.items()):
+            tag_service.edit_tag(store, name, {"model": model.to_json(), **extra})
+        if tag is None or tag.status is not Status.ACTIVE:
+            tag_service.move_tag(store, name, Status.ACTIVE)
+        names.append(name)
+    with store.transaction() as con:
+        return refresh_tags(con, names, as_of=as_of, trigger="clv analysis")

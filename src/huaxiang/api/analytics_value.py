@@ -78,6 +78,9 @@ def silent_interest(body: SilentInterestIn, runtime: RuntimeDep) -> dict[str, An
 
 
 class AttributionIn(ScopeIn):
+    """``breakdown`` (tag:NAME, or channel, utm_source, property:K of the person's first touch
+    before ``end``) adds ``by_breakdown``: every model's credit per channel within each value."""
+
     conversion_event: str = "Order Completed"
     revenue_property: str = "revenue"
     lookback_days: float = 30.0
@@ -177,9 +180,19 @@ def rfm(body: RfmBreakdownIn, runtime: RuntimeDep) -> dict[str, Any]:
     )
 
 
-class ClvIn(RfmIn):
+class ClvIn(RfmBreakdownIn):
     horizon_days: float = Field(default=90.0, gt=0)
-    save_prefix: str | None = Field(default=None, description="Save as PREFIX_clv etc. tags.")
+    revenue_property: str = Field(default="revenue", description="With conversion_event.")
+    history: str | None = Field(default=None, description="Purchases read: 365d or all.")
+    save_prefix: str | None = Field(
+        default=None,
+        description="Save PREFIX_expected_purchases, PREFIX_clv, PREFIX_p_alive as metric tags "
+        "whose model is this request (refreshed like any tag, refitting the model).",
+    )
+    save_category: str | None = Field(default=None, description="The saved tags' taxonomy.")
+    save_owner: str | None = None
+    save_sensitivity: str | None = Field(default=None, description="public/internal/sensitive.")
+    save_refresh: str | None = Field(default=None, description="manual, daily, hourly, ...")
 
 
 @router.post("/clv", responses=_INVALID, summary="BG/NBD + Gamma-Gamma customer value")
@@ -189,6 +202,15 @@ def customer_value(body: ClvIn, runtime: RuntimeDep) -> dict[str, Any]:
         as_of=body.as_of,
         horizon_days=body.horizon_days,
         conversion_event=body.conversion_event,
+        revenue_property=body.revenue_property,
+        history=body.history,
         limit=body.limit,
         save_prefix=body.save_prefix,
+        save_fields={
+            "category": body.save_category,
+            "owner": body.save_owner,
+            "sensitivity": body.save_sensitivity,
+            "refresh": body.save_refresh,
+        },
+        breakdown=body.breakdown,
     )

@@ -86,6 +86,12 @@ class AudienceDetail(AudienceOut):
 class EstimateIn(BaseModel):
     rule: str | dict[str, Any] = Field(description="The rule being edited: text or JSON form.")
     as_of: datetime | None = Field(default=None, description="Count at this time (default now).")
+    sample: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="How many person keys to return (0: the size only, the fastest answer).",
+    )
 
 
 class SizeOut(BaseModel):
@@ -179,7 +185,9 @@ def create_audience(body: AudienceIn, runtime: RuntimeDep) -> SavedOut:
 def estimate(body: EstimateIn, runtime: RuntimeDep) -> SizeOut:
     text, document = _rule_parts(body.rule)
     rule = service.parse_rule(runtime.store, text=text, document=document)
-    return SizeOut.model_validate(service.estimate(runtime.store, rule, as_of=body.as_of))
+    return SizeOut.model_validate(
+        service.estimate(runtime.store, rule, as_of=body.as_of, sample=body.sample)
+    )
 
 
 @router.get("/overlap", summary="Overlap of two audiences' latest snapshots", responses=_MISSING)

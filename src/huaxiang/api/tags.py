@@ -60,6 +60,12 @@ class TagIn(BaseModel):
         default=None,
         description='Metric tags: text (sum(revenue of "Order Completed", 90d)) or JSON form.',
     )
+    model: dict[str, Any] | None = Field(
+        default=None,
+        description='Metric tags instead of a measure: {"type": "clv", "figure": "clv" | '
+        '"expected_purchases" | "p_alive" | "expected_value_per_purchase", "horizon_days": 90, '
+        '"conversion_event": null (orders) or an event, "revenue_property", "history": "all"}.',
+    )
     event: str | None = Field(
         default=None, description='Preference: the event; RFM: the order event ("Order Completed").'
     )
@@ -88,6 +94,7 @@ class TagEdit(BaseModel):
     sources: list[str] | None = None
     min_trust: float | None = None
     measure: str | dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
     event: str | None = None
     property: str | None = None
     top: int | None = None
@@ -124,6 +131,9 @@ class TagOut(BaseModel):
     sources: list[str] | None = None
     min_trust: float | None = None
     measure: str | None = Field(default=None, description="Metric tags: the measure (text).")
+    model: dict[str, Any] | None = Field(
+        default=None, description="Metric tags: the customer-value model's inputs."
+    )
     event: str | None = None
     property: str | None = None
     top: int | None = None

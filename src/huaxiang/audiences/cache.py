@@ -9,6 +9,11 @@ and two tiny queries instead of reading ten million person ids each time.
 
 The checks and a reload read one snapshot of the store (one transaction), so a cached bitmap is
 never newer or older than the fingerprint it is kept under. One cache per open Store.
+
+A check is skipped altogether while the store's write generation (bumped by every write
+transaction) is the one the whole cache was last checked at: nothing was written since, so
+nothing can have changed, and a size costs no query at all. Any write (even an unrelated one)
+brings the fingerprint query back, which reloads only what really changed.
 """
 
 from __future__ import annotations
@@ -88,23 +93,50 @@ class BitmapCache:
         self._raw: dict[str, tuple[Fingerprint, dict[str, BitMap]]] = {}
         # tag -> (the live persons' fingerprint, value -> live members)
         self._tags: dict[str, tuple[Fingerprint, dict[str, BitMap]]] = {}
+        # The store's write generation at which every cached entry was last found current.
+        self._checked: int | None = None
         self.reloads = {"universe": 0, "tags": 0}
         """How many times each kind was read from the store (observable in tests)."""
+        self.checks = 0
+        """How many times the fingerprints were queried (observable in tests)."""
 
     def current(
-        self, con: duckdb.DuckDBPyConnection, tags: Iterable[str]
+        self, con: duckdb.DuckDBPyConnection, tags: Iterable[str], generation: int | None = None
     ) -> tuple[tuple[Fingerprint, BitMap], dict[str, dict[str, BitMap]]]:
         """The live persons (with their fingerprint) and, for each of ``tags``, value JSON
-        text -> live members; one query checks them all. Do not modify the bitmaps."""
+        text -> live members; one query checks them all. Do not modify the bitmaps.
+
+        ``generation``: the store's write generation, read before this call. When the cache was
+        checked at that generation and holds everything asked, no query is made.
+        """
         wanted = sorted(set(tags))
         with self._lock:
-            persons, current = _fingerprints(con, wanted)
+            universe = self._universe
+            if (
+                generation is not None
+                and generation == self._checked
+                and universe is not None
+                and all(t in self._tags and self._tags[t][0] == universe[0] for t in wanted)
+            ):
+                return universe, {tag: self._tags[tag][1] for tag in wanted}
+            persons, current = _fingerprints(con, sorted({*wanted, *self._raw}))
+            self.checks += 1
+            for tag in [t for t in self._raw if t not in wanted]:
+                if self._raw[tag][0] != current[tag]:  # changed, not asked now: forget it
+                    del self._raw[tag]
+                    self._tags.pop(tag, None)
             universe = self._universe_for(con, persons)
-            return universe, self._tags_for(con, wanted, current, universe)
+            found = self._tags_for(con, wanted, current, universe)
+            for tag in [t for t in self._tags if self._tags[t][0] != universe[0]]:
+                del self._tags[tag]  # trimmed to older live persons: redone when asked
+            self._checked = generation
+            return universe, found
 
-    def universe(self, con: duckdb.DuckDBPyConnection) -> tuple[Fingerprint, BitMap]:
+    def universe(
+        self, con: duckdb.DuckDBPyConnection, generation: int | None = None
+    ) -> tuple[Fingerprint, BitMap]:
         """The live persons, and the fingerprint they are kept under. Do not modify them."""
-        return self.current(con, [])[0]
+        return self.current(con, [], generation)[0]
 
     def tags(
         self,
@@ -166,6 +198,7 @@ class BitmapCache:
             self._universe = None
             self._raw.clear()
             self._tags.clear()
+            self._checked = None
 
 
 _CACHES: weakref.WeakKeyDictionary[Store, BitmapCache] = weakref.WeakKeyDictionary()

@@ -20,7 +20,7 @@ from huaxiang.audiences.definitions import (
 from huaxiang.audiences.expand import starting_at, used_audiences, workspace_graph
 from huaxiang.audiences.export import ExportRequest, export_snapshot
 from huaxiang.audiences.holdout import split
-from huaxiang.audiences.size import aware, members, members_and_total
+from huaxiang.audiences.size import aware, members, members_and_total, size_and_total
 from huaxiang.audiences.snapshots import (
     diff,
     latest_snapshot,
@@ -117,18 +117,27 @@ def _keys(store: Store, ids: BitMap | list[int], sample: int) -> list[str]:
 def estimate(
     store: Store, rule: Rule, *, as_of: datetime | None = None, sample: int = 5
 ) -> dict[str, Any]:
-    """The size of ``rule`` at ``as_of`` (default now), with the method used and a few keys."""
+    """The size of ``rule`` at ``as_of`` (default now), with the method used and ``sample``
+    person keys (``sample=0``: the size only, counted without building the members)."""
     moment = aware(as_of)
+    text = to_text(rule)
     started = time.perf_counter()
-    found, method, total = members_and_total(store, rule, moment)
-    seconds = time.perf_counter() - started
+    keys: list[str] = []
+    if sample:
+        found, method, total = members_and_total(store, rule, moment, text=text)
+        persons = len(found)
+        seconds = time.perf_counter() - started
+        keys = _keys(store, found, sample)
+    else:  # only the size: counted without building the members
+        persons, method, total = size_and_total(store, rule, moment, text=text)
+        seconds = time.perf_counter() - started
     return {
-        "rule": to_text(rule),
+        "rule": text,
         "as_of": moment.isoformat(),
-        "persons": len(found),
+        "persons": persons,
         "of_persons": total,
         "method": method,
-        "sample": _keys(store, found, sample),
+        "sample": keys,
         "seconds": round(seconds, 4),
     }
 

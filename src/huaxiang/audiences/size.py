@@ -2,7 +2,8 @@
 everything else (events, attributes, consent).
 
 ``in_audience(A)`` is first replaced by A's definition (``expand.py``), so a rule made of tags
-and audiences of tags is still tag algebra and answered from the cached bitmaps.
+and audiences of tags is still tag algebra and answered from the cached bitmaps. How a rule is
+answered is planned once per write generation of the store (``plans.py``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from datetime import UTC, datetime
 
 from pyroaring import BitMap
 
-from huaxiang.audiences.algebra import BitmapEvaluator, is_tag_algebra
+from huaxiang.audiences.algebra import BitmapEvaluator
 from huaxiang.audiences.cache import cache_for
-from huaxiang.audiences.expand import used_audiences
+from huaxiang.audiences.plans import plan_for
 from huaxiang.rules.ast import Rule
 from huaxiang.rules.audience_size import matching_persons
 from huaxiang.store import Store
-from huaxiang.tags.sources import TAG_SOURCES, workspace_rule
+from huaxiang.tags.sources import TAG_SOURCES
 
 
 def aware(moment: datetime | None) -> datetime:
@@ -35,20 +36,10 @@ def members_by_sql(store: Store, rule: Rule, as_of: datetime) -> BitMap:
 
 
 def members_by_bitmaps(store: Store, rule: Rule) -> BitMap:
+    generation = store.write_generation
     con = store.cursor()
     try:
-        return BitmapEvaluator(con, cache_for(store)).members(rule)
-    finally:
-        con.close()
-
-
-def expanded(store: Store, rule: Rule) -> Rule:
-    """``rule`` with every ``in_audience`` replaced by the audience's definition."""
-    if not used_audiences([rule]):
-        return rule
-    con = store.cursor()
-    try:
-        return workspace_rule(con, rule)
+        return BitmapEvaluator(con, cache_for(store), generation).members(rule)
     finally:
         con.close()
 
@@ -64,23 +55,23 @@ def members(store: Store, rule: Rule, as_of: datetime | None = None) -> tuple[Bi
 
 
 def members_and_total(
-    store: Store, rule: Rule, as_of: datetime | None = None
+    store: Store, rule: Rule, as_of: datetime | None = None, *, text: str | None = None
 ) -> tuple[BitMap, str, int]:
-    """:func:`members` and the number of live persons, with one check of the cache."""
-    rule = expanded(store, rule)
-    con = store.cursor()
-    try:
-        cache = cache_for(store)
-        metric = {
-            str(row[0])
-            for row in con.execute(
-                "SELECT name FROM tag_definitions WHERE kind = 'metric'"
-            ).fetchall()
-        }
-        if is_tag_algebra(rule, metric):
-            evaluator = BitmapEvaluator(con, cache)
-            return evaluator.members(rule), "bitmap", len(evaluator.universe)
-        total = len(cache.universe(con)[1])
-    finally:
-        con.close()
-    return members_by_sql(store, rule, aware(as_of)), "sql", total
+    """:func:`members` and the number of live persons, with one check of the cache (none while
+    nothing was written since the rule was last asked). ``text``: the rule's text, if known."""
+    plan = plan_for(store, rule, text)
+    if plan.node is not None:
+        found, owned = plan.node.bitmap()
+        return (found if owned else found.copy()), "bitmap", plan.total
+    return members_by_sql(store, plan.rule, aware(as_of)), "sql", plan.total
+
+
+def size_and_total(
+    store: Store, rule: Rule, as_of: datetime | None = None, *, text: str | None = None
+) -> tuple[int, str, int]:
+    """How many persons meet ``rule``, the method and the number of live persons; on the
+    bitmap path the members are counted, not built."""
+    plan = plan_for(store, rule, text)
+    if plan.node is not None:
+        return plan.node.size(), "bitmap", plan.total
+    return len(members_by_sql(store, plan.rule, aware(as_of))), "sql", plan.total

@@ -186,6 +186,7 @@ def attribution_command(
     tag: Tag = None,
     audience: Audience = None,
     rule: RuleOpt = None,
+    breakdown: PersonBreakdownOpt = None,
     conversion: Annotated[str, typer.Option(help="Conversion event.")] = "Order Completed",
     revenue: Annotated[str, typer.Option(help="Revenue property.")] = "revenue",
     lookback_days: Annotated[float, typer.Option(help="Lookback window (days).")] = 30.0,
@@ -196,8 +197,9 @@ def attribution_command(
     ),
     fmt: Format = "table",
 ) -> None:
-    """Credit per channel by first/last touch, linear, time decay, position, Markov, Shapley."""
-    scope = _scope(start, end, where, tag, audience, rule, None)
+    """Credit per channel by first/last touch, linear, time decay, position, Markov, Shapley;
+    with --breakdown, also per breakdown value (table and CSV: one row per value and channel)."""
+    scope = _scope(start, end, where, tag, audience, rule, breakdown)
     body = {
         **scope,
         "conversion_event": conversion,
@@ -221,28 +223,38 @@ def attribution_command(
         body,
         lambda rt: service.run_attribution(rt, _request(scope), options),
     )
-    table = [
-        {
-            "channel": c["channel"],
-            "touches": c["touches"],
-            "first": c["first_touch"]["conversions"],
-            "last": c["last_touch"]["conversions"],
-            "linear": c["linear"]["conversions"],
-            "decay": c["time_decay"]["conversions"],
-            "position": c["position_based"]["conversions"],
-            "markov": c["markov"]["conversions"],
-            "removal": c["markov"]["removal_effect"],
-            "shapley": c["shapley"]["conversions"],
-            "markov_revenue": c["markov"]["revenue"],
-            "cost": c["cost"],
-            "cpa": c["cpa"],
-            "roi": c["roi"],
-        }
-        for c in answer["channels"]
-    ]
+    table = [_credit_row(c) for c in answer["channels"]]
+    if "by_breakdown" in answer:
+        table = [
+            {"breakdown": g["breakdown"], **_credit_row(c)}
+            for g in answer["by_breakdown"]
+            for c in g["channels"]
+        ]
+        _emit(answer, table if fmt != "json" else [], fmt, "attribution by " + answer["breakdown"])
+        return
     _emit(answer, table if fmt != "json" else [], fmt, "attribution")
     if fmt == "table" and answer["budget"]["channels"]:
         _emit(answer["budget"], answer["budget"]["channels"], "table", "budget suggestion")
+
+
+def _credit_row(c: dict[str, Any]) -> dict[str, Any]:
+    """One channel's credits (conversions by model; cost, CPA and ROI for the whole range)."""
+    row = {
+        "channel": c["channel"],
+        "touches": c["touches"],
+        "first": c["first_touch"]["conversions"],
+        "last": c["last_touch"]["conversions"],
+        "linear": c["linear"]["conversions"],
+        "decay": c["time_decay"]["conversions"],
+        "position": c["position_based"]["conversions"],
+        "markov": c["markov"]["conversions"],
+        "removal": c["markov"]["removal_effect"],
+        "shapley": c["shapley"]["conversions"],
+        "markov_revenue": c["markov"]["revenue"],
+    }
+    if "cost" in c:
+        row.update({"cost": c["cost"], "cpa": c["cpa"], "roi": c["roi"]})
+    return row
 
 
 costs_app = typer.Typer(help="Channel costs (spend per channel and period).", no_args_is_help=True)
@@ -434,17 +446,42 @@ def clv_command(
     as_of: AsOf = None,
     horizon_days: Annotated[float, typer.Option(help="Horizon (days).")] = 90.0,
     conversion: Annotated[str | None, typer.Option(help="Event (default: orders).")] = None,
-    save_prefix: Annotated[str | None, typer.Option(help="Save PREFIX_clv, ... tags.")] = None,
+    revenue: Annotated[str, typer.Option(help="Revenue property of --conversion.")] = "revenue",
+    history: Annotated[str | None, typer.Option(help="Purchases read: 365d or all.")] = None,
+    breakdown: PersonBreakdownOpt = None,
+    save_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Save PREFIX_expected_purchases, PREFIX_clv, PREFIX_p_alive (metric tags)."
+        ),
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="Saved tags: taxonomy path.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Saved tags: owner.")] = None,
+    sensitivity: Annotated[str | None, typer.Option(help="Saved tags: sensitivity.")] = None,
+    refresh: Annotated[
+        str | None, typer.Option(help="Saved tags: manual, hourly, daily, every_n_hours(N).")
+    ] = None,
     limit: Limit = 50,
     fmt: Format = "table",
 ) -> None:
-    """Expected purchases and value per person over a horizon (BG/NBD + Gamma-Gamma)."""
+    """Expected purchases and value per person over a horizon (BG/NBD + Gamma-Gamma); with
+    --breakdown, a summary per value (table and CSV show the summary, JSON both)."""
+    save_fields = {
+        "category": category,
+        "owner": owner,
+        "sensitivity": sensitivity,
+        "refresh": refresh,
+    }
     body = {
         "as_of": as_of.isoformat() if as_of else None,
         "horizon_days": horizon_days,
         "conversion_event": conversion,
+        "revenue_property": revenue,
+        "history": history,
         "limit": limit,
         "save_prefix": save_prefix,
+        **{f"save_{k}": v for k, v in save_fields.items()},
+        "breakdown": breakdown,
     }
     answer = _call(
         ctx.obj,
@@ -455,11 +492,20 @@ def clv_command(
             as_of=as_of,
             horizon_days=horizon_days,
             conversion_event=conversion,
+            revenue_property=revenue,
+            history=history,
             limit=limit,
             save_prefix=save_prefix,
+            save_fields=save_fields,
+            breakdown=breakdown,
         ),
     )
-    _emit(answer, answer["rows"], fmt, "CLV")
+    if "by_breakdown" in answer:
+        _emit(answer, answer["by_breakdown"], fmt, "CLV by " + answer["breakdown"])
+    else:
+        _emit(answer, answer["rows"], fmt, "CLV")
+    if fmt == "table" and answer.get("saved"):
+        _emit({}, answer["saved"], "table", "saved as metric tags")
 
 
 def register(app: typer.Typer) -> None:

@@ -200,6 +200,8 @@ def _show_definition(tag: dict[str, Any]) -> None:
         typer.echo(f"  sources: {tag.get('sources') or 'all'}, min_trust: {tag.get('min_trust')}")
     if tag.get("measure"):
         typer.echo(f"  measure: {tag['measure']}")
+    if tag.get("model"):
+        typer.echo(f"  model: {orjson.dumps(tag['model']).decode()}")
     if tag["kind"] == "preference":
         typer.echo(
             f"  top {tag.get('top')} {tag.get('property')!r} of {tag.get('event')!r} "

@@ -16,7 +16,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,6 +148,7 @@ class RealtimeEngine:
         self._checked = float("-inf")
         self._bitmaps: dict[tuple[str, str], BitMap] | None = None
         self._empty_truths: dict[int, bool] = {}
+        self._moment_cache: tuple[int, datetime] | None = None
         self._snapshot_seq = 0
         self._logged = 0
         """Rows in ``realtime_state_log``: past COMPACT_ROWS the timer thread compacts."""
@@ -421,7 +422,11 @@ class RealtimeEngine:
         return None
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
-        """The loader's EventSink hook: update state for stored events, write the changes."""
+        """The loader's EventSink hook: update state for stored events, write the changes.
+
+        The batch is fed first (every event into the leaves it reads), then each person's
+        touched atoms are read once at ``now`` and only the subjects whose atoms changed truth
+        are evaluated: a person with several events in one batch costs one evaluation."""
         # The loader stored this batch before calling the sinks: leaves rebuilt from the stored
         # events just now have seen it already.
         rebuilt: set[int] = set()
@@ -442,6 +447,9 @@ class RealtimeEngine:
             dirty: set[tuple[int, int]] = set()
             causes: dict[tuple[int, int], str] = {}
             profile_subjects = [s.sid for s in self.subjects.values() if s.uses]
+            fed: dict[int, tuple[dict[int, str], set[int]]] = {}
+            persons = self.persons
+            wide = self._wide
             for pid, name, t, props, message, kind in _rows(events):
                 entries = by_event.get(name) if name is not None else None
                 if not entries and not (kind == "identify" and profile_subjects):
@@ -449,59 +457,77 @@ class RealtimeEngine:
                 person = self._person_of(*pid)
                 if person is None:
                     continue
-                if person not in self.persons:
-                    for sid in self._wide:
+                if person not in persons:
+                    for sid in wide:
                         dirty.add((person, sid))
                         causes.setdefault((person, sid), f"event {message}")
                 if entries:
-                    created: set[int] = set()
-                    touched = self._feed(person, entries, t, props, now, created)
+                    mine = fed.get(person)
+                    if mine is None:
+                        mine = fed[person] = ({}, set())
+                    touched = self._feed(person, entries, t, props, now, mine[1])
                     if touched:
-                        self._react(
-                            person, touched, created, now, f"event {message}", dirty, causes
-                        )
+                        cause = f"event {message}"
+                        leaves = mine[0]
+                        for leaf_id in touched:
+                            leaves[leaf_id] = cause
                 if kind == "identify":
                     for sid in profile_subjects:
                         dirty.add((person, sid))
                         causes.setdefault((person, sid), f"profile update {message}")
+            memos: dict[int, dict[int, tuple[bool, int | None]]] = {}
+            compacted = {person: leaves.keys() for person, (leaves, _) in fed.items()}
+            for person, (leaves, created) in fed.items():
+                if leaves:
+                    memos[person] = self._react(person, leaves, created, now, "", dirty, causes)
             if not dirty:
-                if changes or self._restamped:
-                    touched = {c.person_id for c in changes} | {p for p, _ in self._restamped}
-                    self._write(con, changes, touched, now)
+                # The fed persons' state moved even when no value did: it goes to the snapshot.
+                touched_ids = {c.person_id for c in changes} | {p for p, _ in self._restamped}
+                if changes or touched_ids or fed:
+                    self._write(con, changes, touched_ids | set(fed), now, fed=compacted)
                 return
-            changes += self._evaluate(con, sorted(dirty), now, causes)
-            touched = {pid for pid, _ in dirty}
-            self._write(con, changes, touched, now)
+            changes += self._evaluate(con, sorted(dirty), now, causes, memos)
+            self._write(con, changes, {pid for pid, _ in dirty} | set(fed), now, fed=compacted)
 
     def _react(
         self,
         pid: int,
-        touched: set[int],
+        touched: Iterable[int],
         created: set[int],
         now: int,
         cause: str,
         dirty: set[tuple[int, int]],
         causes: dict[tuple[int, int], str],
-    ) -> None:
-        """After an event changed leaves: the subjects reading an atom whose truth changed are
+    ) -> dict[int, tuple[bool, int | None]]:
+        """After events changed leaves: the subjects reading an atom whose truth changed are
         due for evaluation; for the others only the moment of their next change can move
-        earlier (a timer then; firing early only re-evaluates).
+        earlier (a timer then; firing early only re-evaluates). ``touched`` may map each leaf
+        to the cause of its change (else ``cause``). Returns the atoms read: (truth, next
+        change), for the evaluation that follows at the same ``now``.
 
         The truth an atom had before is the one the person's subjects last read, or, for a leaf
         the person had no events for, its truth without events; otherwise it counts as
-        changed."""
+        changed. A true rising atom stays true (see :class:`Atom`) and is not read."""
         state = self.persons[pid]
         known = state.atoms
         atoms = self.program.atoms
         leaves = self.program.leaves
         reader = self._read_leaf(pid)
+        memo: dict[int, tuple[bool, int | None]] = {}
+        named = touched if isinstance(touched, dict) else None
         for leaf_id in touched:
-            frame = Frame(now, reader, _NO_PROFILE)
+            frame: Frame | None = None
             fresh_leaf = leaf_id in created
+            leaf_cause = named[leaf_id] if named is not None else cause
             for atom_id in leaves[leaf_id].atoms:
                 atom = atoms[atom_id]
-                truth = frame.atom(atom_id, atom.test)
                 before = known.get(atom_id)
+                if before is True and atom.rising and not fresh_leaf:
+                    continue
+                if frame is None:
+                    frame = Frame(now, reader, _NO_PROFILE)
+                truth = frame.atom(atom_id, atom.test)
+                memo[atom_id] = (truth, frame.next)
                 if before is None and fresh_leaf:
                     before = self._empty_truth(atom_id)
                 known[atom_id] = truth
@@ -509,13 +535,14 @@ class RealtimeEngine:
                     for sid in atom.subjects:
                         pair = (pid, sid)
                         dirty.add(pair)
-                        causes[pair] = cause
-            wake = frame.next
+                        causes[pair] = leaf_cause
+            wake = frame.next if frame is not None else None
             if wake is not None:
                 for atom_id in leaves[leaf_id].atoms:
                     for sid in atoms[atom_id].subjects:
                         if (pid, sid) not in dirty:
                             self._schedule_min(pid, sid, wake)
+        return memo
 
     def _empty_truth(self, atom_id: int) -> bool:
         """An atom's truth for a person without events in its leaf (it does not change with
@@ -623,8 +650,10 @@ class RealtimeEngine:
         pairs: Sequence[tuple[int, int]],
         now: int,
         causes: dict[tuple[int, int], str] | str,
+        memos: dict[int, dict[int, tuple[bool, int | None]]] | None = None,
     ) -> list[MembershipChange]:
         """Evaluate (person, subject) pairs at ``now``; update held values, timers; changes.
+        ``memos``: atoms per person already read at ``now`` (by :meth:`_react`).
 
         An atom found with another truth than the person's other subjects last read also
         re-evaluates those subjects (in a further round), so that they never read stale truths.
@@ -646,7 +675,12 @@ class RealtimeEngine:
                 reader = frames.get(pid)
                 if reader is None:
                     reader = frames[pid] = self._read_leaf(pid)
-                frame = Frame(now, reader, profiles.get(pid, _NO_PROFILE))
+                frame = Frame(
+                    now,
+                    reader,
+                    profiles.get(pid, _NO_PROFILE),
+                    memos.get(pid) if memos is not None else None,
+                )
                 fresh, defaulted = self._decide(subject, frame)
                 cause = (
                     causes
@@ -738,7 +772,7 @@ class RealtimeEngine:
             kind = ChangeKind.EXPIRED if expired else ChangeKind.LEFT
         else:
             kind = ChangeKind.CHANGED
-        at = from_us(now)
+        at = self._moment(now)
         digest = hashlib.sha1(
             f"{subject.kind}|{subject.name}|{subject.version}|{pid}|{kind}|{now}|{new_value}".encode()
         ).hexdigest()[:32]
@@ -749,12 +783,19 @@ class RealtimeEngine:
             person_id=pid,
             person_key=self.identity.person_key(pid),
             kind=kind,
-            old_value=None if old_value is None else orjson.loads(old_value),
-            new_value=None if new_value is None else orjson.loads(new_value),
+            old_value=None if old_value is None else _parsed(old_value),
+            new_value=None if new_value is None else _parsed(new_value),
             at=at,
             cause=cause,
             version=subject.version,
         )
+
+    def _moment(self, now: int) -> datetime:
+        """``now`` as an aware datetime (one object per moment: a batch's changes share it)."""
+        cached = self._moment_cache
+        if cached is None or cached[0] != now:
+            cached = self._moment_cache = (now, from_us(now))
+        return cached[1]
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -823,8 +864,14 @@ class RealtimeEngine:
                     self.compact_snapshot(con)
         return changes
 
-    def _compact(self, state: PersonState, now: int) -> None:
-        for leaf_id, leaf_state in list(state.leaves.items()):
+    def _compact(self, state: PersonState, now: int, only: Iterable[int] | None = None) -> None:
+        """Drop what the leaves' windows no longer need (``only``: just these leaves)."""
+        items = (
+            list(state.leaves.items())
+            if only is None
+            else [(k, v) for k in only if (v := state.leaves.get(k)) is not None]
+        )
+        for leaf_id, leaf_state in items:
             leaf = self.program.leaves[leaf_id]
             spec = leaf.spec
             if isinstance(leaf_state, MetricState):
@@ -848,6 +895,7 @@ class RealtimeEngine:
         now: int,
         *,
         rewrite: set[str] | None = None,
+        fed: Mapping[int, Iterable[int]] | None = None,
     ) -> None:
         """Store what an event batch or a timer round changed, a few set-based statements in
         all: changes (and activation's outbox), tag values, history, bitmaps, the snapshot.
@@ -864,7 +912,7 @@ class RealtimeEngine:
                     "kind": [c.kind.value for c in changes],
                     "old_value": pa.array([_json(c.old_value) for c in changes], pa.string()),
                     "new_value": pa.array([_json(c.new_value) for c in changes], pa.string()),
-                    "moment": pa.array([to_naive_utc(c.at) for c in changes], pa.timestamp("us")),
+                    "moment": _moments(changes),
                     "cause": [c.cause for c in changes],
                     "version": pa.array([c.version for c in changes], pa.int32()),
                 }
@@ -884,7 +932,10 @@ class RealtimeEngine:
         for pid in touched:
             state = self.persons.get(pid)
             if state is not None:
-                self._compact(state, now)
+                if fed is None:
+                    self._compact(state, now)
+                elif pid in fed:  # the others were compacted when their timers fired
+                    self._compact(state, now, fed[pid])
         self._write_snapshot(con, touched)
         if changes:
             for listener in self.listeners:
@@ -947,16 +998,11 @@ class RealtimeEngine:
                         "value": [h.value for _, _, h in rows],
                         "version": pa.array([versions.get(t, 1) for t, _, _ in rows], pa.int32()),
                         "qualified": pa.array(
-                            [from_us(h.qualified).replace(tzinfo=None) for _, _, h in rows],
+                            [h.qualified for _, _, h in rows],
                             pa.timestamp("us"),
                         ),
                         "expires": pa.array(
-                            [
-                                None
-                                if h.expires is None
-                                else from_us(h.expires).replace(tzinfo=None)
-                                for _, _, h in rows
-                            ],
+                            [h.expires for _, _, h in rows],
                             pa.timestamp("us"),
                         ),
                     }
@@ -976,9 +1022,7 @@ class RealtimeEngine:
                         "old_value": pa.array([_json(c.old_value) for c in changes], pa.string()),
                         "new_value": pa.array([_json(c.new_value) for c in changes], pa.string()),
                         "version": pa.array([c.version for c in changes], pa.int32()),
-                        "moment": pa.array(
-                            [to_naive_utc(c.at) for c in changes], pa.timestamp("us")
-                        ),
+                        "moment": _moments(changes),
                         "cause": [f"realtime: {c.cause}" for c in changes],
                     }
                 ),
@@ -1246,6 +1290,31 @@ class RealtimeEngine:
 
 _NO_PROFILE = Profile()
 _NO_EVENTS = MetricState()  # never fed: what a metric leaf reads for a person without events
+
+
+_PARSED: dict[str, Any] = {}
+
+
+def _parsed(text: str) -> Any:
+    """A held value's JSON text as a value (scalars are cached: a few distinct texts)."""
+    found = _PARSED.get(text, _PARSED)
+    if found is _PARSED:
+        found = orjson.loads(text)
+        if not isinstance(found, list | dict) and len(_PARSED) < 10_000:
+            _PARSED[text] = found
+    return found
+
+
+def _moments(changes: Sequence[MembershipChange]) -> pa.Array:
+    """The changes' moments as naive UTC timestamps (changes of one batch share a moment)."""
+    cache: dict[datetime, int] = {}
+    out: list[int] = []
+    for c in changes:
+        us = cache.get(c.at)
+        if us is None:
+            us = cache[c.at] = to_us(c.at)
+        out.append(us)
+    return pa.array(out, pa.timestamp("us"))
 
 
 def _json(value: Any) -> str | None:

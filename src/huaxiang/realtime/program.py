@@ -26,12 +26,14 @@ from huaxiang.realtime.leaves import (
 from huaxiang.rules.ast import (
     And,
     AttributeCondition,
+    CompareOp,
     Condition,
     Consent,
     ConsentStatus,
     Did,
     EventCount,
     EventMatch,
+    EventTime,
     HasTag,
     InAudience,
     MetricCondition,
@@ -44,6 +46,7 @@ from huaxiang.rules.ast import (
     Rule,
     Sequence,
     TimeAt,
+    Which,
 )
 from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.evaluate import _compare_numbers, _has_tag
@@ -66,9 +69,15 @@ class Profile:
 class Frame:
     """One evaluation of a person at ``now``: leaf values (cached) and the next change time."""
 
-    __slots__ = ("atoms", "cache", "next", "now", "profile", "reader")
+    __slots__ = ("atoms", "cache", "memo", "next", "now", "profile", "reader")
 
-    def __init__(self, now: int, reader: Callable[[int, Frame], Any], profile: Profile) -> None:
+    def __init__(
+        self,
+        now: int,
+        reader: Callable[[int, Frame], Any],
+        profile: Profile,
+        memo: dict[int, tuple[bool, int | None]] | None = None,
+    ) -> None:
         self.now = now
         self.reader = reader  # (leaf id, frame) -> value; it reports the leaf's next change
         self.profile = profile
@@ -76,6 +85,8 @@ class Frame:
         self.atoms: dict[int, bool] = {}
         """Truth of each atom read in this evaluation (the engine keeps them per person)."""
         self.next: int | None = None
+        self.memo = memo
+        """Atoms already read at ``now`` over the same leaf states: (truth, next change)."""
 
     def leaf(self, leaf_id: int) -> Any:
         try:
@@ -88,8 +99,18 @@ class Frame:
         try:
             return self.atoms[atom_id]
         except KeyError:
-            truth = self.atoms[atom_id] = test(self)
-            return truth
+            pass
+        memo = self.memo
+        if memo is not None:
+            known = memo.get(atom_id)
+            if known is not None:
+                truth, moment = known
+                if moment is not None:
+                    self.wake(moment)
+                self.atoms[atom_id] = truth
+                return truth
+        truth = self.atoms[atom_id] = test(self)
+        return truth
 
     def wake(self, moment: int) -> None:
         if moment > self.now and (self.next is None or moment < self.next):
@@ -123,6 +144,10 @@ class Atom:
     test: Test
     key: str
     subjects: set[int] = field(default_factory=set)
+    rising: bool = False
+    """True stays true when events are added (``did``, ``count >= N``, ``last within``,
+    ``first before``): a true atom needs no reading after an event (earlier timers only
+    re-evaluate)."""
 
 
 class Program:
@@ -160,7 +185,7 @@ class Program:
         found = self._atom_keys.get(key)
         if found is None:
             found = self._atom_keys[key] = len(self.atoms)
-            self.atoms.append(Atom(leaf_id, test, key))
+            self.atoms.append(Atom(leaf_id, test, key, rising=_rising(node)))
             self.leaves[leaf_id].atoms.append(found)
         atom = self.atoms[found]
         atom.subjects.add(subject)
@@ -174,6 +199,20 @@ class Program:
         """A closure evaluating ``rule`` on a frame; ``uses`` collects what it reads besides
         events (``attributes:<name>``, ``consent``, ``tags``)."""
         return _compile(self, rule, subject, uses)
+
+
+def _rising(node: Condition) -> bool:
+    """Whether the atom ``node`` can only turn true, never false, when events are added."""
+    match node:
+        case Did():
+            return True
+        case MetricCondition(EventCount(), op, _):
+            return op in (CompareOp.GE, CompareOp.GT)
+        case Recency(EventTime(which, _), op, _):
+            return (which is Which.LAST) == (op is RecencyOp.WITHIN)
+        case TimeAt(EventTime(which, _), op, _):
+            return (which is Which.LAST) == (op is MomentOp.AFTER)
+    return False
 
 
 def _matches(match: EventMatch, properties: Mapping[str, Any]) -> bool:

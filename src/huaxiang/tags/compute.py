@@ -11,8 +11,9 @@ what was set.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import orjson
@@ -22,7 +23,7 @@ from huaxiang.engines.duckdb import DuckDBEngine
 from huaxiang.rules.ast import Measure, Rule, Scalar
 from huaxiang.rules.compile import Sources
 from huaxiang.tags import preference, rfm
-from huaxiang.tags.definition import TagDefinition, TagKind
+from huaxiang.tags.definition import MetricModel, ModelFigure, TagDefinition, TagKind
 from huaxiang.tags.measures import evidence, number_value
 from huaxiang.tags.sources import TAG_SOURCES, workspace_rules
 
@@ -58,8 +59,13 @@ def compute_rule_tags(
 
     A metric tag's value is its measure's number for the persons with at least one matching
     event (``days_since``, ``avg``, ``min``, ``max``: with a value): persons without any hold
-    no value, so that a count or a sum of nothing is not stored as 0 for everybody.
+    no value, so that a count or a sum of nothing is not stored as 0 for everybody. A metric tag
+    with a customer-value model instead is refitted at ``as_of`` (:func:`compute_models`).
     """
+    if any(tag.model is not None for tag in tags):
+        both = compute_rule_tags(con, [t for t in tags if t.model is None], as_of, sources=sources)
+        both.update(compute_models(con, [t for t in tags if t.model is not None], as_of))
+        return both
     columns: dict[str, Rule] = {}
     measures: dict[str, Measure] = {}
     for n, tag in enumerate(tags):
@@ -111,6 +117,32 @@ def compute_rule_tags(
                         fresh.defaulted.add(pid)
             fresh.values = taken
         out[tag.name] = fresh
+    return out
+
+
+def compute_models(
+    con: duckdb.DuckDBPyConnection, tags: Sequence[TagDefinition], as_of: datetime
+) -> dict[str, Fresh]:
+    """Metric tags with a customer-value model: the model refitted on the purchases up to
+    ``as_of`` and its figure for every buyer (the CLV analysis's figures, ``value_clv.py``).
+    Tags differing only in the figure share one fit."""
+    # Imported here: the analytics package reads tag values (scope, breakdowns) and so imports
+    # the tags package; the model is the only way back.
+    from huaxiang.analytics.value_clv import fit_model
+
+    engine = DuckDBEngine(con, TAG_SOURCES)
+    moment = to_naive_utc(as_of)
+    fits: dict[MetricModel, list[dict[str, Any]]] = {}
+    out: dict[str, Fresh] = {}
+    for tag in tags:
+        assert tag.model is not None
+        key = replace(tag.model, figure=ModelFigure.CLV)
+        if key not in fits:
+            fits[key] = fit_model(engine, tag.model, as_of).persons
+        figure = tag.model.figure.value
+        out[tag.name] = Fresh(
+            {int(r["person_id"]): (value_text(number_value(r[figure])), moment) for r in fits[key]}
+        )
     return out
 
 

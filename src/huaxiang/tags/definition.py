@@ -1,6 +1,7 @@
 """What a tag is, as data: kind, taxonomy, owner, sensitivity, lifecycle status, refresh mode,
-TTL, and the kind-specific part (a rule, ordered cases, imported labels, a measure, a
-preference's event and property, an RFM tag's order event and revenue property).
+TTL, and the kind-specific part (a rule, ordered cases, imported labels, a measure or a
+customer-value model, a preference's event and property, an RFM tag's order event and revenue
+property).
 
 Definitions are immutable; the catalog stores them (``catalog.py``) and the input reader
 (``spec.py``) builds them from user input after checking every field.
@@ -48,7 +49,8 @@ class TagKind(StrEnum):
     IMPORTED = "imported"
     """Labels of DMP/CRM files (``dmp_labels``) mapped to values, filtered by source and trust."""
     METRIC = "metric"
-    """A per-person number at as_of: a measure (``sum(revenue of "Order Completed", 90d)``)."""
+    """A per-person number at as_of: a measure (``sum(revenue of "Order Completed", 90d)``), or
+    a figure of a customer-value model refitted at each refresh (:class:`MetricModel`)."""
     PREFERENCE = "preference"
     """The top-N most frequent values of an event property in a window, as a JSON list."""
     RFM = "rfm"
@@ -136,6 +138,76 @@ class RefreshMode:
         return self.kind.value
 
 
+class ModelFigure(StrEnum):
+    """Which per-person figure of the customer-value model a metric tag holds."""
+
+    EXPECTED_PURCHASES = "expected_purchases"
+    """BG/NBD: expected purchases in the next ``horizon_days``."""
+    CLV = "clv"
+    """Expected value over the horizon: expected purchases x expected value per purchase."""
+    EXPECTED_VALUE_PER_PURCHASE = "expected_value_per_purchase"
+    """Gamma-Gamma: expected value of one purchase."""
+    P_ALIVE = "p_alive"
+    """BG/NBD: probability that the person is still an active customer."""
+
+
+MODEL_TYPES = ("clv",)
+"""Model families a metric tag can take (``clv``: BG/NBD + Gamma-Gamma, ``analytics/clv.py``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricModel:
+    """A metric tag's number from a fitted model instead of a measure: BG/NBD + Gamma-Gamma
+    fitted on every buyer's purchases up to the refresh's as_of (within ``history``), then one
+    figure per buyer. A refresh refits, so values follow new orders; non-buyers hold no value.
+    """
+
+    figure: ModelFigure
+    horizon_days: float = 90.0
+    conversion_event: str | None = None
+    """The purchase event; None: the imported orders (refunds subtracted)."""
+    revenue_property: str = "revenue"
+    """The conversion event's property read as the purchase value."""
+    history: TagWindow = field(default_factory=AllTime)
+    """Purchases read: the last N days before as_of, or all."""
+    type: str = "clv"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "figure": self.figure.value,
+            "horizon_days": self.horizon_days,
+            "conversion_event": self.conversion_event,
+            "revenue_property": self.revenue_property,
+            "history": window_text(self.history),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricModel:
+        """From a stored (trusted) JSON form."""
+        return cls(
+            figure=ModelFigure(data["figure"]),
+            horizon_days=float(data.get("horizon_days", 90.0)),
+            conversion_event=data.get("conversion_event"),
+            revenue_property=str(data.get("revenue_property", "revenue")),
+            history=parse_window(str(data.get("history", "all"))),
+            type=str(data.get("type", "clv")),
+        )
+
+    def text(self) -> str:
+        """For people: ``clv figure=clv horizon=90d orders=... revenue=... history=all``."""
+        source = (
+            "imported orders"
+            if self.conversion_event is None
+            else f"{self.conversion_event!r} revenue {self.revenue_property!r}"
+        )
+        return (
+            f"{self.type} (BG/NBD + Gamma-Gamma): {self.figure.value} over "
+            f"{self.horizon_days:g} days, purchases from {source}, history "
+            f"{window_text(self.history)}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
     """One case of an enumerated tag: persons meeting ``rule`` get ``value``."""
@@ -177,6 +249,8 @@ class TagDefinition:
     """Imported tags: only labels with at least this trust level."""
     measure: Measure | None = None
     """Metric tags: the per-person number."""
+    model: MetricModel | None = None
+    """Metric tags without a measure: the customer-value model giving the number."""
     event: str = ""
     """Preference tags: the event counted; RFM tags: the order event."""
     property: str = ""
@@ -218,6 +292,8 @@ class TagDefinition:
             spec["min_trust"] = self.min_trust
         if self.measure is not None:
             spec["measure"] = measure_to_json(self.measure)
+        if self.model is not None:
+            spec["model"] = self.model.to_json()
         if self.event:
             spec["event"] = self.event
         if self.property:
@@ -264,6 +340,8 @@ class TagDefinition:
             out["min_trust"] = self.min_trust
         if self.measure is not None:
             out["measure"] = measure_to_text(self.measure)
+        if self.model is not None:
+            out["model"] = spec["model"]
         for key in ("event", "property", "top", "window", "revenue", "names"):
             if key in spec:
                 out[key] = spec[key]
@@ -287,6 +365,8 @@ def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
         fields["min_trust"] = spec["min_trust"]
     if "measure" in spec:
         fields["measure"] = measure_from_json(spec["measure"])
+    if "model" in spec:
+        fields["model"] = MetricModel.from_json(spec["model"])
     for key in ("event", "property", "top", "revenue"):
         if key in spec:
             fields[key] = spec[key]

@@ -26,8 +26,11 @@ from huaxiang.rules.validate import (
     validate_measure,
 )
 from huaxiang.tags.definition import (
+    MODEL_TYPES,
     Case,
     LabelValue,
+    MetricModel,
+    ModelFigure,
     RefreshMode,
     SegmentNames,
     Sensitivity,
@@ -56,6 +59,7 @@ FIELDS = frozenset(
         "sources",
         "min_trust",
         "measure",
+        "model",
         "event",
         "property",
         "top",
@@ -75,6 +79,7 @@ _KIND_FIELDS = (
     "sources",
     "min_trust",
     "measure",
+    "model",
     "event",
     "property",
     "top",
@@ -84,6 +89,9 @@ _KIND_FIELDS = (
 )
 RFM_DEFAULTS = {"event": "Order Completed", "revenue": "revenue", "window": "365d", "names": "zh"}
 PREFERENCE_DEFAULTS = {"top": 3, "window": "90d"}
+MODEL_KEYS = frozenset(
+    {"type", "figure", "horizon_days", "conversion_event", "revenue_property", "history"}
+)
 
 
 def _is_scalar(value: object) -> bool:
@@ -291,6 +299,7 @@ def _read_fields(r: _Reader, base: TagDefinition, payload: Mapping[str, Any]) ->
         sources=(),
         min_trust=None,
         measure=None,
+        model=None,
         event="",
         property="",
         top=None,
@@ -303,7 +312,7 @@ def _read_fields(r: _Reader, base: TagDefinition, payload: Mapping[str, Any]) ->
         TagKind.ENUMERATED: {"cases", "default"},
         TagKind.IMPORTED: {"labels", "sources", "min_trust"},
         TagKind.MANUAL: set(),
-        TagKind.METRIC: {"measure"},
+        TagKind.METRIC: {"measure", "model"},
         TagKind.PREFERENCE: {"event", "property", "top", "window"},
         TagKind.RFM: {"event", "revenue", "window", "names"},
     }[base.kind]
@@ -320,10 +329,14 @@ def _read_fields(r: _Reader, base: TagDefinition, payload: Mapping[str, Any]) ->
     elif base.kind is TagKind.IMPORTED:
         definition = _read_labels(r, definition, payload)
     elif base.kind is TagKind.METRIC:
-        if payload.get("measure") is None:
+        if payload.get("model") is not None:
+            if payload.get("measure") is not None:
+                r.problem("model", "a metric tag has a measure or a model, not both")
+            definition = replace(definition, model=_read_model(r, payload["model"]))
+        elif payload.get("measure") is None:
             r.problem(
                 "measure",
-                "a metric tag needs a measure",
+                "a metric tag needs a measure (or a customer-value model)",
                 hint='e.g. "sum(revenue of "Order Completed", 90d)"',
             )
         else:
@@ -333,6 +346,54 @@ def _read_fields(r: _Reader, base: TagDefinition, payload: Mapping[str, Any]) ->
     elif base.kind is TagKind.RFM:
         definition = _read_rfm(r, definition, payload)
     return definition
+
+
+def _read_model(r: _Reader, value: object) -> MetricModel | None:
+    """A metric tag's customer-value model: ``{"type": "clv", "figure": "clv", "horizon_days":
+    90, "conversion_event": null (imported orders) or an event, "revenue_property": "revenue",
+    "history": "all" or a window}``."""
+    if not isinstance(value, Mapping):
+        r.problem("model", "a model is an object", hint='e.g. {"type": "clv", "figure": "clv"}')
+        return None
+    before = len(r.problems)
+    for key in sorted(set(value) - MODEL_KEYS):
+        r.problem(f"model.{key}", f"unknown field {key!r}", hint=", ".join(sorted(MODEL_KEYS)))
+    kind = value.get("type", "clv")
+    if kind not in MODEL_TYPES:
+        r.problem("model.type", f"unknown model {kind!r}", hint="one of: " + ", ".join(MODEL_TYPES))
+    figure_text = value.get("figure")
+    try:
+        figure = ModelFigure(str(figure_text))
+    except ValueError:
+        r.problem("model.figure", f"unknown figure {figure_text!r}", hint=_choices(ModelFigure))
+        figure = ModelFigure.CLV
+    horizon = value.get("horizon_days", 90.0)
+    if (
+        isinstance(horizon, bool)
+        or not isinstance(horizon, int | float)
+        or not 0 < horizon <= MAX_TTL_DAYS
+    ):
+        r.problem("model.horizon_days", f"horizon_days: days, over 0 and up to {MAX_TTL_DAYS}")
+        horizon = 90.0
+    event = value.get("conversion_event")
+    revenue = value.get("revenue_property") or "revenue"
+    if event is not None:
+        event = r.event(event, "model.conversion_event")
+        revenue = r.event_property(event, revenue, "model.revenue_property", numeric=True)
+    elif not isinstance(revenue, str):
+        r.problem("model.revenue_property", "name the property")
+        revenue = "revenue"
+    history = r.window(value.get("history") or "all", "model.history")
+    if len(r.problems) > before or history is None:
+        return None
+    return MetricModel(
+        figure=figure,
+        horizon_days=float(horizon),
+        conversion_event=event,
+        revenue_property=revenue,
+        history=history,
+        type=str(kind),
+    )
 
 
 def _read_preference(

@@ -21,9 +21,9 @@ from __future__ import annotations
 import threading
 import weakref
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import duckdb
 from pyroaring import BitMap
@@ -201,14 +201,24 @@ class BitmapCache:
             self._checked = None
 
 
-_CACHES: weakref.WeakKeyDictionary[Store, BitmapCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
+T = TypeVar("T")
 
 
-def cache_for(store: Store) -> BitmapCache:
-    """The bitmap cache of ``store`` (made on first use, dropped with the store)."""
-    with _CACHES_LOCK:
-        cache = _CACHES.get(store)
-        if cache is None:
-            cache = _CACHES[store] = BitmapCache()
-        return cache
+class PerStore(Generic[T]):
+    """One ``T`` per open Store: made on first use, dropped with the store."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._found: weakref.WeakKeyDictionary[Store, T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, store: Store) -> T:
+        with self._lock:
+            found = self._found.get(store)
+            if found is None:
+                found = self._found[store] = self._make()
+            return found
+
+
+cache_for = PerStore(BitmapCache)
+"""The bitmap cache of a store."""

@@ -10,11 +10,10 @@ next question rebuilds its plan, and the bitmap cache reloads only what changed.
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 
 from huaxiang.audiences.algebra import BitmapEvaluator, Node, is_tag_algebra
-from huaxiang.audiences.cache import cache_for
+from huaxiang.audiences.cache import PerStore, cache_for
 from huaxiang.rules.ast import Rule
 from huaxiang.rules.text import to_text
 from huaxiang.store import Store
@@ -65,17 +64,8 @@ class PlanCache:
             self._plans[key] = plan
 
 
-_PLANS: weakref.WeakKeyDictionary[Store, PlanCache] = weakref.WeakKeyDictionary()
-_PLANS_LOCK = threading.Lock()
-
-
-def plans_for(store: Store) -> PlanCache:
-    """The plan cache of ``store`` (made on first use, dropped with the store)."""
-    with _PLANS_LOCK:
-        found = _PLANS.get(store)
-        if found is None:
-            found = _PLANS[store] = PlanCache()
-        return found
+plans_for = PerStore(PlanCache)
+"""The plan cache of a store."""
 
 
 def _metric_tags(store: Store) -> set[str]:

@@ -176,8 +176,10 @@ def test_fused_rule_and_measure_sql_matches_the_golden_file(engine: str) -> None
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered, encoding="utf-8")
     assert path.read_text(encoding="utf-8") == rendered
-    # One scan: one grouped pass over the events for every rule and measure.
-    assert rendered.count("GROUP BY") == 1
+    # One scan of the events for every rule and measure, then one grouped pass per event kind
+    # (purchase, view_course) over only that kind's rows.
+    assert rendered.count("FROM events_with_person") == 1
+    assert rendered.count("GROUP BY") == 2
 
 
 def test_measures_alone_compile_without_rules() -> None:

@@ -1,9 +1,10 @@
-"""A full recompute of rule and enumerated tags, set-based: the compiled query's boolean columns
-become the fresh values with Arrow compute, and TTL, history and the values are settled in SQL
-for all the tags of a level at once (the same decisions as ``settle.py``, which the incremental
-path and the other kinds use person by person). Only what differs is written: the stored rows
-that already equal the rows held now stay untouched, and only the bitmaps of the values whose
-members changed are rebuilt.
+"""Rule and enumerated tags settled set-based: the compiled query's boolean columns become the
+fresh values with Arrow compute, and TTL, history and the values are settled in SQL for all the
+tags of a level at once (the same decisions as ``settle.py``, which the other kinds use person by
+person). A full recompute writes only what differs: the stored rows that already equal the rows
+held now stay untouched, and only the bitmaps of the values whose members changed are rebuilt.
+An incremental refresh settles its affected persons the same way (``scope``), replaces only
+their rows and patches the bitmaps with their changes.
 
 Why: with millions of values, a Python object per value costs far more than the query itself.
 """
@@ -11,7 +12,7 @@ Why: with millions of values, a Python object per value costs far more than the 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,10 +99,31 @@ def settle_all(
     as_of: datetime,
     run_ids: Sequence[int],
     started: datetime,
+    *,
+    scope: str | None = None,
+    before_writes: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Replace the values of ``tags`` with those held at ``as_of``, write the history and the
-    bitmaps; returns tag -> counts (persons, entered, left, changed, expired)."""
+    bitmaps; returns tag -> counts (persons, entered, left, changed, expired).
+
+    ``scope``: a table of ``person_id`` (an incremental refresh's affected persons): ``fresh``
+    holds only theirs, only their values are settled and replaced, and the bitmaps are patched
+    with their changes (the others' values are not read: the work follows the scope's size).
+    ``before_writes`` runs once the old values are read, before anything is written.
+    """
     at = to_naive_utc(as_of)
+    # Scoped: only the scope's stored rows, and every one of them rewritten (``before_writes``
+    # may have moved their times), so that ``keep`` is false throughout.
+    scoped = "" if scope is None else f"WHERE v.person_id IN (SELECT person_id FROM {scope})"
+    keep = (
+        "false"
+        if scope is not None
+        else (
+            "COALESCE(source IS NOT NULL AND old_value IS NOT NULL AND value = old_value "
+            "AND version = oversion AND computed_at = ocomputed AND qualified_at = oqualified "
+            "AND expires_at IS NOT DISTINCT FROM oexpires, false)"
+        )
+    )
     params = pa.table(
         {
             "tag": pa.array([t.name for t in tags], pa.string()),
@@ -125,12 +147,13 @@ def settle_all(
         # old value still within its TTL, of this version, not the default; else the default.
         # ``keep``: the stored row is already exactly the row held now (nothing to write).
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE hx_bulk_held AS
             WITH o AS (
                 SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR) AS value, v.version,
                        v.computed_at, v.qualified_at, v.expires_at
                 FROM tag_values v JOIN hx_bulk_params p ON p.tag = v.tag
+                {scoped}
             ), f AS (
                 SELECT f.tag, f.person_id, f.value, f.defaulted,
                        (p.expires IS NULL OR p.expires > ?) AS ok
@@ -164,22 +187,26 @@ def settle_all(
                 FROM d
             )
             SELECT tag, person_id, source, value, version, computed_at, qualified_at, expires_at,
-                   old_value, oexpires, oqualified,
-                   COALESCE(source IS NOT NULL AND old_value IS NOT NULL AND value = old_value
-                            AND version = oversion AND computed_at = ocomputed
-                            AND qualified_at = oqualified
-                            AND expires_at IS NOT DISTINCT FROM oexpires, false) AS keep
+                   old_value, oexpires, oqualified, {keep} AS keep
             FROM s
             """,
             [at, at, at, at],
         )
+        if before_writes is not None:
+            before_writes()
         # Only the rows that differ are written: those that left, expired or changed (value,
         # version or times) are deleted, the held ones among them inserted again.
-        con.execute(
-            "DELETE FROM tag_values USING hx_bulk_held h "
-            "WHERE h.old_value IS NOT NULL AND NOT h.keep "
-            "AND tag_values.tag = h.tag AND tag_values.person_id = h.person_id"
-        )
+        if scope is not None:
+            con.execute(
+                "DELETE FROM tag_values WHERE tag IN (SELECT tag FROM hx_bulk_params) "
+                f"AND person_id IN (SELECT person_id FROM {scope})"
+            )
+        else:
+            con.execute(
+                "DELETE FROM tag_values USING hx_bulk_held h "
+                "WHERE h.old_value IS NOT NULL AND NOT h.keep "
+                "AND tag_values.tag = h.tag AND tag_values.person_id = h.person_id"
+            )
         con.execute(
             """
             INSERT INTO tag_values
@@ -227,13 +254,88 @@ def settle_all(
             "SELECT tag, change, count(*) FROM hx_bulk_changes GROUP BY ALL"
         ).fetchall():
             counts[str(tag)][str(change)] = int(n)
-        _write_bitmaps(con, counts, started)
+        if scope is None:
+            _write_bitmaps(con, counts, started)
+        else:
+            _patch_bitmaps(con, counts, started)
     finally:
         con.unregister("hx_bulk_params")
         con.unregister("hx_bulk_fresh")
         con.execute("DROP TABLE IF EXISTS hx_bulk_held")
         con.execute("DROP TABLE IF EXISTS hx_bulk_changes")
     return counts
+
+
+def _patch_bitmaps(
+    con: duckdb.DuckDBPyConnection, counts: dict[str, dict[str, int]], built_at: datetime
+) -> None:
+    """Apply the settled persons' moves (``hx_bulk_held``: out of an old value, into a new one)
+    to the stored bitmaps of the (tag, value) pairs they touch (the others stay as they are);
+    holders are counted from the bitmaps after."""
+    # The value texts as the bitmaps key them (those of hx_bulk_held, as _write_bitmaps uses).
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE hx_bulk_moves AS
+        SELECT * FROM (
+            SELECT tag, person_id,
+                   CASE WHEN old_value IS NOT NULL AND (source IS NULL OR old_value <> value)
+                        THEN old_value END AS old_value,
+                   CASE WHEN source IS NOT NULL AND (old_value IS NULL OR old_value <> value)
+                        THEN value END AS new_value
+            FROM hx_bulk_held
+        ) WHERE old_value IS NOT NULL OR new_value IS NOT NULL
+        """
+    )
+    try:
+        moved = con.sql(
+            "SELECT tag, person_id, old_value, new_value FROM hx_bulk_moves"
+        ).to_arrow_table()
+        touched = con.sql(
+            "SELECT b.tag, b.value, b.bitmap FROM tag_bitmaps b SEMI JOIN ("
+            "SELECT tag, old_value AS value FROM hx_bulk_moves "
+            "UNION SELECT tag, new_value FROM hx_bulk_moves) t "
+            "ON t.tag = b.tag AND t.value = b.value"
+        ).fetchall()
+    finally:
+        con.execute("DROP TABLE IF EXISTS hx_bulk_moves")
+    bitmaps: dict[tuple[str, str], BitMap] = {}
+    if moved.num_rows:
+        bitmaps = {(str(t), str(v)): BitMap.deserialize(bytes(blob)) for t, v, blob in touched}
+        columns = [moved.column(c).to_pylist() for c in moved.column_names]
+        for tag, pid, old, new in zip(*columns, strict=True):
+            if old is not None:
+                bitmaps.setdefault((tag, old), BitMap()).discard(pid)
+            if new is not None:
+                bitmaps.setdefault((tag, new), BitMap()).add(pid)
+        keys = sorted(bitmaps)
+        con.register(
+            "hx_patched",
+            pa.table(
+                {
+                    "tag": pa.array([t for t, _ in keys], pa.string()),
+                    "value": pa.array([v for _, v in keys], pa.string()),
+                    "bitmap": pa.array([bitmaps[k].serialize() for k in keys], pa.binary()),
+                    "cardinality": pa.array([len(bitmaps[k]) for k in keys], pa.int64()),
+                }
+            ),
+        )
+        try:
+            con.execute(
+                "DELETE FROM tag_bitmaps USING hx_patched p "
+                "WHERE tag_bitmaps.tag = p.tag AND tag_bitmaps.value = p.value"
+            )
+            con.execute(
+                "INSERT INTO tag_bitmaps SELECT tag, value, bitmap, cardinality, ? "
+                "FROM hx_patched WHERE cardinality > 0",
+                [built_at],
+            )
+        finally:
+            con.unregister("hx_patched")
+    for tag, n in con.execute(
+        "SELECT tag, sum(cardinality) FROM tag_bitmaps "
+        "WHERE tag IN (SELECT tag FROM hx_bulk_params) GROUP BY tag"
+    ).fetchall():
+        counts[str(tag)]["persons"] = int(n)
 
 
 def _write_bitmaps(

@@ -37,8 +37,6 @@ from typing import Any
 
 import duckdb
 import orjson
-import pyarrow as pa
-from pyroaring import BitMap
 
 from huaxiang.clock import to_naive_utc
 from huaxiang.rules.ast import (
@@ -54,7 +52,6 @@ from huaxiang.rules.ast import (
 )
 from huaxiang.rules.compile import Sources
 from huaxiang.tags.definition import TagDefinition, TagKind
-from huaxiang.tags.settle import Change, Held
 from huaxiang.tags.values import first_row
 
 #: Kinds whose values a refresh can recompute for some persons only.
@@ -481,22 +478,6 @@ def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DROP TABLE IF EXISTS {AFFECTED}")
 
 
-def read_held_of_affected(
-    con: duckdb.DuckDBPyConnection, tags: Sequence[str]
-) -> dict[str, dict[int, Held]]:
-    """The stored values of the affected persons: tag -> person_id -> value."""
-    rows = con.execute(
-        "SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR), v.version, v.computed_at, "
-        f"v.qualified_at, v.expires_at FROM tag_values v JOIN {AFFECTED} a "
-        "ON a.person_id = v.person_id WHERE list_contains(?::VARCHAR[], v.tag)",
-        [list(tags)],
-    ).fetchall()
-    out: dict[str, dict[int, Held]] = {}
-    for tag, pid, v, ver, c, q, e in rows:
-        out.setdefault(str(tag), {})[int(pid)] = Held(str(v), int(ver), c, q, e)
-    return out
-
-
 def carry_forward(
     con: duckdb.DuckDBPyConnection,
     tags: Sequence[tuple[TagDefinition, datetime]],
@@ -504,176 +485,29 @@ def carry_forward(
 ) -> None:
     """Values of persons not evaluated that qualified in the last run (tag, its as_of) qualify
     again now: their qualifying time (and expiry) move to ``as_of``, as a full recompute would
-    set them. One UPDATE for all the tags. (The affected persons' rows are replaced after.)"""
+    set them. One UPDATE per previous as_of and TTL, with constants only (no join; the expiry is
+    left alone without a TTL: it stays NULL), so that it costs little per row. (The affected
+    persons' rows are replaced after.)"""
     now = to_naive_utc(as_of)
-    moving = [(tag, prev) for tag, prev in tags if prev != now]
-    if not moving:
-        return
-    carry = pa.table(
-        {
-            "tag": pa.array([t.name for t, _ in moving], pa.string()),
-            "prev": pa.array([p for _, p in moving], pa.timestamp("us")),
-            "expires": pa.array(
-                [
-                    None if t.ttl_days is None else now + timedelta(days=t.ttl_days)
-                    for t, _ in moving
-                ],
-                pa.timestamp("us"),
-            ),
-        }
-    )
-    con.register("hx_carry", carry)
-    try:
-        con.execute(
-            "UPDATE tag_values SET computed_at = ?, qualified_at = ?, expires_at = c.expires "
-            "FROM hx_carry c WHERE tag_values.tag = c.tag AND tag_values.qualified_at = c.prev",
-            [now, now],
-        )
-    finally:
-        con.unregister("hx_carry")
-
-
-def replace_affected(con: duckdb.DuckDBPyConnection, settled: dict[str, dict[int, Held]]) -> None:
-    """Replace the values of the affected persons of every tag in ``settled`` (two statements)."""
-    con.execute(
-        "DELETE FROM tag_values WHERE list_contains(?::VARCHAR[], tag) "
-        f"AND person_id IN (SELECT person_id FROM {AFFECTED})",
-        [sorted(settled)],
-    )
-    rows = [(tag, pid, h) for tag, held in settled.items() for pid, h in held.items()]
-    if not rows:
-        return
-    table = pa.table(
-        {
-            "person_id": pa.array([pid for _, pid, _ in rows], pa.uint32()),
-            "tag": pa.array([tag for tag, _, _ in rows], pa.string()),
-            "value": pa.array([h.value for _, _, h in rows], pa.string()),
-            "version": pa.array([h.version for _, _, h in rows], pa.int32()),
-            "computed_at": pa.array([h.computed_at for _, _, h in rows], pa.timestamp("us")),
-            "qualified_at": pa.array([h.qualified_at for _, _, h in rows], pa.timestamp("us")),
-            "expires_at": pa.array([h.expires_at for _, _, h in rows], pa.timestamp("us")),
-        }
-    )
-    con.register("hx_values_in", table)
-    try:
-        con.execute(
-            "INSERT INTO tag_values SELECT person_id, tag, CAST(value AS JSON), version, "
-            "computed_at, qualified_at, expires_at FROM hx_values_in"
-        )
-    finally:
-        con.unregister("hx_values_in")
-
-
-def holders(con: duckdb.DuckDBPyConnection, tags: Sequence[str]) -> dict[str, int]:
-    """Holders of each tag, from its bitmaps' cardinalities."""
-    return {
-        str(tag): int(n)
-        for tag, n in con.execute(
-            "SELECT tag, sum(cardinality) FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag) "
-            "GROUP BY tag",
-            [list(tags)],
-        ).fetchall()
-    }
+    groups: dict[tuple[datetime, int | None], list[str]] = {}
+    for tag, prev in tags:
+        if prev != now:
+            groups.setdefault((prev, tag.ttl_days), []).append(tag.name)
+    for (prev, ttl_days), names in groups.items():
+        marks = ", ".join("?" for _ in names)
+        if ttl_days is None:
+            con.execute(
+                "UPDATE tag_values SET computed_at = ?, qualified_at = ? "
+                f"WHERE qualified_at = ? AND tag IN ({marks})",
+                [now, now, prev, *names],
+            )
+        else:
+            con.execute(
+                "UPDATE tag_values SET computed_at = ?, qualified_at = ?, expires_at = ? "
+                f"WHERE qualified_at = ? AND tag IN ({marks})",
+                [now, now, now + timedelta(days=ttl_days), prev, *names],
+            )
 
 
 def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def write_changes(
-    con: duckdb.DuckDBPyConnection,
-    changes_of: dict[str, list[Change]],
-    run_ids: dict[str, int],
-    *,
-    at: datetime,
-    recorded_at: datetime,
-) -> None:
-    """The history rows of every tag's changes, in one insert."""
-    rows = [(tag, c) for tag, changes in changes_of.items() for c in changes]
-    if not rows:
-        return
-    table = pa.table(
-        {
-            "tag": pa.array([t for t, _ in rows], pa.string()),
-            "person_id": pa.array([c.person_id for _, c in rows], pa.uint32()),
-            "change": pa.array([c.change for _, c in rows], pa.string()),
-            "old_value": pa.array([c.old_value for _, c in rows], pa.string()),
-            "new_value": pa.array([c.new_value for _, c in rows], pa.string()),
-            "version": pa.array([c.version for _, c in rows], pa.int32()),
-            "cause": pa.array([c.cause for _, c in rows], pa.string()),
-            "run_id": pa.array([run_ids[t] for t, _ in rows], pa.int64()),
-        }
-    )
-    con.register("hx_history_in", table)
-    try:
-        con.execute(
-            "INSERT INTO tag_value_history SELECT tag, person_id, change, CAST(old_value AS JSON), "
-            "CAST(new_value AS JSON), version, ?, cause, run_id, ? FROM hx_history_in",
-            [at, recorded_at],
-        )
-    finally:
-        con.unregister("hx_history_in")
-
-
-def apply_bitmap_changes(
-    con: duckdb.DuckDBPyConnection, changes_of: dict[str, list[Change]], *, built_at: datetime
-) -> None:
-    """Apply every tag's changes to its stored bitmaps (one bitmap per value): one read, one
-    delete and one insert for all the tags, touching only the values that changed."""
-    changed = {tag: changes for tag, changes in changes_of.items() if changes}
-    if not changed:
-        return
-    bitmaps: dict[tuple[str, str], BitMap] = {
-        (str(tag), str(value)): BitMap.deserialize(bytes(blob))
-        for tag, value, blob in con.execute(
-            "SELECT tag, value, bitmap FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag)",
-            [sorted(changed)],
-        ).fetchall()
-    }
-    touched: set[tuple[str, str]] = set()
-    for tag, changes in changed.items():
-        for change in changes:
-            if change.old_value is not None and (tag, change.old_value) in bitmaps:
-                bitmaps[(tag, change.old_value)].discard(change.person_id)
-                touched.add((tag, change.old_value))
-            if change.new_value is not None:
-                bitmaps.setdefault((tag, change.new_value), BitMap()).add(change.person_id)
-                touched.add((tag, change.new_value))
-    keys = sorted(touched)
-    con.register(
-        "hx_touched",
-        pa.table(
-            {
-                "tag": pa.array([t for t, _ in keys], pa.string()),
-                "value": pa.array([v for _, v in keys], pa.string()),
-            }
-        ),
-    )
-    try:
-        con.execute(
-            "DELETE FROM tag_bitmaps WHERE EXISTS (SELECT 1 FROM hx_touched t "
-            "WHERE t.tag = tag_bitmaps.tag AND t.value = tag_bitmaps.value)"
-        )
-    finally:
-        con.unregister("hx_touched")
-    kept = [(key, bitmaps[key]) for key in keys if len(bitmaps[key])]
-    if kept:
-        con.register(
-            "hx_bitmaps_in",
-            pa.table(
-                {
-                    "tag": pa.array([t for (t, _), _ in kept], pa.string()),
-                    "value": pa.array([v for (_, v), _ in kept], pa.string()),
-                    "bitmap": pa.array([b.serialize() for _, b in kept], pa.binary()),
-                    "cardinality": pa.array([len(b) for _, b in kept], pa.int64()),
-                }
-            ),
-        )
-        try:
-            con.execute(
-                "INSERT INTO tag_bitmaps SELECT tag, value, bitmap, cardinality, ? "
-                "FROM hx_bitmaps_in",
-                [built_at],
-            )
-        finally:
-            con.unregister("hx_bitmaps_in")

@@ -33,7 +33,7 @@ from huaxiang.tags.compute import (
 )
 from huaxiang.tags.definition import RefreshKind, Status, TagDefinition, TagKind
 from huaxiang.tags.graph import levels
-from huaxiang.tags.settle import Change, Held, settle
+from huaxiang.tags.settle import Change, settle
 from huaxiang.tags.sources import TAG_SOURCES
 from huaxiang.tags.values import (
     first_row,
@@ -102,14 +102,8 @@ def refresh_tags(
         done = {t.name for t in whole} | set(plans)
         computed = compute_rule_tags(con, [t for t in fused if t.name not in done], moment)
         if scope is not None:
-            computed.update(
-                compute_rule_tags(
-                    con, [t for t in fused if t.name in plans], moment, sources=scope.sources
-                )
-            )
-        if scope is not None:
             planned = [t for t in tags if t.name in plans]
-            runs += scope.apply(con, planned, computed, moment, total, trigger, marks)
+            runs += scope.apply(con, planned, moment, total, trigger, marks)
         for tag in tags:
             fresh: Fresh | None = computed.get(tag.name)
             if tag.name in done:
@@ -217,31 +211,29 @@ class _Scope:
         self,
         con: duckdb.DuckDBPyConnection,
         tags: Sequence[TagDefinition],
-        computed: dict[str, Fresh],
         as_of: datetime,
         total: int,
         trigger: str,
         marks: incremental.Marks,
     ) -> list[dict[str, Any]]:
-        """Settle the affected persons of ``tags``, carry the others forward, write only what
-        changed (a few statements for all the tags, not a few per tag)."""
+        """Compute and settle the affected persons of ``tags`` (set-based, ``bulk.py`` over the
+        scoped relations), carry the others forward, write only the affected persons' rows and
+        patch the bitmaps with their changes: a few statements for all the tags."""
         started = to_naive_utc(utcnow())
-        at = to_naive_utc(as_of)
-        names = [t.name for t in tags]
-        previous = incremental.read_held_of_affected(con, names)
         run_ids = _run_ids(con, len(tags))
-        settled: dict[str, dict[int, Held]] = {}
-        changes_of: dict[str, list[Change]] = {}
-        for tag in tags:
-            held, changes = settle(tag, computed.get(tag.name), previous.get(tag.name, {}), at)
-            settled[tag.name] = held
-            changes_of[tag.name] = changes
-        incremental.carry_forward(con, [(t, self.plans[t.name].as_of) for t in tags], as_of)
-        incremental.replace_affected(con, settled)
-        run_of = {t.name: run_id for t, run_id in zip(tags, run_ids, strict=True)}
-        incremental.write_changes(con, changes_of, run_of, at=at, recorded_at=started)
-        incremental.apply_bitmap_changes(con, changes_of, built_at=started)
-        holders = incremental.holders(con, names)
+        fresh = bulk.fresh_table(con, tags, as_of, sources=self.sources)
+        counts = bulk.settle_all(
+            con,
+            tags,
+            fresh,
+            as_of,
+            run_ids,
+            started,
+            scope=incremental.AFFECTED,
+            before_writes=lambda: incremental.carry_forward(
+                con, [(t, self.plans[t.name].as_of) for t in tags], as_of
+            ),
+        )
         records: list[list[Any]] = []
         runs = [
             _record(
@@ -250,8 +242,8 @@ class _Scope:
                 run_id,
                 as_of,
                 started,
-                holders.get(tag.name, 0),
-                _counts(changes_of[tag.name]),
+                counts[tag.name]["persons"],
+                counts[tag.name],
                 total,
                 trigger,
                 mode="incremental",

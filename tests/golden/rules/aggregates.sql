@@ -8,8 +8,8 @@ WITH ev_raw AS (
     person_id,
     event,
     EPOCH_US("timestamp") AS t,
-    JSON_EXTRACT(properties, '/amount') AS p0,
-    JSON_EXTRACT(properties, '/course_id') AS p1
+    CASE WHEN event IN ('purchase') THEN JSON_EXTRACT(properties, '/amount') END AS p0,
+    CASE WHEN event IN ('view_course') THEN JSON_EXTRACT(properties, '/course_id') END AS p1
   FROM events_with_person
   WHERE
     event IN ('purchase', 'view_course')
@@ -18,10 +18,6 @@ WITH ev_raw AS (
 ), ev AS (
   SELECT
     *,
-    CASE
-      WHEN NOT p0 IS NULL AND NOT JSON_TYPE(p0) IN ('ARRAY', 'OBJECT', 'NULL')
-      THEN JSON_EXTRACT_STRING(p0, '$')
-    END AS p0_t,
     CASE
       WHEN (
         (
@@ -42,61 +38,56 @@ WITH ev_raw AS (
     CASE
       WHEN NOT p1 IS NULL AND NOT JSON_TYPE(p1) IN ('ARRAY', 'OBJECT', 'NULL')
       THEN JSON_EXTRACT_STRING(p1, '$')
-    END AS p1_t,
-    CASE
-      WHEN (
-        (
-          NOT p1 IS NULL
-          AND NOT JSON_TYPE(p1) IN ('VARCHAR', 'BOOLEAN', 'ARRAY', 'OBJECT', 'NULL')
-        )
-        OR (
-          JSON_TYPE(p1) IN ('VARCHAR')
-          AND REGEXP_MATCHES(
-            JSON_EXTRACT_STRING(p1, '$'),
-            '^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$'
-          )
-        )
-      )
-      AND TRY_CAST(JSON_EXTRACT_STRING(p1, '$') AS DOUBLE) BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
-      THEN TRY_CAST(JSON_EXTRACT_STRING(p1, '$') AS DOUBLE)
-    END AS p1_n
+    END AS p1_t
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     SUM(p0_n) FILTER(WHERE
       event = 'purchase' AND t > 1710244800000000) AS e0,
     AVG(p0_n) FILTER(WHERE
-      event = 'purchase') AS e1,
+      event = 'purchase') AS e1
+  FROM ev
+  WHERE
+    event = 'purchase'
+  GROUP BY
+    person_id
+), ev_k1 AS (
+  SELECT
+    person_id,
     COUNT(DISTINCT p1_t) FILTER(WHERE
       event = 'view_course' AND (
         t >= 1717200000000000 AND t < 1717804800000000
       )) AS e2
   FROM ev
+  WHERE
+    event = 'view_course'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
+LEFT JOIN ev_k1 AS k1
+  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
   AND (
     (
       COALESCE((
-        COALESCE(e.e0, CAST(0.0 AS DOUBLE)) > CAST(1000.0 AS DOUBLE)
+        COALESCE(k0.e0, CAST(0.0 AS DOUBLE)) > CAST(1000.0 AS DOUBLE)
       ), FALSE)
     )
     OR (
       COALESCE((
-        e.e1 >= CAST(50.0 AS DOUBLE)
+        k0.e1 >= CAST(50.0 AS DOUBLE)
       ), FALSE)
     )
     OR (
       COALESCE((
-        CAST(COALESCE(e.e2, 0) AS DOUBLE) > CAST(2.0 AS DOUBLE)
+        CAST(COALESCE(k1.e2, 0) AS DOUBLE) > CAST(2.0 AS DOUBLE)
       ), FALSE)
     )
   )

@@ -20,26 +20,9 @@ WITH ev_raw AS (
     CASE
       WHEN NOT p0 IS NULL AND NOT JSON_TYPE(p0) IN ('ARRAY', 'OBJECT', 'NULL')
       THEN JSON_EXTRACT_STRING(p0, '$')
-    END AS p0_t,
-    CASE
-      WHEN (
-        (
-          NOT p0 IS NULL
-          AND NOT JSON_TYPE(p0) IN ('VARCHAR', 'BOOLEAN', 'ARRAY', 'OBJECT', 'NULL')
-        )
-        OR (
-          JSON_TYPE(p0) IN ('VARCHAR')
-          AND REGEXP_MATCHES(
-            JSON_EXTRACT_STRING(p0, '$'),
-            '^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$'
-          )
-        )
-      )
-      AND TRY_CAST(JSON_EXTRACT_STRING(p0, '$') AS DOUBLE) BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
-      THEN TRY_CAST(JSON_EXTRACT_STRING(p0, '$') AS DOUBLE)
-    END AS p0_n
+    END AS p0_t
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     COUNT(*) FILTER(WHERE
@@ -50,18 +33,20 @@ WITH ev_raw AS (
       )
       AND t > 1717416000000000) AS e0
   FROM ev
+  WHERE
+    event = 'view_course'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
   AND COALESCE((
-    CAST(COALESCE(e.e0, 0) AS DOUBLE) >= CAST(3.0 AS DOUBLE)
+    CAST(COALESCE(k0.e0, 0) AS DOUBLE) >= CAST(3.0 AS DOUBLE)
   ), FALSE)
 ORDER BY
   p.person_id;

@@ -18,10 +18,6 @@ WITH ev_raw AS (
   SELECT
     *,
     CASE
-      WHEN NOT p0 IS NULL AND NOT JSON_TYPE(p0) IN ('ARRAY', 'OBJECT', 'NULL')
-      THEN JSON_EXTRACT_STRING(p0, '$')
-    END AS p0_t,
-    CASE
       WHEN (
         (
           NOT p0 IS NULL
@@ -39,7 +35,7 @@ WITH ev_raw AS (
       THEN TRY_CAST(JSON_EXTRACT_STRING(p0, '$') AS DOUBLE)
     END AS p0_n
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     COUNT(*) FILTER(WHERE
@@ -50,15 +46,17 @@ WITH ev_raw AS (
       )
       AND t > 1715428800000000) AS e0
   FROM ev
+  WHERE
+    event = 'purchase'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
 WHERE
-  p.merged_into IS NULL AND COALESCE(e.e0, 0) > 0
+  p.merged_into IS NULL AND COALESCE(k0.e0, 0) > 0
 ORDER BY
   p.person_id;

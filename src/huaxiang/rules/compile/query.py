@@ -3,11 +3,17 @@
 The plan, for one rule or many at once:
 
 1. ``ev_raw``: the events of the named kinds up to as_of, with their time as epoch microseconds
-   and each property the rules read extracted once; ``ev`` adds each property's text and number.
-2. ``ev_next`` (only with sequences): for each event, the time of the next ``then`` event strictly
-   later (a window function), so "A then (no) B within T" is a condition on the A row.
-3. ``ev_agg``: one pass grouped by person: every ``did``, count, aggregate, first/last time and
-   sequence is ``AGG(...) FILTER (WHERE match and window)`` (or ``AGG(CASE ...)``).
+   and each property the rules read extracted once, only on the events of the kinds that read it
+   (the others get NULL: every read of a property sits behind its event's name); ``ev`` adds
+   each property's text or number, those the conditions use.
+2. ``ev_k0``, ``ev_k1``, ...: one grouped pass per event kind, over that kind's rows only of the
+   scanned events (read once, shared): every ``did``, count, aggregate and first/last time is
+   ``AGG(...) FILTER (WHERE match and window)`` (or ``AGG(CASE ...)``). Each row then meets the
+   few conditions of its own kind instead of every condition of every rule.
+3. Sequences only: ``ev_next`` keeps the events of the kinds sequences name (from the earliest
+   window start on), each with the time of the next ``then`` event strictly later (a window
+   function), so "A then (no) B within T" is a condition on the A row, counted per person in
+   ``ev_seq``. The window sorts only those events, not every event.
 4. Attributes, consent, tags and audience memberships: one grouped pass each, pivoted by name.
 5. The persons (not merged away) left-joined to all of them; each rule is a boolean expression
    over those columns. Persons with no events are evaluated too.
@@ -170,8 +176,19 @@ class _Planner:
         self.filter_clause = filter_clause
         self.event_names: dict[str, None] = {}
         self.properties = _Pivot("p")
+        self.property_events: dict[str, dict[str, None]] = {}
+        """Property key -> the event kinds whose conditions or aggregates read it."""
         self.aggregates: dict[str, tuple[str, exp.Expr]] = {}
+        self.kinds: dict[str, str] = {}
+        """Event kind -> alias of its ``ev_<alias>`` relation (its aggregates, by person)."""
+        self.kind_of: dict[str, str] = {}
+        """Aggregate column -> the event kind it counts."""
+        self.sequences: dict[str, tuple[str, exp.Expr]] = {}
+        """Aggregates over ``ev_next`` (sequence counts), columns of ``ev_seq``."""
         self.next_times: dict[str, tuple[str, exp.Expr]] = {}
+        self.sequence_events: dict[str, None] = {}
+        self.sequence_starts: list[int | None] = []
+        """Lower bound of each sequence's window (epoch us, inclusive; None: all time)."""
         self.attributes = _Pivot("a")
         self.tags = _Pivot("t")
         self.purposes = _Pivot("g")
@@ -179,8 +196,9 @@ class _Planner:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _property(self, key: str) -> Value:
+    def _property(self, key: str, event: str) -> Value:
         prefix = self.properties.column(key)
+        self.property_events.setdefault(key, {}).setdefault(event)
         return Value(_col(prefix), _col(f"{prefix}_t"), _col(f"{prefix}_n"))
 
     def _match(self, match: EventMatch) -> exp.Expr:
@@ -188,7 +206,8 @@ class _Planner:
         found: exp.Expr = exp.EQ(this=_col("event"), expression=exp.Literal.string(match.event))
         for condition in match.where:
             found = exp.and_(
-                found, passes(condition.test, self._property(condition.property), self.f)
+                found,
+                passes(condition.test, self._property(condition.property, match.event), self.f),
             )
         return found
 
@@ -208,6 +227,15 @@ class _Planner:
                 return None
         raise RuleCompileError(f"no SQL translation for the window {window!r}")
 
+    def _start(self, window: Window) -> int | None:
+        """The earliest event time (epoch us, inclusive) ``window`` lets in; None: all time."""
+        match window:
+            case Last(duration):
+                return self.as_of_us - duration.seconds * _US + 1
+            case DateRange(start, _) | Since(start):
+                return epoch_us(start)
+        return None
+
     def _where(self, match: EventMatch, window: Window) -> exp.Expr:
         found = self._match(match)
         bound = self._window(window)
@@ -219,10 +247,21 @@ class _Planner:
         function: Callable[[exp.Expr], exp.Expr],
         value: exp.Expr | None,
         where: exp.Expr,
+        kind: str,
+        *,
+        sequence: bool = False,
     ) -> exp.Column:
-        """A column of ev_agg: ``function(value)`` over the rows passing ``where``."""
-        if key not in self.aggregates:
-            name = f"e{len(self.aggregates)}"
+        """A column of the aggregates of ``kind`` (``sequence``: of ev_seq): ``function(value)``
+        over the rows passing ``where`` (which implies ``event = kind``)."""
+        if sequence:
+            aggregates, alias, prefix = self.sequences, "s", "s"
+        else:
+            aggregates, prefix = self.aggregates, "e"
+            alias = self.kinds.setdefault(kind, f"k{len(self.kinds)}")
+        if key not in aggregates:
+            name = f"{prefix}{len(aggregates)}"
+            if not sequence:
+                self.kind_of[name] = kind
             column: exp.Expr
             if self.filter_clause:
                 inner = function(value) if value is not None else _count_star()
@@ -230,8 +269,8 @@ class _Planner:
             else:
                 kept = value if value is not None else exp.Literal.number(1)
                 column = function(exp.Case(ifs=[exp.If(this=where, true=kept)]))
-            self.aggregates[key] = (name, column)
-        return _col(self.aggregates[key][0], "e")
+            aggregates[key] = (name, column)
+        return _col(aggregates[key][0], alias)
 
     def _count(self, match: EventMatch, window: Window) -> exp.Expr:
         column = self._aggregate(
@@ -239,6 +278,7 @@ class _Planner:
             lambda v: exp.Count(this=v),
             None,
             self._where(match, window),
+            match.event,
         )
         return _coalesce(column, exp.Literal.number(0))
 
@@ -248,22 +288,34 @@ class _Planner:
         return self._property_aggregate(metric)
 
     def _property_aggregate(self, metric: PropertyAggregate) -> exp.Expr:
-        value = self._property(metric.property)
+        value = self._property(metric.property, metric.match.event)
         where = self._where(metric.match, metric.window)
         key = repr(("aggregate", metric))
         match metric.function:
             case Aggregation.SUM:
-                column = self._aggregate(key, lambda v: exp.Sum(this=v), value.number, where)
+                column = self._aggregate(
+                    key, lambda v: exp.Sum(this=v), value.number, where, metric.match.event
+                )
                 return _coalesce(column, double(0))
             case Aggregation.AVG:
-                return self._aggregate(key, lambda v: exp.Avg(this=v), value.number, where)
+                return self._aggregate(
+                    key, lambda v: exp.Avg(this=v), value.number, where, metric.match.event
+                )
             case Aggregation.MIN:
-                return self._aggregate(key, lambda v: exp.Min(this=v), value.number, where)
+                return self._aggregate(
+                    key, lambda v: exp.Min(this=v), value.number, where, metric.match.event
+                )
             case Aggregation.MAX:
-                return self._aggregate(key, lambda v: exp.Max(this=v), value.number, where)
+                return self._aggregate(
+                    key, lambda v: exp.Max(this=v), value.number, where, metric.match.event
+                )
             case Aggregation.COUNT_DISTINCT:
                 column = self._aggregate(
-                    key, lambda v: exp.Count(this=exp.Distinct(expressions=[v])), value.text, where
+                    key,
+                    lambda v: exp.Count(this=exp.Distinct(expressions=[v])),
+                    value.text,
+                    where,
+                    metric.match.event,
                 )
                 return exp.cast(_coalesce(column, exp.Literal.number(0)), exp.DataType.Type.DOUBLE)
         raise RuleCompileError(f"no SQL translation for the aggregate {metric.function!r}")
@@ -274,11 +326,14 @@ class _Planner:
             if time.which is Which.FIRST
             else (lambda v: exp.Max(this=v))
         )
-        return self._aggregate(repr(("time", time)), function, _col("t"), self._match(time.match))
+        return self._aggregate(
+            repr(("time", time)), function, _col("t"), self._match(time.match), time.match.event
+        )
 
     def _next_time(self, then: EventMatch) -> exp.Column:
         """A column of ev_next: the time of the next ``then`` event strictly after this row."""
         key = repr(then)
+        self.sequence_events.setdefault(then.event)
         if key not in self.next_times:
             name = f"n{len(self.next_times)}"
             candidate = exp.Case(ifs=[exp.If(this=self._match(then), true=_col("t"))])
@@ -311,7 +366,16 @@ class _Planner:
                 _not_null(following.copy()), exp.LTE(this=following.copy(), expression=deadline)
             )
         where = exp.and_(self._where(node.first, node.window), found)
-        column = self._aggregate(repr(("sequence", node)), lambda v: exp.Count(this=v), None, where)
+        self.sequence_events.setdefault(node.first.event)
+        self.sequence_starts.append(self._start(node.window))
+        column = self._aggregate(
+            repr(("sequence", node)),
+            lambda v: exp.Count(this=v),
+            None,
+            where,
+            node.first.event,
+            sequence=True,
+        )
         return exp.GT(
             this=_coalesce(column, exp.Literal.number(0)), expression=exp.Literal.number(0)
         )
@@ -429,7 +493,7 @@ class _Planner:
         ]
 
     def _events(self) -> list[tuple[str, exp.Select]]:
-        if not self.aggregates:
+        if not self.aggregates and not self.sequences:
             return []
         timestamp = exp.column("timestamp", quoted=True)
         as_of = exp.cast(
@@ -442,42 +506,79 @@ class _Planner:
                 _col("event"),
                 exp.alias_(self.f.epoch_us(timestamp), "t"),
                 *(
-                    exp.alias_(self.f.member(_col("properties"), key), prefix)
+                    exp.alias_(self._extracted(key), prefix)
                     for key, prefix in self.properties.names.items()
                 ),
             )
-            .from_(exp.to_table(self.sources.events))
+            .from_(exp.to_table(self.sources.events), copy=False)
             .where(
-                exp.In(
-                    this=_col("event"),
-                    expressions=[exp.Literal.string(n) for n in self.event_names],
-                ),
+                self._kinds(self.event_names),
                 _not_null(_col("person_id")),
                 exp.LTE(this=timestamp.copy(), expression=as_of),
+                copy=False,
             )
         )
         ctes: list[tuple[str, exp.Select]] = [("ev_raw", raw)]
         scanned = "ev_raw"
         if self.properties.names:
-            ctes.append(("ev", self._derived(self.properties, "ev_raw")))
-            scanned = "ev"
-        if self.next_times:
-            ctes.append(
-                (
-                    "ev_next",
-                    exp.select(
-                        exp.Star(), *(exp.alias_(c, n) for n, c in self.next_times.values())
-                    ).from_(scanned),
+            used = {
+                column.name
+                for _, expression in (
+                    *self.aggregates.values(),
+                    *self.sequences.values(),
+                    *self.next_times.values(),
                 )
+                for column in expression.find_all(exp.Column)
+            }
+            ctes.append(("ev", self._derived(self.properties, "ev_raw", used)))
+            scanned = "ev"
+        for kind, alias in self.kinds.items():
+            grouped = (
+                exp.select(
+                    _col("person_id"),
+                    *(
+                        exp.alias_(c, n)
+                        for n, c in self.aggregates.values()
+                        if self.kind_of[n] == kind
+                    ),
+                )
+                .from_(scanned, copy=False)
+                .where(exp.EQ(this=_col("event"), expression=exp.Literal.string(kind)), copy=False)
+                .group_by(_col("person_id"), copy=False)
             )
-            scanned = "ev_next"
-        grouped = (
-            exp.select(_col("person_id"), *(exp.alias_(c, n) for n, c in self.aggregates.values()))
-            .from_(scanned)
-            .group_by(_col("person_id"))
-        )
-        ctes.append(("ev_agg", grouped))
+            ctes.append((f"ev_{alias}", grouped))
+        if self.sequences:
+            kept = self._kinds(self.sequence_events)
+            starts = self.sequence_starts
+            if starts and all(start is not None for start in starts):
+                earliest = min(start for start in starts if start is not None)
+                kept = exp.and_(kept, exp.GTE(this=_col("t"), expression=_int(earliest)))
+            following = (
+                exp.select(exp.Star(), *(exp.alias_(c, n) for n, c in self.next_times.values()))
+                .from_(scanned, copy=False)
+                .where(kept, copy=False)
+            )
+            counted = (
+                exp.select(
+                    _col("person_id"), *(exp.alias_(c, n) for n, c in self.sequences.values())
+                )
+                .from_("ev_next", copy=False)
+                .group_by(_col("person_id"), copy=False)
+            )
+            ctes += [("ev_next", following), ("ev_seq", counted)]
         return ctes
+
+    def _kinds(self, names: Mapping[str, None]) -> exp.Expr:
+        """``event`` is one of ``names``."""
+        return exp.In(this=_col("event"), expressions=[exp.Literal.string(n) for n in names])
+
+    def _extracted(self, key: str) -> exp.Expr:
+        """Property ``key`` of the events, extracted only for the kinds that read it."""
+        value = self.f.member(_col("properties"), key)
+        kinds = self.property_events.get(key, {})
+        if set(kinds) == set(self.event_names):
+            return value
+        return exp.Case(ifs=[exp.If(this=self._kinds(kinds), true=value)])
 
     def _pivot(self, pivot: _Pivot, relation: str, key: str, value: str) -> exp.Select:
         """One row per person, one column per name of ``relation`` (its value)."""
@@ -496,21 +597,23 @@ class _Planner:
             columns.append(exp.alias_(aggregate, prefix))
         return (
             exp.select(*columns)
-            .from_(exp.to_table(relation))
+            .from_(exp.to_table(relation), copy=False)
             .where(exp.In(this=_col(key), expressions=[exp.Literal.string(n) for n in pivot.names]))
-            .group_by(_col("person_id"))
+            .group_by(_col("person_id"), copy=False)
         )
 
-    def _derived(self, pivot: _Pivot, raw: str) -> exp.Select:
-        """``raw`` plus the text and number of each pivoted JSON value."""
+    def _derived(self, pivot: _Pivot, raw: str, used: set[str] | None = None) -> exp.Select:
+        """``raw`` plus the text and number of each pivoted JSON value (``used``: only those
+        named there)."""
         return exp.select(
             exp.Star(),
             *(
                 column
                 for prefix in pivot.names.values()
                 for column in self._value_columns(prefix, _col(prefix))
+                if used is None or column.alias in used
             ),
-        ).from_(raw)
+        ).from_(raw, copy=False)
 
     def _counted(self, pivot: _Pivot, relation: str, key: str) -> exp.Select:
         columns: list[exp.Expr] = [_col("person_id")]
@@ -522,13 +625,18 @@ class _Planner:
                 else exp.Count(this=exp.Case(ifs=[exp.If(this=picked, true=exp.Literal.number(1))]))
             )
             columns.append(exp.alias_(aggregate, alias))
-        return exp.select(*columns).from_(exp.to_table(relation)).group_by(_col("person_id"))
+        return (
+            exp.select(*columns)
+            .from_(exp.to_table(relation), copy=False)
+            .group_by(_col("person_id"), copy=False)
+        )
 
     def query(self, outputs: list[exp.Expr], where: exp.Expr | None) -> exp.Select:
         ctes = self._events()
         joins: list[tuple[str, str]] = []
-        if ctes:
-            joins.append(("ev_agg", "e"))
+        joins += [(f"ev_{alias}", alias) for alias in self.kinds.values()]
+        if self.sequences:
+            joins.append(("ev_seq", "s"))
         if self.attributes.names:
             raw = self._pivot(self.attributes, self.sources.attributes, "name", "value")
             ctes += [("attrs_raw", raw), ("attrs", self._derived(self.attributes, "attrs_raw"))]

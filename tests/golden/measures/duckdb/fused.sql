@@ -8,8 +8,8 @@ WITH ev_raw AS (
     person_id,
     event,
     EPOCH_US("timestamp") AS t,
-    JSON_EXTRACT(properties, '/amount') AS p0,
-    JSON_EXTRACT(properties, '/category') AS p1
+    CASE WHEN event IN ('purchase') THEN JSON_EXTRACT(properties, '/amount') END AS p0,
+    CASE WHEN event IN ('view_course') THEN JSON_EXTRACT(properties, '/category') END AS p1
   FROM events_with_person
   WHERE
     event IN ('purchase', 'view_course')
@@ -18,10 +18,6 @@ WITH ev_raw AS (
 ), ev AS (
   SELECT
     *,
-    CASE
-      WHEN NOT p0 IS NULL AND NOT JSON_TYPE(p0) IN ('ARRAY', 'OBJECT', 'NULL')
-      THEN JSON_EXTRACT_STRING(p0, '$')
-    END AS p0_t,
     CASE
       WHEN (
         (
@@ -42,39 +38,32 @@ WITH ev_raw AS (
     CASE
       WHEN NOT p1 IS NULL AND NOT JSON_TYPE(p1) IN ('ARRAY', 'OBJECT', 'NULL')
       THEN JSON_EXTRACT_STRING(p1, '$')
-    END AS p1_t,
-    CASE
-      WHEN (
-        (
-          NOT p1 IS NULL
-          AND NOT JSON_TYPE(p1) IN ('VARCHAR', 'BOOLEAN', 'ARRAY', 'OBJECT', 'NULL')
-        )
-        OR (
-          JSON_TYPE(p1) IN ('VARCHAR')
-          AND REGEXP_MATCHES(
-            JSON_EXTRACT_STRING(p1, '$'),
-            '^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$'
-          )
-        )
-      )
-      AND TRY_CAST(JSON_EXTRACT_STRING(p1, '$') AS DOUBLE) BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
-      THEN TRY_CAST(JSON_EXTRACT_STRING(p1, '$') AS DOUBLE)
-    END AS p1_n
+    END AS p1_t
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     SUM(p0_n) FILTER(WHERE
       event = 'purchase' AND t > 1710244800000000) AS e0,
     COUNT(*) FILTER(WHERE
-      event = 'view_course' AND COALESCE((
-        p1_t = 'python'
-      ), FALSE)) AS e1,
-    COUNT(*) FILTER(WHERE
       event = 'purchase') AS e2,
     MAX(t) FILTER(WHERE
       event = 'purchase') AS e3
   FROM ev
+  WHERE
+    event = 'purchase'
+  GROUP BY
+    person_id
+), ev_k1 AS (
+  SELECT
+    person_id,
+    COUNT(*) FILTER(WHERE
+      event = 'view_course' AND COALESCE((
+        p1_t = 'python'
+      ), FALSE)) AS e1
+  FROM ev
+  WHERE
+    event = 'view_course'
   GROUP BY
     person_id
 )
@@ -82,20 +71,22 @@ SELECT
   p.person_id,
   (
     COALESCE((
-      COALESCE(e.e0, CAST(0.0 AS DOUBLE)) > CAST(1000.0 AS DOUBLE)
+      COALESCE(k0.e0, CAST(0.0 AS DOUBLE)) > CAST(1000.0 AS DOUBLE)
     ), FALSE)
   )
   AND (
-    COALESCE(e.e1, 0) > 0
+    COALESCE(k1.e1, 0) > 0
   ) AS "big",
-  CAST(COALESCE(e.e0, CAST(0.0 AS DOUBLE)) AS DOUBLE) AS "gmv_90d",
-  CAST(COALESCE(e.e2, 0) AS DOUBLE) AS "orders",
+  CAST(COALESCE(k0.e0, CAST(0.0 AS DOUBLE)) AS DOUBLE) AS "gmv_90d",
+  CAST(COALESCE(k0.e2, 0) AS DOUBLE) AS "orders",
   CAST((
-    1718020800000000 - e.e3
+    1718020800000000 - k0.e3
   ) // 86400000000 AS DOUBLE) AS "recency"
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
+LEFT JOIN ev_k1 AS k1
+  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
 ORDER BY

@@ -8,8 +8,11 @@ WITH ev_raw AS (
     person_id,
     event,
     UNIX_MICROS(CAST(`timestamp` AS TIMESTAMP)) AS t,
-    TRY_VARIANT_GET(properties, '$.amount') AS p0,
-    TRY_VARIANT_GET(properties, '$.category') AS p1
+    CASE WHEN event IN ('purchase') THEN TRY_VARIANT_GET(properties, '$.amount') END AS p0,
+    CASE
+      WHEN event IN ('view_course')
+      THEN TRY_VARIANT_GET(properties, '$.category')
+    END AS p1
   FROM events_with_person
   WHERE
     event IN ('purchase', 'view_course')
@@ -18,21 +21,6 @@ WITH ev_raw AS (
 ), ev AS (
   SELECT
     *,
-    CASE
-      WHEN NOT p0 IS NULL
-      AND NOT CASE SCHEMA_OF_VARIANT(p0)
-        WHEN 'STRING'
-        THEN 'VARCHAR'
-        WHEN 'VOID'
-        THEN 'NULL'
-        ELSE REGEXP_REPLACE(SCHEMA_OF_VARIANT(p0), '(?s)^(ARRAY|OBJECT)<.*$', '$1')
-      END IN ('ARRAY', 'OBJECT', 'NULL')
-      THEN CASE
-        WHEN SCHEMA_OF_VARIANT(p0) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-        THEN CONCAT(TRY_VARIANT_GET(p0, '$', 'string'), '.0')
-        ELSE TRY_VARIANT_GET(p0, '$', 'string')
-      END
-    END AS p0_t,
     CASE
       WHEN (
         (
@@ -85,60 +73,32 @@ WITH ev_raw AS (
         THEN CONCAT(TRY_VARIANT_GET(p1, '$', 'string'), '.0')
         ELSE TRY_VARIANT_GET(p1, '$', 'string')
       END
-    END AS p1_t,
-    CASE
-      WHEN (
-        (
-          NOT p1 IS NULL
-          AND NOT CASE SCHEMA_OF_VARIANT(p1)
-            WHEN 'STRING'
-            THEN 'VARCHAR'
-            WHEN 'VOID'
-            THEN 'NULL'
-            ELSE REGEXP_REPLACE(SCHEMA_OF_VARIANT(p1), '(?s)^(ARRAY|OBJECT)<.*$', '$1')
-          END IN ('VARCHAR', 'BOOLEAN', 'ARRAY', 'OBJECT', 'NULL')
-        )
-        OR (
-          CASE SCHEMA_OF_VARIANT(p1)
-            WHEN 'STRING'
-            THEN 'VARCHAR'
-            WHEN 'VOID'
-            THEN 'NULL'
-            ELSE REGEXP_REPLACE(SCHEMA_OF_VARIANT(p1), '(?s)^(ARRAY|OBJECT)<.*$', '$1')
-          END IN ('VARCHAR')
-          AND CASE
-            WHEN SCHEMA_OF_VARIANT(p1) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-            THEN CONCAT(TRY_VARIANT_GET(p1, '$', 'string'), '.0')
-            ELSE TRY_VARIANT_GET(p1, '$', 'string')
-          END RLIKE '^[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?$'
-        )
-      )
-      AND TRY_CAST(CASE
-        WHEN SCHEMA_OF_VARIANT(p1) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-        THEN CONCAT(TRY_VARIANT_GET(p1, '$', 'string'), '.0')
-        ELSE TRY_VARIANT_GET(p1, '$', 'string')
-      END AS DOUBLE) BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
-      THEN TRY_CAST(CASE
-        WHEN SCHEMA_OF_VARIANT(p1) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-        THEN CONCAT(TRY_VARIANT_GET(p1, '$', 'string'), '.0')
-        ELSE TRY_VARIANT_GET(p1, '$', 'string')
-      END AS DOUBLE)
-    END AS p1_n
+    END AS p1_t
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     SUM(p0_n) FILTER(WHERE
       event = 'purchase' AND t > 1710244800000000) AS e0,
     COUNT(*) FILTER(WHERE
-      event = 'view_course' AND COALESCE((
-        p1_t = 'python'
-      ), FALSE)) AS e1,
-    COUNT(*) FILTER(WHERE
       event = 'purchase') AS e2,
     MAX(t) FILTER(WHERE
       event = 'purchase') AS e3
   FROM ev
+  WHERE
+    event = 'purchase'
+  GROUP BY
+    person_id
+), ev_k1 AS (
+  SELECT
+    person_id,
+    COUNT(*) FILTER(WHERE
+      event = 'view_course' AND COALESCE((
+        p1_t = 'python'
+      ), FALSE)) AS e1
+  FROM ev
+  WHERE
+    event = 'view_course'
   GROUP BY
     person_id
 )
@@ -146,20 +106,22 @@ SELECT
   p.person_id,
   (
     COALESCE((
-      COALESCE(e.e0, CAST(0.0 AS DOUBLE)) > CAST(1000.0 AS DOUBLE)
+      COALESCE(k0.e0, CAST(0.0 AS DOUBLE)) > CAST(1000.0 AS DOUBLE)
     ), FALSE)
   )
   AND (
-    COALESCE(e.e1, 0) > 0
+    COALESCE(k1.e1, 0) > 0
   ) AS `big`,
-  CAST(COALESCE(e.e0, CAST(0.0 AS DOUBLE)) AS DOUBLE) AS `gmv_90d`,
-  CAST(COALESCE(e.e2, 0) AS DOUBLE) AS `orders`,
+  CAST(COALESCE(k0.e0, CAST(0.0 AS DOUBLE)) AS DOUBLE) AS `gmv_90d`,
+  CAST(COALESCE(k0.e2, 0) AS DOUBLE) AS `orders`,
   CAST((
-    1718020800000000 - e.e3
+    1718020800000000 - k0.e3
   ) DIV 86400000000 AS DOUBLE) AS `recency`
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
+LEFT JOIN ev_k1 AS k1
+  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
 ORDER BY

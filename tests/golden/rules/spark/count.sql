@@ -31,47 +31,9 @@ WITH ev_raw AS (
         THEN CONCAT(TRY_VARIANT_GET(p0, '$', 'string'), '.0')
         ELSE TRY_VARIANT_GET(p0, '$', 'string')
       END
-    END AS p0_t,
-    CASE
-      WHEN (
-        (
-          NOT p0 IS NULL
-          AND NOT CASE SCHEMA_OF_VARIANT(p0)
-            WHEN 'STRING'
-            THEN 'VARCHAR'
-            WHEN 'VOID'
-            THEN 'NULL'
-            ELSE REGEXP_REPLACE(SCHEMA_OF_VARIANT(p0), '(?s)^(ARRAY|OBJECT)<.*$', '$1')
-          END IN ('VARCHAR', 'BOOLEAN', 'ARRAY', 'OBJECT', 'NULL')
-        )
-        OR (
-          CASE SCHEMA_OF_VARIANT(p0)
-            WHEN 'STRING'
-            THEN 'VARCHAR'
-            WHEN 'VOID'
-            THEN 'NULL'
-            ELSE REGEXP_REPLACE(SCHEMA_OF_VARIANT(p0), '(?s)^(ARRAY|OBJECT)<.*$', '$1')
-          END IN ('VARCHAR')
-          AND CASE
-            WHEN SCHEMA_OF_VARIANT(p0) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-            THEN CONCAT(TRY_VARIANT_GET(p0, '$', 'string'), '.0')
-            ELSE TRY_VARIANT_GET(p0, '$', 'string')
-          END RLIKE '^[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?$'
-        )
-      )
-      AND TRY_CAST(CASE
-        WHEN SCHEMA_OF_VARIANT(p0) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-        THEN CONCAT(TRY_VARIANT_GET(p0, '$', 'string'), '.0')
-        ELSE TRY_VARIANT_GET(p0, '$', 'string')
-      END AS DOUBLE) BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
-      THEN TRY_CAST(CASE
-        WHEN SCHEMA_OF_VARIANT(p0) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-        THEN CONCAT(TRY_VARIANT_GET(p0, '$', 'string'), '.0')
-        ELSE TRY_VARIANT_GET(p0, '$', 'string')
-      END AS DOUBLE)
-    END AS p0_n
+    END AS p0_t
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     COUNT(*) FILTER(WHERE
@@ -82,18 +44,20 @@ WITH ev_raw AS (
       )
       AND t > 1717416000000000) AS e0
   FROM ev
+  WHERE
+    event = 'view_course'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
   AND COALESCE((
-    CAST(COALESCE(e.e0, 0) AS DOUBLE) >= CAST(3.0 AS DOUBLE)
+    CAST(COALESCE(k0.e0, 0) AS DOUBLE) >= CAST(3.0 AS DOUBLE)
   ), FALSE)
 ORDER BY
   p.person_id;

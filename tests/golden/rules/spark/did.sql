@@ -18,21 +18,6 @@ WITH ev_raw AS (
   SELECT
     *,
     CASE
-      WHEN NOT p0 IS NULL
-      AND NOT CASE SCHEMA_OF_VARIANT(p0)
-        WHEN 'STRING'
-        THEN 'VARCHAR'
-        WHEN 'VOID'
-        THEN 'NULL'
-        ELSE REGEXP_REPLACE(SCHEMA_OF_VARIANT(p0), '(?s)^(ARRAY|OBJECT)<.*$', '$1')
-      END IN ('ARRAY', 'OBJECT', 'NULL')
-      THEN CASE
-        WHEN SCHEMA_OF_VARIANT(p0) RLIKE '^DECIMAL\\(([1-9]|1[0-6]),0\\)$'
-        THEN CONCAT(TRY_VARIANT_GET(p0, '$', 'string'), '.0')
-        ELSE TRY_VARIANT_GET(p0, '$', 'string')
-      END
-    END AS p0_t,
-    CASE
       WHEN (
         (
           NOT p0 IS NULL
@@ -71,7 +56,7 @@ WITH ev_raw AS (
       END AS DOUBLE)
     END AS p0_n
   FROM ev_raw
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     COUNT(*) FILTER(WHERE
@@ -82,15 +67,17 @@ WITH ev_raw AS (
       )
       AND t > 1715428800000000) AS e0
   FROM ev
+  WHERE
+    event = 'purchase'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
 WHERE
-  p.merged_into IS NULL AND COALESCE(e.e0, 0) > 0
+  p.merged_into IS NULL AND COALESCE(k0.e0, 0) > 0
 ORDER BY
   p.person_id;

@@ -13,23 +13,25 @@ WITH ev_raw AS (
     event IN ('purchase')
     AND NOT person_id IS NULL
     AND `timestamp` <= CAST('2024-06-10 12:00:00' AS TIMESTAMP)
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     COUNT(*) FILTER(WHERE
       event = 'purchase' AND t > 1717934400000000) AS e0
   FROM ev_raw
+  WHERE
+    event = 'purchase'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
 WHERE
   p.merged_into IS NULL AND NOT (
-    COALESCE(e.e0, 0) > 0
+    COALESCE(k0.e0, 0) > 0
   )
 ORDER BY
   p.person_id;

@@ -13,33 +13,45 @@ WITH ev_raw AS (
     event IN ('purchase', 'signup')
     AND NOT person_id IS NULL
     AND `timestamp` <= CAST('2024-06-10 12:00:00' AS TIMESTAMP)
-), ev_agg AS (
+), ev_k0 AS (
   SELECT
     person_id,
     MAX(t) FILTER(WHERE
-      event = 'purchase') AS e0,
+      event = 'purchase') AS e0
+  FROM ev_raw
+  WHERE
+    event = 'purchase'
+  GROUP BY
+    person_id
+), ev_k1 AS (
+  SELECT
+    person_id,
     MIN(t) FILTER(WHERE
       event = 'signup') AS e1
   FROM ev_raw
+  WHERE
+    event = 'signup'
   GROUP BY
     person_id
 )
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_k0 AS k0
+  ON k0.person_id = p.person_id
+LEFT JOIN ev_k1 AS k1
+  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
   AND (
     (
       COALESCE((
-        e.e0 <= 1715428800000000
+        k0.e0 <= 1715428800000000
       ), FALSE)
     )
     AND (
       COALESCE((
-        e.e1 >= 1704067200000000
+        k1.e1 >= 1704067200000000
       ), FALSE)
     )
   )

@@ -22,7 +22,9 @@ WITH ev_raw AS (
       RANGE BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
     ) AS n0
   FROM ev_raw
-), ev_agg AS (
+  WHERE
+    event IN ('purchase', 'view_course') AND t >= 1717416000000001
+), ev_seq AS (
   SELECT
     person_id,
     COUNT(*) FILTER(WHERE
@@ -33,7 +35,7 @@ WITH ev_raw AS (
         (
           n0 IS NULL OR n0 > t + 86400000000
         ) AND t + 86400000000 <= 1718020800000000
-      )) AS e0
+      )) AS s0
   FROM ev_next
   GROUP BY
     person_id
@@ -41,9 +43,9 @@ WITH ev_raw AS (
 SELECT
   p.person_id
 FROM persons AS p
-LEFT JOIN ev_agg AS e
-  ON e.person_id = p.person_id
+LEFT JOIN ev_seq AS s
+  ON s.person_id = p.person_id
 WHERE
-  p.merged_into IS NULL AND COALESCE(e.e0, 0) > 0
+  p.merged_into IS NULL AND COALESCE(s.s0, 0) > 0
 ORDER BY
   p.person_id;

@@ -91,6 +91,54 @@ def test_write_key_in_body_and_batch_routes(server: LiveServer, write_key: str) 
     assert all(write_key not in str(row) for row in stored.values())
 
 
+def test_browser_sdks_get_cors_answers(server: LiveServer, write_key: str) -> None:
+    """A page of another origin: RudderStack's JS SDK preflights its JSON request with the key
+    in Authorization; analytics.js sends text/plain with the key in the body. Both can read
+    the answer; errors too (a 401 the page can see). Management routes get no CORS headers."""
+    page = "https://shop.example.com"
+    preflight = httpx.options(
+        server.url + "/v1/batch",
+        headers={
+            "Origin": page,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == page
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"] == "authorization, content-type"
+    rudder = message("track")
+    answer = httpx.post(
+        server.url + "/v1/batch",
+        json={"batch": [{"type": "track", **rudder}]},
+        auth=(write_key, ""),
+        headers={"Origin": page},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == page
+    assert "Origin" in answer.headers["vary"]
+    segment = message("page", writeKey=write_key)
+    answer = httpx.post(
+        server.url + "/v1/page",
+        content=orjson.dumps(segment),
+        headers={"Origin": page, "Content-Type": "text/plain"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == page
+    denied = httpx.post(server.url + "/v1/track", json=message("track"), headers={"Origin": page})
+    assert denied.status_code == 401
+    assert denied.headers["access-control-allow-origin"] == page
+    stored = events_by_id(server)
+    assert rudder["messageId"] in stored and segment["messageId"] in stored
+    # without an Origin it is no preflight; other routes and methods keep the router's answers
+    assert httpx.options(server.url + "/v1/batch").status_code == 405
+    assert httpx.get(server.url + "/v1/batch").status_code == 405
+    admin = httpx.get(server.url + "/admin/status", headers={"Origin": page})
+    assert admin.status_code == 401 and "access-control-allow-origin" not in admin.headers
+
+
 def test_gzip_bodies(server: LiveServer, client: httpx.Client) -> None:
     batch = [{"type": "track", **message("track")} for _ in range(20)]
     body = gzip.compress(orjson.dumps({"batch": batch}))

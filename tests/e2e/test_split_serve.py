@@ -199,6 +199,26 @@ def test_split_serve_survives_kill_9_and_answers_like_one_process(tmp_path: Path
         )
         assert accepted.status_code == 200, accepted.text
         extra_acked.add("new-key-1")
+        # a browser SDK on another origin: preflight, then the request with CORS headers
+        page = "https://shop.example.com"
+        preflight = httpx.options(
+            url + "/v1/batch",
+            headers={"Origin": page, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == page
+        browser = httpx.post(
+            url + "/v1/track",
+            json={"userId": "u-web", "event": "From Page", "messageId": "page-1"},
+            auth=(new_key, ""),
+            headers={"Origin": page},
+        )
+        assert browser.status_code == 200
+        assert browser.headers["access-control-allow-origin"] == page
+        extra_acked.add("page-1")
+        assert "access-control-allow-origin" not in httpx.get(
+            url + "/admin/status", headers={"Origin": page}
+        ).headers
         bad = httpx.post(url + "/v1/track", json={"userId": "u", "event": "E"}, auth=("nope", ""))
         assert bad.status_code == 401 and bad.json()["code"] == "invalid_write_key"
         subprocess.run(

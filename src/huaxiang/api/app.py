@@ -19,6 +19,7 @@ from huaxiang.api import (
 )
 from huaxiang.api import apply as apply_routes
 from huaxiang.api import realtime as realtime_routes
+from huaxiang.api.collect_app import CollectFirstApp
 from huaxiang.api.deps import ADMIN_RESPONSES
 from huaxiang.api.errors import install_error_handlers
 from huaxiang.runtime import Runtime
@@ -35,7 +36,7 @@ for keys, status, rejects, imports and profiles.
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI(
+    app = CollectFirstApp(
         title="huaxiang",
         version=__version__,
         description=DESCRIPTION,

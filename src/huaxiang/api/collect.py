@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from huaxiang.runtime import Runtime
 
 RETRY_AFTER_SECONDS = 2
+#: The message types with a route of their own (``/v1/<type>``); ``/v1/batch`` takes them all.
+MESSAGE_KINDS = ("track", "identify", "page", "screen", "alias", "group")
 
 _basic = HTTPBasic(
     auto_error=False,
@@ -312,6 +314,11 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
     return _answer(status, {"success": False, "code": code, "message": message, **extra})
 
 
+def server_error() -> Response:
+    """The answer to a request that failed unexpectedly (the cause is in the server's log)."""
+    return _error(500, "server_error", "the request failed on the server; retry later")
+
+
 def _unauthorized() -> Response:
     response = _error(
         401,
@@ -404,7 +411,7 @@ def _basic_user(request: Request) -> str | None:
     return decoded.partition(":")[0]
 
 
-async def _collect(request: Request, kind: str) -> Response:
+async def collect_request(request: Request, kind: str) -> Response:
     """Shared handler of every collection route; ``kind`` is a message type or ``batch``."""
     backend = _backend(request)
     if not backend.healthy():
@@ -526,15 +533,16 @@ class _CollectRoute(APIRoute):
     """A collection route served without FastAPI's per-request machinery.
 
     The endpoint's signature (Request and the HTTP Basic dependency) documents the route in the
-    OpenAPI schema; requests go straight to :func:`_collect`, which reads the credentials and the
-    raw body itself. This keeps dependency solving and response validation off the hot path.
+    OpenAPI schema; requests go straight to :func:`collect_request`, which reads the credentials
+    and the raw body itself. This keeps dependency solving and response validation off the hot
+    path. (The app class, ``api/collect_app.py``, usually answers them even before the router.)
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         kind: str = getattr(self.endpoint, "collect_kind")  # noqa: B009
 
         async def handle(request: Request) -> Response:
-            return await _collect(request, kind)
+            return await collect_request(request, kind)
 
         return handle
 
@@ -544,8 +552,8 @@ router = APIRouter(prefix="/v1", tags=["collect"], route_class=_CollectRoute)
 
 def _endpoint(kind: str) -> Callable[..., Coroutine[Any, Any, Response]]:
     async def endpoint(request: Request, credentials: BasicDep) -> Response:
-        del credentials  # read by _collect (Basic auth or writeKey in the body)
-        return await _collect(request, kind)
+        del credentials  # read by collect_request (Basic auth or writeKey in the body)
+        return await collect_request(request, kind)
 
     endpoint.__name__ = f"collect_{kind}"
     endpoint.collect_kind = kind  # type: ignore[attr-defined]

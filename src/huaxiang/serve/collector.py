@@ -35,6 +35,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from huaxiang.api import collect
+from huaxiang.api.collect_app import CollectFirstApp
 from huaxiang.collect.follow import DurableMarker, LoadedStatus, send_wakeup
 from huaxiang.collect.keys import KeySnapshot
 from huaxiang.collect.log import IngestLog
@@ -111,7 +112,7 @@ class CollectorBackend:
 
 def create_collector_app(backend: CollectorBackend, proxy: Proxy) -> FastAPI:
     """The public app: collection routes here, every other path forwarded to the store."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app = CollectFirstApp(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.collect_backend = backend
     app.include_router(collect.router)
     app.router.routes.append(

@@ -216,9 +216,10 @@ def test_split_serve_survives_kill_9_and_answers_like_one_process(tmp_path: Path
         assert browser.status_code == 200
         assert browser.headers["access-control-allow-origin"] == page
         extra_acked.add("page-1")
-        assert "access-control-allow-origin" not in httpx.get(
-            url + "/admin/status", headers={"Origin": page}
-        ).headers
+        assert (
+            "access-control-allow-origin"
+            not in httpx.get(url + "/admin/status", headers={"Origin": page}).headers
+        )
         bad = httpx.post(url + "/v1/track", json={"userId": "u", "event": "E"}, auth=("nope", ""))
         assert bad.status_code == 401 and bad.json()["code"] == "invalid_write_key"
         subprocess.run(

@@ -147,8 +147,9 @@ def _chains(scope: Scope, engine: Engine, query: FunnelQuery) -> list[tuple[str,
             .group_by(_col("person_id", "b"), _col("t", "b"))
         )
         levels.append((f"lv{k}", joined))
-    # DuckDB would re-evaluate the step CTE per reference; it is read once per step.
-    return [("src", source, False), ("fx", expanded, True), *((n, t, False) for n, t in levels)]
+    # The step CTE is read once per step; DuckDB decides itself whether to keep it (forcing
+    # MATERIALIZED measured 10 to 15 % slower, with and without a breakdown).
+    return [("src", source, False), ("fx", expanded, False), *((n, t, False) for n, t in levels)]
 
 
 def _with(

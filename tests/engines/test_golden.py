@@ -62,6 +62,7 @@ def _render(name: str, text: str, engine: str) -> str:
         sources=SOURCES,
         functions=functions,
         filter_clause=capabilities.filter_clause,
+        group_by_kind=capabilities.shared_scans,
     )
     sql = tree.sql(dialect=functions.dialect, pretty=True)
     parts += ["", f"-- engine: {engine}", sql + ";"]

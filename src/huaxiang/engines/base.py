@@ -33,6 +33,9 @@ class Capabilities:
     """``AGG(...) FILTER (WHERE ...)``; otherwise conditional aggregation with CASE."""
     range_frames: bool
     """``RANGE BETWEEN n FOLLOWING AND UNBOUNDED FOLLOWING`` over an integer column (sequences)."""
+    shared_scans: bool = True
+    """A CTE read by several consumers is scanned once: the rule compiler then groups the events
+    per event kind (each row meets only its kind's conditions); otherwise in one pass."""
 
 
 class Engine(ABC):
@@ -78,6 +81,7 @@ class Engine(ABC):
             sources=self.sources,
             functions=self.functions(),
             filter_clause=self.capabilities.filter_clause,
+            group_by_kind=self.capabilities.shared_scans,
         )
 
     @final
@@ -95,6 +99,7 @@ class Engine(ABC):
             functions=self.functions(),
             filter_clause=self.capabilities.filter_clause,
             measures=measures,
+            group_by_kind=self.capabilities.shared_scans,
         )
 
     @final

@@ -131,7 +131,7 @@ class SparkEngine(Engine):
     """
 
     dialect = SparkFunctions.dialect
-    capabilities = Capabilities(filter_clause=True, range_frames=True)
+    capabilities = Capabilities(filter_clause=True, range_frames=True, shared_scans=False)
 
     def __init__(
         self,

@@ -161,11 +161,20 @@ class _Pivot:
         return self.names[name]
 
 
+_ALL_KINDS = "*"
+"""The one group of every event kind (engines that scan once per consumer of a CTE)."""
+
+
 class _Planner:
     """Collects the columns the rules need while translating their conditions."""
 
     def __init__(
-        self, as_of: datetime, sources: Sources, functions: SqlFunctions, filter_clause: bool
+        self,
+        as_of: datetime,
+        sources: Sources,
+        functions: SqlFunctions,
+        filter_clause: bool,
+        group_by_kind: bool = True,
     ) -> None:
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=UTC)
@@ -174,6 +183,8 @@ class _Planner:
         self.sources = sources
         self.f = functions
         self.filter_clause = filter_clause
+        self.group_by_kind = group_by_kind
+        """One grouped pass per event kind over the shared scan; else one pass for all kinds."""
         self.event_names: dict[str, None] = {}
         self.properties = _Pivot("p")
         self.property_events: dict[str, dict[str, None]] = {}
@@ -257,6 +268,8 @@ class _Planner:
             aggregates, alias, prefix = self.sequences, "s", "s"
         else:
             aggregates, prefix = self.aggregates, "e"
+            if not self.group_by_kind:
+                kind = _ALL_KINDS
             alias = self.kinds.setdefault(kind, f"k{len(self.kinds)}")
         if key not in aggregates:
             name = f"{prefix}{len(aggregates)}"
@@ -543,9 +556,12 @@ class _Planner:
                     ),
                 )
                 .from_(scanned, copy=False)
-                .where(exp.EQ(this=_col("event"), expression=exp.Literal.string(kind)), copy=False)
                 .group_by(_col("person_id"), copy=False)
             )
+            if kind != _ALL_KINDS:
+                grouped = grouped.where(
+                    exp.EQ(this=_col("event"), expression=exp.Literal.string(kind)), copy=False
+                )
             ctes.append((f"ev_{alias}", grouped))
         if self.sequences:
             kept = self._kinds(self.sequence_events)
@@ -683,9 +699,12 @@ def compile_rule(
     sources: Sources | None = None,
     functions: SqlFunctions | None = None,
     filter_clause: bool = True,
+    group_by_kind: bool = True,
 ) -> exp.Select:
     """A query returning ``person_id`` of every person who meets ``rule`` at ``as_of``, sorted."""
-    planner = _Planner(as_of, sources or Sources(), functions or DuckDBFunctions(), filter_clause)
+    planner = _Planner(
+        as_of, sources or Sources(), functions or DuckDBFunctions(), filter_clause, group_by_kind
+    )
     return planner.query([], planner.condition(rule))
 
 
@@ -697,6 +716,7 @@ def compile_rules(
     functions: SqlFunctions | None = None,
     filter_clause: bool = True,
     measures: Mapping[str, Measure] | None = None,
+    group_by_kind: bool = True,
 ) -> exp.Select:
     """One query for many rules and measures: ``person_id``, one boolean column per rule name
     and one DOUBLE column per measure name (one scan of the events for all of them).
@@ -714,7 +734,9 @@ def compile_rules(
         raise RuleCompileError(
             f"a rule and a measure share the name {clash[0]!r}", hint="name each column once"
         )
-    planner = _Planner(as_of, sources or Sources(), functions or DuckDBFunctions(), filter_clause)
+    planner = _Planner(
+        as_of, sources or Sources(), functions or DuckDBFunctions(), filter_clause, group_by_kind
+    )
     outputs = [
         exp.alias_(planner.condition(rule), exp.to_identifier(name, quoted=True))
         for name, rule in rules.items()

@@ -81,24 +81,14 @@ WITH ev_raw AS (
     SUM(p0_n) FILTER(WHERE
       event = 'purchase' AND t > 1710244800000000) AS e0,
     COUNT(*) FILTER(WHERE
+      event = 'view_course' AND COALESCE((
+        p1_t = 'python'
+      ), FALSE)) AS e1,
+    COUNT(*) FILTER(WHERE
       event = 'purchase') AS e2,
     MAX(t) FILTER(WHERE
       event = 'purchase') AS e3
   FROM ev
-  WHERE
-    event = 'purchase'
-  GROUP BY
-    person_id
-), ev_k1 AS (
-  SELECT
-    person_id,
-    COUNT(*) FILTER(WHERE
-      event = 'view_course' AND COALESCE((
-        p1_t = 'python'
-      ), FALSE)) AS e1
-  FROM ev
-  WHERE
-    event = 'view_course'
   GROUP BY
     person_id
 )
@@ -110,7 +100,7 @@ SELECT
     ), FALSE)
   )
   AND (
-    COALESCE(k1.e1, 0) > 0
+    COALESCE(k0.e1, 0) > 0
   ) AS `big`,
   CAST(COALESCE(k0.e0, CAST(0.0 AS DOUBLE)) AS DOUBLE) AS `gmv_90d`,
   CAST(COALESCE(k0.e2, 0) AS DOUBLE) AS `orders`,
@@ -120,8 +110,6 @@ SELECT
 FROM persons AS p
 LEFT JOIN ev_k0 AS k0
   ON k0.person_id = p.person_id
-LEFT JOIN ev_k1 AS k1
-  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
 ORDER BY

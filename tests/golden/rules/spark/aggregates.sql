@@ -81,22 +81,12 @@ WITH ev_raw AS (
     SUM(p0_n) FILTER(WHERE
       event = 'purchase' AND t > 1710244800000000) AS e0,
     AVG(p0_n) FILTER(WHERE
-      event = 'purchase') AS e1
-  FROM ev
-  WHERE
-    event = 'purchase'
-  GROUP BY
-    person_id
-), ev_k1 AS (
-  SELECT
-    person_id,
+      event = 'purchase') AS e1,
     COUNT(DISTINCT p1_t) FILTER(WHERE
       event = 'view_course' AND (
         t >= 1717200000000000 AND t < 1717804800000000
       )) AS e2
   FROM ev
-  WHERE
-    event = 'view_course'
   GROUP BY
     person_id
 )
@@ -105,8 +95,6 @@ SELECT
 FROM persons AS p
 LEFT JOIN ev_k0 AS k0
   ON k0.person_id = p.person_id
-LEFT JOIN ev_k1 AS k1
-  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
   AND (
@@ -122,7 +110,7 @@ WHERE
     )
     OR (
       COALESCE((
-        CAST(COALESCE(k1.e2, 0) AS DOUBLE) > CAST(2.0 AS DOUBLE)
+        CAST(COALESCE(k0.e2, 0) AS DOUBLE) > CAST(2.0 AS DOUBLE)
       ), FALSE)
     )
   )

@@ -44,8 +44,6 @@ WITH ev_raw AS (
       )
       AND t > 1717416000000000) AS e0
   FROM ev
-  WHERE
-    event = 'view_course'
   GROUP BY
     person_id
 )

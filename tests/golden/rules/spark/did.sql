@@ -67,8 +67,6 @@ WITH ev_raw AS (
       )
       AND t > 1715428800000000) AS e0
   FROM ev
-  WHERE
-    event = 'purchase'
   GROUP BY
     person_id
 )

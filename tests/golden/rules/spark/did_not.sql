@@ -19,8 +19,6 @@ WITH ev_raw AS (
     COUNT(*) FILTER(WHERE
       event = 'purchase' AND t > 1717934400000000) AS e0
   FROM ev_raw
-  WHERE
-    event = 'purchase'
   GROUP BY
     person_id
 )

@@ -17,20 +17,10 @@ WITH ev_raw AS (
   SELECT
     person_id,
     MAX(t) FILTER(WHERE
-      event = 'purchase') AS e0
-  FROM ev_raw
-  WHERE
-    event = 'purchase'
-  GROUP BY
-    person_id
-), ev_k1 AS (
-  SELECT
-    person_id,
+      event = 'purchase') AS e0,
     MIN(t) FILTER(WHERE
       event = 'signup') AS e1
   FROM ev_raw
-  WHERE
-    event = 'signup'
   GROUP BY
     person_id
 )
@@ -39,8 +29,6 @@ SELECT
 FROM persons AS p
 LEFT JOIN ev_k0 AS k0
   ON k0.person_id = p.person_id
-LEFT JOIN ev_k1 AS k1
-  ON k1.person_id = p.person_id
 WHERE
   p.merged_into IS NULL
   AND (
@@ -51,7 +39,7 @@ WHERE
     )
     AND (
       COALESCE((
-        k1.e1 >= 1704067200000000
+        k0.e1 >= 1704067200000000
       ), FALSE)
     )
   )

@@ -294,6 +294,17 @@ def test_api_and_cli_save_metric_tags(demo: tuple[Runtime, dict[str, Any]]) -> N
                 ],
             )  # fmt: skip
             show = CliRunner().invoke(app, ["--home", home, "tags", "show", "cli_p_alive"])
+            made = CliRunner().invoke(
+                app,
+                [
+                    "--home", home, "tags", "create", "cli_alive_365", "--kind", "metric",
+                    "--model", '{"figure": "p_alive", "history": "365d"}',
+                ],
+            )  # fmt: skip
+            not_json = CliRunner().invoke(
+                app,
+                ["--home", home, "tags", "create", "x", "--kind", "metric", "--model", "{figure"],
+            )
         finally:
             clear_server_info(runtime.workspace)
     assert answer.status_code == 200, answer.text
@@ -310,5 +321,9 @@ def test_api_and_cli_save_metric_tags(demo: tuple[Runtime, dict[str, Any]]) -> N
     assert show.exit_code == 0, show.output
     assert "cli_p_alive (metric, active" in show.output and "owner=crm" in show.output
     assert '"figure":"p_alive"' in show.output
+    assert made.exit_code == 0, made.output
+    assert "cli_alive_365 (metric, draft" in made.output and '"history":"365d"' in made.output
+    # (the `huaxiang` entry point prints it as one line with the hint; run as here, it raises)
+    assert not_json.exit_code != 0 and "--model is not JSON" in str(not_json.exception)
     top = api["rows"][0]
     assert _values(runtime, "cli_clv")[top["person_id"]] == top["clv"]

@@ -67,6 +67,14 @@ MeasureOpt = Annotated[
         help="Metric tags: the measure, e.g. 'sum(revenue of \"Order Completed\", 90d)'.",
     ),
 ]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Metric tags: a customer-value model as JSON instead of a measure, e.g. "
+        '\'{"type": "clv", "figure": "clv", "horizon_days": 90}\' (see docs/tags.md).',
+    ),
+]
 EventOpt = Annotated[
     str | None,
     typer.Option("--event", help="Preference: the event; RFM: the order event (Order Completed)."),
@@ -119,6 +127,7 @@ def _definition(
     sources: list[str] | None,
     min_trust: float | None,
     measure: str | None = None,
+    model: str | None = None,
     event: str | None = None,
     property_name: str | None = None,
     top: int | None = None,
@@ -128,6 +137,7 @@ def _definition(
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "measure": measure,
+        "model": None if model is None else _model(model),
         "event": event,
         "property": property_name,
         "top": top,
@@ -155,6 +165,19 @@ def _definition(
             for label, sep, value in (item.partition("=") for item in labels)
         ]
     return {k: v for k, v in body.items() if v is not None}
+
+
+def _model(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(
+            f"--model is not JSON: {e}",
+            hint='quote it for the shell, e.g. --model \'{"type": "clv", "figure": "clv"}\'',
+        ) from e
+    if not isinstance(value, dict):
+        raise ConfigError("--model must be a JSON object", hint='e.g. {"type": "clv"}')
+    return value
 
 
 def _run(
@@ -230,6 +253,7 @@ def create(
     source: Sources = None,
     min_trust: MinTrust = None,
     measure: MeasureOpt = None,
+    model: ModelOpt = None,
     event: EventOpt = None,
     property_name: PropertyOpt = None,
     top: TopOpt = None,
@@ -263,6 +287,7 @@ def create(
             sources=source,
             min_trust=min_trust,
             measure=measure,
+            model=model,
             event=event,
             property_name=property_name,
             top=top,
@@ -293,6 +318,7 @@ def edit(
     source: Sources = None,
     min_trust: MinTrust = None,
     measure: MeasureOpt = None,
+    model: ModelOpt = None,
     event: EventOpt = None,
     property_name: PropertyOpt = None,
     top: TopOpt = None,
@@ -323,6 +349,7 @@ def edit(
         sources=source,
         min_trust=min_trust,
         measure=measure,
+        model=model,
         event=event,
         property_name=property_name,
         top=top,

@@ -119,3 +119,74 @@ def test_incremental_values_match_the_reference_evaluator(
         for n, rule in enumerate(rules):
             held = engine.held_value(pid, Subject.TAG, f"t{n}")
             assert (held is True) == evaluate(rule, history, moment), (n, moment, arrived)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    first=EVENT_RULES,
+    second=EVENT_RULES,
+    stream=streams(),
+    cuts=st.lists(st.booleans(), min_size=12, max_size=12),
+    offsets=st.lists(st.integers(0, 8 * 24 * 60), min_size=1, max_size=4),
+)
+def test_batches_match_the_reference_evaluator(
+    engine: RealtimeEngine,
+    first: a.Condition,
+    second: a.Condition,
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]],
+    cuts: list[bool],
+    offsets: list[int],
+) -> None:
+    """As a loader batch does: several events fed at one moment (the batch's), each person's
+    touched atoms read once, the rules whose atoms changed evaluated with those readings."""
+    rules = [first, second, a.And((first, second)), a.Or((a.Not(first), second))]
+    _install(engine, rules)
+    # Consecutive arrivals form batches (cut after an event where ``cuts`` says so); a batch
+    # arrives at the time of its last event.
+    batches: list[list[tuple[datetime, str, dict[str, Any]]]] = [[]]
+    arrivals: list[datetime] = []
+    for n, (arrival, stamp, name, props) in enumerate(stream):
+        batches[-1].append((stamp, name, props))
+        if cuts[n] or n == len(stream) - 1:
+            arrivals.append(arrival)
+            batches.append([])
+    moments = [BASE + timedelta(minutes=m) for m in offsets]
+    timeline = sorted(
+        [(arrival, 0, i) for i, arrival in enumerate(arrivals)]
+        + [(m, 1, i) for i, m in enumerate(moments)]
+    )
+    clock = engine.clock = ManualClock(min(t for t, _, _ in timeline))
+    arrived: list[HistoryEvent] = []
+    pid = 1
+    start = engine._now()
+    engine._evaluate(None, [(pid, sid) for sid in engine._wide], start, "activated")  # type: ignore[arg-type]
+    for moment, what, i in timeline:
+        clock.set(moment)
+        now = engine._now()
+        engine._due(None, now)  # type: ignore[arg-type]
+        if what == 0:
+            touched: dict[int, str] = {}
+            created: set[int] = set()
+            for n, (stamp, name, props) in enumerate(batches[i]):
+                arrived.append(HistoryEvent(name, stamp, props))
+                entries = engine.program.by_event.get(name, [])
+                fed = engine._feed(
+                    pid, entries, to_us(stamp), orjson.dumps(props).decode(), now, created
+                )
+                touched.update(dict.fromkeys(fed, f"event {n}"))
+            dirty: set[tuple[int, int]] = set()
+            causes: dict[tuple[int, int], str] = {}
+            memos = {}
+            if touched:
+                memos[pid] = engine._react(pid, touched, created, now, "", dirty, causes)
+            engine._evaluate(None, sorted(dirty), now, causes, memos)  # type: ignore[arg-type]
+            state = engine.persons.get(pid)
+            if state is not None:
+                engine._compact(state, now, touched)
+            continue
+        history = PersonHistory(events=list(arrived), attributes={}, consent={})
+        for n, rule in enumerate(rules):
+            held = engine.held_value(pid, Subject.TAG, f"t{n}")
+            assert (held is True) == evaluate(rule, history, moment), (n, moment, arrived)

@@ -109,7 +109,7 @@ def test_incremental_values_match_the_reference_evaluator(
             dirty: set[tuple[int, int]] = set()
             causes: dict[tuple[int, int], str] = {}
             if touched:
-                engine._react(pid, touched, created, now, "event", dirty, causes)
+                engine._react(pid, dict.fromkeys(touched, "event"), created, now, dirty, causes)
             engine._evaluate(None, sorted(dirty), now, causes)  # type: ignore[arg-type]
             state = engine.persons.get(pid)
             if state is not None:
@@ -180,7 +180,7 @@ def test_batches_match_the_reference_evaluator(
             causes: dict[tuple[int, int], str] = {}
             memos = {}
             if touched:
-                memos[pid] = engine._react(pid, touched, created, now, "", dirty, causes)
+                memos[pid] = engine._react(pid, touched, created, now, dirty, causes)
             engine._evaluate(None, sorted(dirty), now, causes, memos)  # type: ignore[arg-type]
             state = engine.persons.get(pid)
             if state is not None:

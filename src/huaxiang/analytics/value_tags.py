@@ -25,18 +25,25 @@ from huaxiang.store.database import Store
 from huaxiang.tags import catalog
 from huaxiang.tags import service as tag_service
 from huaxiang.tags.compute import value_text
-from huaxiang.tags.definition import MetricModel, Status, TagKind
+from huaxiang.tags.definition import MetricModel, Status, TagDefinition, TagKind
 from huaxiang.tags.refresh import refresh_tags
 from huaxiang.tags.settle import Change, Held
 from huaxiang.tags.values import read_held, write_bitmaps, write_held, write_history
 
 
+def _existing_tag(store: Store, name: str) -> TagDefinition | None:
+    """Tag ``name``, or None when there is none (a read: no write transaction)."""
+    con = store.cursor()
+    try:
+        return catalog.get_tag(con, name)
+    except NotFound:
+        return None
+    finally:
+        con.close()
+
+
 def _ensure_manual_tag(store: Store, name: str, description: str) -> None:
-    with store.transaction() as con:
-        try:
-            tag = catalog.get_tag(con, name)
-        except NotFound:
-            tag = None
+    tag = _existing_tag(store, name)
     if tag is None:
         tag_service.create_tag(store, {"name": name, "kind": "manual", "description": description})
         tag_service.move_tag(store, name, Status.ACTIVE)
@@ -109,11 +116,7 @@ def save_model_tags(
     extra = {k: v for k, v in (fields or {}).items() if v is not None}
     names: list[str] = []
     for name, model, description in models:
-        with store.transaction() as con:
-            try:
-                tag = catalog.get_tag(con, name)
-            except NotFound:
-                tag = None
+        tag = _existing_tag(store, name)
         wanted = {"model": model.to_json(), "description": description, **extra}
         if tag is None:
             tag_service.create_tag(store, {"name": name, "kind": "metric", **wanted})

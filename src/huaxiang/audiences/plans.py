@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import duckdb
+
 from huaxiang.audiences.algebra import BitmapEvaluator, Node, is_tag_algebra
 from huaxiang.audiences.cache import PerStore, cache_for
 from huaxiang.rules.ast import Rule
@@ -68,13 +70,9 @@ plans_for = PerStore(PlanCache)
 """The plan cache of a store."""
 
 
-def _metric_tags(store: Store) -> set[str]:
-    con = store.cursor()
-    try:
-        rows = con.execute("SELECT name FROM tag_definitions WHERE kind = 'metric'").fetchall()
-        return {str(row[0]) for row in rows}
-    finally:
-        con.close()
+def _metric_tags(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute("SELECT name FROM tag_definitions WHERE kind = 'metric'").fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def plan_for(store: Store, rule: Rule, text: str | None = None) -> Plan:
@@ -89,7 +87,7 @@ def plan_for(store: Store, rule: Rule, text: str | None = None) -> Plan:
     con = store.cursor()
     try:
         full = workspace_rule(con, rule)
-        if is_tag_algebra(full, _metric_tags(store)):
+        if is_tag_algebra(full, _metric_tags(con)):
             evaluator = BitmapEvaluator(con, cache, generation)
             node = evaluator.compile(full)
             plan = Plan(full, "bitmap", len(evaluator.universe), node)

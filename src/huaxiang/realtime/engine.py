@@ -479,31 +479,34 @@ class RealtimeEngine:
             compacted = {person: leaves.keys() for person, (leaves, _) in fed.items()}
             for person, (leaves, created) in fed.items():
                 if leaves:
-                    memos[person] = self._react(person, leaves, created, now, "", dirty, causes)
-            if not dirty:
-                # The fed persons' state moved even when no value did: it goes to the snapshot.
-                touched_ids = {c.person_id for c in changes} | {p for p, _ in self._restamped}
-                if changes or touched_ids or fed:
-                    self._write(con, changes, touched_ids | set(fed), now, fed=compacted)
-                return
-            changes += self._evaluate(con, sorted(dirty), now, causes, memos)
-            self._write(con, changes, {pid for pid, _ in dirty} | set(fed), now, fed=compacted)
+                    memos[person] = self._react(person, leaves, created, now, dirty, causes)
+            if dirty:
+                changes += self._evaluate(con, sorted(dirty), now, causes, memos)
+            # Every person whose state moved goes to the snapshot: fed ones even when no value
+            # changed, and those of timer changes and TTL restamps.
+            touched = (
+                {pid for pid, _ in dirty}
+                | {c.person_id for c in changes}
+                | {pid for pid, _ in self._restamped}
+                | set(fed)
+            )
+            if touched:
+                self._write(con, changes, touched, now, fed=compacted)
 
     def _react(
         self,
         pid: int,
-        touched: Iterable[int],
+        touched: Mapping[int, str],
         created: set[int],
         now: int,
-        cause: str,
         dirty: set[tuple[int, int]],
         causes: dict[tuple[int, int], str],
     ) -> dict[int, tuple[bool, int | None]]:
         """After events changed leaves: the subjects reading an atom whose truth changed are
         due for evaluation; for the others only the moment of their next change can move
-        earlier (a timer then; firing early only re-evaluates). ``touched`` may map each leaf
-        to the cause of its change (else ``cause``). Returns the atoms read: (truth, next
-        change), for the evaluation that follows at the same ``now``.
+        earlier (a timer then; firing early only re-evaluates). ``touched`` maps each changed
+        leaf to the cause of its change. Returns the atoms read: (truth, next change), for the
+        evaluation that follows at the same ``now``.
 
         The truth an atom had before is the one the person's subjects last read, or, for a leaf
         the person had no events for, its truth without events; otherwise it counts as
@@ -514,11 +517,9 @@ class RealtimeEngine:
         leaves = self.program.leaves
         reader = self._read_leaf(pid)
         memo: dict[int, tuple[bool, int | None]] = {}
-        named = touched if isinstance(touched, dict) else None
-        for leaf_id in touched:
+        for leaf_id, leaf_cause in touched.items():
             frame: Frame | None = None
             fresh_leaf = leaf_id in created
-            leaf_cause = named[leaf_id] if named is not None else cause
             for atom_id in leaves[leaf_id].atoms:
                 atom = atoms[atom_id]
                 before = known.get(atom_id)

@@ -46,7 +46,7 @@ _GENERATIONS_LOCK = threading.Lock()
 
 def _generation_of(path: str) -> WriteGeneration:
     """The write count shared by the Stores of one database file (each in-memory one is alone)."""
-    if path in ("", ":memory:") or path.startswith(":memory:"):
+    if not path or path.startswith(":memory:"):
         return WriteGeneration()
     key = os.path.realpath(path)
     with _GENERATIONS_LOCK:

@@ -194,19 +194,6 @@ class MetricModel:
             type=str(data.get("type", "clv")),
         )
 
-    def text(self) -> str:
-        """For people: ``clv figure=clv horizon=90d orders=... revenue=... history=all``."""
-        source = (
-            "imported orders"
-            if self.conversion_event is None
-            else f"{self.conversion_event!r} revenue {self.revenue_property!r}"
-        )
-        return (
-            f"{self.type} (BG/NBD + Gamma-Gamma): {self.figure.value} over "
-            f"{self.horizon_days:g} days, purchases from {source}, history "
-            f"{window_text(self.history)}"
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Case:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from huaxiang.errors import Problem, ValidationError
@@ -89,9 +89,7 @@ _KIND_FIELDS = (
 )
 RFM_DEFAULTS = {"event": "Order Completed", "revenue": "revenue", "window": "365d", "names": "zh"}
 PREFERENCE_DEFAULTS = {"top": 3, "window": "90d"}
-MODEL_KEYS = frozenset(
-    {"type", "figure", "horizon_days", "conversion_event", "revenue_property", "history"}
-)
+MODEL_KEYS = frozenset(f.name for f in fields(MetricModel))
 
 
 def _is_scalar(value: object) -> bool:

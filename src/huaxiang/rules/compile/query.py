@@ -304,33 +304,26 @@ class _Planner:
         value = self._property(metric.property, metric.match.event)
         where = self._where(metric.match, metric.window)
         key = repr(("aggregate", metric))
+
+        def column(function: Callable[[exp.Expr], exp.Expr], of: exp.Expr) -> exp.Expr:
+            return self._aggregate(key, function, of, where, metric.match.event)
+
         match metric.function:
             case Aggregation.SUM:
-                column = self._aggregate(
-                    key, lambda v: exp.Sum(this=v), value.number, where, metric.match.event
-                )
-                return _coalesce(column, double(0))
+                return _coalesce(column(lambda v: exp.Sum(this=v), value.number), double(0))
             case Aggregation.AVG:
-                return self._aggregate(
-                    key, lambda v: exp.Avg(this=v), value.number, where, metric.match.event
-                )
+                return column(lambda v: exp.Avg(this=v), value.number)
             case Aggregation.MIN:
-                return self._aggregate(
-                    key, lambda v: exp.Min(this=v), value.number, where, metric.match.event
-                )
+                return column(lambda v: exp.Min(this=v), value.number)
             case Aggregation.MAX:
-                return self._aggregate(
-                    key, lambda v: exp.Max(this=v), value.number, where, metric.match.event
-                )
+                return column(lambda v: exp.Max(this=v), value.number)
             case Aggregation.COUNT_DISTINCT:
-                column = self._aggregate(
-                    key,
-                    lambda v: exp.Count(this=exp.Distinct(expressions=[v])),
-                    value.text,
-                    where,
-                    metric.match.event,
+                distinct = column(
+                    lambda v: exp.Count(this=exp.Distinct(expressions=[v])), value.text
                 )
-                return exp.cast(_coalesce(column, exp.Literal.number(0)), exp.DataType.Type.DOUBLE)
+                return exp.cast(
+                    _coalesce(distinct, exp.Literal.number(0)), exp.DataType.Type.DOUBLE
+                )
         raise RuleCompileError(f"no SQL translation for the aggregate {metric.function!r}")
 
     def _event_time(self, time: EventTime) -> exp.Expr:

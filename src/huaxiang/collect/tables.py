@@ -18,13 +18,16 @@ DDL: tuple[str, ...] = (
     "CREATE SEQUENCE IF NOT EXISTS event_load_ids START 1",
     # Every collected or imported event, with its raw identifiers. The person an event belongs
     # to is read through identity_map (view events_with_person), so merges never rewrite events.
+    # messageIds and anonymousIds (random UUIDs or device ids as a rule) are stored uncompressed:
+    # dictionary and FSST analysis of random text costs about half of a bulk insert's time and
+    # saves a fifth of the space at best.
     """
     CREATE TABLE IF NOT EXISTS events (
-        message_id VARCHAR NOT NULL,
+        message_id VARCHAR NOT NULL USING COMPRESSION uncompressed,
         type VARCHAR NOT NULL,
         event VARCHAR,
         user_id VARCHAR,
-        anonymous_id VARCHAR,
+        anonymous_id VARCHAR USING COMPRESSION uncompressed,
         timestamp TIMESTAMP NOT NULL,
         original_timestamp TIMESTAMP,
         sent_at TIMESTAMP,

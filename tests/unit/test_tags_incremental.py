@@ -155,7 +155,7 @@ def _state(store: Store) -> dict[str, Any]:
             "SELECT tag, person_id, CAST(value AS VARCHAR), version, "
             "CASE WHEN tag = 'key' THEN NULL ELSE computed_at END, "
             "CASE WHEN tag = 'key' THEN NULL ELSE qualified_at END, "
-            "CASE WHEN tag = 'key' THEN NULL ELSE expires_at END FROM tag_values ORDER BY ALL"
+            "CASE WHEN tag = 'key' THEN NULL ELSE expires_at END FROM tag_values_now ORDER BY ALL"
         ).fetchall()
         history = con.execute(
             "SELECT tag, person_id, change, CAST(old_value AS VARCHAR), "
@@ -296,6 +296,61 @@ def test_only_affected_persons_are_evaluated_and_full_runs_when_needed() -> None
         assert [m for _, m, _ in _runs(store)] == [
             "full", "incremental", "incremental", "full", "full", "full"
         ]  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_values_not_evaluated_are_not_written_and_read_at_the_new_as_of() -> None:
+    """An incremental refresh writes no row of the persons it does not evaluate: those meeting
+    the rule take the tag's qualifying time; a value held by its TTL keeps its own."""
+    store = Store(":memory:")
+    try:
+        with store.transaction() as con:
+            for pid in range(1, 6):
+                con.execute(
+                    "INSERT INTO persons VALUES (?, ?, '2026-01-01', NULL)", [pid, f"p{pid}"]
+                )
+                con.execute(
+                    "INSERT INTO identity_map VALUES (?, 'user_id', ?, ?, '2026-01-01', NULL)",
+                    [pid - 1, f"u{pid}", pid],
+                )
+                _event(con, pid, "view", START - timedelta(days=1), {"category": "py"}, f"o{pid}")
+        service.create_tag(store, {"name": "seen", "rule": "did(view, 3d)", "ttl_days": 2})
+        service.move_tag(store, "seen", Status.ACTIVE)
+        with store.transaction() as con:
+            refresh_tags(con, as_of=START)
+        raw = "SELECT person_id, computed_at, qualified_at FROM tag_values ORDER BY ALL"
+        con = store.cursor()
+        try:
+            before = con.execute(raw).fetchall()
+        finally:
+            con.close()
+        moved = START + timedelta(hours=12)
+        with store.transaction() as con:
+            (run,) = refresh_tags(con, as_of=moved)
+        assert (run["mode"], run["evaluated"]) == ("incremental", 0)
+        con = store.cursor()
+        try:
+            assert con.execute(raw).fetchall() == before  # nothing rewritten
+        finally:
+            con.close()
+        shown = {v["person_id"]: v for v in service.tag_values(store, "seen")["values"]}
+        assert len(shown) == 5
+        assert {v["qualified_at"] for v in shown.values()} == {moved.isoformat()}
+        later = START + timedelta(days=2, hours=6)  # o1..o5 have left the 3-day window
+        with store.transaction() as con:
+            _event(con, 2, "view", later - timedelta(hours=1), {"category": "py"}, "n2")
+            _event(con, 3, "view", later, {"category": "py"}, "n3")
+        with store.transaction() as con:
+            (run,) = refresh_tags(con, as_of=later)
+        assert (run["mode"], run["evaluated"]) == ("incremental", 5)
+        shown = {v["person_id"]: v for v in service.tag_values(store, "seen")["values"]}
+        # 2 and 3 qualify now; 1, 4 and 5 stopped, and are held until their last time + 2 days.
+        assert shown[2]["qualified_at"] == later.isoformat()
+        assert (shown[1]["qualified_at"], shown[1]["expires_at"]) == (
+            moved.isoformat(),
+            (moved + timedelta(days=2)).isoformat(),
+        )
     finally:
         store.close()
 

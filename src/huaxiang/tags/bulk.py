@@ -12,7 +12,7 @@ Why: with millions of values, a Python object per value costs far more than the 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,7 +101,6 @@ def settle_all(
     started: datetime,
     *,
     scope: str | None = None,
-    before_writes: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Replace the values of ``tags`` with those held at ``as_of``, write the history and the
     bitmaps; returns tag -> counts (persons, entered, left, changed, expired).
@@ -109,21 +108,36 @@ def settle_all(
     ``scope``: a table of ``person_id`` (an incremental refresh's affected persons): ``fresh``
     holds only theirs, only their values are settled and replaced, and the bitmaps are patched
     with their changes (the others' values are not read: the work follows the scope's size).
-    ``before_writes`` runs once the old values are read, before anything is written.
+
+    Times: a value meeting a rule (or a case, or the default) now is stored with computed_at =
+    qualified_at, and its times are the tag's (``tag_qualified``, set to this as_of at the end):
+    a value that met the rule before and still does is not rewritten, in a full refresh as in
+    an incremental one (whose persons not evaluated keep their rows as they are). A value held
+    by its TTL keeps its own times: its qualifying time, and as computed_at the refresh where
+    it was first held.
     """
     at = to_naive_utc(as_of)
-    # Scoped: only the scope's stored rows, and every one of them rewritten (``before_writes``
-    # may have moved their times), so that ``keep`` is false throughout.
+    # Scoped: only the scope's stored rows, and every one of them rewritten, so that ``keep``
+    # is false throughout.
     scoped = "" if scope is None else f"WHERE v.person_id IN (SELECT person_id FROM {scope})"
     keep = (
         "false"
         if scope is not None
         else (
             "COALESCE(source IS NOT NULL AND old_value IS NOT NULL AND value = old_value "
-            "AND version = oversion AND computed_at = ocomputed AND qualified_at = oqualified "
-            "AND expires_at IS NOT DISTINCT FROM oexpires, false)"
+            "AND version = oversion AND CASE WHEN source = 'fresh' THEN rcomputed = rqualified "
+            "ELSE computed_at = rcomputed AND qualified_at = rqualified "
+            "AND expires_at IS NOT DISTINCT FROM rexpires END, false)"
         )
     )
+    qualified = {
+        str(tag): (int(version), moment, expires)
+        for tag, version, moment, expires in con.execute(
+            "SELECT tag, version, as_of, expires_at FROM tag_qualified "
+            "WHERE list_contains(?::VARCHAR[], tag)",
+            [[t.name for t in tags]],
+        ).fetchall()
+    }
     params = pa.table(
         {
             "tag": pa.array([t.name for t in tags], pa.string()),
@@ -138,6 +152,14 @@ def settle_all(
             ),
             "why": pa.array([f"{t.kind.value} tag version {t.version}" for t in tags], pa.string()),
             "run_id": pa.array(list(run_ids), pa.int64()),
+            # The tag's qualifying time so far (tag_qualified), NULL before its first refresh.
+            "q_version": pa.array([qualified.get(t.name, (None,))[0] for t in tags], pa.int32()),
+            "q_at": pa.array(
+                [qualified.get(t.name, (None, None))[1] for t in tags], pa.timestamp("us")
+            ),
+            "q_expires": pa.array(
+                [qualified.get(t.name, (None, None, None))[2] for t in tags], pa.timestamp("us")
+            ),
         }
     )
     con.register("hx_bulk_params", params)
@@ -145,13 +167,20 @@ def settle_all(
     try:
         # The unified rule of settle(): a fresh case value (not expired at once) wins; else an
         # old value still within its TTL, of this version, not the default; else the default.
+        # ``o``: the stored rows (r*: their raw times) with their times as they are now.
         # ``keep``: the stored row is already exactly the row held now (nothing to write).
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE hx_bulk_held AS
             WITH o AS (
                 SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR) AS value, v.version,
-                       v.computed_at, v.qualified_at, v.expires_at
+                       v.computed_at AS rcomputed, v.qualified_at AS rqualified,
+                       v.expires_at AS rexpires,
+                       COALESCE(v.computed_at = v.qualified_at AND p.q_version = v.version,
+                                false) AS tagged,
+                       CASE WHEN tagged THEN p.q_at ELSE v.computed_at END AS computed_at,
+                       CASE WHEN tagged THEN p.q_at ELSE v.qualified_at END AS qualified_at,
+                       CASE WHEN tagged THEN p.q_expires ELSE v.expires_at END AS expires_at
                 FROM tag_values v JOIN hx_bulk_params p ON p.tag = v.tag
                 {scoped}
             ), f AS (
@@ -162,7 +191,8 @@ def settle_all(
                 SELECT COALESCE(f.tag, o.tag) AS tag, COALESCE(f.person_id, o.person_id) AS pid,
                        f.value AS fvalue, f.defaulted, f.ok, o.value AS ovalue,
                        o.version AS oversion, o.computed_at AS ocomputed,
-                       o.qualified_at AS oqualified, o.expires_at AS oexpires
+                       o.qualified_at AS oqualified, o.expires_at AS oexpires,
+                       o.rcomputed, o.rqualified, o.rexpires
                 FROM f FULL OUTER JOIN o ON o.tag = f.tag AND o.person_id = f.person_id
             ), d AS (
                 SELECT j.*, p.version, p.expires,
@@ -178,22 +208,28 @@ def settle_all(
                             WHEN fvalue IS NOT NULL AND ok THEN 'fresh' END AS source,
                        CASE WHEN source = 'fresh' THEN fvalue ELSE ovalue END AS value,
                        CASE WHEN source = 'fresh' THEN version ELSE oversion END AS version,
-                       CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE ocomputed END
-                           AS computed_at,
+                       CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP)
+                            WHEN rcomputed <> rqualified THEN rcomputed
+                            ELSE CAST(? AS TIMESTAMP) END AS computed_at,
                        CASE WHEN source = 'fresh' THEN CAST(? AS TIMESTAMP) ELSE oqualified END
                            AS qualified_at,
                        CASE WHEN source = 'fresh' THEN expires ELSE oexpires END AS expires_at,
-                       ovalue AS old_value, oversion, ocomputed, oexpires, oqualified
+                       ovalue AS old_value, oversion, oexpires, oqualified,
+                       rcomputed, rqualified, rexpires
                 FROM d
             )
             SELECT tag, person_id, source, value, version, computed_at, qualified_at, expires_at,
                    old_value, oexpires, oqualified, {keep} AS keep
             FROM s
             """,
-            [at, at, at, at],
+            [at, at, at, at, at],
         )
-        if before_writes is not None:
-            before_writes()
+        # From here on, the values meeting their rule now qualify at this as_of.
+        con.execute("DELETE FROM tag_qualified WHERE tag IN (SELECT tag FROM hx_bulk_params)")
+        con.execute(
+            "INSERT INTO tag_qualified SELECT tag, version, ?, expires FROM hx_bulk_params",
+            [at],
+        )
         # Only the rows that differ are written: those that left, expired or changed (value,
         # version or times) are deleted, the held ones among them inserted again.
         if scope is not None:

@@ -15,16 +15,18 @@ this one, evaluates only the persons whose result may have changed since that ru
 - persons whose value of a tag used with ``has_tag`` changed since (history rows of a later run,
   in this same refresh too, or set by hand since).
 
-Everybody else would get the same result as last time; their values stay, and the ones that
-qualified last time have their qualifying time moved to this as_of (as a full recompute does).
+Everybody else would get the same result as last time; their values stay as they are, and the
+ones that qualified last time qualify at this as_of (as in a full recompute) through the tag's
+qualifying time (``tag_qualified``, see ``bulk.py``): no row of theirs is written.
 The rules are compiled as usual over relations filtered to those persons (temporary views named
 in :class:`~huaxiang.rules.compile.Sources`): no compiler change.
 
 A full recompute runs instead with ``full``, for a new version, an as_of earlier than the last
 run's, without a previous run, after a change of attribute precedence or identity normalizers,
-for rules the boundaries cannot follow (``in_audience``, ``days_since``), and after two runs at
+for rules the boundaries cannot follow (``in_audience``, ``days_since``), after two runs at
 one as_of of a tag with a TTL (a held value's qualifying time cannot tell then whether it
-qualified in the last run).
+qualified in the last run), and when the last run did not record the tag's qualifying time
+(values stored before it was kept per tag).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from huaxiang.rules.ast import (
     children,
 )
 from huaxiang.rules.compile import Sources
+from huaxiang.tags import event_index
 from huaxiang.tags.definition import TagDefinition, TagKind
 from huaxiang.tags.values import first_row
 
@@ -134,6 +137,9 @@ class PreviousRun:
     marks: Marks | None
     repeated_as_of: bool
     """An earlier run of the tag had the same as_of."""
+    qualified: bool = True
+    """The run left the tag's qualifying time in ``tag_qualified`` (its values meeting the rule
+    then are the ones stored with computed_at = qualified_at)."""
 
 
 def previous_runs(con: duckdb.DuckDBPyConnection, tags: Sequence[str]) -> dict[str, PreviousRun]:
@@ -145,16 +151,23 @@ def previous_runs(con: duckdb.DuckDBPyConnection, tags: Sequence[str]) -> dict[s
                  ORDER BY run_id DESC) = 1)
         SELECT l.tag, l.run_id, l.version, l.as_of, CAST(l.marks AS VARCHAR),
                EXISTS (SELECT 1 FROM mine o WHERE o.tag = l.tag AND o.as_of = l.as_of
-                       AND o.run_id < l.run_id)
+                       AND o.run_id < l.run_id),
+               EXISTS (SELECT 1 FROM tag_qualified q WHERE q.tag = l.tag
+                       AND q.version = l.version AND q.as_of = l.as_of)
         FROM last l
         """,
         [list(tags)],
     ).fetchall()
     return {
         str(tag): PreviousRun(
-            int(run_id), int(version), as_of, Marks.from_json(marks) if marks else None, bool(rep)
+            int(run_id),
+            int(version),
+            as_of,
+            Marks.from_json(marks) if marks else None,
+            bool(rep),
+            bool(qualified),
         )
-        for tag, run_id, version, as_of, marks, rep in rows
+        for tag, run_id, version, as_of, marks, rep, qualified in rows
     }
 
 
@@ -216,6 +229,8 @@ def full_reason(
         return "as_of earlier than the last run's"
     if previous.marks.config != marks.config:
         return "attribute precedence or identity settings changed"
+    if not previous.qualified:
+        return "its values were stored without the tag's qualifying time"
     if tag.ttl_days is not None and previous.repeated_as_of:
         return "the last two runs had one as_of"
     if not rule_needs(tag.rules()).followable:
@@ -232,6 +247,8 @@ class Group:
     needs: Needs
     tag_runs: dict[str, int]
     """tag -> previous run id."""
+    expiring: set[str] = field(default_factory=set)
+    """Tags with a TTL."""
 
 
 def group_tags(
@@ -247,7 +264,11 @@ def group_tags(
             group = groups[prev.as_of] = Group(prev.as_of, prev.marks, Needs(), {})
         elif prev.marks != group.marks:
             group = groups[prev.as_of] = Group(
-                prev.as_of, _earliest(group.marks, prev.marks), group.needs, group.tag_runs
+                prev.as_of,
+                _earliest(group.marks, prev.marks),
+                group.needs,
+                group.tag_runs,
+                group.expiring,
             )
         needs = rule_needs(tag.rules())
         group.needs.events |= needs.events
@@ -256,6 +277,8 @@ def group_tags(
         group.needs.purposes |= needs.purposes
         group.needs.tags |= needs.tags
         group.tag_runs[tag.name] = prev.run_id
+        if tag.ttl_days is not None:
+            group.expiring.add(tag.name)
     return list(groups.values())
 
 
@@ -270,9 +293,17 @@ def _earliest(a: Marks, b: Marks) -> Marks:
     )
 
 
-def find_affected(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], as_of: datetime) -> int:
+def find_affected(
+    con: duckdb.DuckDBPyConnection,
+    groups: Sequence[Group],
+    as_of: datetime,
+    *,
+    indexed: bool = False,
+) -> int:
     """Fill the temporary table ``hx_affected(person_id)`` with the persons to evaluate again
-    for ``groups``; returns how many."""
+    for ``groups``; returns how many. ``indexed``: ``tag_event_nodes`` is up to date (the
+    persons of events crossing a boundary are then found through it, without reading the
+    events' identifiers)."""
     now = to_naive_utc(as_of)
     parts: list[str] = []
     params: list[Any] = []
@@ -297,9 +328,14 @@ def find_affected(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], as_of
                     [*bounds, sorted(needs.events)],
                 )
             )
-        for test, values in event_tests:
-            relation = _events_relation(con, test)
-            parts.append(f"SELECT person_id FROM {relation} WHERE person_id IS NOT NULL")
+        for n, (test, values) in enumerate(event_tests):
+            if n and indexed:
+                # Scattered over the whole table: found by rowid, their persons by the index.
+                rows = f"SELECT rowid AS row_id FROM events WHERE {test}"
+                parts.append(event_index.persons_of(rows))
+            else:
+                relation = _events_relation(con, test)
+                parts.append(f"SELECT person_id FROM {relation} WHERE person_id IS NOT NULL")
             params += values
         # New persons, new identifiers, merges and unmerges.
         parts.append("SELECT person_id FROM persons WHERE person_id > ?")
@@ -335,11 +371,12 @@ def find_affected(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], as_of
             )
             params += [sorted(needs.tags), first_run, marks.started_at]
         # TTL ends by as_of.
-        parts.append(
-            "SELECT person_id FROM tag_values WHERE list_contains(?::VARCHAR[], tag) "
-            "AND expires_at <= ?"
-        )
-        params += [sorted(group.tag_runs), now]
+        if group.expiring:
+            parts.append(
+                "SELECT person_id FROM tag_values_now WHERE list_contains(?::VARCHAR[], tag) "
+                "AND expires_at <= ?"
+            )
+            params += [sorted(group.expiring), now]
     con.execute(f"DROP TABLE IF EXISTS {AFFECTED}")
     con.execute(
         f"CREATE TEMP TABLE {AFFECTED} AS SELECT DISTINCT CAST(person_id AS UINTEGER) AS person_id "
@@ -357,36 +394,49 @@ def _minus(moment: datetime, shift: timedelta) -> datetime:
         return datetime.min
 
 
-def scoped_sources(con: duckdb.DuckDBPyConnection, tag_values: str | None) -> Sources:
+def scoped_sources(
+    con: duckdb.DuckDBPyConnection, tag_values: str | None, *, indexed: bool = False
+) -> Sources:
     """Temporary views of the compiler's relations holding only the affected persons.
 
-    Events are first filtered on their raw identifiers, normalized as the view joins them (or
+    ``indexed``: the affected persons' events are found through ``tag_event_nodes`` (their rows
+    by identity node, then fetched by rowid), in a view of the columns the rule compiler reads.
+    Otherwise they are materialized (few, and the compiled query then plans over a small
+    table): first filtered on their raw identifiers, normalized as the view joins them (or
     lower-cased and trimmed, a superset of every normalizer of the identity stage, for a view
     that is not ours), in the events scan before the view's joins; then the view's own person
     rule applies.
     """
-    con.execute("DROP TABLE IF EXISTS hx_affected_ids")
-    con.execute(
-        "CREATE TEMP TABLE hx_affected_ids AS SELECT DISTINCT m.id_type, m.id_value AS exact, "
-        f"lower(m.id_value) AS v FROM identity_map m JOIN {AFFECTED} a "
-        "ON a.person_id = m.person_id WHERE m.id_type IN ('user_id', 'anonymous_id')"
-    )
-    view = _view_text(con)
-    prefilter = " OR ".join(
-        f"{_normalized(view, prefix, column)} IN "
-        f"(SELECT {'exact' if exact else 'v'} FROM hx_affected_ids WHERE id_type = '{column}')"
-        for prefix, column in (("mu", "user_id"), ("ma", "anonymous_id"))
-        for exact in [_normalizer_of(view, prefix, column) is not None]
-    )
-    # Materialized: the affected persons' events are few, and the compiled query then plans
-    # over a small table instead of the whole events relation. Only the columns the rule
-    # compiler reads are kept: the scan then reads no other column of the events table.
-    con.execute("DROP TABLE IF EXISTS hx_scoped_events")
-    con.execute(
-        "CREATE TEMP TABLE hx_scoped_events AS "
-        f"SELECT {', '.join(RULE_EVENT_COLUMNS)} FROM {_events_relation(con, prefilter)} "
-        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
-    )
+    _drop_events(con)
+    events = "hx_scoped_events"
+    if indexed:
+        # A view: the compiled query reads it once (its events CTE), and nothing is copied.
+        events = "hx_scoped_events_v"
+        columns = ", ".join(f"e.{c}" for c in RULE_EVENT_COLUMNS if c != "person_id")
+        con.execute(
+            f"CREATE TEMP VIEW {events} AS "
+            f"SELECT r.person_id, {columns} FROM ({event_index.rows_of(AFFECTED)}) r "
+            "JOIN events e ON e.rowid = r.row_id"
+        )
+    else:
+        con.execute("DROP TABLE IF EXISTS hx_affected_ids")
+        con.execute(
+            "CREATE TEMP TABLE hx_affected_ids AS SELECT DISTINCT m.id_type, m.id_value AS exact, "
+            f"lower(m.id_value) AS v FROM identity_map m JOIN {AFFECTED} a "
+            "ON a.person_id = m.person_id WHERE m.id_type IN ('user_id', 'anonymous_id')"
+        )
+        view = event_index.view_text(con)
+        prefilter = " OR ".join(
+            f"{_normalized(view, prefix, column)} IN "
+            f"(SELECT {'exact' if exact else 'v'} FROM hx_affected_ids WHERE id_type = '{column}')"
+            for prefix, column in (("mu", "user_id"), ("ma", "anonymous_id"))
+            for exact in [event_index.normalizer_of(view, prefix, column) is not None]
+        )
+        con.execute(
+            "CREATE TEMP TABLE hx_scoped_events AS "
+            f"SELECT {', '.join(RULE_EVENT_COLUMNS)} FROM {_events_relation(con, prefilter)} "
+            f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
+        )
     con.execute(
         "CREATE OR REPLACE TEMP VIEW hx_scoped_persons AS SELECT * FROM persons "
         f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
@@ -407,7 +457,7 @@ def scoped_sources(con: duckdb.DuckDBPyConnection, tag_values: str | None) -> So
         )
         scoped_tags = "hx_scoped_tag_values"
     return Sources(
-        events="hx_scoped_events",
+        events=events,
         persons="hx_scoped_persons",
         attributes="hx_scoped_attributes",
         consent="hx_scoped_consent",
@@ -415,40 +465,11 @@ def scoped_sources(con: duckdb.DuckDBPyConnection, tag_values: str | None) -> So
     )
 
 
-_VIEW_HEAD = "CREATE VIEW events_with_person AS "
-
-
-#: The identifier normalizers the identity stage writes into ``events_with_person`` (its
-#: ``view_sql``), as SQL over the raw column.
-_NORMALIZERS = ("trim({col})", "lower(trim({col}))")
-
-
-def _view_text(con: duckdb.DuckDBPyConnection) -> str:
-    """The SQL of the stored ``events_with_person`` view ('' when there is none)."""
-    row = first_row(
-        con.execute(
-            "SELECT sql FROM duckdb_views() WHERE view_name = 'events_with_person' "
-            "AND NOT temporary"
-        )
-    )
-    return str(row[0]).strip().rstrip(";") if row else ""
-
-
-def _normalizer_of(view: str, prefix: str, column: str) -> str | None:
-    """The view's normalizer of ``column`` (joined as ``prefix``), over the bare column, when
-    it is one of ours; None otherwise."""
-    plain = view.replace('"trim"(', "trim(").replace('"lower"(', "lower(")
-    for form in _NORMALIZERS:
-        if f"{prefix}.id_value = {form.format(col='e.' + column)})" in plain:
-            return form.format(col=column)
-    return None
-
-
 def _normalized(view: str, prefix: str, column: str) -> str:
     """SQL over the raw events column giving the identifier the view joins on (exact, so that
     the scan needs no more string work than the view's), or a superset of every normalizer
     (lower-cased and trimmed) when the view is not ours."""
-    return _normalizer_of(view, prefix, column) or f"lower(trim({column}))"
+    return event_index.normalizer_of(view, prefix, column) or f"lower(trim({column}))"
 
 
 def _events_relation(con: duckdb.DuckDBPyConnection, prefilter: str) -> str:
@@ -456,17 +477,23 @@ def _events_relation(con: duckdb.DuckDBPyConnection, prefilter: str) -> str:
     before its identity joins (DuckDB does not push a filter on raw columns through them by
     itself): the view's own SQL (ours, from the identity stage) with its ``events AS e``
     replaced by the filtered events. Falls back to filtering the view."""
-    text = _view_text(con)
-    if text.startswith(_VIEW_HEAD) and text.count("events AS e") == 1:
-        body = text[len(_VIEW_HEAD) :].replace(
+    text = event_index.view_text(con)
+    head = event_index.VIEW_HEAD
+    if text.startswith(head) and text.count("events AS e") == 1:
+        body = text[len(head) :].replace(
             "events AS e", f"(SELECT * FROM events WHERE {prefilter}) AS e"
         )
         return f"({body})"
     return f"(SELECT * FROM events_with_person WHERE {prefilter})"
 
 
-def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
+def _drop_events(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP VIEW IF EXISTS hx_scoped_events_v")
     con.execute("DROP TABLE IF EXISTS hx_scoped_events")
+
+
+def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
+    _drop_events(con)
     for view in (
         "hx_scoped_persons",
         "hx_scoped_attributes",
@@ -476,37 +503,6 @@ def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP VIEW IF EXISTS {view}")
     con.execute("DROP TABLE IF EXISTS hx_affected_ids")
     con.execute(f"DROP TABLE IF EXISTS {AFFECTED}")
-
-
-def carry_forward(
-    con: duckdb.DuckDBPyConnection,
-    tags: Sequence[tuple[TagDefinition, datetime]],
-    as_of: datetime,
-) -> None:
-    """Values of persons not evaluated that qualified in the last run (tag, its as_of) qualify
-    again now: their qualifying time (and expiry) move to ``as_of``, as a full recompute would
-    set them. One UPDATE per previous as_of and TTL, with constants only (no join; the expiry is
-    left alone without a TTL: it stays NULL), so that it costs little per row. (The affected
-    persons' rows are replaced after.)"""
-    now = to_naive_utc(as_of)
-    groups: dict[tuple[datetime, int | None], list[str]] = {}
-    for tag, prev in tags:
-        if prev != now:
-            groups.setdefault((prev, tag.ttl_days), []).append(tag.name)
-    for (prev, ttl_days), names in groups.items():
-        marks = ", ".join("?" for _ in names)
-        if ttl_days is None:
-            con.execute(
-                "UPDATE tag_values SET computed_at = ?, qualified_at = ? "
-                f"WHERE qualified_at = ? AND tag IN ({marks})",
-                [now, now, prev, *names],
-            )
-        else:
-            con.execute(
-                "UPDATE tag_values SET computed_at = ?, qualified_at = ?, expires_at = ? "
-                f"WHERE qualified_at = ? AND tag IN ({marks})",
-                [now, now, now + timedelta(days=ttl_days), prev, *names],
-            )
 
 
 def aware(moment: datetime) -> datetime:

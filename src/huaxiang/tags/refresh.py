@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from huaxiang.audiences.definitions import audience_rules
 from huaxiang.clock import to_naive_utc, utcnow
-from huaxiang.tags import bulk, incremental
+from huaxiang.tags import bulk, event_index, incremental
 from huaxiang.tags.catalog import LifecycleError, dependency_graph, get_tag, list_tags
 from huaxiang.tags.compute import (
     FUSED_KINDS,
@@ -91,11 +91,14 @@ def refresh_tags(
     graph = dependency_graph(chosen, audience_rules(con))  # in_audience(A): A's tags first
     runs: list[dict[str, Any]] = []
     total = persons_total(con)
+    # Every refresh of rule or enumerated tags keeps the event index current (the events loaded
+    # since the last one), so that an incremental refresh reads only its persons' events.
+    indexed = any(t.kind in bulk.BULK_KINDS for t in chosen) and event_index.update(con)
     for level in levels(graph):
         tags = [by_name[n] for n in level]
         fused = [t for t in tags if t.kind in FUSED_KINDS]
         plans = _plans(con, fused, moment, marks, full=full)
-        scope = _Scope.open(con, plans, by_name, moment)
+        scope = _Scope.open(con, plans, by_name, moment, indexed=indexed)
         whole = [t for t in fused if t.kind in bulk.BULK_KINDS and t.name not in plans]
         if whole:
             runs += _bulk_apply(con, whole, moment, total, trigger, marks)
@@ -199,12 +202,15 @@ class _Scope:
         plans: dict[str, incremental.PreviousRun],
         by_name: dict[str, TagDefinition],
         as_of: datetime,
+        *,
+        indexed: bool,
     ) -> _Scope | None:
         if not plans:
             return None
         tags = [(by_name[name], prev) for name, prev in plans.items()]
-        evaluated = incremental.find_affected(con, incremental.group_tags(tags), as_of)
-        sources = incremental.scoped_sources(con, TAG_SOURCES.tag_values)
+        groups = incremental.group_tags(tags)
+        evaluated = incremental.find_affected(con, groups, as_of, indexed=indexed)
+        sources = incremental.scoped_sources(con, TAG_SOURCES.tag_values, indexed=indexed)
         return cls(plans, evaluated, sources)
 
     def apply(
@@ -217,8 +223,9 @@ class _Scope:
         marks: incremental.Marks,
     ) -> list[dict[str, Any]]:
         """Compute and settle the affected persons of ``tags`` (set-based, ``bulk.py`` over the
-        scoped relations), carry the others forward, write only the affected persons' rows and
-        patch the bitmaps with their changes: a few statements for all the tags."""
+        scoped relations), write only the affected persons' rows and patch the bitmaps with
+        their changes: a few statements for all the tags. The others' values stay as they are
+        (those meeting their rule take the tag's new qualifying time, ``tag_qualified``)."""
         started = to_naive_utc(utcnow())
         run_ids = _run_ids(con, len(tags))
         fresh = bulk.fresh_table(con, tags, as_of, sources=self.sources)
@@ -230,9 +237,6 @@ class _Scope:
             run_ids,
             started,
             scope=incremental.AFFECTED,
-            before_writes=lambda: incremental.carry_forward(
-                con, [(t, self.plans[t.name].as_of) for t in tags], as_of
-            ),
         )
         records: list[list[Any]] = []
         runs = [
@@ -392,5 +396,6 @@ def take_offline_values(con: duckdb.DuckDBPyConnection, tag: TagDefinition) -> i
     ]
     write_history(con, tag.name, removed, at=now, run_id=None, recorded_at=now)
     write_held(con, tag.name, {})
+    con.execute("DELETE FROM tag_qualified WHERE tag = ?", [tag.name])
     write_bitmaps(con, tag.name, {}, built_at=now)
     return len(removed)

@@ -178,7 +178,7 @@ def tag_values(store: Store, name: str, *, limit: int = 100, offset: int = 0) ->
             """
             SELECT v.person_id, p.person_key, CAST(v.value AS VARCHAR), v.version,
                    v.qualified_at, v.expires_at
-            FROM tag_values v LEFT JOIN persons p USING (person_id)
+            FROM tag_values_now v LEFT JOIN persons p USING (person_id)
             WHERE v.tag = ? ORDER BY v.person_id LIMIT ? OFFSET ?
             """,
             [name, limit, offset],

@@ -43,6 +43,8 @@ DDL: tuple[str, ...] = (
     # Current values. qualified_at: last time the person qualified (the as_of of the run that
     # matched, the import time of a label, the time a manual value was set); expires_at:
     # qualified_at + ttl (NULL without a TTL). version: the tag version that produced the value.
+    # Read the times through tag_values_now (rule and enumerated tags keep the time of their
+    # qualifying values in tag_qualified).
     """
     CREATE TABLE IF NOT EXISTS tag_values (
         person_id UINTEGER NOT NULL,
@@ -137,6 +139,53 @@ DDL: tuple[str, ...] = (
         m_score TINYINT NOT NULL,
         segment VARCHAR NOT NULL
     )
+    """,
+    # Every event row (events.rowid) with the identity_map nodes of its normalized user_id and
+    # anonymous_id (what events_with_person joins), for incremental refreshes (event_index.py).
+    # user_key / anonymous_key: a hash of an identifier that had no node yet (NULL otherwise).
+    """
+    CREATE TABLE IF NOT EXISTS tag_event_nodes (
+        row_id BIGINT NOT NULL,
+        user_node UINTEGER,
+        anonymous_node UINTEGER,
+        user_key UINTEGER,
+        anonymous_key UINTEGER
+    )
+    """,
+    # How far tag_event_nodes has read (one row): the view it follows, the highest load_id and
+    # node_id + 1 seen, how many event rows it holds and the highest of their rowids.
+    """
+    CREATE TABLE IF NOT EXISTS tag_event_nodes_state (
+        view_digest VARCHAR NOT NULL,
+        load_mark BIGINT NOT NULL,
+        node_mark BIGINT NOT NULL,
+        indexed BIGINT NOT NULL,
+        last_row BIGINT NOT NULL
+    )
+    """,
+    # Rule and enumerated tags: the qualifying time of their values that met the rule at the
+    # tag's last refresh (one row per tag, of the version that refresh computed). Such a value
+    # is stored with computed_at = qualified_at (any time: it is not rewritten as the as_of
+    # moves on); a value held by its TTL after it stopped qualifying is stored with its own
+    # times (computed_at: the refresh where it was first held, after its qualified_at).
+    """
+    CREATE TABLE IF NOT EXISTS tag_qualified (
+        tag VARCHAR PRIMARY KEY,
+        version INTEGER NOT NULL,
+        as_of TIMESTAMP NOT NULL,
+        expires_at TIMESTAMP
+    )
+    """,
+    # The values with their times as they are now: what every reader of the times uses.
+    """
+    CREATE OR REPLACE VIEW tag_values_now AS
+    SELECT v.person_id, v.tag, v.value, v.version,
+           CASE WHEN q.tag IS NULL THEN v.computed_at ELSE q.as_of END AS computed_at,
+           CASE WHEN q.tag IS NULL THEN v.qualified_at ELSE q.as_of END AS qualified_at,
+           CASE WHEN q.tag IS NULL THEN v.expires_at ELSE q.expires_at END AS expires_at
+    FROM tag_values v
+    LEFT JOIN tag_qualified q
+        ON q.tag = v.tag AND q.version = v.version AND v.computed_at = v.qualified_at
     """,
     # What has_tag reads: the current values (offline tags have none; drafts never had any).
     """

@@ -27,7 +27,7 @@ from huaxiang.tags.settle import Change, Held
 def read_held(con: duckdb.DuckDBPyConnection, tag: str) -> dict[int, Held]:
     rows = con.execute(
         "SELECT person_id, CAST(value AS VARCHAR), version, computed_at, qualified_at, expires_at "
-        "FROM tag_values WHERE tag = ?",
+        "FROM tag_values_now WHERE tag = ?",
         [tag],
     ).fetchall()
     return {int(pid): Held(str(v), int(ver), c, q, e) for pid, v, ver, c, q, e in rows}

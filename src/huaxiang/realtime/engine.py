@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from huaxiang.activation import outbox
@@ -33,16 +34,25 @@ from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
+from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.leaves import (
+    COUNT,
     LeafState,
     MetricSpec,
     MetricState,
-    SequenceSpec,
     SequenceState,
     TimeSpec,
     TimeState,
 )
-from huaxiang.realtime.program import Frame, Profile, Program, Test, Unsupported, matches
+from huaxiang.realtime.program import (
+    Frame,
+    Profile,
+    Program,
+    Reader,
+    Test,
+    Unsupported,
+    matches,
+)
 from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.json_form import from_json
 from huaxiang.store import Store
@@ -83,16 +93,21 @@ class CompiledSubject:
     uses: set[str] = field(default_factory=set)
     key: str = ""
     """``tag:NAME`` or ``audience:NAME`` (the key of held values)."""
+    digest_prefix: str = ""
+    """The start of the text a change id digests (see ``_settle``)."""
 
     def __post_init__(self) -> None:
         self.key = f"{self.kind.value}:{self.name}"
+        self.digest_prefix = f"{self.kind.value}|{self.name}|{self.version}|"
 
 
-@dataclass(slots=True)
-class HeldValue:
-    value: str
-    qualified: int
-    expires: int | None = None
+HeldValue = tuple[str, int, int | None]
+"""A value a person holds: (value JSON text, qualified at, expires at or None), epoch us. A plain
+tuple of atoms: the cyclic garbage collector stops tracking it once a collection has seen it
+(hundreds of thousands of held values then cost its full passes nothing)."""
+VALUE: Final = 0
+QUALIFIED: Final = 1
+EXPIRES: Final = 2
 
 
 @dataclass(slots=True)
@@ -102,19 +117,16 @@ class PersonState:
     atoms: dict[int, bool] = field(default_factory=dict)
     """Truth of the atoms as the person's subjects last read them (not in the snapshot: an
     unknown truth counts as changed)."""
-
-
-def _new_state(spec: Any) -> LeafState:
-    if isinstance(spec, MetricSpec):
-        return MetricState()
-    if isinstance(spec, TimeSpec):
-        return TimeState()
-    return SequenceState()
+    dumped: dict[int, bytes] | None = None
+    """The leaves as last written to the snapshot (leaf id -> its ``"short key":dump`` JSON
+    member); None: dump all."""
+    moved: set[int] = field(default_factory=set)
+    """Leaves changed (fed or compacted) since ``dumped``: only these are dumped again."""
 
 
 def _load_state(spec: Any, raw: dict[str, Any]) -> LeafState:
     if isinstance(spec, MetricSpec):
-        return MetricState.load(raw)
+        return MetricState.load(raw, spec.function != COUNT)
     if isinstance(spec, TimeSpec):
         return TimeState.load(raw)
     return SequenceState.load(raw)
@@ -150,6 +162,11 @@ class RealtimeEngine:
         self._empty_truths: dict[int, bool] = {}
         self._moment_cache: tuple[int, datetime] | None = None
         self._snapshot_seq = 0
+        self._keys: dict[int, str] = {}
+        """Person keys of the persons changes were made for (a key is a pure function of the
+        id and the workspace's salt)."""
+        self._changes_until: int | None = None
+        """Every stored change is dated at or before this moment (None: not read yet)."""
         self._logged = 0
         """Rows in ``realtime_state_log``: past COMPACT_ROWS the timer thread compacts."""
         self._wide: list[int] = []
@@ -201,7 +218,7 @@ class RealtimeEngine:
         if signature == self._signature:
             return None
         rows = self._definitions(con)
-        with self._lock:
+        with self._lock, gc_paused():
             fresh = self._rebuild_program(con, rows)
             self._signature = signature
         return fresh
@@ -268,6 +285,7 @@ class RealtimeEngine:
         for state in self.persons.values():
             state.leaves = {remap[k]: v for k, v in state.leaves.items() if k in remap}
             state.atoms = {}  # atom ids are the new program's
+            state.dumped = None
             for key in [k for k in state.held if k not in keys]:
                 del state.held[key]  # no longer real-time (paused, offline, other refresh)
         self.program = program
@@ -380,36 +398,39 @@ class RealtimeEngine:
         state = self.persons.get(pid)
         touched: set[int] = set()
         properties: dict[str, Any] | None = None
+        tested: dict[int, bool] = {}  # match -> passes (leaves of several rules share matches)
+        leaves = self.program.leaves
+        matchers = self.program.matchers
+        late = self.late_us
         for leaf_id, match, role in entries:
             if match.where:
-                if properties is None:
-                    properties = orjson.loads(props_text) if props_text else {}
-                if not matches(match, properties):
+                passed = tested.get(id(match))
+                if passed is None:
+                    if properties is None:
+                        properties = orjson.loads(props_text) if props_text else {}
+                    check = matchers.get(id(match))
+                    passed = tested[id(match)] = (
+                        check(properties) if check is not None else matches(match, properties)
+                    )
+                if not passed:
                     continue
-            leaf = self.program.leaves[leaf_id]
+            leaf = leaves[leaf_id]
             if state is None:
                 state = self.persons[pid] = PersonState()
             leaf_state = state.leaves.get(leaf_id)
             if leaf_state is None:
-                leaf_state = state.leaves[leaf_id] = _new_state(leaf.spec)
+                leaf_state = state.leaves[leaf_id] = leaf.new()
                 if created is not None:
                     created.add(leaf_id)
-            spec = leaf.spec
-            if isinstance(spec, MetricSpec):
-                value = None
-                if spec.property is not None:
-                    if properties is None:
-                        properties = orjson.loads(props_text) if props_text else {}
-                    value = properties.get(spec.property)
-                assert isinstance(leaf_state, MetricState)
-                leaf_state.add(spec, leaf.span, t, value, now)
-            elif isinstance(spec, TimeSpec):
-                assert isinstance(leaf_state, TimeState)
-                leaf_state.add(t, now)
-            else:
-                assert isinstance(leaf_state, SequenceState)
-                leaf_state.add(role == "a", leaf.span, t, now, self.late_us)
+            value = None
+            if leaf.property is not None:
+                if properties is None:
+                    properties = orjson.loads(props_text) if props_text else {}
+                value = properties.get(leaf.property)
+            leaf.add(leaf_state, role, t, value, now, late)
             touched.add(leaf_id)
+        if state is not None and state.dumped is not None:
+            state.moved |= touched
         return touched
 
     def _person_of(self, user: str | None, anonymous: str | None) -> int | None:
@@ -422,7 +443,12 @@ class RealtimeEngine:
         return None
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
-        """The loader's EventSink hook: update state for stored events, write the changes.
+        """The loader's EventSink hook: update state for stored events, write the changes."""
+        with gc_paused():
+            self._apply(con, events)
+
+    def _apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
+        """Update state for stored events and write the changes.
 
         The batch is fed first (every event into the leaves it reads), then each person's
         touched atoms are read once at ``now`` and only the subjects whose atoms changed truth
@@ -515,20 +541,35 @@ class RealtimeEngine:
         known = state.atoms
         atoms = self.program.atoms
         leaves = self.program.leaves
-        reader = self._read_leaf(pid)
+        mine = state.leaves
         memo: dict[int, tuple[bool, int | None]] = {}
         for leaf_id, leaf_cause in touched.items():
-            frame: Frame | None = None
+            leaf = leaves[leaf_id]
             fresh_leaf = leaf_id in created
-            for atom_id in leaves[leaf_id].atoms:
+            wake: int | None = None
+            read = False
+            value: Any = None
+            leaf_next: int | None = None
+            for atom_id in leaf.atoms:
                 atom = atoms[atom_id]
                 before = known.get(atom_id)
                 if before is True and atom.rising and not fresh_leaf:
                     continue
-                if frame is None:
-                    frame = Frame(now, reader, _NO_PROFILE)
-                truth = frame.atom(atom_id, atom.test)
-                memo[atom_id] = (truth, frame.next)
+                if not read:  # the leaf is read once for all its atoms
+                    read = True
+                    leaf_state: Any = mine.get(leaf_id)
+                    if leaf_state is None:
+                        value = leaf.empty
+                    else:
+                        value, leaf_next = leaf_state.read(leaf.spec, leaf.span, now)
+                truth, own = atom.judge(value, now)
+                if own is not None and own <= now:
+                    own = None
+                if leaf_next is not None and (own is None or leaf_next < own):
+                    own = leaf_next
+                memo[atom_id] = (truth, own)
+                if own is not None and (wake is None or own < wake):
+                    wake = own
                 if before is None and fresh_leaf:
                     before = self._empty_truth(atom_id)
                 known[atom_id] = truth
@@ -537,9 +578,8 @@ class RealtimeEngine:
                         pair = (pid, sid)
                         dirty.add(pair)
                         causes[pair] = leaf_cause
-            wake = frame.next if frame is not None else None
             if wake is not None:
-                for atom_id in leaves[leaf_id].atoms:
+                for atom_id in leaf.atoms:
                     for sid in atoms[atom_id].subjects:
                         if (pid, sid) not in dirty:
                             self._schedule_min(pid, sid, wake)
@@ -564,38 +604,18 @@ class RealtimeEngine:
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def _read_leaf(self, pid: int) -> Callable[[int, Frame], Any]:
+    def _read_leaf(self, pid: int) -> Reader:
+        """The person's leaf reader: (leaf id, now) -> (value, next change)."""
         state = self.persons.get(pid)
         leaves = state.leaves if state is not None else {}
         program_leaves = self.program.leaves
 
-        def read(leaf_id: int, frame: Frame) -> Any:
+        def read(leaf_id: int, now: int) -> tuple[Any, int | None]:
             leaf_state = leaves.get(leaf_id)
             leaf = program_leaves[leaf_id]
-            spec = leaf.spec
-            now = frame.now
-            kind = type(leaf_state)
-            if kind is MetricState:
-                assert isinstance(leaf_state, MetricState) and isinstance(spec, MetricSpec)
-                nxt = leaf_state.next_change(leaf.span, now)
-                if nxt is not None:
-                    frame.wake(nxt)
-                return leaf_state.value(spec, leaf.span, now)
-            if kind is TimeState:
-                assert isinstance(leaf_state, TimeState) and isinstance(spec, TimeSpec)
-                nxt = leaf_state.next_change(now)
-                if nxt is not None:
-                    frame.wake(nxt)
-                return leaf_state.value(spec.which, now)
-            if kind is SequenceState:
-                assert isinstance(leaf_state, SequenceState) and isinstance(spec, SequenceSpec)
-                nxt = leaf_state.next_change(spec, leaf.span, now)
-                if nxt is not None:
-                    frame.wake(nxt)
-                return leaf_state.value(spec, leaf.span, now)
-            if isinstance(spec, MetricSpec):
-                return _NO_EVENTS.value(spec, leaf.span, now)
-            return None if isinstance(spec, TimeSpec) else False
+            if leaf_state is None:
+                return leaf.empty, None
+            return leaf_state.read(leaf.spec, leaf.span, now)  # type: ignore[arg-type]
 
         return read
 
@@ -661,6 +681,7 @@ class RealtimeEngine:
         """
         changes: list[MembershipChange] = []
         atoms = self.program.atoms
+        shared: dict[int, dict[int, tuple[bool, int | None]]] = {} if memos is None else memos
         done: set[tuple[int, int]] = set(pairs)
         todo: Sequence[tuple[int, int]] = pairs
         origin: dict[tuple[int, int], str] = {}
@@ -669,19 +690,22 @@ class RealtimeEngine:
                 self._profiles(con, todo) if any(self.subjects[s].uses for _, s in todo) else {}
             )
             more: list[tuple[int, int]] = []
-            frames: dict[int, Callable[[int, Frame], Any]] = {}
+            frames: dict[int, Frame] = {}
             for pair in todo:
                 pid, sid = pair
                 subject = self.subjects[sid]
-                reader = frames.get(pid)
-                if reader is None:
-                    reader = frames[pid] = self._read_leaf(pid)
-                frame = Frame(
-                    now,
-                    reader,
-                    profiles.get(pid, _NO_PROFILE),
-                    memos.get(pid) if memos is not None else None,
-                )
+                # One frame per person: leaf reads and atoms at ``now`` serve all its subjects;
+                # what each subject read and when it can change next are its own.
+                frame = frames.get(pid)
+                if frame is None:
+                    memo = shared.get(pid)
+                    if memo is None:
+                        memo = shared[pid] = {}
+                    reader = self._read_leaf(pid)
+                    frame = frames[pid] = Frame(now, reader, profiles.get(pid, _NO_PROFILE), memo)
+                else:
+                    frame.atoms = {}
+                    frame.next = None
                 fresh, defaulted = self._decide(subject, frame)
                 cause = (
                     causes
@@ -709,8 +733,9 @@ class RealtimeEngine:
                                 origin[follow] = cause
                 held = state.held.get(subject.key) if state is not None else None
                 wake = frame.next
-                if held is not None and held.expires is not None and held.expires > now:
-                    wake = held.expires if wake is None else min(wake, held.expires)
+                expires = held[EXPIRES] if held is not None else None
+                if expires is not None and expires > now:
+                    wake = expires if wake is None else min(wake, expires)
                 self._schedule(pid, sid, wake)
             todo = more
         return changes
@@ -729,30 +754,32 @@ class RealtimeEngine:
         if old is None:
             if fresh is None:
                 return None  # held nothing, holds nothing
-        elif old.expires is None and not defaulted and fresh == old.value:
-            old.qualified = now  # still qualifies: no change
+        elif old[EXPIRES] is None and not defaulted and fresh == old[VALUE]:
+            assert state is not None
+            state.held[subject.key] = (fresh, now, None)  # still qualifies: no change
             return None
         new: HeldValue | None = None
         kind: ChangeKind | None = None
         if fresh is not None and not defaulted:
-            new = HeldValue(fresh, now)
-        elif subject.ttl_us is not None and old is not None and old.value != subject.default:
-            if old.expires is None:  # stopped qualifying just now: the TTL starts
-                new = HeldValue(old.value, now, now + subject.ttl_us)
+            new = (fresh, now, None)
+        elif subject.ttl_us is not None and old is not None and old[VALUE] != subject.default:
+            old_expires = old[EXPIRES]
+            if old_expires is None:  # stopped qualifying just now: the TTL starts
+                new = (old[VALUE], now, now + subject.ttl_us)
                 if subject.kind is Subject.TAG:
                     self._restamped.add((pid, subject.name))
-            elif old.expires > now:
+            elif old_expires > now:
                 new = old
             elif fresh is not None:
-                new = HeldValue(fresh, now)
+                new = (fresh, now, None)
         elif fresh is not None:
-            new = HeldValue(fresh, now)
+            new = (fresh, now, None)
         if (
             old is not None
-            and old.expires is not None
+            and old[EXPIRES] is not None
             and new is not None
-            and new.expires is None
-            and old.value == new.value
+            and new[EXPIRES] is None
+            and old[VALUE] == new[VALUE]
             and subject.kind is Subject.TAG
         ):
             self._restamped.add((pid, subject.name))  # qualifies again: the TTL is off
@@ -762,27 +789,29 @@ class RealtimeEngine:
             state.held[subject.key] = new
         elif state is not None:
             state.held.pop(subject.key, None)
-        old_value = old.value if old is not None else None
-        new_value = new.value if new is not None else None
+        old_value = old[VALUE] if old is not None else None
+        new_value = new[VALUE] if new is not None else None
         if old_value == new_value:
             return None
         if old_value is None:
             kind = ChangeKind.ENTERED
         elif new_value is None:
-            expired = old is not None and old.expires is not None and old.expires <= now
+            old_expires = old[EXPIRES] if old is not None else None
+            expired = old_expires is not None and old_expires <= now
             kind = ChangeKind.EXPIRED if expired else ChangeKind.LEFT
         else:
             kind = ChangeKind.CHANGED
         at = self._moment(now)
+        # The text is kind|name|version|person|change kind|moment|new value.
         digest = hashlib.sha1(
-            f"{subject.kind}|{subject.name}|{subject.version}|{pid}|{kind}|{now}|{new_value}".encode()
+            f"{subject.digest_prefix}{pid}|{kind.value}|{now}|{new_value}".encode()
         ).hexdigest()[:32]
         return MembershipChange(
             change_id=f"rtc_{digest}",
             subject=subject.kind,
             name=subject.name,
             person_id=pid,
-            person_key=self.identity.person_key(pid),
+            person_key=self._person_key(pid),
             kind=kind,
             old_value=None if old_value is None else _parsed(old_value),
             new_value=None if new_value is None else _parsed(new_value),
@@ -790,6 +819,12 @@ class RealtimeEngine:
             cause=cause,
             version=subject.version,
         )
+
+    def _person_key(self, pid: int) -> str:
+        key = self._keys.get(pid)
+        if key is None:
+            key = self._keys[pid] = self.identity.person_key(pid)
+        return key
 
     def _moment(self, now: int) -> datetime:
         """``now`` as an aware datetime (one object per moment: a batch's changes share it)."""
@@ -810,6 +845,10 @@ class RealtimeEngine:
         self._scheduled[key] = due
         first = not self._timers or due < self._timers[0][0]
         heapq.heappush(self._timers, (due, pid, sid))
+        if len(self._timers) > 2 * len(self._scheduled) + 10_000:
+            # Moved timers leave their old entries behind; keep the heap near its live size.
+            self._timers = [(d, p, s) for (p, s), d in self._scheduled.items()]
+            heapq.heapify(self._timers)
         if first:
             with self._wake:
                 self._wake.notify_all()
@@ -853,7 +892,7 @@ class RealtimeEngine:
     def process_due(self) -> list[MembershipChange]:
         """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
         ManualClock call it after moving the clock)."""
-        with self.store.transaction() as con:
+        with self.store.transaction() as con, gc_paused():
             self.sync(con)
             with self._lock:
                 now = self._now()
@@ -872,17 +911,14 @@ class RealtimeEngine:
             if only is None
             else [(k, v) for k in only if (v := state.leaves.get(k)) is not None]
         )
+        if only is None:
+            state.dumped = None
+        elif state.dumped is not None:
+            state.moved.update(k for k, _ in items)
+        leaves = self.program.leaves
+        late = self.late_us
         for leaf_id, leaf_state in items:
-            leaf = self.program.leaves[leaf_id]
-            spec = leaf.spec
-            if isinstance(leaf_state, MetricState):
-                assert isinstance(spec, MetricSpec)
-                leaf_state.compact(spec, leaf.span, now)
-            elif isinstance(leaf_state, TimeState):
-                leaf_state.compact(now)
-            else:
-                assert isinstance(spec, SequenceSpec)
-                leaf_state.compact(spec, leaf.span, now, self.late_us)
+            leaves[leaf_id].compact(leaf_state, now, late)
             if leaf_state.empty():
                 del state.leaves[leaf_id]
 
@@ -902,34 +938,54 @@ class RealtimeEngine:
         all: changes (and activation's outbox), tag values, history, bitmaps, the snapshot.
         ``rewrite``: tags whose values are written afresh (a definition activated or changed)."""
         recorded = to_naive_utc(self.clock.now())
+        table: pa.Table | None = None
         if changes:
+            ids = [c.change_id for c in changes]
+            moments = _moment_us(changes)
             table = pa.table(
                 {
-                    "change_id": [c.change_id for c in changes],
-                    "subject": [c.subject.value for c in changes],
+                    "change_id": ids,
+                    # StrEnum members are strings: no ``.value`` lookups.
+                    "subject": pa.array([c.subject for c in changes], pa.string()),
                     "name": [c.name for c in changes],
                     "person_id": pa.array([c.person_id for c in changes], pa.uint32()),
                     "person_key": [c.person_key for c in changes],
-                    "kind": [c.kind.value for c in changes],
+                    "kind": pa.array([c.kind for c in changes], pa.string()),
                     "old_value": pa.array([_json(c.old_value) for c in changes], pa.string()),
                     "new_value": pa.array([_json(c.new_value) for c in changes], pa.string()),
-                    "moment": _moments(changes),
+                    "moment": pa.array(moments, pa.timestamp("us")),
                     "cause": [c.cause for c in changes],
                     "version": pa.array([c.version for c in changes], pa.int32()),
                 }
             )
+            # A change id digests the moment: changes dated after every stored one, and
+            # distinct among themselves, are new. Only otherwise (several batches at one
+            # moment, as with a stopped clock) is the slower conflict check needed.
+            if self._changes_until is None:
+                found = con.execute(
+                    "SELECT epoch_us(max(changed_at)) FROM realtime_changes"
+                ).fetchall()[0][0]
+                self._changes_until = -1 if found is None else int(found)
+            new = min(moments) > self._changes_until and len(set(ids)) == len(ids)
             _insert(
                 con,
                 table,
-                "INSERT OR IGNORE INTO realtime_changes SELECT change_id, subject, name,"
+                ("INSERT" if new else "INSERT OR IGNORE")
+                + " INTO realtime_changes SELECT change_id, subject, name,"
                 " person_id, person_key, kind, CAST(old_value AS JSON), CAST(new_value AS JSON),"
                 " moment, cause, version, ? FROM _rt_in",
                 [recorded],
             )
+            self._changes_until = max(self._changes_until, max(moments))
             self.enqueue(con, changes)
         tag_changes = [c for c in changes if c.subject is Subject.TAG]
         if tag_changes or self._restamped or rewrite:
-            self._write_tag_values(con, tag_changes, recorded, rewrite or set())
+            history = (
+                table.filter(pc.equal(table["subject"], Subject.TAG.value))
+                if table is not None and tag_changes
+                else None
+            )
+            self._write_tag_values(con, tag_changes, history, recorded, rewrite or set())
         for pid in touched:
             state = self.persons.get(pid)
             if state is not None:
@@ -946,10 +1002,12 @@ class RealtimeEngine:
         self,
         con: duckdb.DuckDBPyConnection,
         changes: list[MembershipChange],
+        history: pa.Table | None,
         recorded: datetime,
         rewrite: set[str],
     ) -> None:
         """Tag values, history and bitmaps of the changed persons, a few statements in all.
+        ``history``: the rows of ``changes`` as written to ``realtime_changes``.
 
         The engine's held values are the truth for real-time tags: a row of ``tag_values`` is
         deleted only where the person held a value (left, changed, expired, TTL restamped),
@@ -977,7 +1035,7 @@ class RealtimeEngine:
             )
         keys = {(c.name, c.person_id) for c in kept if c.new_value is not None} | restamped
         rows: list[tuple[str, int, HeldValue]] = []
-        for tag, pid in sorted(keys):
+        for tag, pid in keys:
             state = self.persons.get(pid)
             held = state.held.get(f"tag:{tag}") if state is not None else None
             if held is not None:
@@ -996,14 +1054,14 @@ class RealtimeEngine:
                     {
                         "person_id": pa.array([p for _, p, _ in rows], pa.uint32()),
                         "tag": [t for t, _, _ in rows],
-                        "value": [h.value for _, _, h in rows],
+                        "value": [h[VALUE] for _, _, h in rows],
                         "version": pa.array([versions.get(t, 1) for t, _, _ in rows], pa.int32()),
                         "qualified": pa.array(
-                            [h.qualified for _, _, h in rows],
+                            [h[QUALIFIED] for _, _, h in rows],
                             pa.timestamp("us"),
                         ),
                         "expires": pa.array(
-                            [h.expires for _, _, h in rows],
+                            [h[EXPIRES] for _, _, h in rows],
                             pa.timestamp("us"),
                         ),
                     }
@@ -1012,24 +1070,13 @@ class RealtimeEngine:
                 "qualified, expires FROM _rt_in",
                 [recorded],
             )
-        if changes:
+        if history is not None and history.num_rows:
             _insert(
                 con,
-                pa.table(
-                    {
-                        "tag": [c.name for c in changes],
-                        "person_id": pa.array([c.person_id for c in changes], pa.uint32()),
-                        "change": [c.kind.value for c in changes],
-                        "old_value": pa.array([_json(c.old_value) for c in changes], pa.string()),
-                        "new_value": pa.array([_json(c.new_value) for c in changes], pa.string()),
-                        "version": pa.array([c.version for c in changes], pa.int32()),
-                        "moment": _moments(changes),
-                        "cause": [f"realtime: {c.cause}" for c in changes],
-                    }
-                ),
-                "INSERT INTO tag_value_history SELECT tag, person_id, change,"
-                " CAST(old_value AS JSON), CAST(new_value AS JSON), version, moment, cause,"
-                " NULL, ? FROM _rt_in",
+                history,
+                "INSERT INTO tag_value_history SELECT name, person_id, kind,"
+                " CAST(old_value AS JSON), CAST(new_value AS JSON), version, moment,"
+                " 'realtime: ' || cause, NULL, ? FROM _rt_in",
                 [recorded],
             )
         self._write_bitmaps(con, kept, recorded, rewrite)
@@ -1041,7 +1088,7 @@ class RealtimeEngine:
             for pid, state in self.persons.items():
                 for key, held in state.held.items():
                     if key.startswith("tag:"):
-                        groups.setdefault((key[4:], held.value), []).append(pid)
+                        groups.setdefault((key[4:], held[VALUE]), []).append(pid)
             self._bitmaps = {k: BitMap(sorted(v)) for k, v in groups.items()}
         return self._bitmaps
 
@@ -1102,12 +1149,26 @@ class RealtimeEngine:
             )
 
     def _dump_person(self, state: PersonState) -> bytes:
+        """The person's snapshot row (JSON): every leaf, re-serialising only those that moved
+        since the last one (the others are unchanged: every change of a leaf state marks it
+        moved) and joining the members kept from before."""
         leaves = self.program.leaves
-        return orjson.dumps(
-            {
-                "leaves": {leaves[k].short: v.dump() for k, v in state.leaves.items()},
-                "held": {k: [h.value, h.qualified, h.expires] for k, h in state.held.items()},
+        dumped = state.dumped
+        if dumped is None:
+            dumped = state.dumped = {
+                k: _member(leaves[k].short, v.dump()) for k, v in state.leaves.items()
             }
+        else:
+            for leaf_id in state.moved:
+                leaf_state = state.leaves.get(leaf_id)
+                if leaf_state is None:
+                    dumped.pop(leaf_id, None)
+                else:
+                    dumped[leaf_id] = _member(leaves[leaf_id].short, leaf_state.dump())
+        state.moved.clear()
+        held = {k: list(h) for k, h in state.held.items()}
+        return b"".join(
+            (b'{"leaves":{', b",".join(dumped.values()), b'},"held":', orjson.dumps(held), b"}")
         )
 
     def _write_snapshot(self, con: duckdb.DuckDBPyConnection, pids: set[int]) -> None:
@@ -1173,7 +1234,7 @@ class RealtimeEngine:
 
     def open(self, con: duckdb.DuckDBPyConnection) -> None:
         """Load the snapshot, then follow the definitions (rebuilding only what changed)."""
-        with self._lock:
+        with self._lock, gc_paused():
             self._load_snapshot(con)
             self.sync(con)
 
@@ -1214,7 +1275,7 @@ class RealtimeEngine:
                 if n is not None:
                     state.leaves[n] = _load_state(program.leaves[n].spec, dumped)
             for key, (value, qualified, expires) in raw["held"].items():
-                state.held[str(key)] = HeldValue(value, qualified, expires)
+                state.held[str(key)] = (value, qualified, expires)
             persons[int(pid)] = state
         self.program = program
         self.subjects = {}
@@ -1224,6 +1285,7 @@ class RealtimeEngine:
             "SELECT coalesce(max(seq), 0), count(*) FROM realtime_state_log"
         ).fetchall()
         self._snapshot_seq, self._logged = int(found[0][0]), int(found[0][1])
+        self._changes_until = None
         self._empty_truths = {}
         self._fingerprints = {key for kind, key in catalog if kind == "subject"}
         self._signature = None
@@ -1263,6 +1325,7 @@ class RealtimeEngine:
             except Exception as e:  # retried at the next tick
                 logger.error("real-time timers failed: %s", e, exc_info=e)
                 self._stop.wait(TICK_S)
+            collect_if_due()  # the garbage collector's full pass, paced (see gc_pause)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1271,7 +1334,7 @@ class RealtimeEngine:
         with self._lock:
             state = self.persons.get(person_id)
             held = state.held.get(f"{kind.value}:{name}") if state is not None else None
-            return None if held is None else orjson.loads(held.value)
+            return None if held is None else orjson.loads(held[VALUE])
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
@@ -1290,7 +1353,6 @@ class RealtimeEngine:
 
 
 _NO_PROFILE = Profile()
-_NO_EVENTS = MetricState()  # never fed: what a metric leaf reads for a person without events
 
 
 _PARSED: dict[str, Any] = {}
@@ -1306,8 +1368,13 @@ def _parsed(text: str) -> Any:
     return found
 
 
-def _moments(changes: Sequence[MembershipChange]) -> pa.Array:
-    """The changes' moments as naive UTC timestamps (changes of one batch share a moment)."""
+def _member(key: str, value: Any) -> bytes:
+    """``"key":value`` as a member of a JSON object (``key`` needs no escaping)."""
+    return b'"' + key.encode() + b'":' + orjson.dumps(value)
+
+
+def _moment_us(changes: Sequence[MembershipChange]) -> list[int]:
+    """The changes' moments in epoch microseconds (changes of one batch share a moment)."""
     cache: dict[datetime, int] = {}
     out: list[int] = []
     for c in changes:
@@ -1315,11 +1382,27 @@ def _moments(changes: Sequence[MembershipChange]) -> pa.Array:
         if us is None:
             us = cache[c.at] = to_us(c.at)
         out.append(us)
-    return pa.array(out, pa.timestamp("us"))
+    return out
+
+
+_TEXTS: dict[tuple[type, Any], str] = {}
+_SCALARS = (bool, int, float, str)
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+    """A value as JSON text (scalars are cached: a batch repeats a few values many times)."""
+    if value is None:
+        return None
+    kind = value.__class__
+    if kind not in _SCALARS:
+        return orjson.dumps(value).decode()
+    key = (kind, value)
+    found = _TEXTS.get(key)
+    if found is None:
+        found = orjson.dumps(value).decode()
+        if len(_TEXTS) < 10_000:
+            _TEXTS[key] = found
+    return found
 
 
 def _insert(

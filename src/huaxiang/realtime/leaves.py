@@ -16,7 +16,8 @@ events for ``late_us`` (the late-event tolerance) and then fold them into a fina
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,16 @@ COUNT = "count"
 
 #: count_distinct keeps at most this many distinct values per person and leaf (documented).
 DISTINCT_LIMIT = 10_000
+
+Times = tuple[int, ...]
+"""Sorted event times. Tuples rather than lists: a tuple of numbers stops being tracked by the
+cyclic garbage collector once a collection has seen it, so its full passes over the engine's
+millions of leaf states skip them (windows are short: rebuilding one costs little)."""
+
+
+def _inserted(times: Times, t: int) -> Times:
+    at = bisect_right(times, t)
+    return (*times[:at], t, *times[at:])
 
 
 def add_partial(partials: list[float], x: float) -> None:
@@ -118,7 +129,7 @@ class SequenceSpec:
 LeafSpec = MetricSpec | TimeSpec | SequenceSpec
 
 
-def _reduce(function: str, values: list[Any], folded: Folded) -> int | float | None:
+def _reduce(function: str, values: Sequence[Any], folded: Folded) -> int | float | None:
     if function == COUNT:
         return folded.count + len(values)
     if function == Aggregation.COUNT_DISTINCT:
@@ -184,13 +195,16 @@ class Folded:
 
 
 class MetricState:
-    """A count or aggregate over a window: events inside a last-N window, or folded totals."""
+    """A count or aggregate over a window: events inside a last-N window, or folded totals.
+
+    ``values`` (the property each event carries, aligned with ``times``) is kept only for
+    aggregates: a count needs the times alone."""
 
     __slots__ = ("folded", "times", "values")
 
-    def __init__(self) -> None:
-        self.times: list[int] = []  # sorted; for unbounded windows only events after "now"
-        self.values: list[Any] = []
+    def __init__(self, keeps_values: bool = True) -> None:
+        self.times: Times = ()  # for unbounded windows only events after "now"
+        self.values: tuple[Any, ...] | None = () if keeps_values else None
         self.folded: Folded | None = None
 
     def add(self, spec: MetricSpec, span: Span, t: int, value: Any, now: int) -> None:
@@ -205,8 +219,9 @@ class MetricState:
         elif t <= now - span.length:
             return  # older than the window: it can never count again
         at = bisect_right(self.times, t)
-        self.times.insert(at, t)
-        self.values.insert(at, value)
+        self.times = (*self.times[:at], t, *self.times[at:])
+        if self.values is not None:
+            self.values = (*self.values[:at], value, *self.values[at:])
 
     def compact(self, spec: MetricSpec, span: Span, now: int) -> None:
         if span.length is not None:
@@ -216,19 +231,42 @@ class MetricState:
             if cut:
                 if self.folded is None:
                     self.folded = Folded()
-                for value in self.values[:cut]:
-                    self.folded.absorb(spec.function, value)
+                if self.values is None:
+                    self.folded.count += cut
+                else:
+                    for value in self.values[:cut]:
+                        self.folded.absorb(spec.function, value)
         if cut:
-            del self.times[:cut]
-            del self.values[:cut]
+            self.times = self.times[cut:]
+            if self.values is not None:
+                self.values = self.values[cut:]
 
     def value(self, spec: MetricSpec, span: Span, now: int) -> int | float | None:
         hi = bisect_right(self.times, now)
         lo = bisect_right(self.times, now - span.length) if span.length is not None else 0
         folded = self.folded or _EMPTY
-        if spec.function == COUNT:
+        if spec.function == COUNT or self.values is None:
             return folded.count + (hi - lo)
         return _reduce(spec.function, self.values[lo:hi], folded)
+
+    def read(self, spec: MetricSpec, span: Span, now: int) -> tuple[int | float | None, int | None]:
+        """:meth:`value` and :meth:`next_change` at once (one search of the window)."""
+        times = self.times
+        hi = bisect_right(times, now)
+        nxt = times[hi] if hi < len(times) else None
+        length = span.length
+        if length is not None:
+            lo = bisect_right(times, now - length, 0, hi)
+            if lo < hi:
+                leaves = times[lo] + length
+                if nxt is None or leaves < nxt:
+                    nxt = leaves
+        else:
+            lo = 0
+        folded = self.folded
+        if spec.function == COUNT or self.values is None:
+            return (hi - lo) + (folded.count if folded is not None else 0), nxt
+        return _reduce(spec.function, self.values[lo:hi], folded or _EMPTY), nxt
 
     def next_change(self, span: Span, now: int) -> int | None:
         hi = bisect_right(self.times, now)
@@ -244,16 +282,19 @@ class MetricState:
         return not self.times and self.folded is None
 
     def dump(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"t": self.times, "v": self.values}
+        out: dict[str, Any] = {"t": self.times}
+        if self.values is not None:
+            out["v"] = self.values
         if self.folded is not None:
             out["f"] = self.folded.dump()
         return out
 
     @classmethod
-    def load(cls, raw: dict[str, Any]) -> MetricState:
-        state = cls()
-        state.times = list(raw["t"])
-        state.values = list(raw["v"])
+    def load(cls, raw: dict[str, Any], keeps_values: bool = True) -> MetricState:
+        state = cls(keeps_values)
+        state.times = tuple(raw["t"])
+        if keeps_values:
+            state.values = tuple(raw.get("v") or [None] * len(state.times))
         state.folded = Folded.load(raw["f"]) if "f" in raw else None
         return state
 
@@ -269,11 +310,11 @@ class TimeState:
     def __init__(self) -> None:
         self.first: int | None = None
         self.last: int | None = None
-        self.pending: list[int] = []
+        self.pending: Times = ()
 
     def add(self, t: int, now: int) -> None:
         if t > now:
-            insort(self.pending, t)
+            self.pending = _inserted(self.pending, t)
             return
         self.first = t if self.first is None else min(self.first, t)
         self.last = t if self.last is None else max(self.last, t)
@@ -298,6 +339,15 @@ class TimeState:
         cut = bisect_right(self.pending, now)
         return self.pending[cut] if cut < len(self.pending) else None
 
+    def read(self, spec: TimeSpec, span: Span, now: int) -> tuple[int | None, int | None]:
+        """:meth:`value` and :meth:`next_change` at once."""
+        if not self.pending:
+            if spec.which is not Which.FIRST:
+                return self.last, None
+            first = self.first
+            return (first if first is not None and first <= now else None), None
+        return self.value(spec.which, now), self.next_change(now)
+
     def empty(self) -> bool:
         return self.first is None and not self.pending
 
@@ -307,7 +357,7 @@ class TimeState:
     @classmethod
     def load(cls, raw: dict[str, Any]) -> TimeState:
         state = cls()
-        state.first, state.last, state.pending = raw["a"], raw["z"], list(raw["p"])
+        state.first, state.last, state.pending = raw["a"], raw["z"], tuple(raw["p"])
         return state
 
 
@@ -317,8 +367,8 @@ class SequenceState:
     __slots__ = ("firsts", "held", "thens")
 
     def __init__(self) -> None:
-        self.firsts: list[int] = []
-        self.thens: list[int] = []
+        self.firsts: Times = ()
+        self.thens: Times = ()
         self.held = False  # unbounded windows: a pair (or a passed deadline) folded for good
 
     def add(self, first: bool, span: Span, t: int, now: int, late_us: int) -> None:
@@ -327,9 +377,9 @@ class SequenceState:
                 return
             if span.length is None and not span.accepts(t):
                 return
-            insort(self.firsts, t)
+            self.firsts = _inserted(self.firsts, t)
         else:
-            insort(self.thens, t)
+            self.thens = _inserted(self.thens, t)
 
     def _followed(self, start: int, until: int) -> bool:
         at = bisect_right(self.thens, start)
@@ -367,18 +417,22 @@ class SequenceState:
                 options.append(deadline)
         return min(options) if options else None
 
+    def read(self, spec: SequenceSpec, span: Span, now: int) -> tuple[bool, int | None]:
+        """:meth:`value` and :meth:`next_change` at once."""
+        return self.value(spec, span, now), self.next_change(spec, span, now)
+
     def compact(self, spec: SequenceSpec, span: Span, now: int, late_us: int) -> None:
         if span.length is not None:
             floor = now - span.length
-            self.firsts = [t for t in self.firsts if t > floor]
-            self.thens = [t for t in self.thens if t > floor]
+            self.firsts = tuple(t for t in self.firsts if t > floor)
+            self.thens = tuple(t for t in self.thens if t > floor)
             return
         if self.held:
-            self.firsts, self.thens = [], []
+            self.firsts, self.thens = (), ()
             return
         if self.value(spec, span, now) and not spec.absent:
             self.held = True  # a pair that happened stays: later events add, never remove
-            self.firsts, self.thens = [], []
+            self.firsts, self.thens = (), ()
             return
         # Past the late-event tolerance the answer of an old ``first`` is final.
         horizon = now - late_us
@@ -390,12 +444,12 @@ class SequenceState:
                     self.held = True
             else:
                 keep.append(start)
-        self.firsts = keep
+        self.firsts = tuple(keep)
         if self.held:
-            self.firsts, self.thens = [], []
+            self.firsts, self.thens = (), ()
             return
         floor = min(min(keep, default=horizon), horizon)
-        self.thens = [t for t in self.thens if t > floor]
+        self.thens = tuple(t for t in self.thens if t > floor)
 
     def empty(self) -> bool:
         return not self.firsts and not self.thens and not self.held
@@ -406,7 +460,7 @@ class SequenceState:
     @classmethod
     def load(cls, raw: dict[str, Any]) -> SequenceState:
         state = cls()
-        state.firsts, state.thens, state.held = list(raw["a"]), list(raw["b"]), bool(raw["h"])
+        state.firsts, state.thens, state.held = tuple(raw["a"]), tuple(raw["b"]), bool(raw["h"])
         return state
 
 

@@ -10,6 +10,8 @@ subject is evaluated; ``in_audience`` is not supported in real time (see docs/re
 from __future__ import annotations
 
 import hashlib
+import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +21,17 @@ from huaxiang.realtime.leaves import (
     COUNT,
     LeafSpec,
     MetricSpec,
+    MetricState,
     SequenceSpec,
+    SequenceState,
     Span,
     TimeSpec,
+    TimeState,
 )
 from huaxiang.rules.ast import (
     And,
     AttributeCondition,
+    Compare,
     CompareOp,
     Condition,
     Consent,
@@ -48,8 +54,9 @@ from huaxiang.rules.ast import (
     TimeAt,
     Which,
 )
+from huaxiang.rules.ast import Test as ValueTest
 from huaxiang.rules.compile import epoch_us
-from huaxiang.rules.evaluate import _compare_numbers, _has_tag
+from huaxiang.rules.evaluate import _has_tag
 from huaxiang.rules.values import lookup, passes
 
 
@@ -66,6 +73,10 @@ class Profile:
     tags: Mapping[str, Any] = field(default_factory=dict)
 
 
+Reader = Callable[[int, int], tuple[Any, int | None]]
+"""(leaf id, now) -> (the leaf's value, the next moment it changes without a new event)."""
+
+
 class Frame:
     """One evaluation of a person at ``now``: leaf values (cached) and the next change time."""
 
@@ -74,32 +85,35 @@ class Frame:
     def __init__(
         self,
         now: int,
-        reader: Callable[[int, Frame], Any],
+        reader: Reader,
         profile: Profile,
         memo: dict[int, tuple[bool, int | None]] | None = None,
     ) -> None:
         self.now = now
-        self.reader = reader  # (leaf id, frame) -> value; it reports the leaf's next change
+        self.reader = reader
         self.profile = profile
-        self.cache: dict[int, Any] = {}
+        self.cache: dict[int, tuple[Any, int | None]] = {}
         self.atoms: dict[int, bool] = {}
         """Truth of each atom read in this evaluation (the engine keeps them per person)."""
         self.next: int | None = None
         self.memo = memo
-        """Atoms already read at ``now`` over the same leaf states: (truth, next change)."""
+        """Atoms read at ``now`` over the same leaf states: (truth, the atom's own next change).
+        Frames of one person at one moment share it: an atom is computed once for all the
+        subjects reading it."""
 
     def leaf(self, leaf_id: int) -> Any:
-        try:
-            return self.cache[leaf_id]
-        except KeyError:
-            value = self.cache[leaf_id] = self.reader(leaf_id, self)
-            return value
+        found = self.cache.get(leaf_id)
+        if found is None:
+            found = self.cache[leaf_id] = self.reader(leaf_id, self.now)
+        value, moment = found
+        if moment is not None:
+            self.wake(moment)
+        return value
 
     def atom(self, atom_id: int, test: Test) -> bool:
-        try:
-            return self.atoms[atom_id]
-        except KeyError:
-            pass
+        truth = self.atoms.get(atom_id)
+        if truth is not None:
+            return truth
         memo = self.memo
         if memo is not None:
             known = memo.get(atom_id)
@@ -109,7 +123,14 @@ class Frame:
                     self.wake(moment)
                 self.atoms[atom_id] = truth
                 return truth
+        outer = self.next
+        self.next = None
         truth = self.atoms[atom_id] = test(self)
+        own = self.next
+        if memo is not None:
+            memo[atom_id] = (truth, own)
+        if outer is not None and (own is None or outer < own):
+            self.next = outer
         return truth
 
     def wake(self, moment: int) -> None:
@@ -118,6 +139,8 @@ class Frame:
 
 
 Test = Callable[[Frame], bool]
+Judged = tuple[bool, int | None]
+Judge = Callable[[Any, int], Judged]
 
 
 @dataclass(slots=True)
@@ -129,9 +152,61 @@ class Leaf:
     atoms: list[int] = field(default_factory=list)
     short: str = ""
     """A digest of ``key``: what the state snapshot names the leaf by (``key`` is long)."""
+    property: str | None = field(init=False, default=None)
+    """The event property an aggregate reads (None: the leaf needs no property)."""
+    empty: Any = field(init=False, default=None)
+    """The value for a person without events in the leaf (it does not change with time)."""
+    new: Callable[[], Any] = field(init=False)
+    """A fresh state for a person."""
+    add: Callable[[Any, str, int, Any, int, int], None] = field(init=False)
+    """(state, role, time, property value, now, late tolerance): fold in one event."""
+    compact: Callable[[Any, int, int], None] = field(init=False)
+    """(state, now, late tolerance): forget what no future moment needs."""
 
     def __post_init__(self) -> None:
         self.short = hashlib.blake2b(self.key.encode(), digest_size=8).hexdigest()
+        _bind(self)
+
+
+def _bind(leaf: Leaf) -> None:
+    """Give ``leaf`` the operations of its kind of state (no type dispatch per event)."""
+    spec, span = leaf.spec, leaf.span
+    if isinstance(spec, MetricSpec):
+        metric = spec
+        keeps = metric.function != COUNT
+        leaf.property = metric.property
+        leaf.empty = MetricState(keeps).value(metric, span, 0)
+
+        def add_metric(state: Any, role: str, t: int, value: Any, now: int, late: int) -> None:
+            state.add(metric, span, t, value, now)
+
+        def compact_metric(state: Any, now: int, late: int) -> None:
+            state.compact(metric, span, now)
+
+        leaf.new = lambda: MetricState(keeps)
+        leaf.add, leaf.compact = add_metric, compact_metric
+    elif isinstance(spec, TimeSpec):
+
+        def add_time(state: Any, role: str, t: int, value: Any, now: int, late: int) -> None:
+            state.add(t, now)
+
+        def compact_time(state: Any, now: int, late: int) -> None:
+            state.compact(now)
+
+        leaf.new = TimeState
+        leaf.add, leaf.compact = add_time, compact_time
+    else:
+        sequence = spec
+        leaf.empty = False
+
+        def add_sequence(state: Any, role: str, t: int, value: Any, now: int, late: int) -> None:
+            state.add(role == "a", span, t, now, late)
+
+        def compact_sequence(state: Any, now: int, late: int) -> None:
+            state.compact(sequence, span, now, late)
+
+        leaf.new = SequenceState
+        leaf.add, leaf.compact = add_sequence, compact_sequence
 
 
 @dataclass(slots=True)
@@ -142,6 +217,8 @@ class Atom:
 
     leaf: int
     test: Test
+    judge: Judge
+    """(the leaf's value, now) -> (truth, a moment it can change at, besides the leaf's)."""
     key: str
     subjects: set[int] = field(default_factory=set)
     rising: bool = False
@@ -160,6 +237,8 @@ class Program:
         self._atom_keys: dict[str, int] = {}
         self.by_event: dict[str, list[tuple[int, EventMatch, str]]] = {}
         """event name -> (leaf id, match, role) with role ``m`` (metric/time), ``a``, ``b``."""
+        self.matchers: dict[int, Matcher] = {}
+        """id of a match in ``by_event`` -> its compiled :func:`matcher`."""
 
     def leaf(self, spec: LeafSpec, subject: int) -> int:
         key = repr(spec)
@@ -178,14 +257,21 @@ class Program:
         self.leaves[found].subjects.add(subject)
         return found
 
-    def atom(self, node: Condition, leaf_id: int, test: Test, subject: int) -> Test:
+    def atom(self, node: Condition, leaf_id: int, judge: Judge, subject: int) -> Test:
         """Register the condition ``node`` on a leaf (identical ones share an id); the test a
         subject reads, cached per evaluation."""
         key = repr(node)
         found = self._atom_keys.get(key)
         if found is None:
             found = self._atom_keys[key] = len(self.atoms)
-            self.atoms.append(Atom(leaf_id, test, key, rising=_rising(node)))
+
+            def test(frame: Frame) -> bool:
+                truth, moment = judge(frame.leaf(leaf_id), frame.now)
+                if moment is not None:
+                    frame.wake(moment)
+                return truth
+
+            self.atoms.append(Atom(leaf_id, test, judge, key, rising=_rising(node)))
             self.leaves[leaf_id].atoms.append(found)
         atom = self.atoms[found]
         atom.subjects.add(subject)
@@ -194,11 +280,24 @@ class Program:
 
     def _index(self, match: EventMatch, leaf_id: int, role: str) -> None:
         self.by_event.setdefault(match.event, []).append((leaf_id, match, role))
+        if match.where and id(match) not in self.matchers:
+            self.matchers[id(match)] = matcher(match)
 
     def compile(self, rule: Rule, subject: int, uses: set[str]) -> Test:
         """A closure evaluating ``rule`` on a frame; ``uses`` collects what it reads besides
         events (``attributes:<name>``, ``consent``, ``tags``)."""
         return _compile(self, rule, subject, uses)
+
+
+_NUMBER_TESTS: dict[CompareOp, Callable[[float, float], bool]] = {
+    CompareOp.EQ: operator.eq,
+    CompareOp.NE: operator.ne,
+    CompareOp.LT: operator.lt,
+    CompareOp.LE: operator.le,
+    CompareOp.GT: operator.gt,
+    CompareOp.GE: operator.ge,
+}
+"""``_compare_numbers`` of the reference evaluator, looked up once per rule."""
 
 
 def _rising(node: Condition) -> bool:
@@ -220,6 +319,42 @@ def _matches(match: EventMatch, properties: Mapping[str, Any]) -> bool:
 
 
 matches = _matches
+
+Matcher = Callable[[Mapping[str, Any]], bool]
+
+
+def matcher(match: EventMatch) -> Matcher:
+    """``matches`` for one event match, with the tests looked up once. A comparison with a
+    number takes a short way for int and finite float values (what ``passes`` decides for them
+    by the same rule); other values go through ``passes``."""
+    checks = [(p.property, _value_check(p.test)) for p in match.where]
+
+    if len(checks) == 1:
+        ((name, check),) = checks
+        return lambda properties: check(properties.get(name) if properties else None)
+    return lambda properties: all(
+        check(properties.get(name) if properties else None) for name, check in checks
+    )
+
+
+def _value_check(test: ValueTest) -> Callable[[Any], bool]:
+    if (
+        isinstance(test, Compare)
+        and isinstance(test.value, int | float)
+        and not isinstance(test.value, bool)
+        and math.isfinite(test.value)
+    ):
+        holds = _NUMBER_TESTS[test.op]
+        expected = float(test.value)
+
+        def number(actual: Any) -> bool:
+            kind = actual.__class__
+            if kind is int or (kind is float and math.isfinite(actual)):
+                return holds(float(actual), expected)
+            return passes(test, actual)
+
+        return number
+    return lambda actual: passes(test, actual)
 
 
 def _all(tests: list[Test]) -> Test:
@@ -267,9 +402,8 @@ def _compile(program: Program, node: Condition, subject: int, uses: set[str]) ->
         case Did(match, window):
             leaf = program.leaf(MetricSpec(COUNT, None, match, window), subject)
 
-            def did(frame: Frame) -> bool:
-                found = frame.leaf(leaf)
-                return found is not None and found > 0
+            def did(found: Any, now: int) -> Judged:
+                return found is not None and found > 0, None
 
             return program.atom(node, leaf, did, subject)
         case MetricCondition(metric, metric_op, value):
@@ -282,10 +416,10 @@ def _compile(program: Program, node: Condition, subject: int, uses: set[str]) ->
                 )
             leaf = program.leaf(spec, subject)
             expected = float(value)
+            holds = _NUMBER_TESTS[metric_op]
 
-            def compare(frame: Frame) -> bool:
-                found = frame.leaf(leaf)
-                return found is not None and _compare_numbers(metric_op, float(found), expected)
+            def compare(found: Any, now: int) -> Judged:
+                return found is not None and holds(float(found), expected), None
 
             return program.atom(node, leaf, compare, subject)
         case Recency(time, op, ago):
@@ -293,13 +427,12 @@ def _compile(program: Program, node: Condition, subject: int, uses: set[str]) ->
             ago_us = ago.seconds * 1_000_000
             before = op is RecencyOp.BEFORE
 
-            def recency(frame: Frame) -> bool:
-                moment = frame.leaf(leaf)
+            def recency(moment: Any, now: int) -> Judged:
                 if moment is None:
-                    return False
-                frame.wake(moment + ago_us)
-                boundary = frame.now - ago_us
-                return bool(moment <= boundary) if before else bool(moment > boundary)
+                    return False, None
+                boundary = now - ago_us
+                truth = bool(moment <= boundary) if before else bool(moment > boundary)
+                return truth, moment + ago_us
 
             return program.atom(node, leaf, recency, subject)
         case TimeAt(time, op, at):
@@ -307,18 +440,20 @@ def _compile(program: Program, node: Condition, subject: int, uses: set[str]) ->
             at_us = epoch_us(at)
             is_before = op is MomentOp.BEFORE
 
-            def time_at(frame: Frame) -> bool:
-                moment = frame.leaf(leaf)
+            def time_at(moment: Any, now: int) -> Judged:
                 if moment is None:
-                    return False
-                return bool(moment < at_us) if is_before else bool(moment >= at_us)
+                    return False, None
+                return (bool(moment < at_us) if is_before else bool(moment >= at_us)), None
 
             return program.atom(node, leaf, time_at, subject)
         case Sequence(first, then, within, window, absent):
             spec_seq = SequenceSpec(first, then, within.seconds * 1_000_000, window, absent)
             leaf = program.leaf(spec_seq, subject)
-            seq_leaf = leaf
-            return program.atom(node, leaf, lambda frame: bool(frame.leaf(seq_leaf)), subject)
+
+            def sequence(held: Any, now: int) -> Judged:
+                return bool(held), None
+
+            return program.atom(node, leaf, sequence, subject)
     raise Unsupported(f"not a rule condition: {node!r}")
 
 

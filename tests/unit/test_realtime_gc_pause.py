@@ -1,0 +1,78 @@
+"""The engine's pacing of the cyclic garbage collector: paused during a batch, what survives is
+frozen, nothing is lost (a full collection reclaims cycles that were frozen)."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from huaxiang.realtime import gc_pause
+from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
+
+
+class Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle: only the cyclic collector frees it
+
+
+@pytest.fixture(autouse=True)
+def collector() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    gc.unfreeze()
+    if not was:
+        gc.disable()
+
+
+def test_paused_during_a_batch_and_back_on_after_nested_pauses() -> None:
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer batch still runs
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0  # what the batch left alive is out of the passes
+
+
+def test_left_off_when_a_caller_turned_it_off() -> None:
+    gc.disable()  # as the loader does around its batch
+    with gc_paused():
+        pass
+    assert not gc.isenabled()
+    assert gc.get_freeze_count() > 0
+    assert collect_if_due(force=True)  # an explicit collection still runs
+    assert not gc.isenabled()
+
+
+def test_a_frozen_cycle_is_reclaimed_by_the_full_collection() -> None:
+    with gc_paused():
+        node = Node()
+        ref = weakref.ref(node)
+    del node  # garbage now, but frozen when the batch ended
+    gc.collect()
+    assert ref() is not None
+    assert collect_if_due(force=True)
+    assert ref() is None
+
+
+def test_the_full_collection_comes_when_frozen_objects_doubled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with gc_paused():
+        pass
+    assert collect_if_due(force=True)  # a baseline
+    assert not collect_if_due()  # nothing grew
+    before = time.monotonic()  # the last full pass just now: the interval is not due
+    monkeypatch.setattr(gc_pause, "_last_full", before)
+    monkeypatch.setattr(gc_pause, "_frozen_after_full", 100)
+    with gc_paused():  # a batch leaving more than that alive: the frozen objects doubled
+        keep = [Node() for _ in range(1000)]
+    assert gc_pause._last_full > before
+    assert gc_pause._frozen_after_full > 1000
+    assert gc_pause._grown == 0
+    assert len(keep) == 1000

@@ -63,7 +63,11 @@ class Engine(ABC):
     @final
     def run(self, tree: exp.Expr) -> Any:
         """Run a tree; errors come back as EngineError carrying the SQL."""
-        text = self.sql(tree)
+        return self.run_sql(self.sql(tree))
+
+    @final
+    def run_sql(self, text: str) -> Any:
+        """Run the text of a tree (:meth:`sql`), compiled ahead; errors as :meth:`run`."""
         try:
             return self._execute(text)
         except HuaxiangError:

@@ -12,7 +12,8 @@ Why: with millions of values, a Python object per value costs far more than the 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,24 +40,41 @@ _ISO = (
 )
 
 
+def rule_columns(con: duckdb.DuckDBPyConnection, tags: Sequence[TagDefinition]) -> dict[str, Rule]:
+    """The compiled query's columns: ``r<n>_<m>``, rule ``m`` of tag ``n`` (audiences expanded)."""
+    columns: dict[str, Rule] = {}
+    for n, tag in enumerate(tags):
+        for m, rule in enumerate(tag.rules()):
+            columns[f"r{n}_{m}"] = rule
+    return workspace_rules(con, columns) if columns else columns
+
+
+def compiled_sql(engine: DuckDBEngine, columns: Mapping[str, Rule], as_of: datetime) -> str:
+    """The text of the one query computing ``columns``: pure Python, the engine's connection
+    is not used (an incremental refresh compiles it while DuckDB finds the affected persons)."""
+    return engine.sql(engine.compile_rules(columns, as_of))
+
+
 def fresh_table(
     con: duckdb.DuckDBPyConnection,
     tags: Sequence[TagDefinition],
     as_of: datetime,
     *,
     sources: Sources = TAG_SOURCES,
+    compiled: Future[str] | None = None,
 ) -> pa.Table:
     """(tag, person_id, value, defaulted) of every person meeting a rule or a case (or getting
-    an enumerated tag's default), from ONE compiled query."""
-    columns: dict[str, Rule] = {}
-    for n, tag in enumerate(tags):
-        for m, rule in enumerate(tag.rules()):
-            columns[f"r{n}_{m}"] = rule
+    an enumerated tag's default), from ONE compiled query (``compiled``: its text, compiled
+    ahead from :func:`rule_columns` of the same ``tags``)."""
     parts: list[pa.Table] = []
-    if columns:
-        columns = workspace_rules(con, columns)
+    if any(tag.rules() for tag in tags):
         engine = DuckDBEngine(con, sources)
-        table = engine.run(engine.compile_rules(columns, as_of))
+        text = (
+            compiled.result()
+            if compiled is not None
+            else compiled_sql(engine, rule_columns(con, tags), as_of)
+        )
+        table = engine.run_sql(text)
         table = table.combine_chunks()
         ids = table.column("person_id").combine_chunks().cast(pa.uint32())
         for n, tag in enumerate(tags):

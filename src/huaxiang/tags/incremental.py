@@ -456,12 +456,20 @@ def scoped_sources(
             f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
         )
         scoped_tags = "hx_scoped_tag_values"
+    names = scoped_names(tag_values, indexed=indexed)
+    assert names.events == events and names.tag_values == scoped_tags
+    return names
+
+
+def scoped_names(tag_values: str | None, *, indexed: bool) -> Sources:
+    """The relations :func:`scoped_sources` creates (known before they exist: a query over
+    them can be compiled while they are made)."""
     return Sources(
-        events=events,
+        events="hx_scoped_events_v" if indexed else "hx_scoped_events",
         persons="hx_scoped_persons",
         attributes="hx_scoped_attributes",
         consent="hx_scoped_consent",
-        tag_values=scoped_tags,
+        tag_values=None if tag_values is None else "hx_scoped_tag_values",
     )
 
 

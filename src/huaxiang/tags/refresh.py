@@ -14,6 +14,7 @@ Everything happens in one store transaction: a failed refresh changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from huaxiang.audiences.definitions import audience_rules
 from huaxiang.clock import to_naive_utc, utcnow
+from huaxiang.engines.duckdb import DuckDBEngine
 from huaxiang.tags import bulk, event_index, incremental
 from huaxiang.tags.catalog import LifecycleError, dependency_graph, get_tag, list_tags
 from huaxiang.tags.compute import (
@@ -98,15 +100,14 @@ def refresh_tags(
         tags = [by_name[n] for n in level]
         fused = [t for t in tags if t.kind in FUSED_KINDS]
         plans = _plans(con, fused, moment, marks, full=full)
-        scope = _Scope.open(con, plans, by_name, moment, indexed=indexed)
+        scope = _Scope.open(con, plans, fused, moment, indexed=indexed)
         whole = [t for t in fused if t.kind in bulk.BULK_KINDS and t.name not in plans]
         if whole:
             runs += _bulk_apply(con, whole, moment, total, trigger, marks)
         done = {t.name for t in whole} | set(plans)
         computed = compute_rule_tags(con, [t for t in fused if t.name not in done], moment)
         if scope is not None:
-            planned = [t for t in tags if t.name in plans]
-            runs += scope.apply(con, planned, moment, total, trigger, marks)
+            runs += scope.apply(con, moment, total, trigger, marks)
         for tag in tags:
             fresh: Fresh | None = computed.get(tag.name)
             if tag.name in done:
@@ -189,46 +190,65 @@ class _Scope:
     """The affected persons of one level's incremental tags and the relations showing them."""
 
     def __init__(
-        self, plans: dict[str, incremental.PreviousRun], evaluated: int, sources: Any
+        self,
+        plans: dict[str, incremental.PreviousRun],
+        tags: list[TagDefinition],
+        evaluated: int,
+        sources: Any,
+        compiled: Future[str] | None,
     ) -> None:
         self.plans = plans
+        self.tags = tags
         self.evaluated = evaluated
         self.sources = sources
+        self.compiled = compiled
 
     @classmethod
     def open(
         cls,
         con: duckdb.DuckDBPyConnection,
         plans: dict[str, incremental.PreviousRun],
-        by_name: dict[str, TagDefinition],
+        level: Sequence[TagDefinition],
         as_of: datetime,
         *,
         indexed: bool,
     ) -> _Scope | None:
+        """Find the affected persons of the planned tags of ``level``. Their one query is
+        compiled meanwhile in a thread (pure Python, while DuckDB works without the GIL)."""
         if not plans:
             return None
-        tags = [(by_name[name], prev) for name, prev in plans.items()]
-        groups = incremental.group_tags(tags)
-        evaluated = incremental.find_affected(con, groups, as_of, indexed=indexed)
-        sources = incremental.scoped_sources(con, TAG_SOURCES.tag_values, indexed=indexed)
-        return cls(plans, evaluated, sources)
+        planned = [t for t in level if t.name in plans]
+        names = incremental.scoped_names(TAG_SOURCES.tag_values, indexed=indexed)
+        columns = bulk.rule_columns(con, planned)
+        with ThreadPoolExecutor(1, thread_name_prefix="huaxiang-tags-compile") as pool:
+            compiled = (
+                pool.submit(bulk.compiled_sql, DuckDBEngine(con, names), columns, as_of)
+                if columns
+                else None
+            )
+            groups = incremental.group_tags([(t, plans[t.name]) for t in planned])
+            evaluated = incremental.find_affected(con, groups, as_of, indexed=indexed)
+            sources = incremental.scoped_sources(con, TAG_SOURCES.tag_values, indexed=indexed)
+            if compiled is not None:
+                compiled.exception()  # done before the pool closes; an error raises in apply
+        return cls(plans, planned, evaluated, sources, compiled)
 
     def apply(
         self,
         con: duckdb.DuckDBPyConnection,
-        tags: Sequence[TagDefinition],
         as_of: datetime,
         total: int,
         trigger: str,
         marks: incremental.Marks,
     ) -> list[dict[str, Any]]:
-        """Compute and settle the affected persons of ``tags`` (set-based, ``bulk.py`` over the
-        scoped relations), write only the affected persons' rows and patch the bitmaps with
-        their changes: a few statements for all the tags. The others' values stay as they are
-        (those meeting their rule take the tag's new qualifying time, ``tag_qualified``)."""
+        """Compute and settle the affected persons of the planned tags (set-based, ``bulk.py``
+        over the scoped relations), write only the affected persons' rows and patch the bitmaps
+        with their changes: a few statements for all the tags. The others' values stay as they
+        are (those meeting their rule take the tag's new qualifying time, ``tag_qualified``)."""
+        tags = self.tags
         started = to_naive_utc(utcnow())
         run_ids = _run_ids(con, len(tags))
-        fresh = bulk.fresh_table(con, tags, as_of, sources=self.sources)
+        fresh = bulk.fresh_table(con, tags, as_of, sources=self.sources, compiled=self.compiled)
         counts = bulk.settle_all(
             con,
             tags,

@@ -328,9 +328,10 @@ def find_affected(
                     [*bounds, sorted(needs.events)],
                 )
             )
-        for n, (test, values) in enumerate(event_tests):
-            if n and indexed:
-                # Scattered over the whole table: found by rowid, their persons by the index.
+        for test, values in event_tests:
+            if indexed:
+                # Found by rowid, their persons by the index (which the refresh brought up to
+                # date with the new events first): no identifier of any event is read.
                 rows = f"SELECT rowid AS row_id FROM events WHERE {test}"
                 parts.append(event_index.persons_of(rows))
             else:

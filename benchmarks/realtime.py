@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -224,7 +225,7 @@ def webhook_latencies(rt: Runtime, receiver: Receiver, samples: int) -> list[flo
     return out
 
 
-def main() -> None:
+def measure(folder: Path) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller run (under a minute)")
     args = parser.parse_args()
@@ -232,7 +233,6 @@ def main() -> None:
     load_events = 5_000 if args.quick else 50_000
     hooks = 20 if args.quick else 100
     rng = random.Random(7)
-    folder = Path(tempfile.mkdtemp(prefix="hx-rt-bench-"))
     ws = Workspace(folder / "ws")
     ws.create()
     config = ws.config_path.read_text(encoding="utf-8")
@@ -341,6 +341,14 @@ def main() -> None:
         "webhook_p99_ms": None if webhook_p99 is None else round(webhook_p99, 3),
     }
     print(orjson.dumps(answer).decode())
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="hx-rt-bench-"))
+    try:
+        measure(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

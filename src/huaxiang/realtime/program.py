@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +55,7 @@ from huaxiang.rules.ast import (
 )
 from huaxiang.rules.ast import Test as ValueTest
 from huaxiang.rules.compile import epoch_us
-from huaxiang.rules.evaluate import _has_tag
+from huaxiang.rules.evaluate import NUMBER_TESTS, _has_tag
 from huaxiang.rules.values import lookup, passes
 
 
@@ -289,17 +288,6 @@ class Program:
         return _compile(self, rule, subject, uses)
 
 
-_NUMBER_TESTS: dict[CompareOp, Callable[[float, float], bool]] = {
-    CompareOp.EQ: operator.eq,
-    CompareOp.NE: operator.ne,
-    CompareOp.LT: operator.lt,
-    CompareOp.LE: operator.le,
-    CompareOp.GT: operator.gt,
-    CompareOp.GE: operator.ge,
-}
-"""``_compare_numbers`` of the reference evaluator, looked up once per rule."""
-
-
 def _rising(node: Condition) -> bool:
     """Whether the atom ``node`` can only turn true, never false, when events are added."""
     match node:
@@ -344,7 +332,7 @@ def _value_check(test: ValueTest) -> Callable[[Any], bool]:
         and not isinstance(test.value, bool)
         and math.isfinite(test.value)
     ):
-        holds = _NUMBER_TESTS[test.op]
+        holds = NUMBER_TESTS[test.op]
         expected = float(test.value)
 
         def number(actual: Any) -> bool:
@@ -416,7 +404,7 @@ def _compile(program: Program, node: Condition, subject: int, uses: set[str]) ->
                 )
             leaf = program.leaf(spec, subject)
             expected = float(value)
-            holds = _NUMBER_TESTS[metric_op]
+            holds = NUMBER_TESTS[metric_op]
 
             def compare(found: Any, now: int) -> Judged:
                 return found is not None and holds(float(found), expected), None

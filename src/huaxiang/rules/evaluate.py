@@ -8,7 +8,8 @@ rules and histories. Events after as_of are ignored, so every answer is reproduc
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+import operator
+from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -229,18 +230,19 @@ def _condition(node: Condition, ctx: _Context) -> bool:
     raise TypeError(f"not a rule condition: {node!r}")
 
 
+NUMBER_TESTS: dict[CompareOp, Callable[[float, float], bool]] = {
+    CompareOp.EQ: operator.eq,
+    CompareOp.NE: operator.ne,
+    CompareOp.LT: operator.lt,
+    CompareOp.LE: operator.le,
+    CompareOp.GT: operator.gt,
+    CompareOp.GE: operator.ge,
+}
+"""How a metric compares with its number (the real-time engine looks the test up once)."""
+
+
 def _compare_numbers(op: CompareOp, left: float, right: float) -> bool:
-    if op is CompareOp.EQ:
-        return left == right
-    if op is CompareOp.NE:
-        return left != right
-    if op is CompareOp.LT:
-        return left < right
-    if op is CompareOp.LE:
-        return left <= right
-    if op is CompareOp.GT:
-        return left > right
-    return left >= right
+    return NUMBER_TESTS[op](left, right)
 
 
 def _metric(metric: Metric, ctx: _Context) -> int | float | None:

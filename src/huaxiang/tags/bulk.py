@@ -148,14 +148,6 @@ def settle_all(
             "AND expires_at IS NOT DISTINCT FROM rexpires END, false)"
         )
     )
-    qualified = {
-        str(tag): (int(version), moment, expires)
-        for tag, version, moment, expires in con.execute(
-            "SELECT tag, version, as_of, expires_at FROM tag_qualified "
-            "WHERE list_contains(?::VARCHAR[], tag)",
-            [[t.name for t in tags]],
-        ).fetchall()
-    }
     params = pa.table(
         {
             "tag": pa.array([t.name for t in tags], pa.string()),
@@ -170,14 +162,6 @@ def settle_all(
             ),
             "why": pa.array([f"{t.kind.value} tag version {t.version}" for t in tags], pa.string()),
             "run_id": pa.array(list(run_ids), pa.int64()),
-            # The tag's qualifying time so far (tag_qualified), NULL before its first refresh.
-            "q_version": pa.array([qualified.get(t.name, (None,))[0] for t in tags], pa.int32()),
-            "q_at": pa.array(
-                [qualified.get(t.name, (None, None))[1] for t in tags], pa.timestamp("us")
-            ),
-            "q_expires": pa.array(
-                [qualified.get(t.name, (None, None, None))[2] for t in tags], pa.timestamp("us")
-            ),
         }
     )
     con.register("hx_bulk_params", params)
@@ -194,12 +178,14 @@ def settle_all(
                 SELECT v.tag, v.person_id, CAST(v.value AS VARCHAR) AS value, v.version,
                        v.computed_at AS rcomputed, v.qualified_at AS rqualified,
                        v.expires_at AS rexpires,
-                       COALESCE(v.computed_at = v.qualified_at AND p.q_version = v.version,
+                       COALESCE(v.computed_at = v.qualified_at AND q.version = v.version,
                                 false) AS tagged,
-                       CASE WHEN tagged THEN p.q_at ELSE v.computed_at END AS computed_at,
-                       CASE WHEN tagged THEN p.q_at ELSE v.qualified_at END AS qualified_at,
-                       CASE WHEN tagged THEN p.q_expires ELSE v.expires_at END AS expires_at
+                       CASE WHEN tagged THEN q.as_of ELSE v.computed_at END AS computed_at,
+                       CASE WHEN tagged THEN q.as_of ELSE v.qualified_at END AS qualified_at,
+                       CASE WHEN tagged THEN q.expires_at ELSE v.expires_at END AS expires_at
                 FROM tag_values v JOIN hx_bulk_params p ON p.tag = v.tag
+                -- the tag's qualifying time so far (none before its first refresh)
+                LEFT JOIN tag_qualified q ON q.tag = v.tag
                 {scoped}
             ), f AS (
                 SELECT f.tag, f.person_id, f.value, f.defaulted,

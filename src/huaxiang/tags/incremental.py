@@ -409,13 +409,12 @@ def scoped_sources(
     rule applies.
     """
     _drop_events(con)
-    events = "hx_scoped_events"
+    names = scoped_names(tag_values, indexed=indexed)
     if indexed:
         # A view: the compiled query reads it once (its events CTE), and nothing is copied.
-        events = "hx_scoped_events_v"
         columns = ", ".join(f"e.{c}" for c in RULE_EVENT_COLUMNS if c != "person_id")
         con.execute(
-            f"CREATE TEMP VIEW {events} AS "
+            f"CREATE TEMP VIEW {names.events} AS "
             f"SELECT r.person_id, {columns} FROM ({event_index.rows_of(AFFECTED)}) r "
             "JOIN events e ON e.rowid = r.row_id"
         )
@@ -434,31 +433,22 @@ def scoped_sources(
             for exact in [event_index.normalizer_of(view, prefix, column) is not None]
         )
         con.execute(
-            "CREATE TEMP TABLE hx_scoped_events AS "
+            f"CREATE TEMP TABLE {names.events} AS "
             f"SELECT {', '.join(RULE_EVENT_COLUMNS)} FROM {_events_relation(con, prefilter)} "
             f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
         )
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW hx_scoped_persons AS SELECT * FROM persons "
-        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW hx_scoped_attributes AS SELECT * FROM person_attributes "
-        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW hx_scoped_consent AS SELECT * FROM person_consent "
-        f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
-    )
-    scoped_tags: str | None = None
-    if tag_values is not None:
+    scoped = [
+        (names.persons, "persons"),
+        (names.attributes, "person_attributes"),
+        (names.consent, "person_consent"),
+    ]
+    if names.tag_values is not None and tag_values is not None:
+        scoped.append((names.tag_values, tag_values))
+    for name, relation in scoped:
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW hx_scoped_tag_values AS SELECT * FROM {tag_values} "
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {relation} "
             f"WHERE person_id IN (SELECT person_id FROM {AFFECTED})"
         )
-        scoped_tags = "hx_scoped_tag_values"
-    names = scoped_names(tag_values, indexed=indexed)
-    assert names.events == events and names.tag_values == scoped_tags
     return names
 
 

@@ -7,7 +7,7 @@ breakdown), runs the analysis on the embedded DuckDB engine and returns a JSON-r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -283,6 +283,20 @@ def run_lift(
 # -- RFM and CLV ---------------------------------------------------------------------------------
 
 
+def _label_rows(
+    answer: dict[str, Any],
+    found: list[dict[str, Any]],
+    parsed: Breakdown,
+    values: dict[int, str],
+    summarise: Callable[[Sequence[Mapping[str, Any]], Mapping[int, str]], list[dict[str, Any]]],
+) -> None:
+    """Each person row's breakdown value, and the answer's summary per breakdown value."""
+    for r in found:
+        r["breakdown"] = values.get(int(r["person_id"]), NONE_LABEL)
+    answer["breakdown"] = parsed.describe()
+    answer["by_breakdown"] = summarise(found, values)
+
+
 def run_rfm(
     runtime: Runtime,
     *,
@@ -317,10 +331,7 @@ def run_rfm(
         "cells": dict(sorted(cells.items(), key=lambda kv: -kv[1])[:20]),
     }
     if parsed is not None:
-        for r in found:
-            r["breakdown"] = values.get(int(r["person_id"]), NONE_LABEL)
-        answer["breakdown"] = parsed.describe()
-        answer["by_breakdown"] = rfm.summary_by_group(found, values)
+        _label_rows(answer, found, parsed, values, rfm.summary_by_group)
     answer["rows"] = found if limit is None else found[:limit]
     return answer
 
@@ -406,10 +417,7 @@ def run_clv(
         "clv_total": fit.clv_total,
     }
     if parsed is not None:
-        for r in persons:
-            r["breakdown"] = values.get(int(r["person_id"]), NONE_LABEL)
-        answer["breakdown"] = parsed.describe()
-        answer["by_breakdown"] = value_clv.summary_by_group(persons, values)
+        _label_rows(answer, persons, parsed, values, value_clv.summary_by_group)
     answer["rows"] = persons if limit is None else persons[:limit]
     if save_prefix:
         answer["saved"] = save_model_tags(

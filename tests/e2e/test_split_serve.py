@@ -183,6 +183,12 @@ def test_split_serve_survives_kill_9_and_answers_like_one_process(tmp_path: Path
 
         url = server.url
         assert url is not None
+        # -- acknowledging comes first: the store process runs nicer than the collector -----
+        if sys.platform == "linux":
+            collector_nice = os.getpriority(os.PRIO_PROCESS, server.collector_pid)
+            assert collector_nice == os.getpriority(os.PRIO_PROCESS, 0)
+            store_nice = os.getpriority(os.PRIO_PROCESS, server.proc.pid)
+            assert store_nice == min(19, collector_nice + 10)
         # -- a key created while serving (CLI -> admin API through the public port) ---------
         new_key = subprocess.run(
             [*huaxiang_command(), "--home", str(workspace.home), "keys", "create", "--name", "n"],

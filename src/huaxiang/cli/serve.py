@@ -35,13 +35,13 @@ def _fastest(module: str, fast: str, fallback: str) -> str:
     return fast if importlib.util.find_spec(module) is not None else fallback
 
 
-def _processes_setting(workspace: Workspace) -> int:
-    """``[serve] processes`` from huaxiang.toml (1 when absent)."""
+def _serve_setting(workspace: Workspace, name: str, default: int) -> int:
+    """``[serve] <name>`` from huaxiang.toml (``default`` when absent or unreadable)."""
     try:
         data = tomllib.loads(workspace.config_path.read_text(encoding="utf-8"))
-        return int(data.get("serve", {}).get("processes", 1))
+        return int(data.get("serve", {}).get(name, default))
     except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError):
-        return 1
+        return default
 
 
 def serve(
@@ -74,10 +74,11 @@ def serve(
             f"a server already runs on this workspace at {running}",
             hint="stop it first, or use it",
         )
-    if (processes or _processes_setting(workspace)) == 2:
-        from huaxiang.serve.split import serve_split
+    if (processes or _serve_setting(workspace, "processes", 1)) == 2:
+        from huaxiang.serve.split import STORE_NICE, serve_split
 
-        serve_split(workspace, host, port)
+        store_nice = _serve_setting(workspace, "store_nice", STORE_NICE)
+        serve_split(workspace, host, port, store_nice=store_nice)
         return
     # The loader thread runs Python code (identity, profiles) beside the event loop; a shorter
     # GIL switch interval than the default 5 ms lets the loop answer requests without waiting

@@ -13,6 +13,13 @@ every key change) and ``LOADED`` in the log folder (loaded seq and loader health
 Supervision: when the collector dies, this process stops too and says why; SIGINT/SIGTERM stop the
 collector first (its requests in flight become durable), then the store, after loading what was
 acknowledged. ``server.json`` names the public URL and this process's pid.
+
+Priority: once the collector runs, this process lowers its own CPU priority (``[serve]
+store_nice``, default 10) so that, when the cores are busy, acknowledging events comes before
+loading them, as databases run compaction below foreground work: a burst is made durable at the
+collector's pace and loaded right after, from the log. The collector runs in its own process
+group (Ctrl-C reaches this process, which stops it in order) but in the same session, so the
+kernel's per-session scheduling groups (autogroup) do not cancel the difference.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from huaxiang.runtime import Runtime
 from huaxiang.serve.collector import KEYS_SNAPSHOT
 
 GC_THRESHOLDS = (50_000, 20, 20)
+#: How much nicer than the collector the store process runs (``[serve] store_nice``).
+STORE_NICE = 10
 STOP_WAIT_S = 60.0
 READY_WAIT_S = 120.0
 
@@ -130,7 +139,8 @@ class Supervisor:
             self.proc = subprocess.Popen(
                 command,
                 pass_fds=(self._wake.fileno(), life_r, ready_w),
-                start_new_session=True,  # Ctrl-C reaches this process, which stops the collector
+                # Its own process group: Ctrl-C reaches this process, which stops the collector.
+                process_group=0,
             )
         finally:
             os.close(life_r)
@@ -196,15 +206,17 @@ class Supervisor:
 class _StoreServer(uvicorn.Server):
     """The internal server; its start launches the collector, a stop signal stops it first."""
 
-    def __init__(self, config: uvicorn.Config, supervisor: Supervisor) -> None:
+    def __init__(self, config: uvicorn.Config, supervisor: Supervisor, store_nice: int) -> None:
         super().__init__(config)
         self._supervisor = supervisor
+        self._store_nice = store_nice
         supervisor.server = self
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and self.servers:
             self._supervisor.start(int(self.servers[0].sockets[0].getsockname()[1]))
+            lower_priority(self._store_nice)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._supervisor.signal_stop()
@@ -214,7 +226,30 @@ class _StoreServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve_split(workspace: Workspace, host: str, port: int) -> None:
+def lower_priority(increment: int) -> None:
+    """Make every thread of this process ``increment`` nicer (at most 19).
+
+    Linux keeps a nice value per thread, and a new thread starts with its creator's, so each
+    thread running now is lowered (the ones started later inherit it). Elsewhere the call with
+    pid 0 applies to the whole process. A refusal leaves the priority as it was.
+    """
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        try:
+            nice = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + increment))
+        except OSError:  # the thread ended meanwhile, or the system refuses
+            continue
+
+
+def serve_split(
+    workspace: Workspace, host: str, port: int, *, store_nice: int = STORE_NICE
+) -> None:
     """Serve with a collector process on ``host:port`` and this process owning the store."""
     wake_store, wake_collector = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     follower = LogFollower(workspace.log_dir, wakeup=wake_store)
@@ -249,7 +284,7 @@ def serve_split(workspace: Workspace, host: str, port: int) -> None:
             timeout_keep_alive=30,
             server_header=False,
         )
-        _StoreServer(config, supervisor).run()
+        _StoreServer(config, supervisor, store_nice).run()
     finally:
         if supervisor is not None:
             supervisor.wait_stopped()

@@ -62,6 +62,20 @@ def _check(store: Store) -> list[tuple[str, int]]:
         assert event_index.update(con)
         expected = _by_view(con)
         assert _by_index(con) == expected
+        # Each row carries its event's time, name and load id; the persons of the rows a test
+        # over them selects are the view's.
+        differing = con.execute(
+            "SELECT count(*) FROM tag_event_nodes x JOIN events e ON e.rowid = x.row_id "
+            'WHERE x."timestamp" IS DISTINCT FROM e."timestamp" '
+            "OR x.event IS DISTINCT FROM e.event OR x.load_id IS DISTINCT FROM e.load_id"
+        ).fetchall()
+        assert differing == [(0,)]
+        selected = con.execute(event_index.persons_where("load_id % 2 = 0")).fetchall()
+        by_view = con.execute(
+            "SELECT person_id FROM events_with_person WHERE load_id % 2 = 0 "
+            "AND person_id IS NOT NULL"
+        ).fetchall()
+        assert sorted(selected) == sorted(by_view)
     return expected
 
 

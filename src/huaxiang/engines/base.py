@@ -56,9 +56,10 @@ class Engine(ABC):
         """Run one SQL statement in the engine's dialect; return a pyarrow.Table."""
 
     @final
-    def sql(self, tree: exp.Expr, *, pretty: bool = False) -> str:
-        """The text of ``tree`` in this engine's dialect."""
-        return tree.sql(dialect=self.dialect, pretty=pretty)
+    def sql(self, tree: exp.Expr, *, pretty: bool = False, copy: bool = True) -> str:
+        """The text of ``tree`` in this engine's dialect (``copy=False``: generated from the
+        tree itself, which must not be used after; saves a deep copy of it)."""
+        return tree.sql(dialect=self.dialect, pretty=pretty, copy=copy)
 
     @final
     def run(self, tree: exp.Expr) -> Any:

@@ -52,7 +52,7 @@ def rule_columns(con: duckdb.DuckDBPyConnection, tags: Sequence[TagDefinition]) 
 def compiled_sql(engine: DuckDBEngine, columns: Mapping[str, Rule], as_of: datetime) -> str:
     """The text of the one query computing ``columns``: pure Python, the engine's connection
     is not used (an incremental refresh compiles it while DuckDB finds the affected persons)."""
-    return engine.sql(engine.compile_rules(columns, as_of))
+    return engine.sql(engine.compile_rules(columns, as_of), copy=False)
 
 
 def fresh_table(

@@ -10,6 +10,10 @@ anonymous_id, as the view joins them. Nodes never change identifier (merges and 
 node to another person, in ``identity_map``), so a row's person is
 ``COALESCE(person of its user node, person of its anonymous node)``, exactly the view's rule,
 and the affected persons' events are a semi-join on small integers plus a fetch by rowid.
+Each row also carries its event's time, name and load id, and a full build writes the rows in
+time order: the events crossing a window boundary at this refresh (a few minutes of event times
+per window length) and those loaded since the last run are found in the index alone, in a few
+row groups whatever order the events were loaded in (an import of an unsorted history too).
 
 Kept up to date by every refresh of rule or enumerated tags (:func:`update`), in the refresh's
 transaction, with the events loaded since (``load_id`` above the last mark: a few row groups).
@@ -39,6 +43,9 @@ STATE = "tag_event_nodes_state"
 _LOCAL_ROWS = 1 << 50
 
 VIEW_HEAD = "CREATE VIEW events_with_person AS "
+
+#: The index's row format, part of its state's digest: an index of another format is rebuilt.
+FORMAT = 2
 
 #: The identifier normalizers the identity stage writes into ``events_with_person`` (its
 #: ``view_sql``), as SQL over the raw column.
@@ -81,7 +88,7 @@ def _forms(view: str) -> _Forms | None:
     anonymous = normalizer_of(view, "ma", "anonymous_id")
     if user is None or anonymous is None:
         return None
-    digest = hashlib.sha256(view.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{FORMAT}:{view}".encode()).hexdigest()[:16]
     return _Forms(user, anonymous, digest)
 
 
@@ -101,7 +108,8 @@ def _rows_sql(forms: _Forms, where: str) -> str:
         f"CASE WHEN mu.node_id IS NULL AND e.user_id IS NOT NULL THEN {_key('e.user_id')} END "
         "AS user_key, "
         "CASE WHEN ma.node_id IS NULL AND e.anonymous_id IS NOT NULL "
-        f"THEN {_key('e.anonymous_id')} END AS anonymous_key "
+        f"THEN {_key('e.anonymous_id')} END AS anonymous_key, "
+        'e."timestamp", e.event, e.load_id '
         "FROM events e "
         f"LEFT JOIN identity_map mu ON mu.id_type = 'user_id' AND mu.id_value = {user} "
         f"LEFT JOIN identity_map ma ON ma.id_type = 'anonymous_id' AND ma.id_value = {anonymous} "
@@ -151,7 +159,8 @@ def update(con: duckdb.DuckDBPyConnection) -> bool:
     if int(local[0]):
         return False
     con.execute(f"DELETE FROM {INDEX}")
-    con.execute(f"INSERT INTO {INDEX} {_rows_sql(forms, 'true')} ORDER BY e.rowid")
+    # In time order: the events crossing a window boundary lie in a few row groups.
+    con.execute(f'INSERT INTO {INDEX} {_rows_sql(forms, "true")} ORDER BY e."timestamp"')
     total, last = first_row(con.execute(f"SELECT count(*), COALESCE(max(row_id), -1) FROM {INDEX}"))
     _save(con, forms, loaded, nodes, int(total), int(last))
     return True
@@ -239,10 +248,11 @@ def rows_of(persons: str) -> str:
     """
 
 
-def persons_of(rows: str) -> str:
-    """SQL of (person_id) of the event rows ``rows(row_id)`` (by the view's rule; rows without
-    a person left out)."""
+def persons_where(test: str) -> str:
+    """SQL of (person_id) of the event rows whose ``test`` (over the index's ``"timestamp"``,
+    ``event`` and ``load_id``, the event's own) holds, by the view's rule (rows without a
+    person left out). Reads the index only."""
     return (
-        f"SELECT m.person_id FROM {INDEX} x JOIN ({rows}) r ON r.row_id = x.row_id "
+        f"SELECT m.person_id FROM (SELECT user_node, anonymous_node FROM {INDEX} WHERE {test}) x "
         "JOIN identity_map m ON m.node_id = COALESCE(x.user_node, x.anonymous_node)"
     )

@@ -330,10 +330,10 @@ def find_affected(
             )
         for test, values in event_tests:
             if indexed:
-                # Found by rowid, their persons by the index (which the refresh brought up to
-                # date with the new events first): no identifier of any event is read.
-                rows = f"SELECT rowid AS row_id FROM events WHERE {test}"
-                parts.append(event_index.persons_of(rows))
+                # Found in the index (which the refresh brought up to date with the new events
+                # first; it holds each event's time, name and load id, in time order): the
+                # events table is not read.
+                parts.append(event_index.persons_where(test))
             else:
                 relation = _events_relation(con, test)
                 parts.append(f"SELECT person_id FROM {relation} WHERE person_id IS NOT NULL")

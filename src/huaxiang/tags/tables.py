@@ -143,15 +143,24 @@ DDL: tuple[str, ...] = (
     # Every event row (events.rowid) with the identity_map nodes of its normalized user_id and
     # anonymous_id (what events_with_person joins), for incremental refreshes (event_index.py).
     # user_key / anonymous_key: a hash of an identifier that had no node yet (NULL otherwise).
+    # timestamp, event, load_id: the event's, so that the events crossing a window boundary or
+    # loaded since a run are found here (rows ordered by time: the zone maps skip the rest).
     """
     CREATE TABLE IF NOT EXISTS tag_event_nodes (
         row_id BIGINT NOT NULL,
         user_node UINTEGER,
         anonymous_node UINTEGER,
         user_key UINTEGER,
-        anonymous_key UINTEGER
+        anonymous_key UINTEGER,
+        "timestamp" TIMESTAMP,
+        event VARCHAR,
+        load_id BIGINT
     )
     """,
+    # Indexes made before the three columns above (rebuilt at their next use: event_index.py).
+    'ALTER TABLE tag_event_nodes ADD COLUMN IF NOT EXISTS "timestamp" TIMESTAMP',
+    "ALTER TABLE tag_event_nodes ADD COLUMN IF NOT EXISTS event VARCHAR",
+    "ALTER TABLE tag_event_nodes ADD COLUMN IF NOT EXISTS load_id BIGINT",
     # How far tag_event_nodes has read (one row): the view it follows, the highest load_id and
     # node_id + 1 seen, how many event rows it holds and the highest of their rowids.
     """

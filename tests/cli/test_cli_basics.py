@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,27 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "huaxiang init" in lines[0]
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    subprocess.run([str(BIN), "--home", str(home), "init"], capture_output=True, check=True)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        serve = [str(BIN), "--home", str(home), "serve", "--port", str(port)]
+        for processes in ("1", "2"):
+            result = subprocess.run(
+                [*serve, "--processes", processes],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            assert result.returncode == 1, result.stderr
+            assert "Traceback" not in result.stderr
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1, result.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+            assert "--port" in lines[0]

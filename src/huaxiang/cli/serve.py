@@ -11,6 +11,7 @@ process owns the store (see :mod:`huaxiang.serve.split`).
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib.util
 import signal
@@ -44,6 +45,29 @@ def _serve_setting(workspace: Workspace, name: str, default: int) -> int:
         return default
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Refuse at once, with what to do, an address this process cannot listen on (uvicorn
+    would say so only after the workspace was opened, in its own words)."""
+    from huaxiang.errors import HuaxiangError
+
+    if port == 0:
+        return
+    # As uvicorn binds: IPv6 for an address with a colon, else IPv4, SO_REUSEADDR set.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            busy = e.errno == errno.EADDRINUSE
+            raise HuaxiangError(
+                f"cannot listen on {host}:{port}: {e.strerror or e}",
+                hint="stop what uses that port, or choose another with --port (0: any free port)"
+                if busy
+                else "give --host an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+            ) from e
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -74,6 +98,7 @@ def serve(
             f"a server already runs on this workspace at {running}",
             hint="stop it first, or use it",
         )
+    _require_free_port(host, port)
     if (processes or _serve_setting(workspace, "processes", 1)) == 2:
         from huaxiang.serve.split import STORE_NICE, serve_split
 

@@ -1166,9 +1166,15 @@ class RealtimeEngine:
                 else:
                     dumped[leaf_id] = _member(leaves[leaf_id].short, leaf_state.dump())
         state.moved.clear()
-        held = {k: list(h) for k, h in state.held.items()}
+        # orjson writes the held tuples as JSON arrays, as it would lists.
         return b"".join(
-            (b'{"leaves":{', b",".join(dumped.values()), b'},"held":', orjson.dumps(held), b"}")
+            (
+                b'{"leaves":{',
+                b",".join(dumped.values()),
+                b'},"held":',
+                orjson.dumps(state.held),
+                b"}",
+            )
         )
 
     def _write_snapshot(self, con: duckdb.DuckDBPyConnection, pids: set[int]) -> None:

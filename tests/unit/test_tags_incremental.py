@@ -17,6 +17,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
+from tags_support import add_persons
 
 from huaxiang.clock import to_naive_utc, utcnow
 from huaxiang.collect.imports.run import run_import
@@ -258,14 +259,8 @@ def test_only_affected_persons_are_evaluated_and_full_runs_when_needed() -> None
     store = Store(":memory:")
     try:
         with store.transaction() as con:
+            add_persons(con, list(range(1, 21)))
             for pid in range(1, 21):
-                con.execute(
-                    "INSERT INTO persons VALUES (?, ?, '2026-01-01', NULL)", [pid, f"p{pid}"]
-                )
-                con.execute(
-                    "INSERT INTO identity_map VALUES (?, 'user_id', ?, ?, '2026-01-01', NULL)",
-                    [pid - 1, f"u{pid}", pid],
-                )
                 # Old events: no boundary of a 7-day window passes between the runs below.
                 _event(con, pid, "view", START - timedelta(days=30), {"category": "py"}, f"o{pid}")
         service.create_tag(store, {"name": "recent", "rule": "did(view, 7d)"})
@@ -306,14 +301,8 @@ def test_values_not_evaluated_are_not_written_and_read_at_the_new_as_of() -> Non
     store = Store(":memory:")
     try:
         with store.transaction() as con:
+            add_persons(con, list(range(1, 6)))
             for pid in range(1, 6):
-                con.execute(
-                    "INSERT INTO persons VALUES (?, ?, '2026-01-01', NULL)", [pid, f"p{pid}"]
-                )
-                con.execute(
-                    "INSERT INTO identity_map VALUES (?, 'user_id', ?, ?, '2026-01-01', NULL)",
-                    [pid - 1, f"u{pid}", pid],
-                )
                 _event(con, pid, "view", START - timedelta(days=1), {"category": "py"}, f"o{pid}")
         service.create_tag(store, {"name": "seen", "rule": "did(view, 3d)", "ttl_days": 2})
         service.move_tag(store, "seen", Status.ACTIVE)

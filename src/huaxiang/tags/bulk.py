@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,7 +60,7 @@ def fresh_table(
     as_of: datetime,
     *,
     sources: Sources = TAG_SOURCES,
-    compiled: Future[str] | None = None,
+    compiled: str | None = None,
 ) -> pa.Table:
     """(tag, person_id, value, defaulted) of every person meeting a rule or a case (or getting
     an enumerated tag's default), from ONE compiled query (``compiled``: its text, compiled
@@ -69,11 +68,7 @@ def fresh_table(
     parts: list[pa.Table] = []
     if any(tag.rules() for tag in tags):
         engine = DuckDBEngine(con, sources)
-        text = (
-            compiled.result()
-            if compiled is not None
-            else compiled_sql(engine, rule_columns(con, tags), as_of)
-        )
+        text = compiled or compiled_sql(engine, rule_columns(con, tags), as_of)
         table = engine.run_sql(text)
         table = table.combine_chunks()
         ids = table.column("person_id").combine_chunks().cast(pa.uint32())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -217,7 +217,7 @@ class _Scope:
         tags: list[TagDefinition],
         evaluated: int,
         sources: Any,
-        compiled: Future[str] | None,
+        compiled: str | None,
     ) -> None:
         self.plans = plans
         self.tags = tags
@@ -254,9 +254,8 @@ class _Scope:
             groups = incremental.group_tags([(t, plans[t.name]) for t in planned])
             evaluated = incremental.find_affected(con, groups, as_of, indexed=indexed)
             sources = incremental.scoped_sources(con, TAG_SOURCES.tag_values, indexed=indexed)
-            if compiled is not None:
-                compiled.exception()  # done before the pool closes; an error raises in apply
-        return cls(plans, planned, evaluated, sources, compiled)
+            text = compiled.result() if compiled is not None else None
+        return cls(plans, planned, evaluated, sources, text)
 
     def apply(
         self,

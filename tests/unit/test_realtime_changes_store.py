@@ -3,73 +3,95 @@ against stored ids otherwise (several batches at one moment, a restart at the sa
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
+import orjson
 
 from huaxiang.clock import ManualClock
 from huaxiang.config import Settings
 from huaxiang.identity.resolver import IdentityResolver
-from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
-from huaxiang.realtime.engine import RealtimeEngine, to_us
+from huaxiang.realtime.engine import Outcome, RealtimeEngine, to_us
+from huaxiang.realtime.held import ENTERED, LEFT, NONE, Settled
+from huaxiang.realtime.vector import VectorProgram
+from huaxiang.rules.json_form import to_json
+from huaxiang.rules.text import parse
 from huaxiang.store import Store
 
 T = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
+RULE = orjson.dumps(to_json(parse("did(a)"))).decode()
 
 
-def _change(
-    change_id: str, at: datetime, kind: ChangeKind = ChangeKind.ENTERED
-) -> MembershipChange:
-    return MembershipChange(
-        change_id=change_id,
-        subject=Subject.AUDIENCE,  # no tag values to write: only the change rows
-        name="fans",
-        person_id=7,
-        person_key="p_7",
-        kind=kind,
-        old_value=None if kind is ChangeKind.ENTERED else True,
-        new_value=True if kind is ChangeKind.ENTERED else None,
-        at=at,
-        cause="event m-1",
+def _engine(store: Store) -> RealtimeEngine:
+    engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(T))
+    engine.enqueue = lambda con, changes: 0  # no activation here
+    rows = [
+        ("audience", "fans", 1, "rule", RULE, None),
+        (
+            "tag",
+            "fans_tag",
+            1,
+            "rule",
+            orjson.dumps({"rule": to_json(parse("did(a)"))}).decode(),
+            None,
+        ),
+    ]
+    program = VectorProgram()
+    engine.subjects = engine.compile(program, rows)
+    engine.program = program
+    return engine
+
+
+def _outcome(sid: int, kind: int, moment: int, person: int = 7) -> Outcome:
+    entered = kind == ENTERED
+    settled = Settled(
+        persons=np.array([person], np.int64),
+        old=np.array([NONE if entered else 0], np.int32),
+        new=np.array([0 if entered else NONE], np.int32),
+        kinds=np.array([kind], np.int8),
+        at=np.array([True]),
+        restamped=np.empty(0, np.int64),
     )
+    return Outcome(parts=[(sid, settled, moment, np.zeros(1, np.int64))], causes=["event m-1"])
 
 
-def _stored(store: Store) -> list[tuple[str, str]]:
+def _stored(store: Store) -> list[tuple[str, str, int]]:
     con = store.cursor()
     try:
         rows = con.execute(
-            "SELECT change_id, kind FROM realtime_changes ORDER BY changed_at, change_id"
+            "SELECT kind, name, epoch_us(changed_at) FROM realtime_changes ORDER BY changed_at,"
+            " change_id"
         ).fetchall()
     finally:
         con.close()
-    return [(str(a), str(b)) for a, b in rows]
+    return [(str(a), str(b), int(c)) for a, b, c in rows]
 
 
 def test_changes_at_one_moment_across_batches_and_a_restart(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.duckdb")
     try:
-        engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(T))
-        engine.enqueue = lambda con, changes: 0  # no activation here
-        entered, left = _change("rtc_a", T), _change("rtc_b", T, ChangeKind.LEFT)
+        engine = _engine(store)
         now = to_us(T)
         with store.transaction() as con:
-            engine._write(con, [entered], set(), now)  # after every stored one: appended
+            engine._write(con, _outcome(0, ENTERED, now), now)  # after every stored one
         with store.transaction() as con:
             # The same moment again (a stopped clock): left, then the same entry once more.
-            engine._write(con, [left], set(), now)
+            engine._write(con, _outcome(0, LEFT, now), now)
         with store.transaction() as con:
-            engine._write(con, [entered], set(), now)
-        assert _stored(store) == [("rtc_a", "entered"), ("rtc_b", "left")]
-        # A batch with the same id twice is stored once.
-        later = replace(entered, change_id="rtc_c", at=T + timedelta(seconds=1))
+            engine._write(con, _outcome(0, ENTERED, now), now)
+        assert _stored(store) == [("entered", "fans", now), ("left", "fans", now)]
+        # A restart (the stored moments are read again) at the same instant: the same change
+        # is stored once, a new one is added.
+        later = now + 1_000_000
         with store.transaction() as con:
-            engine._write(con, [later, later], set(), now)
-        # A restart (the stored moments are read again) at the same instant.
-        again = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(T))
-        again.enqueue = lambda con, changes: 0
+            engine._write(con, _outcome(0, ENTERED, later, person=8), now)
+        again = _engine(store)
         with store.transaction() as con:
-            again._write(con, [later, _change("rtc_d", T + timedelta(seconds=2))], set(), now)
-        assert [cid for cid, _ in _stored(store)] == ["rtc_a", "rtc_b", "rtc_c", "rtc_d"]
+            both = _outcome(0, ENTERED, later, person=8)
+            both.parts += _outcome(0, ENTERED, later + 1, person=9).parts
+            again._write(con, both, now)
+        assert [m for _, _, m in _stored(store)] == [now, now, later, later + 1]
     finally:
         store.close()
 
@@ -77,22 +99,29 @@ def test_changes_at_one_moment_across_batches_and_a_restart(tmp_path: Path) -> N
 def test_a_tag_change_is_also_history_with_its_cause(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.duckdb")
     try:
-        engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(T))
-        engine.enqueue = lambda con, changes: 0
-        tag = replace(_change("rtc_t", T), subject=Subject.TAG, name="fans_tag")
+        engine = _engine(store)
+        now = to_us(T)
+        outcome = _outcome(1, ENTERED, now)
+        outcome.parts += _outcome(0, ENTERED, now).parts
+        engine.subjects[1].held.grow(8)
+        engine.subjects[1].held.code[7] = 0
+        engine.subjects[1].held.qualified[7] = now
         with store.transaction() as con:
-            engine._write(con, [tag, _change("rtc_a", T)], set(), to_us(T))
+            engine._write(con, outcome, now)
         con = store.cursor()
         try:
             rows = con.execute(
                 "SELECT tag, person_id, change, CAST(old_value AS VARCHAR),"
-                " CAST(new_value AS VARCHAR), changed_at, cause FROM tag_value_history"
+                " CAST(new_value AS VARCHAR), changed_at, cause FROM tag_changes"
             ).fetchall()
+            values = con.execute("SELECT tag, person_id FROM tag_values").fetchall()
         finally:
             con.close()
-        # Only the tag's change; the audience's is in realtime_changes alone.
+        # Only the tag's change is tag history; the audience's is in realtime_changes alone.
         assert rows == [
             ("fans_tag", 7, "entered", None, "true", T.replace(tzinfo=None), "realtime: event m-1")
         ]
+        assert values == [("fans_tag", 7)]
+        assert sorted(n for _, n, _ in _stored(store)) == ["fans", "fans_tag"]
     finally:
         store.close()

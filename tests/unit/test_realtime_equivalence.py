@@ -15,16 +15,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from realtime_support import PID, install, step
 
 from huaxiang.clock import ManualClock
 from huaxiang.engines.duckdb import DuckDBEngine
 from huaxiang.identity.resolver import IdentityResolver
-from huaxiang.realtime.engine import RealtimeEngine, to_us
-from huaxiang.realtime.program import Frame, Profile, Program
+from huaxiang.realtime.engine import RealtimeEngine
+from huaxiang.realtime.program import Profile
+from huaxiang.realtime.vector import Context
 from huaxiang.rules import ast as a
 from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
 from huaxiang.store import Store
@@ -112,6 +115,15 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeEngine]
     store.close()
 
 
+def _answer(engine: RealtimeEngine, profile: Profile) -> bool:
+    """The rule (subject 0) decided for person 1 now, from the atoms' truths the engine keeps
+    current and the profile."""
+    subject = engine.subjects[0]
+    ctx = Context(np.array([PID], np.int64), engine._time, engine.program.atoms, [profile])
+    fresh, _ = engine._decide_codes(subject, ctx)
+    return bool(fresh[0] >= 0)
+
+
 def _run(
     engine: RealtimeEngine,
     rule: a.Condition,
@@ -120,28 +132,22 @@ def _run(
     profile: Profile,
 ) -> list[tuple[datetime, bool, list[HistoryEvent]]]:
     """Feed the stream to a fresh program, evaluating at each moment (in time order)."""
-    engine.program = Program()
-    engine.persons = {}
-    test = engine.program.compile(rule, 0, set())
     timeline = sorted(
         [(arr, 0, i) for i, (arr, *_rest) in enumerate(stream)]
         + [(m, 1, i) for i, m in enumerate(moments)]
     )
+    install(engine, [rule], min(t for t, _, _ in timeline))
     arrived: list[HistoryEvent] = []
     answers = []
     for moment, what, i in timeline:
-        now = to_us(moment)
-        state = engine.persons.get(1)
-        if state is not None:
-            engine._compact(state, now)
+        engine.clock.set(moment)  # type: ignore[attr-defined]
         if what == 0:
             _arrival, stamp, name, props = stream[i]
-            entries = engine.program.by_event.get(name, [])
-            engine._feed(1, entries, to_us(stamp), orjson.dumps(props).decode(), now)
+            step(engine, [(stamp, name, props)])
             arrived.append(HistoryEvent(name, stamp, props))
         else:
-            frame = Frame(now, engine._read_leaf(1), profile)
-            answers.append((moment, test(frame), list(arrived)))
+            engine._due(engine._now())
+            answers.append((moment, _answer(engine, profile), list(arrived)))
     return answers
 
 
@@ -178,12 +184,12 @@ def test_a_window_leaves_and_a_deadline_fires_at_the_exact_moment(engine: Realti
     )
     stream = [(BASE, BASE, "a", {})]
     moments = [BASE + timedelta(hours=24) - timedelta(microseconds=1), BASE + timedelta(hours=24)]
+    install(engine, [rule], BASE)
+    step(engine, [(BASE, "a", {})])
+    # The engine's timers wake up at the deadline.
+    assert engine.next_due() == BASE + timedelta(hours=24)
     answers = _run(engine, rule, stream, moments, Profile())
     assert [value for _, value, _ in answers] == [False, True]
-    # The engine reports the deadline as the moment to wake up.
-    frame = Frame(to_us(BASE), engine._read_leaf(1), Profile())
-    engine.program.compile(rule, 0, set())(frame)
-    assert frame.next == to_us(BASE + timedelta(hours=24))
 
 
 # -- against DuckDB SQL on the same events (a smaller set: each example writes a store) -----

@@ -1,57 +1,59 @@
 """The real-time engine: an EventSink keeping real-time tags and audiences current.
 
 The loader hands it each batch of stored events inside its transaction (after identity and
-profiles). For every event it looks up the leaves reading that event name (``Program.by_event``),
-updates the person's leaf states, re-evaluates only the subjects using those leaves, and writes
-every change of value in the same transaction: ``realtime_changes``, ``tag_values`` /
-``tag_value_history`` / ``tag_bitmaps`` for tags, the state snapshot, and activation's outbox when
-that package is installed. Timers (a heap keyed by time, read from the runtime's Clock) make
+profiles). The engine works a batch at a time, in columns: the events are grouped by the leaves
+reading their names (``VectorProgram.by_event``) and each leaf folds its group in one call; each
+leaf is then read once for the persons it changed, its atoms' truths are compared with the
+truths kept for those persons, and only the subjects reading an atom whose truth changed are
+decided, for those persons only, in one vectorised expression per subject. Every change of value
+is written in the same transaction: ``realtime_changes``, ``tag_values`` /
+``tag_value_history`` / ``tag_bitmaps`` for tags, the held values, and activation's outbox.
+Timers (calendars of moments per leaf and per subject, read from the runtime's Clock) make
 values leave when a window slides, a deadline passes or a TTL ends, without scanning persons.
+The leaves' state is snapshot every few seconds; after a restart the events stored since the
+snapshot are folded in again (see docs/realtime.md).
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
-import heapq
+import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
+from numpy.typing import NDArray
 from pyroaring import BitMap
 
 from huaxiang.activation import outbox
+from huaxiang.activation.destinations import load_all
 from huaxiang.clock import Clock, to_naive_utc
 from huaxiang.collect.records import EventBatch
 from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
+from huaxiang.realtime.columns.base import NEVER, Persons
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
-from huaxiang.realtime.leaves import (
-    COUNT,
-    LeafState,
-    MetricSpec,
-    MetricState,
-    SequenceState,
-    TimeSpec,
-    TimeState,
-)
-from huaxiang.realtime.program import (
-    Frame,
-    Profile,
-    Program,
-    Reader,
-    Test,
-    Unsupported,
-    matches,
+from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
+from huaxiang.realtime.leaves import SequenceSpec
+from huaxiang.realtime.program import Matcher, Profile, Unsupported, matches
+from huaxiang.realtime.vector import (
+    ColumnsFactory,
+    Context,
+    Expr,
+    VectorProgram,
+    load_columns,
 )
 from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.json_form import from_json
@@ -67,9 +69,12 @@ TICK_S = 0.25
 #: The loader's batches look for definition changes at most this often (the timer thread and
 #: ``huaxiang realtime status`` look at once): the check is a query, each batch would pay it.
 SYNC_INTERVAL_S = 0.05
-#: The snapshot log is folded into ``realtime_state`` by the timer thread past this many rows
-#: (and at least as many as persons with state).
-COMPACT_ROWS = 20_000
+#: The timer thread writes the leaves' snapshot at most this often (when they moved).
+SNAPSHOT_INTERVAL_S = 5.0
+#: ... and the held values' log is folded into ``realtime_held`` past this many rows.
+COMPACT_ROWS = 100_000
+TIMER_CAUSE: Final = "timer: window, deadline or ttl passed"
+DEFINITION_CAUSE: Final = "definition activated, changed or reloaded"
 
 
 def to_us(moment: datetime) -> int:
@@ -87,49 +92,39 @@ class CompiledSubject:
     name: str
     version: int
     fingerprint: str
-    cases: list[tuple[str, Test]]
-    default: str | None
+    cases: list[tuple[int, Expr]]
+    """(value code, expression): the first case that holds gives the value."""
+    default: int
+    """The default value's code (NONE: no default)."""
     ttl_us: int | None
+    held: Held
     uses: set[str] = field(default_factory=set)
     key: str = ""
     """``tag:NAME`` or ``audience:NAME`` (the key of held values)."""
     digest_prefix: str = ""
-    """The start of the text a change id digests (see ``_settle``)."""
 
     def __post_init__(self) -> None:
         self.key = f"{self.kind.value}:{self.name}"
         self.digest_prefix = f"{self.kind.value}|{self.name}|{self.version}|"
 
 
-HeldValue = tuple[str, int, int | None]
-"""A value a person holds: (value JSON text, qualified at, expires at or None), epoch us. A plain
-tuple of atoms: the cyclic garbage collector stops tracking it once a collection has seen it
-(hundreds of thousands of held values then cost its full passes nothing)."""
-VALUE: Final = 0
-QUALIFIED: Final = 1
-EXPIRES: Final = 2
-
-
 @dataclass(slots=True)
-class PersonState:
-    leaves: dict[int, LeafState] = field(default_factory=dict)
-    held: dict[str, HeldValue] = field(default_factory=dict)
-    atoms: dict[int, bool] = field(default_factory=dict)
-    """Truth of the atoms as the person's subjects last read them (not in the snapshot: an
-    unknown truth counts as changed)."""
-    dumped: dict[int, bytes] | None = None
-    """The leaves as last written to the snapshot (leaf id -> its ``"short key":dump`` JSON
-    member); None: dump all."""
-    moved: set[int] = field(default_factory=set)
-    """Leaves changed (fed or compacted) since ``dumped``: only these are dumped again."""
+class Outcome:
+    """What a batch or a timer round changed, as arrays per subject and moment."""
+
+    parts: list[tuple[int, Settled, int, NDArray[np.int64]]] = field(default_factory=list)
+    """(subject id, what settled, moment, the cause of each change: an index in ``causes``)."""
+    causes: list[str] = field(default_factory=list)
+    restamped: list[tuple[int, Persons]] = field(default_factory=list)
+    touched: bool = False
+    """Whether any leaf state moved (the snapshot is due)."""
+
+    def __len__(self) -> int:
+        return sum(len(s.persons) for _, s, _, _ in self.parts)
 
 
-def _load_state(spec: Any, raw: dict[str, Any]) -> LeafState:
-    if isinstance(spec, MetricSpec):
-        return MetricState.load(raw, spec.function != COUNT)
-    if isinstance(spec, TimeSpec):
-        return TimeState.load(raw)
-    return SequenceState.load(raw)
+Dirty = dict[int, list[tuple[Persons, NDArray[np.int64]]]]
+"""subject id -> (persons, the cause index of each) to decide."""
 
 
 class RealtimeEngine:
@@ -147,31 +142,28 @@ class RealtimeEngine:
         self.identity = identity
         self.clock = clock
         self.late_us = int(late_tolerance.total_seconds() * 1_000_000)
-        self.program = Program()
+        self.columns: ColumnsFactory | None = None
+        """What makes a leaf's state (None: the columnar states)."""
+        self.program = VectorProgram()
         self.subjects: dict[int, CompiledSubject] = {}
         self.unsupported: dict[str, str] = {}
-        self.persons: dict[int, PersonState] = {}
+        self.seen = np.zeros(64, np.bool_)
+        """Persons the engine has met (a person met for the first time is decided for the
+        subjects that hold without events or read profiles)."""
         self._signature: tuple[Any, ...] | None = None
         self._fingerprints: set[str] = set()
-        self._restamped: set[tuple[int, str]] = set()
-        self._timers: list[tuple[int, int, int]] = []
-        self._scheduled: dict[tuple[int, int], int] = {}
         self._time = 0
         self._checked = float("-inf")
         self._bitmaps: dict[tuple[str, str], BitMap] | None = None
-        self._empty_truths: dict[int, bool] = {}
-        self._moment_cache: tuple[int, datetime] | None = None
-        self._snapshot_seq = 0
         self._keys: dict[int, str] = {}
-        """Person keys of the persons changes were made for (a key is a pure function of the
-        id and the workspace's salt)."""
         self._changes_until: int | None = None
-        """Every stored change is dated at or before this moment (None: not read yet)."""
-        self._logged = 0
-        """Rows in ``realtime_state_log``: past COMPACT_ROWS the timer thread compacts."""
         self._wide: list[int] = []
-        """Subjects that read profiles or hold for a person without events: a person seen for
-        the first time is evaluated for them."""
+        self._profile_subjects: list[int] = []
+        self._snapshot_at = float("-inf")
+        self._moved = False
+        """Leaf states moved since the last snapshot."""
+        self._held_logged = 0
+        self._held_seq = 0
         self._lock = threading.RLock()
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -219,41 +211,47 @@ class RealtimeEngine:
             return None
         rows = self._definitions(con)
         with self._lock, gc_paused():
-            fresh = self._rebuild_program(con, rows)
+            fresh = self._rebuild(con, rows)
             self._signature = signature
         return fresh
 
-    def _compile(
-        self, program: Program, rows: list[tuple[Any, ...]], *, only: set[str] | None = None
+    def compile(
+        self, program: VectorProgram, rows: Sequence[tuple[Any, ...]]
     ) -> dict[int, CompiledSubject]:
-        """Compile definitions into ``program`` (``only``: just these fingerprints)."""
+        """Compile definitions into ``program``; held values are carried over by key."""
         subjects: dict[int, CompiledSubject] = {}
+        held_by_key = {s.key: s.held for s in self.subjects.values()}
+        self.unsupported = {}
         for kind, name, version, tag_kind, spec_text, ttl in rows:
             fingerprint = hashlib.sha1(f"{kind}:{name}:{version}:{spec_text}".encode()).hexdigest()
-            if only is not None and fingerprint not in only:
-                continue
             sid = len(subjects)
             spec = orjson.loads(spec_text)
             uses: set[str] = set()
+            held = held_by_key.get(f"{kind}:{name}") or Held()
             try:
-                if kind == "audience":
-                    cases = [(TRUE, program.compile(from_json(spec), sid, uses))]
-                    default = None
-                elif tag_kind == "rule":
-                    cases = [(TRUE, program.compile(from_json(spec["rule"]), sid, uses))]
-                    default = None
+                if kind == "audience" or tag_kind == "rule":
+                    rule = spec if kind == "audience" else spec["rule"]
+                    cases = [(held.code_of(TRUE), program.compile(from_json(rule), sid, uses))]
+                    default = NONE
                 elif tag_kind == "enumerated":
                     cases = [
-                        (value_text(c["value"]), program.compile(from_json(c["rule"]), sid, uses))
+                        (
+                            held.code_of(value_text(c["value"])),
+                            program.compile(from_json(c["rule"]), sid, uses),
+                        )
                         for c in spec["cases"]
                     ]
-                    default = value_text(spec["default"]) if "default" in spec else None
+                    default = (
+                        held.code_of(value_text(spec["default"])) if "default" in spec else NONE
+                    )
                 else:
                     raise Unsupported(f"{tag_kind} tags are not evaluated in real time")
             except Unsupported as e:
                 self.unsupported[f"{kind}:{name}"] = str(e)
                 for leaf in program.leaves:
                     leaf.subjects.discard(sid)
+                for atom in program.atoms:
+                    atom.subjects.discard(sid)
                 continue
             subjects[sid] = CompiledSubject(
                 sid,
@@ -264,119 +262,133 @@ class RealtimeEngine:
                 cases,
                 default,
                 None if ttl is None else int(ttl) * 86_400_000_000,
+                held,
                 uses,
             )
         return subjects
 
-    def _rebuild_program(
-        self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]
-    ) -> set[int]:
-        old_keys = {leaf.key: n for n, leaf in enumerate(self.program.leaves)}
-        previous = self._fingerprints
-        program = Program()
-        self.unsupported = {}
-        subjects = self._compile(program, rows)
-        # Carry over the states of leaves that still exist (same key); replay the new ones.
-        remap = {
-            old_keys[leaf.key]: n for n, leaf in enumerate(program.leaves) if leaf.key in old_keys
-        }
-        fresh_leaves = [n for n, leaf in enumerate(program.leaves) if leaf.key not in old_keys]
-        keys = {s.key for s in subjects.values()}
-        for state in self.persons.values():
-            state.leaves = {remap[k]: v for k, v in state.leaves.items() if k in remap}
-            state.atoms = {}  # atom ids are the new program's
-            state.dumped = None
-            for key in [k for k in state.held if k not in keys]:
-                del state.held[key]  # no longer real-time (paused, offline, other refresh)
+    def install(
+        self, program: VectorProgram, subjects: dict[int, CompiledSubject], now: int
+    ) -> Outcome:
+        """Make ``program`` current: every atom's truth read at ``now`` for the persons with
+        state, timers armed; every subject decided for the persons with state in its leaves,
+        a value held, or (subjects holding without events or reading profiles) everyone met.
+        Returns the changes (cause: the definitions)."""
         self.program = program
         self.subjects = subjects
-        self._fingerprints = {s.fingerprint for s in subjects.values()}
-        self._timers = []
-        self._scheduled = {}
         self._bitmaps = None
-        self._empty_truths = {}
-        now = self._now()
-        if fresh_leaves:
-            self._replay_history(con, fresh_leaves, now)
-        changed = {s.sid for s in subjects.values() if s.fingerprint not in previous}
-        # A subject needs every person when it reads profiles or holds for a person without
-        # events; otherwise only the persons with state in its leaves or a value held.
-        empty = Frame(now, self._read_leaf(-1), Profile())
+        size = self._size()
+        program.grow(size)
+        for subject in subjects.values():
+            subject.held.grow(size)
+            subject.held.ttl.clear()
+        dirty: Dirty = defaultdict(list)
+        for leaf_id, leaf in enumerate(program.leaves):
+            leaf.timers.clear()
+            found = leaf.columns.holders()
+            if len(found):
+                self._react(leaf_id, found, np.zeros(len(found), np.int64), now, dirty, True)
+        empty_ctx = Context(np.zeros(1, np.int64), now, program.atoms, [Profile()])
         self._wide = sorted(
-            sid for sid in subjects if subjects[sid].uses or self._answer(subjects[sid], empty)
+            sid
+            for sid, s in subjects.items()
+            if s.uses or self._decide_codes(s, empty_ctx)[0][0] >= 0
         )
-        wide = [sid for sid in self._wide if sid in changed]
-        leaves = program.leaves
-        by_key = {s.key: s.sid for s in subjects.values()}
-        pairs: set[tuple[int, int]] = set()
-        for pid, state in self.persons.items():
-            mine = {sid for leaf_id in state.leaves for sid in leaves[leaf_id].subjects}
-            mine.update(by_key[key] for key in state.held if key in by_key)
-            pairs.update((pid, sid) for sid in mine)
-        if wide:
-            everyone = [
-                int(r[0])
-                for r in con.execute(
-                    "SELECT person_id FROM persons WHERE merged_into IS NULL ORDER BY 1"
-                ).fetchall()
-            ]
-            pairs.update((pid, sid) for pid in everyone for sid in wide)
-        # Changed subjects are decided afresh; kept ones re-arm their timers (and fire what
-        # came due while stopped).
-        changes = self._evaluate(
-            con, sorted(pairs), now, "definition activated, changed or reloaded"
-        )
-        rewrite = {subjects[sid].name for sid in changed if subjects[sid].kind is Subject.TAG}
-        self._write(con, changes, set(self.persons), now, rewrite=rewrite)
-        self._write_catalog(con)
-        return set(fresh_leaves)
+        self._profile_subjects = [sid for sid, s in subjects.items() if s.uses]
+        everyone = np.flatnonzero(self.seen[:size]).astype(np.int64)
+        holders = [leaf.columns.holders() for leaf in program.leaves]
+        leaves_of: dict[int, set[int]] = defaultdict(set)
+        for atom in program.atoms:
+            for sid in atom.subjects:
+                leaves_of[sid].add(atom.leaf)
+        for sid, subject in subjects.items():
+            mine = [subject.held.holders()]
+            mine += [holders[n] for n in leaves_of[sid]]
+            if sid in self._wide:
+                mine.append(everyone)
+            persons = np.unique(np.concatenate(mine)) if mine else np.empty(0, np.int64)
+            dirty[sid].append((persons, np.zeros(len(persons), np.int64)))
+        out = Outcome(touched=True)
+        self._decide(None, dirty, now, [DEFINITION_CAUSE], out)
+        return out
 
-    @staticmethod
-    def _decide(subject: CompiledSubject, frame: Frame) -> tuple[str | None, bool]:
-        """The subject's value in ``frame`` (the first case that holds, else the default) and
-        whether it is the default. Every case runs: each reports when it can change next."""
-        fresh: str | None = None
-        for value, test in subject.cases:
-            if test(frame) and fresh is None:
-                fresh = value
-        if fresh is None and subject.default is not None:
-            return subject.default, True
-        return fresh, False
+    def _rebuild(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> set[int]:
+        old = {leaf.key: leaf for leaf in self.program.leaves}
+        previous = self._fingerprints
+        program = VectorProgram(self.columns)
+        subjects = self.compile(program, rows)
+        fresh = []
+        for n, leaf in enumerate(program.leaves):
+            kept = old.get(leaf.key)
+            if kept is not None:
+                leaf.columns = kept.columns
+            else:
+                fresh.append(n)
+        self._fingerprints = {s.fingerprint for s in subjects.values()}
+        now = self._now()
+        if fresh:
+            self._replay_history(con, program, fresh, now)
+        self._note_persons(con)
+        changed = {s.name for s in subjects.values() if s.fingerprint not in previous}
+        outcome = self.install(program, subjects, now)
+        rewrite = {s.name for s in subjects.values() if s.name in changed and s.kind is Subject.TAG}
+        self._write(con, outcome, now, rewrite=rewrite)
+        return set(fresh)
 
-    @classmethod
-    def _answer(cls, subject: CompiledSubject, frame: Frame) -> str | None:
-        return cls._decide(subject, frame)[0]
+    def _note_persons(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Every current person counts as met (subjects holding without events see them)."""
+        found = con.sql("SELECT person_id FROM persons WHERE merged_into IS NULL")
+        ids = _arrow(found).column(0).to_numpy().astype(np.int64)
+        if len(ids):
+            self._grow(int(ids.max()) + 1)
+            self.seen[ids] = True
 
     def _replay_history(
-        self, con: duckdb.DuckDBPyConnection, leaf_ids: list[int], now: int
+        self,
+        con: duckdb.DuckDBPyConnection,
+        program: VectorProgram,
+        leaf_ids: Sequence[int],
+        now: int,
+        *,
+        after_load: int | None = None,
     ) -> None:
-        """Build the state of new leaves from the stored events (a rule activated or changed)."""
-        names = sorted(
-            {
-                name
-                for name, entries in self.program.by_event.items()
-                if any(leaf in leaf_ids for leaf, _, _ in entries)
-            }
-        )
+        """Fold the stored events into the given leaves (a rule activated or changed; or,
+        with ``after_load``, the events stored since the snapshot)."""
         wanted = set(leaf_ids)
-        cursor = con.execute(
-            """
-            SELECT person_id, event, epoch_us("timestamp"), CAST(properties AS VARCHAR)
+        names = sorted(
+            name
+            for name, entries in program.by_event.items()
+            if any(leaf in wanted for leaf, _, _ in entries)
+        )
+        if not names:
+            return
+        sql = """
+            SELECT person_id, event, epoch_us("timestamp") AS t,
+                   CAST(properties AS VARCHAR) AS properties
             FROM events_with_person
             WHERE person_id IS NOT NULL AND list_contains(?::VARCHAR[], event)
-            ORDER BY "timestamp"
-            """,
-            [names],
-        )
-        while True:
-            rows = cursor.fetchmany(50_000)
-            if not rows:
-                break
-            for pid, name, t, props in rows:
-                entries = [e for e in self.program.by_event.get(name, ()) if e[0] in wanted]
-                self._feed(int(pid), entries, int(t), props, now)
-        for state in self.persons.values():
-            self._compact(state, now)
+        """
+        params: list[Any] = [names]
+        if after_load is not None:
+            sql += " AND load_id > ? AND source NOT LIKE 'import:%'"
+            params.append(after_load)
+        reader = con.sql(sql, params=params).to_arrow_reader(200_000)
+        assert reader is not None
+        for batch in reader:
+            persons = batch.column(0).to_numpy().astype(np.int64)
+            if not len(persons):
+                continue
+            self._grow(int(persons.max()) + 1)
+            self.seen[persons] = True
+            self._fold(
+                program,
+                batch.column(1).to_pylist(),
+                persons,
+                batch.column(2).to_numpy().astype(np.int64),
+                batch.column(3).to_pylist(),
+                now,
+                wanted,
+            )
 
     # -- events ----------------------------------------------------------------------------
 
@@ -384,54 +396,87 @@ class RealtimeEngine:
         self._time = max(self._time, to_us(self.clock.now()))
         return self._time
 
-    def _feed(
+    def _size(self) -> int:
+        return len(self.seen)
+
+    def _grow(self, size: int) -> None:
+        """Room for persons below ``size`` everywhere."""
+        if size <= len(self.seen):
+            return
+        size = max(size, 2 * len(self.seen))
+        seen = np.zeros(size, np.bool_)
+        seen[: len(self.seen)] = self.seen
+        self.seen = seen
+        self.program.grow(size)
+        for subject in self.subjects.values():
+            subject.held.grow(size)
+
+    def _fold(
         self,
-        pid: int,
-        entries: Iterable[tuple[int, Any, str]],
-        t: int,
-        props_text: str | None,
+        program: VectorProgram,
+        names: Sequence[str | None],
+        persons: Persons,
+        times: NDArray[np.int64],
+        props: Sequence[str | None],
         now: int,
-        created: set[int] | None = None,
-    ) -> set[int]:
-        """Update the person's leaves for one event; return the leaves it changed (``created``
-        collects those the person had no state for)."""
-        state = self.persons.get(pid)
-        touched: set[int] = set()
-        properties: dict[str, Any] | None = None
-        tested: dict[int, bool] = {}  # match -> passes (leaves of several rules share matches)
-        leaves = self.program.leaves
-        matchers = self.program.matchers
-        late = self.late_us
-        for leaf_id, match, role in entries:
-            if match.where:
-                passed = tested.get(id(match))
-                if passed is None:
-                    if properties is None:
-                        properties = orjson.loads(props_text) if props_text else {}
-                    check = matchers.get(id(match))
-                    passed = tested[id(match)] = (
-                        check(properties) if check is not None else matches(match, properties)
-                    )
-                if not passed:
+        only: set[int] | None = None,
+    ) -> dict[int, tuple[Persons, NDArray[np.int64]]]:
+        """Feed events to the leaves reading them, grouped by name and leaf; returns, per leaf
+        fed, the events' persons and positions."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        by_event = program.by_event
+        for i, name in enumerate(names):
+            if name is not None and name in by_event:
+                groups[name].append(i)
+        parsed: dict[int, dict[str, Any]] = {}
+
+        def properties(i: int) -> dict[str, Any]:
+            found = parsed.get(i)
+            if found is None:
+                text = props[i]
+                found = parsed[i] = orjson.loads(text) if text else {}
+                if not isinstance(found, dict):
+                    found = parsed[i] = {}
+            return found
+
+        fed: dict[int, list[tuple[NDArray[np.int64], bool]]] = defaultdict(list)
+        for name, positions in groups.items():
+            where = np.array(positions, np.int64)
+            selected: dict[int, NDArray[np.int64]] = {}
+            for leaf_id, match, role in by_event[name]:
+                if only is not None and leaf_id not in only:
                     continue
-            leaf = leaves[leaf_id]
-            if state is None:
-                state = self.persons[pid] = PersonState()
-            leaf_state = state.leaves.get(leaf_id)
-            if leaf_state is None:
-                leaf_state = state.leaves[leaf_id] = leaf.new()
-                if created is not None:
-                    created.add(leaf_id)
-            value = None
+                if match.where:
+                    rows = selected.get(id(match))
+                    if rows is None:
+                        check: Matcher | None = program.matchers.get(id(match))
+                        keep = [
+                            (
+                                check(properties(i))
+                                if check is not None
+                                else matches(match, properties(i))
+                            )
+                            for i in positions
+                        ]
+                        rows = selected[id(match)] = where[np.array(keep, np.bool_)]
+                else:
+                    rows = where
+                if len(rows):
+                    fed[leaf_id].append((rows, role != "b"))
+        out: dict[int, tuple[Persons, NDArray[np.int64]]] = {}
+        for leaf_id, parts in fed.items():
+            leaf = program.leaves[leaf_id]
+            rows = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
+            first = None
+            if isinstance(leaf.spec, SequenceSpec):
+                first = np.concatenate([np.full(len(p), role, np.bool_) for p, role in parts])
+            values = None
             if leaf.property is not None:
-                if properties is None:
-                    properties = orjson.loads(props_text) if props_text else {}
-                value = properties.get(leaf.property)
-            leaf.add(leaf_state, role, t, value, now, late)
-            touched.add(leaf_id)
-        if state is not None and state.dumped is not None:
-            state.moved |= touched
-        return touched
+                wanted = leaf.property
+                values = [properties(i).get(wanted) for i in rows.tolist()]
+            leaf.columns.feed(persons[rows], times[rows], values, now, self.late_us, first=first)
+            out[leaf_id] = (persons[rows], rows)
+        return out
 
     def _person_of(self, user: str | None, anonymous: str | None) -> int | None:
         for id_type, raw in (("user_id", user), ("anonymous_id", anonymous)):
@@ -448,11 +493,6 @@ class RealtimeEngine:
             self._apply(con, events)
 
     def _apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
-        """Update state for stored events and write the changes.
-
-        The batch is fed first (every event into the leaves it reads), then each person's
-        touched atoms are read once at ``now`` and only the subjects whose atoms changed truth
-        are evaluated: a person with several events in one batch costs one evaluation."""
         # The loader stored this batch before calling the sinks: leaves rebuilt from the stored
         # events just now have seen it already.
         rebuilt: set[int] = set()
@@ -460,365 +500,272 @@ class RealtimeEngine:
             rebuilt = self.sync(con) or set()
         if not self.subjects:
             return
+        rows = _columns(events)
         with self._lock:
             now = self._now()
-            changes = self._due(con, now)
-            by_event = self.program.by_event
-            if rebuilt:
-                by_event = {
-                    name: kept
-                    for name, entries in by_event.items()
-                    if (kept := [e for e in entries if e[0] not in rebuilt])
-                }
-            dirty: set[tuple[int, int]] = set()
-            causes: dict[tuple[int, int], str] = {}
-            profile_subjects = [s.sid for s in self.subjects.values() if s.uses]
-            fed: dict[int, tuple[dict[int, str], set[int]]] = {}
-            persons = self.persons
-            wide = self._wide
-            for pid, name, t, props, message, kind in _rows(events):
-                entries = by_event.get(name) if name is not None else None
-                if not entries and not (kind == "identify" and profile_subjects):
-                    continue
-                person = self._person_of(*pid)
-                if person is None:
-                    continue
-                if person not in persons:
-                    for sid in wide:
-                        dirty.add((person, sid))
-                        causes.setdefault((person, sid), f"event {message}")
-                if entries:
-                    mine = fed.get(person)
-                    if mine is None:
-                        mine = fed[person] = ({}, set())
-                    touched = self._feed(person, entries, t, props, now, mine[1])
-                    if touched:
-                        cause = f"event {message}"
-                        leaves = mine[0]
-                        for leaf_id in touched:
-                            leaves[leaf_id] = cause
-                if kind == "identify":
-                    for sid in profile_subjects:
-                        dirty.add((person, sid))
-                        causes.setdefault((person, sid), f"profile update {message}")
-            memos: dict[int, dict[int, tuple[bool, int | None]]] = {}
-            compacted = {person: leaves.keys() for person, (leaves, _) in fed.items()}
-            for person, (leaves, created) in fed.items():
-                if leaves:
-                    memos[person] = self._react(person, leaves, created, now, dirty, causes)
-            if dirty:
-                changes += self._evaluate(con, sorted(dirty), now, causes, memos)
-            # Every person whose state moved goes to the snapshot: fed ones even when no value
-            # changed, and those of timer changes and TTL restamps.
-            touched = (
-                {pid for pid, _ in dirty}
-                | {c.person_id for c in changes}
-                | {pid for pid, _ in self._restamped}
-                | set(fed)
-            )
-            if touched:
-                self._write(con, changes, touched, now, fed=compacted)
+            outcome = self._due(now, con)
+            self.step(rows, now, outcome, con, skip=rebuilt)
+            self._write(con, outcome, now)
+
+    def step(
+        self,
+        rows: tuple[
+            list[tuple[str | None, str | None]],
+            list[str | None],
+            list[int],
+            list[str | None],
+            list[str],
+            list[str],
+        ],
+        now: int,
+        outcome: Outcome,
+        con: duckdb.DuckDBPyConnection | None = None,
+        persons: Sequence[int | None] | None = None,
+        skip: set[int] | None = None,
+    ) -> None:
+        """Fold a batch of events at ``now`` and decide what they changed (into ``outcome``):
+        ``rows``: (user, anonymous) ids, names, times, properties texts, messageIds, types;
+        ``persons``: their persons when known; ``skip``: leaves that have seen them already."""
+        ids, names, times, props, messages, kinds = rows
+        if persons is None:
+            persons = [self._person_of(*pair) for pair in ids]
+        known = [i for i, p in enumerate(persons) if p is not None]
+        if not known:
+            return
+        pids = np.array([persons[i] for i in known], np.int64)
+        self._grow(int(pids.max()) + 1)
+        causes = [f"event {messages[i]}" for i in known]
+        dirty: Dirty = defaultdict(list)
+        positions = np.arange(len(known), dtype=np.int64)
+        # Persons met for the first time: the subjects holding without events decide them.
+        new_mask = ~self.seen[pids]
+        if new_mask.any() and self._wide:
+            first_seen, at = np.unique(pids[new_mask], return_index=True)
+            for sid in self._wide:
+                dirty[sid].append((first_seen, positions[new_mask][at]))
+        self.seen[pids] = True
+        if self._profile_subjects:
+            profiled = np.array([kinds[i] == "identify" for i in known], np.bool_)
+            if profiled.any():
+                for sid in self._profile_subjects:
+                    dirty[sid].append((pids[profiled], positions[profiled]))
+                for i in np.flatnonzero(profiled).tolist():
+                    causes[i] = f"profile update {messages[known[i]]}"
+        fed = self._fold(
+            self.program,
+            [names[i] for i in known],
+            pids,
+            np.array([times[i] for i in known], np.int64),
+            [props[i] for i in known],
+            now,
+            None if not skip else set(range(len(self.program.leaves))) - skip,
+        )
+        for leaf_id, (leaf_persons, rows_) in fed.items():
+            # The last event of the batch moving the leaf is the cause, per person.
+            order = np.lexsort((rows_, leaf_persons))
+            p_sorted, r_sorted = leaf_persons[order], rows_[order]
+            last = np.ones(len(p_sorted), np.bool_)
+            last[:-1] = p_sorted[1:] != p_sorted[:-1]
+            self._react(leaf_id, p_sorted[last], r_sorted[last], now, dirty, False)
+        if fed:
+            outcome.touched = True
+        self._decide(con, dirty, now, causes, outcome)
 
     def _react(
         self,
-        pid: int,
-        touched: Mapping[int, str],
-        created: set[int],
+        leaf_id: int,
+        persons: Persons,
+        causes: NDArray[np.int64],
         now: int,
-        dirty: set[tuple[int, int]],
-        causes: dict[tuple[int, int], str],
-    ) -> dict[int, tuple[bool, int | None]]:
-        """After events changed leaves: the subjects reading an atom whose truth changed are
-        due for evaluation; for the others only the moment of their next change can move
-        earlier (a timer then; firing early only re-evaluates). ``touched`` maps each changed
-        leaf to the cause of its change. Returns the atoms read: (truth, next change), for the
-        evaluation that follows at the same ``now``.
+        dirty: Dirty,
+        everything: bool,
+    ) -> None:
+        """Read a leaf for distinct ``persons`` at ``now``: update its atoms' truths, mark the
+        subjects reading an atom whose truth changed, arm the leaf's timers. A true *rising*
+        atom (``did``, ``count >= N`` ...) stays true when events are added: persons for whom
+        every atom of the leaf is such are not read (``everything``: read all)."""
+        program = self.program
+        leaf = program.leaves[leaf_id]
+        atoms = [program.atoms[a] for a in leaf.atoms]
+        if not everything and atoms and all(a.rising for a in atoms):
+            settled = np.logical_and.reduce([a.truth[persons] for a in atoms])
+            if settled.any():
+                persons, causes = persons[~settled], causes[~settled]
+                if not len(persons):
+                    return
+        reading = leaf.columns.read(persons, now)
+        nxt = reading.next
+        for atom in atoms:
+            truth, own = atom.judge(reading, now)
+            if own is not None:
+                nxt = np.minimum(nxt, own)
+            changed = truth != atom.truth[persons]
+            if changed.any():
+                moved = persons[changed]
+                atom.truth[moved] = truth[changed]
+                moved_causes = causes[changed]
+                for sid in atom.subjects:
+                    dirty[sid].append((moved, moved_causes))
+        later = nxt > now
+        if later.any():
+            leaf.timers.push(persons[later], nxt[later])
 
-        The truth an atom had before is the one the person's subjects last read, or, for a leaf
-        the person had no events for, its truth without events; otherwise it counts as
-        changed. A true rising atom stays true (see :class:`Atom`) and is not read."""
-        state = self.persons[pid]
-        known = state.atoms
-        atoms = self.program.atoms
-        leaves = self.program.leaves
-        mine = state.leaves
-        memo: dict[int, tuple[bool, int | None]] = {}
-        for leaf_id, leaf_cause in touched.items():
-            leaf = leaves[leaf_id]
-            fresh_leaf = leaf_id in created
-            wake: int | None = None
-            read = False
-            value: Any = None
-            leaf_next: int | None = None
-            for atom_id in leaf.atoms:
-                atom = atoms[atom_id]
-                before = known.get(atom_id)
-                if before is True and atom.rising and not fresh_leaf:
-                    continue
-                if not read:  # the leaf is read once for all its atoms
-                    read = True
-                    leaf_state: Any = mine.get(leaf_id)
-                    if leaf_state is None:
-                        value = leaf.empty
-                    else:
-                        value, leaf_next = leaf_state.read(leaf.spec, leaf.span, now)
-                truth, own = atom.judge(value, now)
-                if own is not None and own <= now:
-                    own = None
-                if leaf_next is not None and (own is None or leaf_next < own):
-                    own = leaf_next
-                memo[atom_id] = (truth, own)
-                if own is not None and (wake is None or own < wake):
-                    wake = own
-                if before is None and fresh_leaf:
-                    before = self._empty_truth(atom_id)
-                known[atom_id] = truth
-                if before is not truth:
-                    for sid in atom.subjects:
-                        pair = (pid, sid)
-                        dirty.add(pair)
-                        causes[pair] = leaf_cause
-            if wake is not None:
-                for atom_id in leaf.atoms:
-                    for sid in atoms[atom_id].subjects:
-                        if (pid, sid) not in dirty:
-                            self._schedule_min(pid, sid, wake)
-        return memo
+    def _decide_codes(
+        self, subject: CompiledSubject, ctx: Context
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        """The first case that holds (its code, NONE: none), else the default; and which are
+        the default."""
+        fresh = np.full(len(ctx.persons), NONE, np.int32)
+        for code, expr in subject.cases:
+            fresh[(fresh < 0) & expr(ctx)] = code
+        defaulted = np.zeros(len(ctx.persons), np.bool_)
+        if subject.default != NONE:
+            defaulted = fresh < 0
+            fresh[defaulted] = subject.default
+        return fresh, defaulted
 
-    def _empty_truth(self, atom_id: int) -> bool:
-        """An atom's truth for a person without events in its leaf (it does not change with
-        time: a count of 0, no first/last time, no sequence)."""
-        truth = self._empty_truths.get(atom_id)
-        if truth is None:
-            frame = Frame(self._time, self._read_leaf(-1), _NO_PROFILE)
-            truth = self._empty_truths[atom_id] = frame.atom(
-                atom_id, self.program.atoms[atom_id].test
+    def _decide(
+        self,
+        con: duckdb.DuckDBPyConnection | None,
+        dirty: Dirty,
+        now: int,
+        causes: Sequence[str],
+        outcome: Outcome,
+    ) -> None:
+        """Decide the marked (subject, persons) at ``now``; settle; collect the changes (the
+        cause indices in ``dirty`` point into ``causes``)."""
+        base = len(outcome.causes)
+        if dirty:
+            outcome.causes += causes
+        for sid, parts in dirty.items():
+            subject = self.subjects.get(sid)
+            if subject is None or not parts:
+                continue
+            persons = np.concatenate([p for p, _ in parts])
+            where = np.concatenate([c for _, c in parts])
+            if not len(persons):
+                continue
+            order = np.lexsort((where, persons))
+            persons, where = persons[order], where[order]
+            last = np.ones(len(persons), np.bool_)
+            last[:-1] = persons[1:] != persons[:-1]
+            persons, where = persons[last], where[last]
+            profiles: Sequence[Profile] = ()
+            if subject.uses:
+                profiles = self._profiles(con, subject, persons)
+            ctx = Context(persons, now, self.program.atoms, profiles)
+            fresh, defaulted = self._decide_codes(subject, ctx)
+            settled = subject.held.settle(
+                persons, fresh, defaulted, now, subject.ttl_us, subject.default
             )
-        return truth
-
-    def reload(self, con: duckdb.DuckDBPyConnection) -> None:
-        """After a rolled-back batch: state comes back from the snapshot."""
-        with self._lock:
-            self._load_snapshot(con)
-            self.sync(con)
-
-    # -- evaluation ------------------------------------------------------------------------
-
-    def _read_leaf(self, pid: int) -> Reader:
-        """The person's leaf reader: (leaf id, now) -> (value, next change)."""
-        state = self.persons.get(pid)
-        leaves = state.leaves if state is not None else {}
-        program_leaves = self.program.leaves
-
-        def read(leaf_id: int, now: int) -> tuple[Any, int | None]:
-            leaf_state = leaves.get(leaf_id)
-            leaf = program_leaves[leaf_id]
-            if leaf_state is None:
-                return leaf.empty, None
-            return leaf_state.read(leaf.spec, leaf.span, now)  # type: ignore[arg-type]
-
-        return read
+            if len(settled.persons):
+                outcome.parts.append((sid, settled, now, base + where[settled.at]))
+            if subject.kind is Subject.TAG and len(settled.restamped):
+                outcome.restamped.append((sid, settled.restamped))
 
     def _profiles(
-        self, con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[int, int]]
-    ) -> dict[int, Profile]:
-        needs: dict[str, set[int]] = {"attributes": set(), "consent": set(), "tags": set()}
-        for pid, sid in pairs:
-            for use in self.subjects[sid].uses:
-                needs[use.split(":", 1)[0]].add(pid)
-        out: dict[int, Profile] = {}
-        if needs["attributes"]:
+        self,
+        con: duckdb.DuckDBPyConnection | None,
+        subject: CompiledSubject,
+        persons: Persons,
+    ) -> list[Profile]:
+        out = [Profile() for _ in range(len(persons))]
+        if con is None:
+            return out
+        at = {int(p): i for i, p in enumerate(persons.tolist())}
+        ids = sorted(at)
+        needs = {use.split(":", 1)[0] for use in subject.uses}
+        if "attributes" in needs:
             attrs: dict[int, dict[str, Any]] = {}
             for pid, name, value in con.execute(
                 "SELECT person_id, name, CAST(value AS VARCHAR) FROM person_attributes "
                 "WHERE list_contains(?::UINTEGER[], person_id)",
-                [sorted(needs["attributes"])],
+                [ids],
             ).fetchall():
                 attrs.setdefault(int(pid), {})[str(name)] = (
                     orjson.loads(value) if value is not None else None
                 )
             for pid, values in attrs.items():
-                out.setdefault(pid, Profile()).attributes = values
-        if needs["consent"]:
+                out[at[pid]].attributes = values
+        if "consent" in needs:
             consent: dict[int, dict[str, bool | None]] = {}
             for pid, purpose, granted in con.execute(
                 "SELECT person_id, purpose, granted FROM person_consent "
                 "WHERE list_contains(?::UINTEGER[], person_id)",
-                [sorted(needs["consent"])],
+                [ids],
             ).fetchall():
                 consent.setdefault(int(pid), {})[str(purpose)] = (
                     None if granted is None else bool(granted)
                 )
             for pid, values in consent.items():
-                out.setdefault(pid, Profile()).consent = values
-        if needs["tags"]:
+                out[at[pid]].consent = values
+        if "tags" in needs:
             tags: dict[int, dict[str, Any]] = {}
             for pid, tag, value in con.execute(
                 "SELECT person_id, tag, CAST(value AS VARCHAR) FROM current_tag_values "
                 "WHERE list_contains(?::UINTEGER[], person_id)",
-                [sorted(needs["tags"])],
+                [ids],
             ).fetchall():
                 tags.setdefault(int(pid), {})[str(tag)] = (
                     orjson.loads(value) if value is not None else True
                 )
             for pid, values in tags.items():
-                out.setdefault(pid, Profile()).tags = values
+                out[at[pid]].tags = values
         return out
 
-    def _evaluate(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        pairs: Sequence[tuple[int, int]],
-        now: int,
-        causes: dict[tuple[int, int], str] | str,
-        memos: dict[int, dict[int, tuple[bool, int | None]]] | None = None,
-    ) -> list[MembershipChange]:
-        """Evaluate (person, subject) pairs at ``now``; update held values, timers; changes.
-        ``memos``: atoms per person already read at ``now`` (by :meth:`_react`).
+    # -- timers ----------------------------------------------------------------------------
 
-        An atom found with another truth than the person's other subjects last read also
-        re-evaluates those subjects (in a further round), so that they never read stale truths.
-        """
-        changes: list[MembershipChange] = []
-        atoms = self.program.atoms
-        shared: dict[int, dict[int, tuple[bool, int | None]]] = {} if memos is None else memos
-        done: set[tuple[int, int]] = set(pairs)
-        todo: Sequence[tuple[int, int]] = pairs
-        origin: dict[tuple[int, int], str] = {}
-        while todo:
-            profiles = (
-                self._profiles(con, todo) if any(self.subjects[s].uses for _, s in todo) else {}
-            )
-            more: list[tuple[int, int]] = []
-            frames: dict[int, Frame] = {}
-            for pair in todo:
-                pid, sid = pair
-                subject = self.subjects[sid]
-                # One frame per person: leaf reads and atoms at ``now`` serve all its subjects;
-                # what each subject read and when it can change next are its own.
-                frame = frames.get(pid)
-                if frame is None:
-                    memo = shared.get(pid)
-                    if memo is None:
-                        memo = shared[pid] = {}
-                    reader = self._read_leaf(pid)
-                    frame = frames[pid] = Frame(now, reader, profiles.get(pid, _NO_PROFILE), memo)
-                else:
-                    frame.atoms = {}
-                    frame.next = None
-                fresh, defaulted = self._decide(subject, frame)
-                cause = (
-                    causes
-                    if isinstance(causes, str)
-                    else causes.get(pair) or origin.get(pair, "timer")
-                )
-                change = self._settle(pid, subject, fresh, defaulted, now, cause)
-                if change is not None:
-                    changes.append(change)
-                state = self.persons.get(pid)
-                if state is not None and frame.atoms:
-                    known = state.atoms
-                    for atom_id, truth in frame.atoms.items():
-                        before = known.get(atom_id)
-                        if before is truth:
-                            continue
-                        known[atom_id] = truth
-                        if before is None:
-                            continue
-                        for other in atoms[atom_id].subjects:
-                            follow = (pid, other)
-                            if follow not in done:
-                                done.add(follow)
-                                more.append(follow)
-                                origin[follow] = cause
-                held = state.held.get(subject.key) if state is not None else None
-                wake = frame.next
-                expires = held[EXPIRES] if held is not None else None
-                if expires is not None and expires > now:
-                    wake = expires if wake is None else min(wake, expires)
-                self._schedule(pid, sid, wake)
-            todo = more
+    def _next_due(self) -> int:
+        first = NEVER
+        for leaf in self.program.leaves:
+            if leaf.timers.first < first:
+                first = leaf.timers.first
+        for subject in self.subjects.values():
+            if subject.held.ttl.first < first:
+                first = subject.held.ttl.first
+        return first
+
+    def next_due(self) -> datetime | None:
+        with self._lock:
+            due = self._next_due()
+        return None if due == NEVER else from_us(due)
+
+    def _due(self, until: int, con: duckdb.DuckDBPyConnection | None = None) -> Outcome:
+        """Fire every timer due by ``until``, each at its own moment, in time order."""
+        outcome = Outcome()
+        while True:
+            moment = self._next_due()
+            if moment > until:
+                return outcome
+            dirty: Dirty = defaultdict(list)
+            for leaf_id, leaf in enumerate(self.program.leaves):
+                if leaf.timers.first == moment:
+                    _, persons = leaf.timers.pop(moment)
+                    persons = np.unique(persons)
+                    self._react(
+                        leaf_id, persons, np.zeros(len(persons), np.int64), moment, dirty, True
+                    )
+            for sid, subject in self.subjects.items():
+                if subject.held.ttl.first == moment:
+                    _, persons = subject.held.ttl.pop(moment)
+                    persons = np.unique(persons)
+                    dirty[sid].append((persons, np.zeros(len(persons), np.int64)))
+            self._decide(con, dirty, moment, [TIMER_CAUSE], outcome)
+
+    def process_due(self) -> list[MembershipChange]:
+        """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
+        ManualClock call it after moving the clock). Returns the changes."""
+        with self.store.transaction() as con, gc_paused():
+            self.sync(con)
+            with self._lock:
+                now = self._now()
+                outcome = self._due(now, con)
+                changes = self._write(con, outcome, now, everything=True)
+                if self._held_logged > COMPACT_ROWS:
+                    self.compact_snapshot(con)
         return changes
 
-    def _settle(
-        self,
-        pid: int,
-        subject: CompiledSubject,
-        fresh: str | None,
-        defaulted: bool,
-        now: int,
-        cause: str,
-    ) -> MembershipChange | None:
-        state = self.persons.get(pid)
-        old = state.held.get(subject.key) if state is not None else None
-        if old is None:
-            if fresh is None:
-                return None  # held nothing, holds nothing
-        elif old[EXPIRES] is None and not defaulted and fresh == old[VALUE]:
-            assert state is not None
-            state.held[subject.key] = (fresh, now, None)  # still qualifies: no change
-            return None
-        new: HeldValue | None = None
-        kind: ChangeKind | None = None
-        if fresh is not None and not defaulted:
-            new = (fresh, now, None)
-        elif subject.ttl_us is not None and old is not None and old[VALUE] != subject.default:
-            old_expires = old[EXPIRES]
-            if old_expires is None:  # stopped qualifying just now: the TTL starts
-                new = (old[VALUE], now, now + subject.ttl_us)
-                if subject.kind is Subject.TAG:
-                    self._restamped.add((pid, subject.name))
-            elif old_expires > now:
-                new = old
-            elif fresh is not None:
-                new = (fresh, now, None)
-        elif fresh is not None:
-            new = (fresh, now, None)
-        if (
-            old is not None
-            and old[EXPIRES] is not None
-            and new is not None
-            and new[EXPIRES] is None
-            and old[VALUE] == new[VALUE]
-            and subject.kind is Subject.TAG
-        ):
-            self._restamped.add((pid, subject.name))  # qualifies again: the TTL is off
-        if new is not None:
-            if state is None:
-                state = self.persons[pid] = PersonState()
-            state.held[subject.key] = new
-        elif state is not None:
-            state.held.pop(subject.key, None)
-        old_value = old[VALUE] if old is not None else None
-        new_value = new[VALUE] if new is not None else None
-        if old_value == new_value:
-            return None
-        if old_value is None:
-            kind = ChangeKind.ENTERED
-        elif new_value is None:
-            old_expires = old[EXPIRES] if old is not None else None
-            expired = old_expires is not None and old_expires <= now
-            kind = ChangeKind.EXPIRED if expired else ChangeKind.LEFT
-        else:
-            kind = ChangeKind.CHANGED
-        at = self._moment(now)
-        # The text is kind|name|version|person|change kind|moment|new value.
-        digest = hashlib.sha1(
-            f"{subject.digest_prefix}{pid}|{kind.value}|{now}|{new_value}".encode()
-        ).hexdigest()[:32]
-        return MembershipChange(
-            change_id=f"rtc_{digest}",
-            subject=subject.kind,
-            name=subject.name,
-            person_id=pid,
-            person_key=self._person_key(pid),
-            kind=kind,
-            old_value=None if old_value is None else _parsed(old_value),
-            new_value=None if new_value is None else _parsed(new_value),
-            at=at,
-            cause=cause,
-            version=subject.version,
-        )
+    # -- writing ---------------------------------------------------------------------------
 
     def _person_key(self, pid: int) -> str:
         key = self._keys.get(pid)
@@ -826,293 +773,271 @@ class RealtimeEngine:
             key = self._keys[pid] = self.identity.person_key(pid)
         return key
 
-    def _moment(self, now: int) -> datetime:
-        """``now`` as an aware datetime (one object per moment: a batch's changes share it)."""
-        cached = self._moment_cache
-        if cached is None or cached[0] != now:
-            cached = self._moment_cache = (now, from_us(now))
-        return cached[1]
-
-    # -- timers ----------------------------------------------------------------------------
-
-    def _schedule(self, pid: int, sid: int, due: int | None) -> None:
-        key = (pid, sid)
-        if due is None:
-            self._scheduled.pop(key, None)
-            return
-        if self._scheduled.get(key) == due:
-            return
-        self._scheduled[key] = due
-        first = not self._timers or due < self._timers[0][0]
-        heapq.heappush(self._timers, (due, pid, sid))
-        if len(self._timers) > 2 * len(self._scheduled) + 10_000:
-            # Moved timers leave their old entries behind; keep the heap near its live size.
-            self._timers = [(d, p, s) for (p, s), d in self._scheduled.items()]
-            heapq.heapify(self._timers)
-        if first:
-            with self._wake:
-                self._wake.notify_all()
-
-    def _schedule_min(self, pid: int, sid: int, due: int) -> None:
-        """Make the (person, subject) timer fire at ``due`` at the latest."""
-        current = self._scheduled.get((pid, sid))
-        if current is not None and current <= due:
-            return
-        self._schedule(pid, sid, due)
-
-    def next_due(self) -> datetime | None:
-        with self._lock:
-            while self._timers:
-                due, pid, sid = self._timers[0]
-                if self._scheduled.get((pid, sid)) == due:
-                    return from_us(due)
-                heapq.heappop(self._timers)
-        return None
-
-    def _due(self, con: duckdb.DuckDBPyConnection, now: int) -> list[MembershipChange]:
-        """Fire every timer due by ``now``, each at its own moment, in time order."""
-        changes: list[MembershipChange] = []
-        while self._timers and self._timers[0][0] <= now:
-            due = self._timers[0][0]
-            batch: list[tuple[int, int]] = []
-            while self._timers and self._timers[0][0] == due:
-                _, pid, sid = heapq.heappop(self._timers)
-                if self._scheduled.get((pid, sid)) == due and sid in self.subjects:
-                    del self._scheduled[(pid, sid)]
-                    batch.append((pid, sid))
-            if not batch:
-                continue
-            for pid in {p for p, _ in batch}:
-                state = self.persons.get(pid)
-                if state is not None:
-                    self._compact(state, due)
-            changes += self._evaluate(con, batch, due, "timer: window, deadline or ttl passed")
-        return changes
-
-    def process_due(self) -> list[MembershipChange]:
-        """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
-        ManualClock call it after moving the clock)."""
-        with self.store.transaction() as con, gc_paused():
-            self.sync(con)
-            with self._lock:
-                now = self._now()
-                changes = self._due(con, now)
-                if changes or self._restamped:
-                    touched = {c.person_id for c in changes} | {p for p, _ in self._restamped}
-                    self._write(con, changes, touched, now)
-                if self._logged > max(COMPACT_ROWS, len(self.persons)):
-                    self.compact_snapshot(con)
-        return changes
-
-    def _compact(self, state: PersonState, now: int, only: Iterable[int] | None = None) -> None:
-        """Drop what the leaves' windows no longer need (``only``: just these leaves)."""
-        items = (
-            list(state.leaves.items())
-            if only is None
-            else [(k, v) for k in only if (v := state.leaves.get(k)) is not None]
-        )
-        if only is None:
-            state.dumped = None
-        elif state.dumped is not None:
-            state.moved.update(k for k, _ in items)
-        leaves = self.program.leaves
-        late = self.late_us
-        for leaf_id, leaf_state in items:
-            leaves[leaf_id].compact(leaf_state, now, late)
-            if leaf_state.empty():
-                del state.leaves[leaf_id]
-
-    # -- writing ---------------------------------------------------------------------------
-
     def _write(
         self,
         con: duckdb.DuckDBPyConnection,
-        changes: list[MembershipChange],
-        touched: set[int],
+        outcome: Outcome,
         now: int,
         *,
         rewrite: set[str] | None = None,
-        fed: Mapping[int, Iterable[int]] | None = None,
-    ) -> None:
+        everything: bool = False,
+    ) -> list[MembershipChange]:
         """Store what an event batch or a timer round changed, a few set-based statements in
-        all: changes (and activation's outbox), tag values, history, bitmaps, the snapshot.
-        ``rewrite``: tags whose values are written afresh (a definition activated or changed)."""
+        all: changes (and activation's outbox), tag values, history, bitmaps, held values.
+        ``rewrite``: tags whose values are written afresh (a definition activated or changed).
+        Returns the changes handed to activation as objects: those a destination or a listener
+        wants, or (``everything``) all of them."""
+        if outcome.touched:
+            self._moved = True
         recorded = to_naive_utc(self.clock.now())
-        table: pa.Table | None = None
-        if changes:
-            ids = [c.change_id for c in changes]
-            moments = _moment_us(changes)
-            table = pa.table(
-                {
-                    "change_id": ids,
-                    # StrEnum members are strings: no ``.value`` lookups.
-                    "subject": pa.array([c.subject for c in changes], pa.string()),
-                    "name": [c.name for c in changes],
-                    "person_id": pa.array([c.person_id for c in changes], pa.uint32()),
-                    "person_key": [c.person_key for c in changes],
-                    "kind": pa.array([c.kind for c in changes], pa.string()),
-                    "old_value": pa.array([_json(c.old_value) for c in changes], pa.string()),
-                    "new_value": pa.array([_json(c.new_value) for c in changes], pa.string()),
-                    "moment": pa.array(moments, pa.timestamp("us")),
-                    "cause": [c.cause for c in changes],
-                    "version": pa.array([c.version for c in changes], pa.int32()),
-                }
-            )
-            # A change id digests the moment: changes dated after every stored one, and
-            # distinct among themselves, are new. Only otherwise (several batches at one
-            # moment, as with a stopped clock) is the slower conflict check needed.
+        table = self._change_table(outcome) if outcome.parts else None
+        wanted: list[MembershipChange] = []
+        if table is not None:
+            low = min(moment for _, _, moment, _ in outcome.parts)
+            high = max(moment for _, _, moment, _ in outcome.parts)
             if self._changes_until is None:
                 found = con.execute(
-                    "SELECT epoch_us(max(changed_at)) FROM realtime_changes"
+                    "SELECT epoch_us(max(changed_at)) FROM realtime_change_rows"
                 ).fetchall()[0][0]
                 self._changes_until = -1 if found is None else int(found)
-            new = min(moments) > self._changes_until and len(set(ids)) == len(ids)
+            # Changes dated after every stored one are new; only otherwise (several batches at
+            # one moment, as with a stopped clock or a restart) are stored ones looked for.
+            new = (
+                "FROM _rt_in"
+                if low > self._changes_until
+                else "FROM (SELECT DISTINCT * FROM _rt_in) i WHERE NOT EXISTS ("
+                "SELECT 1 FROM realtime_change_rows c WHERE c.changed_at = i.moment"
+                " AND c.person_id = i.person_id AND c.name = i.name AND c.subject = i.subject"
+                " AND c.kind = i.kind)"
+            )
             _insert(
                 con,
                 table,
-                ("INSERT" if new else "INSERT OR IGNORE")
-                + " INTO realtime_changes SELECT change_id, subject, name,"
-                " person_id, person_key, kind, CAST(old_value AS JSON), CAST(new_value AS JSON),"
-                " moment, cause, version, ? FROM _rt_in",
+                "INSERT INTO realtime_change_rows SELECT subject, name, person_id, kind,"
+                " CAST(old_value AS JSON), CAST(new_value AS JSON), moment, cause, version, ? "
+                + new,
                 [recorded],
             )
-            self._changes_until = max(self._changes_until, max(moments))
-            self.enqueue(con, changes)
-        tag_changes = [c for c in changes if c.subject is Subject.TAG]
-        if tag_changes or self._restamped or rewrite:
-            history = (
-                table.filter(pc.equal(table["subject"], Subject.TAG.value))
-                if table is not None and tag_changes
-                else None
-            )
-            self._write_tag_values(con, tag_changes, history, recorded, rewrite or set())
-        for pid in touched:
-            state = self.persons.get(pid)
-            if state is not None:
-                if fed is None:
-                    self._compact(state, now)
-                elif pid in fed:  # the others were compacted when their timers fired
-                    self._compact(state, now, fed[pid])
-        self._write_snapshot(con, touched)
-        if changes:
+            self._changes_until = max(self._changes_until, high)
+            wanted = self._handed_on(con, outcome, everything)
+            if wanted:
+                self.enqueue(con, wanted)
+        if table is not None or outcome.restamped or rewrite:
+            self._write_tag_values(con, outcome, recorded, rewrite or set())
+        self._write_held(con, outcome, rewrite or set())
+        if wanted:
             for listener in self.listeners:
-                listener(changes)
+                listener(wanted)
+        return wanted
+
+    def _change_table(self, outcome: Outcome) -> pa.Table:
+        """The change rows, from the settled arrays (strings as dictionaries: no Python work
+        per change; the change id and the person key are computed when read)."""
+        parts = outcome.parts
+        sizes = [len(s.persons) for _, s, _, _ in parts]
+        subjects = [self.subjects[sid] for sid, _, _, _ in parts]
+        # One dictionary of value texts for all the subjects: a subject's codes shifted.
+        offsets = np.cumsum([0] + [len(s.held.texts) for s in subjects])
+        texts = pa.array([t for s in subjects for t in s.held.texts], pa.string())
+
+        def values(codes: list[NDArray[np.int32]]) -> pa.DictionaryArray:
+            joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
+            absent = np.concatenate(codes) < 0
+            return pa.DictionaryArray.from_arrays(
+                pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent), texts
+            )
+
+        def each(values: list[Any], dtype: type[np.generic]) -> NDArray[Any]:
+            return np.concatenate(
+                [np.full(n, v, dtype) for n, v in zip(sizes, values, strict=True)]
+            )
+
+        kinds = [s.kind.value for s in subjects]
+        return pa.table(
+            {
+                "subject": pa.DictionaryArray.from_arrays(
+                    pa.array(each([0 if k == "tag" else 1 for k in kinds], np.int32)),
+                    pa.array(["tag", "audience"]),
+                ),
+                "name": pa.DictionaryArray.from_arrays(
+                    pa.array(each(list(range(len(parts))), np.int32)),
+                    pa.array([s.name for s in subjects], pa.string()),
+                ),
+                "person_id": pa.array(
+                    np.concatenate([s.persons for _, s, _, _ in parts]).astype(np.uint32)
+                ),
+                "kind": pa.DictionaryArray.from_arrays(
+                    pa.array(np.concatenate([s.kinds for _, s, _, _ in parts]).astype(np.int32)),
+                    pa.array(list(KIND_NAMES)),
+                ),
+                "old_value": values([s.old for _, s, _, _ in parts]),
+                "new_value": values([s.new for _, s, _, _ in parts]),
+                "moment": pa.array(each([m for _, _, m, _ in parts], np.int64), pa.timestamp("us")),
+                "cause": pa.DictionaryArray.from_arrays(
+                    pa.array(np.concatenate([c for _, _, _, c in parts]).astype(np.int32)),
+                    pa.array(outcome.causes, pa.string()),
+                ),
+                "version": pa.array(each([s.version for s in subjects], np.int32)),
+            }
+        )
+
+    def _handed_on(
+        self, con: duckdb.DuckDBPyConnection, outcome: Outcome, everything: bool
+    ) -> list[MembershipChange]:
+        """The changes activation wants (a destination subscribes to the subject), or every
+        change when listeners are installed, as objects."""
+        wanted: set[tuple[str, str]] | None = None
+        if not self.listeners and not everything:
+            wanted = {
+                (s.subject.value, s.name)
+                for d in load_all(con, enabled_only=True)
+                for s in d.subscriptions
+            }
+            if not wanted:
+                return []
+        out: list[MembershipChange] = []
+        for sid, settled, moment, why in outcome.parts:
+            subject = self.subjects[sid]
+            if wanted is not None and (subject.kind.value, subject.name) not in wanted:
+                continue
+            texts = subject.held.texts
+            at = from_us(moment)
+            for p, old, new, kind, cause in zip(
+                settled.persons.tolist(),
+                settled.old.tolist(),
+                settled.new.tolist(),
+                settled.kinds.tolist(),
+                [outcome.causes[i] for i in why.tolist()],
+                strict=True,
+            ):
+                new_text = None if new < 0 else texts[new]
+                kind_name = KIND_NAMES[kind]
+                digest = hashlib.sha1(
+                    f"{subject.digest_prefix}{p}|{kind_name}|{moment}|{new_text}".encode()
+                ).hexdigest()[:32]
+                out.append(
+                    MembershipChange(
+                        change_id=f"rtc_{digest}",
+                        subject=subject.kind,
+                        name=subject.name,
+                        person_id=p,
+                        person_key=self._person_key(p),
+                        kind=ChangeKind(kind_name),
+                        old_value=None if old < 0 else _parsed(texts[old]),
+                        new_value=None if new_text is None else _parsed(new_text),
+                        at=at,
+                        cause=cause,
+                        version=subject.version,
+                    )
+                )
+        return out
 
     def _write_tag_values(
         self,
         con: duckdb.DuckDBPyConnection,
-        changes: list[MembershipChange],
-        history: pa.Table | None,
+        outcome: Outcome,
         recorded: datetime,
         rewrite: set[str],
     ) -> None:
-        """Tag values, history and bitmaps of the changed persons, a few statements in all.
-        ``history``: the rows of ``changes`` as written to ``realtime_changes``.
-
-        The engine's held values are the truth for real-time tags: a row of ``tag_values`` is
-        deleted only where the person held a value (left, changed, expired, TTL restamped),
-        and the bitmaps are kept in memory and written for the values that changed."""
-        restamped = {(tag, pid) for pid, tag in self._restamped if tag not in rewrite}
-        self._restamped = set()
-        versions = {s.name: s.version for s in self.subjects.values() if s.kind is Subject.TAG}
-        kept = [c for c in changes if c.name not in rewrite]
-        stale = sorted({(c.name, c.person_id) for c in kept if c.old_value is not None} | restamped)
+        """Tag values and bitmaps of the changed persons, a few statements in all (their
+        history is the change rows, read through ``tag_changes``). The engine's held values
+        are the truth for real-time tags: a row of ``tag_values`` is deleted only where the
+        person held a value (left, changed, expired, TTL restamped)."""
+        stale_tags: list[str] = []
+        stale_persons: list[NDArray[np.int64]] = []
+        new_rows: list[tuple[CompiledSubject, Persons]] = []
+        for sid, settled, _, _ in outcome.parts:
+            subject = self.subjects[sid]
+            if subject.kind is not Subject.TAG or subject.name in rewrite:
+                continue
+            had = settled.persons[settled.old >= 0]
+            stale_tags += [subject.name] * len(had)
+            stale_persons.append(had)
+            new_rows.append((subject, settled.persons[settled.new >= 0]))
+        for sid, persons in outcome.restamped:
+            subject = self.subjects[sid]
+            if subject.name in rewrite:
+                continue
+            stale_tags += [subject.name] * len(persons)
+            stale_persons.append(persons)
+            new_rows.append((subject, persons))
         if rewrite:
             con.execute(
                 "DELETE FROM tag_values WHERE list_contains(?::VARCHAR[], tag)", [sorted(rewrite)]
             )
-        if stale:
+            for subject in self.subjects.values():
+                if subject.kind is Subject.TAG and subject.name in rewrite:
+                    new_rows.append((subject, subject.held.holders()))
+        if stale_tags:
             _insert(
                 con,
                 pa.table(
                     {
-                        "tag": [t for t, _ in stale],
-                        "person_id": pa.array([p for _, p in stale], pa.uint32()),
+                        "tag": pa.array(stale_tags, pa.string()),
+                        "person_id": pa.array(np.concatenate(stale_persons).astype(np.uint32)),
                     }
                 ),
                 "DELETE FROM tag_values USING _rt_in k "
                 "WHERE tag_values.tag = k.tag AND tag_values.person_id = k.person_id",
             )
-        keys = {(c.name, c.person_id) for c in kept if c.new_value is not None} | restamped
-        rows: list[tuple[str, int, HeldValue]] = []
-        for tag, pid in keys:
-            state = self.persons.get(pid)
-            held = state.held.get(f"tag:{tag}") if state is not None else None
-            if held is not None:
-                rows.append((tag, pid, held))
-        if rewrite:
-            wanted = {f"tag:{tag}": tag for tag in rewrite}
-            for pid, state in self.persons.items():
-                for key, value in state.held.items():
-                    name = wanted.get(key)
-                    if name is not None:
-                        rows.append((name, pid, value))
-        if rows:
+        rows = _held_rows([(s, p) for s, p in new_rows if len(p)], key=False)
+        if rows is not None:
             _insert(
                 con,
-                pa.table(
-                    {
-                        "person_id": pa.array([p for _, p, _ in rows], pa.uint32()),
-                        "tag": [t for t, _, _ in rows],
-                        "value": [h[VALUE] for _, _, h in rows],
-                        "version": pa.array([versions.get(t, 1) for t, _, _ in rows], pa.int32()),
-                        "qualified": pa.array(
-                            [h[QUALIFIED] for _, _, h in rows],
-                            pa.timestamp("us"),
-                        ),
-                        "expires": pa.array(
-                            [h[EXPIRES] for _, _, h in rows],
-                            pa.timestamp("us"),
-                        ),
-                    }
-                ),
-                "INSERT INTO tag_values SELECT person_id, tag, CAST(value AS JSON), version, ?, "
-                "qualified, expires FROM _rt_in",
+                rows,
+                "INSERT INTO tag_values SELECT person_id, subject, CAST(value AS JSON), version,"
+                " ?, make_timestamp(qualified),"
+                " CASE WHEN expires < 9223372036854775807 THEN make_timestamp(expires) END"
+                " FROM _rt_in",
                 [recorded],
             )
-        if history is not None and history.num_rows:
-            _insert(
-                con,
-                history,
-                "INSERT INTO tag_value_history SELECT name, person_id, kind,"
-                " CAST(old_value AS JSON), CAST(new_value AS JSON), version, moment,"
-                " 'realtime: ' || cause, NULL, ? FROM _rt_in",
-                [recorded],
-            )
-        self._write_bitmaps(con, kept, recorded, rewrite)
+        self._write_bitmaps(con, outcome, recorded, rewrite)
 
     def _tag_bitmaps(self) -> dict[tuple[str, str], BitMap]:
         """(tag, value text) -> holders, for the real-time tags, from the held values."""
         if self._bitmaps is None:
-            groups: dict[tuple[str, str], list[int]] = {}
-            for pid, state in self.persons.items():
-                for key, held in state.held.items():
-                    if key.startswith("tag:"):
-                        groups.setdefault((key[4:], held[VALUE]), []).append(pid)
-            self._bitmaps = {k: BitMap(sorted(v)) for k, v in groups.items()}
+            bitmaps: dict[tuple[str, str], BitMap] = {}
+            for subject in self.subjects.values():
+                if subject.kind is not Subject.TAG:
+                    continue
+                code = subject.held.code
+                for n, text in enumerate(subject.held.texts):
+                    members = np.flatnonzero(code == n)
+                    if len(members):
+                        bitmaps[(subject.name, text)] = _bitmap(members)
+            self._bitmaps = bitmaps
         return self._bitmaps
 
     def _write_bitmaps(
         self,
         con: duckdb.DuckDBPyConnection,
-        changes: list[MembershipChange],
+        outcome: Outcome,
         built: datetime,
         rewrite: set[str],
     ) -> None:
         """Write the bitmaps of the values that changed (``built_at`` moves: readers caching
         bitmaps see the change); all bitmaps of the ``rewrite`` tags."""
+        if rewrite:
+            self._bitmaps = None
         bitmaps = self._tag_bitmaps()
         pairs: set[tuple[str, str]] = set()
-        for c in changes:
-            if c.old_value is not None:
-                pair = (c.name, value_text(c.old_value))
+        for sid, settled, _, _ in outcome.parts:
+            subject = self.subjects[sid]
+            if subject.kind is not Subject.TAG or subject.name in rewrite:
+                continue
+            texts = subject.held.texts
+            for code in np.unique(settled.old[settled.old >= 0]).tolist():
+                pair = (subject.name, texts[code])
                 found = bitmaps.get(pair)
                 if found is not None:
-                    found.discard(c.person_id)
+                    found.difference_update(_bitmap(settled.persons[settled.old == code]))
                 pairs.add(pair)
-            if c.new_value is not None:
-                pair = (c.name, value_text(c.new_value))
-                bitmaps.setdefault(pair, BitMap()).add(c.person_id)
+            for code in np.unique(settled.new[settled.new >= 0]).tolist():
+                pair = (subject.name, texts[code])
+                found = bitmaps.get(pair)
+                if found is None:
+                    found = bitmaps[pair] = BitMap()
+                found.update(_bitmap(settled.persons[settled.new == code]))
                 pairs.add(pair)
         if rewrite:
             con.execute(
@@ -1148,154 +1073,179 @@ class RealtimeEngine:
                 [built],
             )
 
-    def _dump_person(self, state: PersonState) -> bytes:
-        """The person's snapshot row (JSON): every leaf, re-serialising only those that moved
-        since the last one (the others are unchanged: every change of a leaf state marks it
-        moved) and joining the members kept from before."""
-        leaves = self.program.leaves
-        dumped = state.dumped
-        if dumped is None:
-            dumped = state.dumped = {
-                k: _member(leaves[k].short, v.dump()) for k, v in state.leaves.items()
-            }
-        else:
-            for leaf_id in state.moved:
-                leaf_state = state.leaves.get(leaf_id)
-                if leaf_state is None:
-                    dumped.pop(leaf_id, None)
-                else:
-                    dumped[leaf_id] = _member(leaves[leaf_id].short, leaf_state.dump())
-        state.moved.clear()
-        # orjson writes the held tuples as JSON arrays, as it would lists.
-        return b"".join(
-            (
-                b'{"leaves":{',
-                b",".join(dumped.values()),
-                b'},"held":',
-                orjson.dumps(state.held),
-                b"}",
-            )
-        )
+    # -- snapshot --------------------------------------------------------------------------
 
-    def _write_snapshot(self, con: duckdb.DuckDBPyConnection, pids: set[int]) -> None:
-        """Append the touched persons' state to ``realtime_state_log`` (NULL for the emptied
-        ones); :meth:`compact_snapshot` folds the log into ``realtime_state`` now and then."""
-        if not pids:
+    def _write_held(
+        self, con: duckdb.DuckDBPyConnection, outcome: Outcome, rewrite: set[str]
+    ) -> None:
+        """Append the held values that moved to ``realtime_held_log`` (the values announced
+        are durable with the changes; a restart never announces them twice)."""
+        parts: list[tuple[CompiledSubject, Persons]] = []
+        for sid, settled, _, _ in outcome.parts:
+            parts.append((self.subjects[sid], settled.persons))
+        for sid, persons in outcome.restamped:
+            parts.append((self.subjects[sid], persons))
+        if rewrite:
+            parts += [(s, s.held.holders()) for s in self.subjects.values() if s.name in rewrite]
+        rows = _held_rows([(s, p) for s, p in parts if len(p)], key=True)
+        if rows is None:
             return
-        ids: list[int] = []
-        texts: list[str | None] = []
-        for pid in sorted(pids):
-            state = self.persons.get(pid)
-            if state is None:
-                continue
-            if not state.leaves and not state.held:
-                del self.persons[pid]
-                ids.append(pid)
-                texts.append(None)
-                continue
-            ids.append(pid)
-            texts.append(self._dump_person(state).decode())
-        if not ids:
-            return
-        self._snapshot_seq += 1
-        self._logged += len(ids)
+        self._held_seq += 1
+        self._held_logged += rows.num_rows
         _insert(
             con,
-            pa.table(
-                {"person_id": pa.array(ids, pa.uint32()), "state": pa.array(texts, pa.string())}
-            ),
-            "INSERT INTO realtime_state_log SELECT person_id, ?, CAST(state AS JSON) FROM _rt_in",
-            [self._snapshot_seq],
+            rows,
+            "INSERT INTO realtime_held_log SELECT ?, subject, person_id, value, qualified,"
+            " expires FROM _rt_in",
+            [self._held_seq],
         )
 
     def compact_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Fold ``realtime_state_log`` into ``realtime_state`` (inside a transaction)."""
+        """Fold ``realtime_held_log`` into ``realtime_held`` (inside a transaction)."""
         con.execute(
             """
-            DELETE FROM realtime_state
-            WHERE person_id IN (SELECT DISTINCT person_id FROM realtime_state_log)
+            DELETE FROM realtime_held WHERE (subject, person_id) IN (
+                SELECT DISTINCT subject, person_id FROM realtime_held_log)
             """
         )
         con.execute(
             """
-            INSERT INTO realtime_state
-            SELECT person_id, state FROM (
-                SELECT person_id, state, row_number() OVER (
-                    PARTITION BY person_id ORDER BY seq DESC) AS n
-                FROM realtime_state_log
-            ) WHERE n = 1 AND state IS NOT NULL
+            INSERT INTO realtime_held
+            SELECT subject, person_id, value, qualified, expires FROM realtime_held_log
+            QUALIFY row_number() OVER (PARTITION BY subject, person_id ORDER BY seq DESC) = 1
+                AND value IS NOT NULL
             """
         )
-        con.execute("DELETE FROM realtime_state_log")
-        self._logged = 0
+        con.execute("DELETE FROM realtime_held_log")
+        self._held_logged = 0
 
-    def _write_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute("DELETE FROM realtime_catalog")
-        rows = [["leaf", leaf.key] for leaf in self.program.leaves]
-        rows += [["subject", s.fingerprint] for s in self.subjects.values()]
+    def _write_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write every leaf's state (Arrow IPC) with the newest load it covers."""
+        con.execute("DELETE FROM realtime_leaf_state")
+        rows = []
+        for leaf in self.program.leaves:
+            table = leaf.columns.dump()
+            sink = io.BytesIO()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            rows.append([leaf.key, type(leaf.columns).__name__, sink.getvalue()])
         if rows:
-            con.executemany("INSERT OR IGNORE INTO realtime_catalog VALUES (?, ?)", rows)
+            con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
+        # Under the store's writer lock: every batch the engine folded in has committed.
+        con.execute("DELETE FROM realtime_checkpoint")
+        con.execute(
+            "INSERT INTO realtime_checkpoint SELECT coalesce(max(load_id), 0), ? FROM events",
+            [sorted(self._fingerprints)],
+        )
+        self._moved = False
+        self._snapshot_at = time.monotonic()
+
+    def snapshot(self) -> None:
+        """Write the leaves' snapshot now (the timer thread does it every few seconds)."""
+        with self.store.transaction() as con, self._lock:
+            self._compact_leaves()
+            self._write_snapshot(con)
+
+    def _compact_leaves(self) -> None:
+        now = self._time
+        for leaf in self.program.leaves:
+            leaf.columns.compact(now, self.late_us)
 
     # -- start and restart -----------------------------------------------------------------
 
     def open(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Load the snapshot, then follow the definitions (rebuilding only what changed)."""
+        """Load the snapshot and the held values, fold in the events stored since, then
+        follow the definitions (rebuilding only what changed)."""
         with self._lock, gc_paused():
-            self._load_snapshot(con)
+            self._load(con)
             self.sync(con)
 
-    def _load_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
-        """The state as of the last commit: leaves and subjects listed in the catalog."""
-        catalog = {
-            (str(k), str(v))
-            for k, v in con.execute("SELECT kind, key FROM realtime_catalog").fetchall()
-        }
-        full = Program()
-        self._compile(
-            full,
-            self._definitions(con),
-            only={key for kind, key in catalog if kind == "subject"},
+    def reload(self, con: duckdb.DuckDBPyConnection) -> None:
+        """After a rolled-back batch: state comes back from the store (in a transaction of its
+        own: timers due meanwhile are written like any others)."""
+        with self.store.transaction() as own, self._lock:
+            self.open(own)
+
+    def _load(self, con: duckdb.DuckDBPyConnection) -> None:
+        checkpoint = con.execute("SELECT load_id, subjects FROM realtime_checkpoint").fetchall()
+        applied, fingerprints = (
+            (int(checkpoint[0][0]), list(checkpoint[0][1])) if checkpoint else (0, [])
         )
-        program = Program()
-        for leaf in full.leaves:
-            if ("leaf", leaf.key) in catalog:
-                program.leaves.append(leaf)
-        known = {leaf.short: n for n, leaf in enumerate(program.leaves)}
-        known.update({leaf.key: n for n, leaf in enumerate(program.leaves)})  # older snapshots
-        persons: dict[int, PersonState] = {}
-        for pid, text in con.execute(
+        self.program = VectorProgram(self.columns)
+        self.subjects = {}
+        self.seen = np.zeros(64, np.bool_)
+        self._signature = None
+        self._bitmaps = None
+        self._changes_until = None
+        program = VectorProgram(self.columns)
+        rows = [
+            r
+            for r in self._definitions(con)
+            if hashlib.sha1(f"{r[0]}:{r[1]}:{r[2]}:{r[4]}".encode()).hexdigest() in fingerprints
+        ]
+        self._load_held(con)
+        subjects = self.compile(program, rows)
+        stored = {
+            str(key): (str(kind), bytes(data))
+            for key, kind, data in con.execute(
+                "SELECT key, kind, state FROM realtime_leaf_state"
+            ).fetchall()
+        }
+        missing = []
+        for n, leaf in enumerate(program.leaves):
+            found = stored.get(leaf.key)
+            if found is None:
+                missing.append(n)
+                continue
+            table = pa.ipc.open_stream(found[1]).read_all()
+            leaf.columns = load_columns(leaf.spec, leaf.span, table, found[0])
+        self._fingerprints = {s.fingerprint for s in subjects.values()}
+        now = self._now()
+        if missing:
+            self._replay_history(con, program, missing, now)
+        present = [n for n in range(len(program.leaves)) if n not in set(missing)]
+        if present:
+            self._replay_history(con, program, present, now, after_load=applied)
+        self._note_persons(con)
+        self.subjects = subjects
+        outcome = self.install(program, subjects, now)
+        self._write(con, outcome, now)
+
+    def _load_held(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Held values (newest per subject and person) as the engine's subjects start them."""
+        held: dict[str, Held] = {}
+        for key, pid, value, qualified, expires in con.execute(
             """
-            SELECT person_id, CAST(state AS VARCHAR) FROM (
-                SELECT person_id, state, 0 AS origin, 0 AS seq FROM realtime_state
+            SELECT subject, person_id, value, qualified, expires FROM (
+                SELECT subject, person_id, value, qualified, expires, 0 AS origin, 0 AS seq
+                FROM realtime_held
                 UNION ALL
-                SELECT person_id, state, 1, seq FROM realtime_state_log
+                SELECT subject, person_id, value, qualified, expires, 1, seq
+                FROM realtime_held_log
             ) QUALIFY row_number() OVER (
-                PARTITION BY person_id ORDER BY origin DESC, seq DESC) = 1
-              AND state IS NOT NULL
+                PARTITION BY subject, person_id ORDER BY origin DESC, seq DESC) = 1
+              AND value IS NOT NULL
             """
         ).fetchall():
-            raw = orjson.loads(text)
-            state = PersonState()
-            for key, dumped in raw["leaves"].items():
-                n = known.get(key)
-                if n is not None:
-                    state.leaves[n] = _load_state(program.leaves[n].spec, dumped)
-            for key, (value, qualified, expires) in raw["held"].items():
-                state.held[str(key)] = (value, qualified, expires)
-            persons[int(pid)] = state
-        self.program = program
-        self.subjects = {}
-        self.persons = persons
-        self._bitmaps = None
+            h = held.setdefault(str(key), Held())
+            pid = int(pid)
+            h.grow(pid + 1)
+            h.code[pid] = h.code_of(str(value))
+            h.qualified[pid] = int(qualified)
+            h.expires[pid] = int(expires)
+        if not held:
+            for key, pid, value, qualified, expires in _earlier_held(con):
+                h = held.setdefault(key, Held())
+                h.grow(pid + 1)
+                h.code[pid] = h.code_of(value)
+                h.qualified[pid] = qualified
+                h.expires[pid] = expires
         found = con.execute(
-            "SELECT coalesce(max(seq), 0), count(*) FROM realtime_state_log"
+            "SELECT coalesce(max(seq), 0), count(*) FROM realtime_held_log"
         ).fetchall()
-        self._snapshot_seq, self._logged = int(found[0][0]), int(found[0][1])
-        self._changes_until = None
-        self._empty_truths = {}
-        self._fingerprints = {key for kind, key in catalog if kind == "subject"}
-        self._signature = None
-        self.unsupported = {}
+        self._held_seq, self._held_logged = int(found[0][0]), int(found[0][1])
+        # Subjects compiled next pick their held values by key.
+        self.subjects = {n: _holder(key, h) for n, (key, h) in enumerate(held.items())}
 
     # -- the timer thread ------------------------------------------------------------------
 
@@ -1314,6 +1264,11 @@ class RealtimeEngine:
             self._wake.notify_all()
         self._thread.join(10)
         self._thread = None
+        try:
+            if self._moved:
+                self.snapshot()
+        except Exception as e:  # the next start folds in the events instead
+            logger.error("real-time snapshot failed: %s", e, exc_info=e)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -1328,6 +1283,8 @@ class RealtimeEngine:
                 break
             try:  # also follows definition changes (activations) within a tick
                 self.process_due()
+                if self._moved and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
+                    self.snapshot()
             except Exception as e:  # retried at the next tick
                 logger.error("real-time timers failed: %s", e, exc_info=e)
                 self._stop.wait(TICK_S)
@@ -1337,13 +1294,22 @@ class RealtimeEngine:
 
     def held_value(self, person_id: int, kind: Subject, name: str) -> Any:
         """The value a person holds now for a real-time subject (None when none)."""
+        key = f"{kind.value}:{name}"
         with self._lock:
-            state = self.persons.get(person_id)
-            held = state.held.get(f"{kind.value}:{name}") if state is not None else None
-            return None if held is None else orjson.loads(held[VALUE])
+            for subject in self.subjects.values():
+                if subject.key == key:
+                    held = subject.held
+                    if person_id >= len(held.code) or held.code[person_id] < 0:
+                        return None
+                    return orjson.loads(held.texts[int(held.code[person_id])])
+        return None
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
+            holders = np.zeros(len(self.seen), np.bool_)
+            for leaf in self.program.leaves:
+                found = leaf.columns.holders()
+                holders[found[found < len(holders)]] = True
             return {
                 "subjects": [
                     {"subject": s.kind.value, "name": s.name, "version": s.version}
@@ -1352,13 +1318,85 @@ class RealtimeEngine:
                 "unsupported": dict(self.unsupported),
                 "leaves": len(self.program.leaves),
                 "event_names": len(self.program.by_event),
-                "persons_with_state": len(self.persons),
-                "timers": len(self._scheduled),
+                "persons_with_state": int(holders.sum()),
+                "timers": sum(len(leaf.timers) for leaf in self.program.leaves)
+                + sum(len(s.held.ttl) for s in self.subjects.values()),
                 "next_due": None if (d := self.next_due()) is None else d.isoformat(),
             }
 
 
-_NO_PROFILE = Profile()
+def _held_rows(parts: Sequence[tuple[CompiledSubject, Persons]], *, key: bool) -> pa.Table | None:
+    """The values the given persons hold now, one row each: ``subject`` (the subject's key,
+    or its name with ``key`` False), person_id, value (JSON text, null: none), version,
+    qualified and expires (epoch us)."""
+    if not parts:
+        return None
+    sizes = [len(p) for _, p in parts]
+    offsets = np.cumsum([0] + [len(s.held.texts) for s, _ in parts])
+    codes = [s.held.code[p] for s, p in parts]
+    absent = np.concatenate(codes) < 0
+    joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
+    persons = np.concatenate([p for _, p in parts])
+    return pa.table(
+        {
+            "subject": pa.DictionaryArray.from_arrays(
+                pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), sizes)),
+                pa.array([s.key if key else s.name for s, _ in parts], pa.string()),
+            ),
+            "person_id": pa.array(persons.astype(np.uint32)),
+            "value": pa.DictionaryArray.from_arrays(
+                pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent),
+                pa.array([t for s, _ in parts for t in s.held.texts], pa.string()),
+            ),
+            "version": pa.array(
+                np.repeat(np.array([s.version for s, _ in parts], np.int32), sizes)
+            ),
+            "qualified": pa.array(np.concatenate([s.held.qualified[p] for s, p in parts])),
+            "expires": pa.array(np.concatenate([s.held.expires[p] for s, p in parts])),
+        }
+    )
+
+
+def _earlier_held(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str, int, int]]:
+    """Held values kept by earlier versions (one JSON state per person), if any."""
+    tables = {
+        str(r[0])
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_name IN ('realtime_state', 'realtime_state_log')"
+        ).fetchall()
+    }
+    if tables != {"realtime_state", "realtime_state_log"}:
+        return []
+    out = []
+    for pid, text in con.execute(
+        """
+        SELECT person_id, CAST(state AS VARCHAR) FROM (
+            SELECT person_id, state, 0 AS origin, 0 AS seq FROM realtime_state
+            UNION ALL
+            SELECT person_id, state, 1, seq FROM realtime_state_log
+        ) QUALIFY row_number() OVER (
+            PARTITION BY person_id ORDER BY origin DESC, seq DESC) = 1
+          AND state IS NOT NULL
+        """
+    ).fetchall():
+        for key, (value, qualified, expires) in orjson.loads(text).get("held", {}).items():
+            out.append(
+                (
+                    str(key),
+                    int(pid),
+                    str(value),
+                    int(qualified),
+                    NEVER if expires is None else int(expires),
+                )
+            )
+    return out
+
+
+def _holder(key: str, held: Held) -> CompiledSubject:
+    """A placeholder subject carrying loaded held values until the definitions compile."""
+    kind, name = key.split(":", 1)
+    return CompiledSubject(-1, Subject(kind), name, 0, "", [], NONE, None, held)
 
 
 _PARSED: dict[str, Any] = {}
@@ -1374,43 +1412,6 @@ def _parsed(text: str) -> Any:
     return found
 
 
-def _member(key: str, value: Any) -> bytes:
-    """``"key":value`` as a member of a JSON object (``key`` needs no escaping)."""
-    return b'"' + key.encode() + b'":' + orjson.dumps(value)
-
-
-def _moment_us(changes: Sequence[MembershipChange]) -> list[int]:
-    """The changes' moments in epoch microseconds (changes of one batch share a moment)."""
-    cache: dict[datetime, int] = {}
-    out: list[int] = []
-    for c in changes:
-        us = cache.get(c.at)
-        if us is None:
-            us = cache[c.at] = to_us(c.at)
-        out.append(us)
-    return out
-
-
-_TEXTS: dict[tuple[type, Any], str] = {}
-_SCALARS = (bool, int, float, str)
-
-
-def _json(value: Any) -> str | None:
-    """A value as JSON text (scalars are cached: a batch repeats a few values many times)."""
-    if value is None:
-        return None
-    kind = value.__class__
-    if kind not in _SCALARS:
-        return orjson.dumps(value).decode()
-    key = (kind, value)
-    found = _TEXTS.get(key)
-    if found is None:
-        found = orjson.dumps(value).decode()
-        if len(_TEXTS) < 10_000:
-            _TEXTS[key] = found
-    return found
-
-
 def _insert(
     con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str, params: list[Any] | None = None
 ) -> None:
@@ -1422,29 +1423,67 @@ def _insert(
         con.unregister("_rt_in")
 
 
-def _rows(
-    events: Sequence[Event],
-) -> Iterable[tuple[tuple[str | None, str | None], str | None, int, str | None, str, str]]:
-    """(user, anonymous), event name, time (us), properties JSON text, messageId, type."""
+def _bitmap(persons: NDArray[np.int64]) -> BitMap:
+    """Persons as a bitmap (from 32-bit machine words: the constructor's fast way)."""
+    return BitMap(array.array("I", persons.astype(np.uint32).tobytes()))
+
+
+def _arrow(result: duckdb.DuckDBPyRelation) -> pa.Table:
+    table = result.to_arrow_table()
+    assert table is not None
+    return table
+
+
+Rows = tuple[
+    list[tuple[str | None, str | None]],
+    list[str | None],
+    list[int],
+    list[str | None],
+    list[str],
+    list[str],
+]
+
+
+def _columns(events: Sequence[Event]) -> Rows:
+    """(user, anonymous), event names, times (us), properties JSON texts, messageIds, types."""
     if isinstance(events, EventBatch):
-        props = events.properties
-        for i in range(len(events)):
-            text = props[i].as_py()
-            yield (
-                (events.user_id[i], events.anonymous_id[i]),
-                events.event[i],
-                int(events.timestamp[i]),
-                text,
-                events.message_id[i],
-                events.type[i],
-            )
-        return
-    for event in events:
-        yield (
-            (event["userId"], event["anonymousId"]),
-            event["event"],
-            to_us(event["timestamp"]),
-            orjson.dumps(event["properties"]).decode(),
-            event["messageId"],
-            event["type"],
+        return (
+            list(zip(events.user_id, events.anonymous_id, strict=True)),
+            list(events.event),
+            list(events.timestamp),
+            events.properties.to_pylist(),
+            list(events.message_id),
+            list(events.type),
         )
+    return (
+        [(e["userId"], e["anonymousId"]) for e in events],
+        [e["event"] for e in events],
+        [to_us(e["timestamp"]) for e in events],
+        [orjson.dumps(e["properties"]).decode() for e in events],
+        [e["messageId"] for e in events],
+        [e["type"] for e in events],
+    )
+
+
+def changes_of(
+    engine: RealtimeEngine, outcome: Outcome
+) -> Iterable[tuple[str, int, str, Any, Any, int]]:
+    """(subject key, person, kind, old value, new value, moment) of each change (tests)."""
+    for sid, settled, moment, _ in outcome.parts:
+        subject = engine.subjects[sid]
+        texts = subject.held.texts
+        for p, old, new, kind in zip(
+            settled.persons.tolist(),
+            settled.old.tolist(),
+            settled.new.tolist(),
+            settled.kinds.tolist(),
+            strict=True,
+        ):
+            yield (
+                subject.key,
+                p,
+                KIND_NAMES[kind],
+                None if old < 0 else orjson.loads(texts[old]),
+                None if new < 0 else orjson.loads(texts[new]),
+                moment,
+            )

@@ -1,22 +1,48 @@
 """Tables of the real-time engine: its changes (enter/exit history), its state snapshot, and the
 audiences marked real-time.
 
-The snapshot (``realtime_state``, compacted, plus ``realtime_state_log``, appended per batch) is
-written in the same transaction as the events that changed it (the loader's) or the timer that
-did, so after a restart the snapshot matches the ingest checkpoint exactly and the loader's
-replay of the log past the checkpoint brings it up to date.
+The held values (``realtime_held`` plus ``realtime_held_log``, appended per batch) are written
+in the same transaction as the changes that announced them: a restart never announces a change
+twice. The leaves' state is written every few seconds with the newest load of events it covers;
+at start the events stored since are folded in again.
 """
 
 from __future__ import annotations
 
-DDL: tuple[str, ...] = (
+from collections.abc import Callable
+
+import duckdb
+
+
+def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
+    """Stores of earlier versions kept ``realtime_changes`` as a table with the change id and
+    person key stored (now computed by the view) and copied tag changes into
+    ``tag_value_history`` (now read through ``tag_changes``): move them once."""
+    found = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'realtime_changes'"
+    ).fetchall()
+    if not found or found[0][0] != "BASE TABLE":
+        return
+    con.execute(
+        """
+        INSERT INTO realtime_change_rows
+        SELECT subject, name, person_id, kind, old_value, new_value, changed_at, cause,
+               version, recorded_at
+        FROM realtime_changes
+        """
+    )
+    con.execute("DROP TABLE realtime_changes")
+    con.execute("DELETE FROM tag_value_history WHERE cause LIKE 'realtime: %'")
+
+
+DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
+    # Every change of a real-time value (enter/exit history), appended per batch. Rows made at
+    # one moment by a restart are not stored twice (the writer checks when it must).
     """
-    CREATE TABLE IF NOT EXISTS realtime_changes (
-        change_id VARCHAR PRIMARY KEY,
+    CREATE TABLE IF NOT EXISTS realtime_change_rows (
         subject VARCHAR NOT NULL,
         name VARCHAR NOT NULL,
         person_id UINTEGER NOT NULL,
-        person_key VARCHAR NOT NULL,
         kind VARCHAR NOT NULL,
         old_value JSON,
         new_value JSON,
@@ -26,30 +52,70 @@ DDL: tuple[str, ...] = (
         recorded_at TIMESTAMP NOT NULL
     )
     """,
-    # One row per person the engine keeps state for: leaf states and held values (JSON).
+    _earlier_changes,
+    # The changes with their stable id (the webhook id: a digest of subject, name, version,
+    # person, kind, moment and new value, as the engine computes it) and the person's key.
     """
-    CREATE TABLE IF NOT EXISTS realtime_state (
-        person_id UINTEGER PRIMARY KEY,
-        state JSON NOT NULL
-    )
+    CREATE OR REPLACE VIEW realtime_changes AS
+    SELECT 'rtc_' || left(sha1(c.subject || '|' || c.name || '|' || c.version || '|'
+               || c.person_id || '|' || c.kind || '|' || epoch_us(c.changed_at) || '|'
+               || coalesce(CAST(c.new_value AS VARCHAR), 'None')), 32) AS change_id,
+           c.subject, c.name, c.person_id, p.person_key, c.kind, c.old_value, c.new_value,
+           c.changed_at, c.cause, c.version, c.recorded_at
+    FROM realtime_change_rows c LEFT JOIN persons p USING (person_id)
     """,
-    # Snapshots written since the last compaction, appended per batch (cheaper than upserting
-    # large rows): the newest row of a person wins over realtime_state; state NULL: no state.
+    # Every change of a tag's values: batch refreshes and manual values (tag_value_history)
+    # and the real-time engine (its change rows).
     """
-    CREATE TABLE IF NOT EXISTS realtime_state_log (
+    CREATE OR REPLACE VIEW tag_changes AS
+    SELECT tag, person_id, change, old_value, new_value, version, changed_at, cause, run_id,
+           recorded_at
+    FROM tag_value_history
+    UNION ALL
+    SELECT name, person_id, kind, old_value, new_value, version, changed_at,
+           'realtime: ' || cause, NULL, recorded_at
+    FROM realtime_change_rows WHERE subject = 'tag'
+    """,
+    # The values persons hold for the real-time subjects (subject: tag:NAME or audience:NAME;
+    # moments in epoch microseconds; expires 9223372036854775807: no TTL running).
+    """
+    CREATE TABLE IF NOT EXISTS realtime_held (
+        subject VARCHAR NOT NULL,
         person_id UINTEGER NOT NULL,
-        seq BIGINT NOT NULL,
-        state JSON
+        value VARCHAR NOT NULL,
+        qualified BIGINT NOT NULL,
+        expires BIGINT NOT NULL
     )
     """,
-    # The leaves and subjects the snapshot was built for (leaf keys, subject fingerprints).
+    # Held values that moved, appended with each batch's changes (value NULL: none held); the
+    # newest row of a subject and person wins over realtime_held; folded in now and then.
     """
-    CREATE TABLE IF NOT EXISTS realtime_catalog (
-        kind VARCHAR NOT NULL,
-        key VARCHAR NOT NULL,
-        PRIMARY KEY (kind, key)
+    CREATE TABLE IF NOT EXISTS realtime_held_log (
+        seq BIGINT NOT NULL,
+        subject VARCHAR NOT NULL,
+        person_id UINTEGER NOT NULL,
+        value VARCHAR,
+        qualified BIGINT NOT NULL,
+        expires BIGINT NOT NULL
     )
     """,
+    # The leaves' states (Arrow IPC streams, by leaf key and the class that wrote them) ...
+    """
+    CREATE TABLE IF NOT EXISTS realtime_leaf_state (
+        key VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        state BLOB NOT NULL
+    )
+    """,
+    # ... the newest load of events they cover and the subjects (fingerprints) they serve.
+    """
+    CREATE TABLE IF NOT EXISTS realtime_checkpoint (
+        load_id BIGINT NOT NULL,
+        subjects VARCHAR[] NOT NULL
+    )
+    """,
+    # Earlier versions kept one JSON row per person; their held values are read once.
+    "DROP TABLE IF EXISTS realtime_catalog",
     """
     CREATE TABLE IF NOT EXISTS realtime_audiences (
         name VARCHAR PRIMARY KEY,

@@ -1,10 +1,13 @@
 """Table definitions of every stage, applied in order.
 
 Each stage keeps its DDL beside its code (``<stage>/tables.py``, a tuple of idempotent
-statements); this module applies them in flow order. Timestamps are naive UTC ``TIMESTAMP``.
+statements, and of migrations that check what is there first); this module applies them in flow
+order. Timestamps are naive UTC ``TIMESTAMP``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import duckdb
 
@@ -18,7 +21,10 @@ from huaxiang.profiles import tables as profile_tables
 from huaxiang.realtime import tables as realtime_tables
 from huaxiang.tags import tables as tag_tables
 
-STAGES: tuple[tuple[str, ...], ...] = (
+Statement = str | Callable[[duckdb.DuckDBPyConnection], None]
+"""A statement, or a migration that looks before it changes anything."""
+
+STAGES: tuple[tuple[Statement, ...], ...] = (
     collect_tables.DDL,
     identity_tables.DDL,
     profile_tables.DDL,
@@ -35,4 +41,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table and view that does not exist yet."""
     for ddl in STAGES:
         for statement in ddl:
-            con.execute(statement)
+            if callable(statement):
+                statement(con)
+            else:
+                con.execute(statement)

@@ -367,7 +367,7 @@ def find_affected(
         if needs.tags:
             first_run = min(group.tag_runs.values())
             parts.append(
-                "SELECT person_id FROM tag_value_history WHERE list_contains(?::VARCHAR[], tag) "
+                "SELECT person_id FROM tag_changes WHERE list_contains(?::VARCHAR[], tag) "
                 "AND ((run_id IS NOT NULL AND run_id > ?) OR (run_id IS NULL AND recorded_at >= ?))"
             )
             params += [sorted(needs.tags), first_run, marks.started_at]

@@ -214,7 +214,7 @@ def tag_history(store: Store, name: str, *, limit: int = 100) -> dict[str, Any]:
             """
             SELECT h.person_id, p.person_key, h.change, CAST(h.old_value AS VARCHAR),
                    CAST(h.new_value AS VARCHAR), h.version, h.changed_at, h.cause, h.run_id
-            FROM tag_value_history h LEFT JOIN persons p USING (person_id)
+            FROM tag_changes h LEFT JOIN persons p USING (person_id)
             WHERE h.tag = ? ORDER BY h.recorded_at DESC, h.changed_at DESC, h.person_id LIMIT ?
             """,
             [name, limit],

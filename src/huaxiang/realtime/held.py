@@ -1,0 +1,131 @@
+"""The values persons hold for one real-time subject, in arrays, and how a decision settles.
+
+A subject's value for a person is a code into its value texts (JSON; -1: none), the moment the
+person last qualified, and when a TTL ends (NEVER: no TTL running). ``settle`` applies the
+decisions for many persons at once, with the same rules as batch tags: a value holds for
+``ttl`` after the person last qualified, and leaves as ``expired`` at its end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from huaxiang.realtime.calendar import Calendar
+from huaxiang.realtime.columns.base import NEVER, Moments, Persons, grown
+
+NONE = -1
+"""The code of no value."""
+
+ENTERED, LEFT, CHANGED, EXPIRED = 0, 1, 2, 3
+KIND_NAMES = ("entered", "left", "changed", "expired")
+
+Codes = NDArray[np.int32]
+
+
+@dataclass(slots=True)
+class Settled:
+    """What a settle changed: one entry per change, and the persons whose TTL moved."""
+
+    persons: Persons
+    old: Codes
+    new: Codes
+    kinds: NDArray[np.int8]
+    at: NDArray[np.bool_]
+    """Mask over the settled persons: which ones changed (aligned with the call's persons)."""
+    restamped: Persons
+    """Persons whose value stays but whose TTL started or stopped (their stored row moves)."""
+
+
+@dataclass(slots=True)
+class Held:
+    """Held values of one subject for every person."""
+
+    texts: list[str] = field(default_factory=list)
+    """Value texts (JSON) by code."""
+    codes: dict[str, int] = field(default_factory=dict)
+    code: Codes = field(default_factory=lambda: np.full(64, NONE, np.int32))
+    qualified: Moments = field(default_factory=lambda: np.zeros(64, np.int64))
+    expires: Moments = field(default_factory=lambda: np.full(64, NEVER, np.int64))
+    ttl: Calendar = field(default_factory=Calendar)
+    """Persons whose TTL ends at a moment."""
+
+    def code_of(self, text: str) -> int:
+        found = self.codes.get(text)
+        if found is None:
+            found = self.codes[text] = len(self.texts)
+            self.texts.append(text)
+        return found
+
+    def grow(self, size: int) -> None:
+        if size > len(self.code):
+            self.code = grown(self.code, size, NONE)
+            self.qualified = grown(self.qualified, size, 0)
+            self.expires = grown(self.expires, size, NEVER)
+
+    def holders(self) -> Persons:
+        return np.flatnonzero(self.code >= 0).astype(np.int64)
+
+    def settle(
+        self,
+        persons: Persons,
+        fresh: Codes,
+        defaulted: NDArray[np.bool_],
+        now: int,
+        ttl_us: int | None,
+        default: int,
+    ) -> Settled:
+        """Apply the decisions ``fresh`` (codes, NONE: no case holds; ``defaulted``: the code
+        is the default value) for distinct ``persons`` at ``now``."""
+        self.grow(int(persons.max()) + 1 if len(persons) else 0)
+        old = self.code[persons]
+        old_expires = self.expires[persons]
+        old_qualified = self.qualified[persons]
+        has_old = old >= 0
+        has_fresh = fresh >= 0
+        qualifies = has_fresh & ~defaulted
+        new = np.where(has_fresh, fresh, NONE).astype(np.int32)
+        new_qualified = np.full(len(persons), now, np.int64)
+        new_expires = np.full(len(persons), NEVER, np.int64)
+        if ttl_us is not None:
+            # Held, not qualifying (any more): the TTL runs from the moment it stopped.
+            lingering = ~qualifies & has_old & (old != default)
+            starts = lingering & (old_expires == NEVER)
+            running = lingering & (old_expires != NEVER) & (old_expires > now)
+            keep = starts | running
+            new = np.where(keep, old, new).astype(np.int32)
+            new_expires = np.where(starts, now + ttl_us, new_expires)
+            new_expires = np.where(running, old_expires, new_expires)
+            new_qualified = np.where(running, old_qualified, new_qualified)
+            restamped = starts | (
+                has_old
+                & (old_expires != NEVER)
+                & (new >= 0)
+                & (new_expires == NEVER)
+                & (old == new)
+            )
+        else:
+            restamped = np.zeros(len(persons), np.bool_)
+        self.code[persons] = new
+        self.qualified[persons] = new_qualified
+        self.expires[persons] = np.where(new >= 0, new_expires, NEVER)
+        ttl_running = (new >= 0) & (new_expires != NEVER) & (new_expires > now)
+        if ttl_running.any():
+            self.ttl.push(persons[ttl_running], new_expires[ttl_running])
+        changed = old != new
+        kinds = np.full(len(persons), CHANGED, np.int8)
+        kinds[~has_old] = ENTERED
+        gone = new < 0
+        expired = gone & (old_expires != NEVER) & (old_expires <= now)
+        kinds[gone & ~expired] = LEFT
+        kinds[expired] = EXPIRED
+        return Settled(
+            persons[changed],
+            old[changed],
+            new[changed],
+            kinds[changed],
+            changed,
+            persons[restamped & ~changed],
+        )

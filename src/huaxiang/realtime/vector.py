@@ -1,0 +1,365 @@
+"""Rules compiled for batches: leaves in columns, atoms as array tests, subjects as expressions.
+
+A subject (a real-time tag or audience) is compiled into an expression over arrays: given the
+persons to decide at one moment, it returns one truth per person. Its event-reading parts are
+*atoms* (a condition on one leaf: ``count(...) >= 2``, ``did(...)``, ``last(...) within 7d``, a
+sequence), shared by every subject containing them. The engine keeps each atom's truth for
+every person as one boolean array, current at the engine's time: it reads an atom again only
+for the persons whose leaf an event changed, or at the moment a timer says its truth can change
+(a window slides, a deadline passes). A subject then only gathers truths; conditions on
+profiles (attributes, consent, stored tags) are read for the persons decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from huaxiang.profiles.consent import UNKNOWN_ALLOWS
+from huaxiang.realtime.calendar import Calendar
+from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown
+from huaxiang.realtime.columns.objects import ObjectColumns
+from huaxiang.realtime.leaves import (
+    COUNT,
+    LeafSpec,
+    MetricSpec,
+    SequenceSpec,
+    Span,
+    TimeSpec,
+)
+from huaxiang.realtime.program import Matcher, Profile, Unsupported, _rising, matcher
+from huaxiang.rules.ast import (
+    And,
+    AttributeCondition,
+    CompareOp,
+    Condition,
+    Consent,
+    ConsentStatus,
+    Did,
+    EventCount,
+    EventMatch,
+    HasTag,
+    InAudience,
+    MetricCondition,
+    MomentOp,
+    Not,
+    Or,
+    PropertyAggregate,
+    Recency,
+    RecencyOp,
+    Rule,
+    TimeAt,
+)
+from huaxiang.rules.ast import (
+    Sequence as SequenceNode,
+)
+from huaxiang.rules.compile import epoch_us
+from huaxiang.rules.evaluate import _has_tag
+from huaxiang.rules.values import lookup, passes
+
+Truths = NDArray[np.bool_]
+
+
+class Columns(Protocol):
+    """One leaf's state for every person (see :mod:`huaxiang.realtime.columns`)."""
+
+    def feed(
+        self,
+        persons: Persons,
+        times: Moments,
+        values: Sequence[Any] | None,
+        now: int,
+        late_us: int,
+        *,
+        first: Any = None,
+    ) -> None: ...
+
+    def read(self, persons: Persons, now: int) -> Reading: ...
+
+    def compact(self, now: int, late_us: int) -> None: ...
+
+    def holders(self) -> Persons: ...
+
+    def dump(self) -> pa.Table: ...
+
+
+def columns_for(spec: LeafSpec, span: Span) -> Columns:
+    """The columnar state for a leaf kind (the object states where none is columnar)."""
+    try:
+        if isinstance(spec, MetricSpec):
+            from huaxiang.realtime.columns.metric import MetricColumns
+
+            return MetricColumns(spec, span)
+        if isinstance(spec, TimeSpec):
+            from huaxiang.realtime.columns.times import TimeColumns
+
+            return TimeColumns(spec, span)
+        from huaxiang.realtime.columns.sequence import SequenceColumns
+
+        return SequenceColumns(spec, span)
+    except ImportError:
+        return ObjectColumns(spec, span)
+
+
+def load_columns(spec: LeafSpec, span: Span, table: pa.Table, kind: str) -> Columns:
+    """A leaf state from its dump (``kind``: the class that dumped it)."""
+    if kind == "ObjectColumns":
+        return ObjectColumns.load(spec, span, table)
+    found = columns_for(spec, span)
+    if type(found).__name__ != kind:
+        raise ValueError(f"a {kind} dump cannot be loaded as {type(found).__name__}")
+    loaded: Columns = type(found).load(spec, span, table)  # type: ignore[attr-defined]
+    return loaded
+
+
+Judge = Callable[[Reading, int], tuple[Truths, Moments | None]]
+"""(the leaf's reading, now) -> (truths, the moments each can change at besides the leaf's)."""
+
+
+@dataclass(slots=True)
+class VLeaf:
+    spec: LeafSpec
+    span: Span
+    key: str
+    columns: Columns
+    subjects: set[int] = field(default_factory=set)
+    atoms: list[int] = field(default_factory=list)
+    short: str = ""
+    property: str | None = None
+    """The event property the leaf's aggregate reads (None: none)."""
+    timers: Calendar = field(default_factory=lambda: Calendar())
+    """Persons whose atoms on this leaf can change truth at a moment without a new event."""
+
+    def __post_init__(self) -> None:
+        self.short = hashlib.blake2b(self.key.encode(), digest_size=8).hexdigest()
+        if isinstance(self.spec, MetricSpec):
+            self.property = self.spec.property
+
+
+@dataclass(slots=True)
+class VAtom:
+    """A condition on one leaf, and its truth for every person (current at the engine's time)."""
+
+    leaf: int
+    judge: Judge
+    key: str
+    rising: bool
+    empty: bool
+    """The truth for a person without events in the leaf (it does not change with time)."""
+    truth: Truths
+    subjects: set[int] = field(default_factory=set)
+
+    def grow(self, size: int) -> None:
+        if size > len(self.truth):
+            self.truth = grown(self.truth, size, self.empty)
+
+
+@dataclass(slots=True)
+class Context:
+    """The persons a subject is decided for at one moment, and what it reads besides atoms."""
+
+    persons: Persons
+    now: int
+    atoms: list[VAtom]
+    profiles: Sequence[Profile]
+
+
+Expr = Callable[[Context], Truths]
+
+
+ColumnsFactory = Callable[[LeafSpec, Span], Columns]
+
+
+class VectorProgram:
+    """Every leaf and atom of every compiled subject, and the index from event names.
+    ``columns`` makes a leaf's state (tests also run the engine on the object states)."""
+
+    def __init__(self, columns: ColumnsFactory | None = None) -> None:
+        self.columns = columns or columns_for
+        self.leaves: list[VLeaf] = []
+        self.atoms: list[VAtom] = []
+        self._leaf_keys: dict[str, int] = {}
+        self._atom_keys: dict[str, int] = {}
+        self.by_event: dict[str, list[tuple[int, EventMatch, str]]] = {}
+        """event name -> (leaf id, match, role): role ``m`` (metric/time), ``a`` / ``b`` (the
+        first / then step of a sequence)."""
+        self.matchers: dict[int, Matcher] = {}
+
+    def leaf(self, spec: LeafSpec, subject: int) -> int:
+        key = repr(spec)
+        found = self._leaf_keys.get(key)
+        if found is None:
+            window = spec.window if isinstance(spec, MetricSpec | SequenceSpec) else None
+            span = Span.of(window) if window is not None else Span(None)
+            found = self._leaf_keys[key] = len(self.leaves)
+            self.leaves.append(VLeaf(spec, span, key, self.columns(spec, span)))
+            if isinstance(spec, SequenceSpec):
+                self._index(spec.first, found, "a")
+                self._index(spec.then, found, "b")
+            else:
+                self._index(spec.match, found, "m")
+        self.leaves[found].subjects.add(subject)
+        return found
+
+    def _index(self, match: EventMatch, leaf_id: int, role: str) -> None:
+        self.by_event.setdefault(match.event, []).append((leaf_id, match, role))
+        if match.where and id(match) not in self.matchers:
+            self.matchers[id(match)] = matcher(match)
+
+    def atom(self, node: Condition, leaf_id: int, judge: Judge, subject: int) -> Expr:
+        key = repr(node)
+        found = self._atom_keys.get(key)
+        if found is None:
+            found = self._atom_keys[key] = len(self.atoms)
+            leaf = self.leaves[leaf_id]
+            # A fresh state read for anyone: the leaf's value without events.
+            empty = self.columns(leaf.spec, leaf.span).read(np.zeros(1, np.int64), 0)
+            truth0 = bool(judge(empty, 0)[0][0])
+            self.atoms.append(
+                VAtom(leaf_id, judge, key, _rising(node), truth0, np.full(64, truth0, np.bool_))
+            )
+            self.leaves[leaf_id].atoms.append(found)
+        self.atoms[found].subjects.add(subject)
+        atom_id = found
+
+        def read(ctx: Context) -> Truths:
+            truth = ctx.atoms[atom_id].truth
+            return truth[ctx.persons]
+
+        return read
+
+    def compile(self, rule: Rule, subject: int, uses: set[str]) -> Expr:
+        """An expression deciding ``rule`` for many persons; ``uses`` collects what it reads
+        besides events (``attributes:<name>``, ``consent``, ``tags``)."""
+        return _compile(self, rule, subject, uses)
+
+    def grow(self, size: int) -> None:
+        """Room for persons below ``size`` in every atom's truths."""
+        for atom in self.atoms:
+            atom.grow(size)
+
+
+def _per_person(ctx: Context, test: Callable[[Profile], bool]) -> Truths:
+    return np.fromiter((test(p) for p in ctx.profiles), np.bool_, len(ctx.profiles))
+
+
+def _compile(program: VectorProgram, node: Condition, subject: int, uses: set[str]) -> Expr:
+    match node:
+        case And(conditions):
+            parts = [_compile(program, c, subject, uses) for c in conditions]
+            return lambda ctx: np.logical_and.reduce([part(ctx) for part in parts])
+        case Or(conditions):
+            parts = [_compile(program, c, subject, uses) for c in conditions]
+            return lambda ctx: np.logical_or.reduce([part(ctx) for part in parts])
+        case Not(condition):
+            inner = _compile(program, condition, subject, uses)
+            return lambda ctx: ~inner(ctx)
+        case AttributeCondition(attribute, test):
+            uses.add(f"attributes:{attribute}")
+            return lambda ctx: _per_person(
+                ctx, lambda p: passes(test, lookup(p.attributes, attribute))
+            )
+        case Consent(purpose, status):
+            uses.add("consent")
+            return lambda ctx: _per_person(ctx, _consent(purpose, status))
+        case HasTag(tag, value):
+            uses.add("tags")
+            return lambda ctx: _per_person(ctx, lambda p: _has_tag(p.tags, tag, value))
+        case InAudience():
+            raise Unsupported("in_audience is not supported in real time")
+        case Did(match, window):
+            leaf = program.leaf(MetricSpec(COUNT, None, match, window), subject)
+            return program.atom(node, leaf, _did, subject)
+        case MetricCondition(metric, metric_op, value):
+            if isinstance(metric, EventCount):
+                spec = MetricSpec(COUNT, None, metric.match, metric.window)
+            else:
+                assert isinstance(metric, PropertyAggregate)
+                spec = MetricSpec(
+                    metric.function.value, metric.property, metric.match, metric.window
+                )
+            leaf = program.leaf(spec, subject)
+            return program.atom(node, leaf, _compare(metric_op, float(value)), subject)
+        case Recency(time, op, ago):
+            leaf = program.leaf(TimeSpec(time.which, time.match), subject)
+            return program.atom(
+                node, leaf, _recency(ago.seconds * 1_000_000, op is RecencyOp.BEFORE), subject
+            )
+        case TimeAt(time, op, at):
+            leaf = program.leaf(TimeSpec(time.which, time.match), subject)
+            return program.atom(node, leaf, _time_at(epoch_us(at), op is MomentOp.BEFORE), subject)
+        case SequenceNode(first, then, within, window, absent):
+            spec_seq = SequenceSpec(first, then, within.seconds * 1_000_000, window, absent)
+            leaf = program.leaf(spec_seq, subject)
+            return program.atom(node, leaf, _sequence, subject)
+    raise Unsupported(f"not a rule condition: {node!r}")
+
+
+def _did(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
+    return reading.present & (reading.value > 0), None
+
+
+def _sequence(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
+    return reading.present & reading.value.astype(np.bool_), None
+
+
+_OPS: dict[CompareOp, Callable[[Any, Any], Any]] = {
+    CompareOp.EQ: operator.eq,
+    CompareOp.NE: operator.ne,
+    CompareOp.LT: operator.lt,
+    CompareOp.LE: operator.le,
+    CompareOp.GT: operator.gt,
+    CompareOp.GE: operator.ge,
+}
+
+
+def _compare(op: CompareOp, expected: float) -> Judge:
+    holds = _OPS[op]
+
+    def compare(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
+        values = reading.value.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore"):
+            return reading.present & holds(values, expected), None
+
+    return compare
+
+
+def _recency(ago_us: int, before: bool) -> Judge:
+    def recency(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
+        moments = reading.value.astype(np.int64, copy=False)
+        present = reading.present
+        boundary = now - ago_us
+        truth = present & ((moments <= boundary) if before else (moments > boundary))
+        turns = np.where(present, moments + ago_us, NEVER)
+        return truth, np.where(turns > now, turns, NEVER)
+
+    return recency
+
+
+def _time_at(at_us: int, before: bool) -> Judge:
+    def time_at(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
+        moments = reading.value.astype(np.int64, copy=False)
+        return reading.present & ((moments < at_us) if before else (moments >= at_us)), None
+
+    return time_at
+
+
+def _consent(purpose: str, status: ConsentStatus) -> Callable[[Profile], bool]:
+    def run(profile: Profile) -> bool:
+        state = profile.consent.get(purpose)
+        if status is ConsentStatus.GRANTED:
+            return state is True
+        if status is ConsentStatus.DENIED:
+            return state is False
+        if status is ConsentStatus.UNKNOWN:
+            return state is None
+        return state is True or (state is None and UNKNOWN_ALLOWS.get(purpose, False))
+
+    return run

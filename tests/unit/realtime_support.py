@@ -1,0 +1,51 @@
+"""Driving the real-time engine in memory, as a loader batch and the timer thread do (tests)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from huaxiang.clock import ManualClock
+from huaxiang.realtime.engine import RealtimeEngine, to_us
+from huaxiang.realtime.vector import VectorProgram
+from huaxiang.rules import ast as a
+from huaxiang.rules.json_form import to_json
+
+PID = 1
+"""The person the events belong to."""
+
+
+def install(engine: RealtimeEngine, rules: list[a.Condition], start: datetime) -> None:
+    """Activate ``rules`` as real-time tags t0, t1, ... with person PID already known (the
+    subjects holding without events hold for it, as a rebuild decides for every person)."""
+    engine.clock = ManualClock(start)
+    engine.subjects = {}
+    engine.seen = np.zeros(64, np.bool_)
+    engine.seen[PID] = True
+    engine._time = 0
+    rows = [
+        ("tag", f"t{n}", 1, "rule", orjson.dumps({"rule": to_json(rule)}).decode(), None)
+        for n, rule in enumerate(rules)
+    ]
+    program = VectorProgram(engine.columns)
+    subjects = engine.compile(program, rows)
+    assert len(subjects) == len(rules)
+    engine.install(program, subjects, engine._now())
+
+
+def step(engine: RealtimeEngine, events: list[tuple[datetime, str, dict[str, Any]]]) -> None:
+    """One loader batch of PID's events at the clock's time (timers due first)."""
+    now = engine._now()
+    outcome = engine._due(now)
+    rows = (
+        [("u", None)] * len(events),
+        [name for _, name, _ in events],
+        [to_us(stamp) for stamp, _, _ in events],
+        [orjson.dumps(props).decode() for _, _, props in events],
+        [f"m{n}" for n in range(len(events))],
+        ["track"] * len(events),
+    )
+    engine.step(rows, now, outcome, persons=[PID] * len(events))

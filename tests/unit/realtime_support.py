@@ -49,3 +49,26 @@ def step(engine: RealtimeEngine, events: list[tuple[datetime, str, dict[str, Any
         ["track"] * len(events),
     )
     engine.step(rows, now, outcome, persons=[PID] * len(events))
+
+
+def step_stored(engine: RealtimeEngine, events: list[tuple[int, str]]) -> None:
+    """As the loader does: store (person, event name) events at the clock's time and hand them
+    to the engine in the same transaction."""
+    from tags_support import add_event
+
+    moment = engine.clock.now()
+    with engine.store.transaction() as con:
+        for person, name in events:
+            add_event(con, person, name, moment)
+        now = engine._now()
+        outcome = engine._due(now, con)
+        rows = (
+            [(f"u{p}", None) for p, _ in events],
+            [name for _, name in events],
+            [to_us(moment)] * len(events),
+            ["{}"] * len(events),
+            [f"m{n}" for n in range(len(events))],
+            ["track"] * len(events),
+        )
+        engine.step(rows, now, outcome, con, persons=[p for p, _ in events])
+        engine._write(con, outcome, now)

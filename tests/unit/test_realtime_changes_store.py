@@ -12,7 +12,7 @@ import orjson
 from huaxiang.clock import ManualClock
 from huaxiang.config import Settings
 from huaxiang.identity.resolver import IdentityResolver
-from huaxiang.realtime.engine import Outcome, RealtimeEngine, to_us
+from huaxiang.realtime.engine import Outcome, Part, RealtimeEngine, to_us
 from huaxiang.realtime.held import ENTERED, LEFT, NONE, Settled
 from huaxiang.realtime.vector import VectorProgram
 from huaxiang.rules.json_form import to_json
@@ -53,7 +53,9 @@ def _outcome(sid: int, kind: int, moment: int, person: int = 7) -> Outcome:
         at=np.array([True]),
         restamped=np.empty(0, np.int64),
     )
-    return Outcome(parts=[(sid, settled, moment, np.zeros(1, np.int64))], causes=["event m-1"])
+    return Outcome(
+        parts=[Part(sid, settled, moment, np.zeros(1, np.int64), 1)], causes=["event m-1"]
+    )
 
 
 def _stored(store: Store) -> list[tuple[str, str, int]]:

@@ -112,15 +112,27 @@ class CompiledSubject:
 class Outcome:
     """What a batch or a timer round changed, as arrays per subject and moment."""
 
-    parts: list[tuple[int, Settled, int, NDArray[np.int64]]] = field(default_factory=list)
-    """(subject id, what settled, moment, the cause of each change: an index in ``causes``)."""
+    parts: list[Part] = field(default_factory=list)
+    """What each decision changed (those without a change or a TTL moved are left out)."""
     causes: list[str] = field(default_factory=list)
-    restamped: list[tuple[int, Persons]] = field(default_factory=list)
     touched: bool = False
     """Whether any leaf state moved (the snapshot is due)."""
 
     def __len__(self) -> int:
-        return sum(len(s.persons) for _, s, _, _ in self.parts)
+        return sum(len(p.settled.persons) for p in self.parts)
+
+
+@dataclass(slots=True)
+class Part:
+    """One subject decided at one moment: what changed, and the TTLs that moved."""
+
+    sid: int
+    settled: Settled
+    moment: int
+    causes: NDArray[np.int64]
+    """The cause of each change: an index in the outcome's causes."""
+    seq: int
+    """Orders decisions (the newest held value of a person wins when the store is read)."""
 
 
 Dirty = dict[int, list[tuple[Persons, NDArray[np.int64]]]]
@@ -162,8 +174,12 @@ class RealtimeEngine:
         self._snapshot_at = float("-inf")
         self._moved = False
         """Leaf states moved since the last snapshot."""
-        self._held_logged = 0
-        self._held_seq = 0
+        self._loaded_held: dict[str, Held] = {}
+        """Held values read from the store, until the definitions are compiled."""
+        self._seq = 0
+        """Numbers each decision: the newest held value of a person wins in the store."""
+        self._unfolded = 0
+        """Change and log rows written since the held values were last folded."""
         self._lock = threading.RLock()
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -220,7 +236,7 @@ class RealtimeEngine:
     ) -> dict[int, CompiledSubject]:
         """Compile definitions into ``program``; held values are carried over by key."""
         subjects: dict[int, CompiledSubject] = {}
-        held_by_key = {s.key: s.held for s in self.subjects.values()}
+        held_by_key = {**self._loaded_held, **{s.key: s.held for s in self.subjects.values()}}
         self.unsupported = {}
         for kind, name, version, tag_kind, spec_text, ttl in rows:
             fingerprint = hashlib.sha1(f"{kind}:{name}:{version}:{spec_text}".encode()).hexdigest()
@@ -317,6 +333,11 @@ class RealtimeEngine:
         previous = self._fingerprints
         program = VectorProgram(self.columns)
         subjects = self.compile(program, rows)
+        keys = {s.key for s in subjects.values()}
+        known = {key: _holder(key, h) for key, h in self._loaded_held.items()}
+        known.update({s.key: s for s in self.subjects.values()})
+        self._forget_held(con, [s for key, s in known.items() if key not in keys])
+        self._loaded_held = {}
         fresh = []
         for n, leaf in enumerate(program.leaves):
             kept = old.get(leaf.key)
@@ -658,10 +679,9 @@ class RealtimeEngine:
             settled = subject.held.settle(
                 persons, fresh, defaulted, now, subject.ttl_us, subject.default
             )
-            if len(settled.persons):
-                outcome.parts.append((sid, settled, now, base + where[settled.at]))
-            if subject.kind is Subject.TAG and len(settled.restamped):
-                outcome.restamped.append((sid, settled.restamped))
+            if len(settled.persons) or len(settled.restamped):
+                self._seq += 1
+                outcome.parts.append(Part(sid, settled, now, base + where[settled.at], self._seq))
 
     def _profiles(
         self,
@@ -761,7 +781,7 @@ class RealtimeEngine:
                 now = self._now()
                 outcome = self._due(now, con)
                 changes = self._write(con, outcome, now, everything=True)
-                if self._held_logged > COMPACT_ROWS:
+                if self._unfolded > COMPACT_ROWS:
                     self.compact_snapshot(con)
         return changes
 
@@ -790,11 +810,12 @@ class RealtimeEngine:
         if outcome.touched:
             self._moved = True
         recorded = to_naive_utc(self.clock.now())
-        table = self._change_table(outcome) if outcome.parts else None
+        changed = [p for p in outcome.parts if len(p.settled.persons)]
+        table = self._change_table(outcome, changed) if changed else None
         wanted: list[MembershipChange] = []
         if table is not None:
-            low = min(moment for _, _, moment, _ in outcome.parts)
-            high = max(moment for _, _, moment, _ in outcome.parts)
+            low = min(p.moment for p in changed)
+            high = max(p.moment for p in changed)
             if self._changes_until is None:
                 found = con.execute(
                     "SELECT epoch_us(max(changed_at)) FROM realtime_change_rows"
@@ -814,28 +835,28 @@ class RealtimeEngine:
                 con,
                 table,
                 "INSERT INTO realtime_change_rows SELECT subject, name, person_id, kind,"
-                " CAST(old_value AS JSON), CAST(new_value AS JSON), moment, cause, version, ? "
-                + new,
+                " CAST(old_value AS JSON), CAST(new_value AS JSON), moment, cause, version, ?,"
+                " seq " + new,
                 [recorded],
             )
             self._changes_until = max(self._changes_until, high)
+            self._unfolded += table.num_rows
             wanted = self._handed_on(con, outcome, everything)
             if wanted:
                 self.enqueue(con, wanted)
-        if table is not None or outcome.restamped or rewrite:
+        if outcome.parts or rewrite:
             self._write_tag_values(con, outcome, recorded, rewrite or set())
-        self._write_held(con, outcome, rewrite or set())
+        self._write_held(con, outcome)
         if wanted:
             for listener in self.listeners:
                 listener(wanted)
         return wanted
 
-    def _change_table(self, outcome: Outcome) -> pa.Table:
+    def _change_table(self, outcome: Outcome, parts: list[Part]) -> pa.Table:
         """The change rows, from the settled arrays (strings as dictionaries: no Python work
         per change; the change id and the person key are computed when read)."""
-        parts = outcome.parts
-        sizes = [len(s.persons) for _, s, _, _ in parts]
-        subjects = [self.subjects[sid] for sid, _, _, _ in parts]
+        sizes = [len(p.settled.persons) for p in parts]
+        subjects = [self.subjects[p.sid] for p in parts]
         # One dictionary of value texts for all the subjects: a subject's codes shifted.
         offsets = np.cumsum([0] + [len(s.held.texts) for s in subjects])
         texts = pa.array([t for s in subjects for t in s.held.texts], pa.string())
@@ -864,20 +885,21 @@ class RealtimeEngine:
                     pa.array([s.name for s in subjects], pa.string()),
                 ),
                 "person_id": pa.array(
-                    np.concatenate([s.persons for _, s, _, _ in parts]).astype(np.uint32)
+                    np.concatenate([p.settled.persons for p in parts]).astype(np.uint32)
                 ),
                 "kind": pa.DictionaryArray.from_arrays(
-                    pa.array(np.concatenate([s.kinds for _, s, _, _ in parts]).astype(np.int32)),
+                    pa.array(np.concatenate([p.settled.kinds for p in parts]).astype(np.int32)),
                     pa.array(list(KIND_NAMES)),
                 ),
-                "old_value": values([s.old for _, s, _, _ in parts]),
-                "new_value": values([s.new for _, s, _, _ in parts]),
-                "moment": pa.array(each([m for _, _, m, _ in parts], np.int64), pa.timestamp("us")),
+                "old_value": values([p.settled.old for p in parts]),
+                "new_value": values([p.settled.new for p in parts]),
+                "moment": pa.array(each([p.moment for p in parts], np.int64), pa.timestamp("us")),
                 "cause": pa.DictionaryArray.from_arrays(
-                    pa.array(np.concatenate([c for _, _, _, c in parts]).astype(np.int32)),
+                    pa.array(np.concatenate([p.causes for p in parts]).astype(np.int32)),
                     pa.array(outcome.causes, pa.string()),
                 ),
                 "version": pa.array(each([s.version for s in subjects], np.int32)),
+                "seq": pa.array(each([p.seq for p in parts], np.int64)),
             }
         )
 
@@ -896,7 +918,8 @@ class RealtimeEngine:
             if not wanted:
                 return []
         out: list[MembershipChange] = []
-        for sid, settled, moment, why in outcome.parts:
+        for part in outcome.parts:
+            sid, settled, moment, why = part.sid, part.settled, part.moment, part.causes
             subject = self.subjects[sid]
             if wanted is not None and (subject.kind.value, subject.name) not in wanted:
                 continue
@@ -946,21 +969,19 @@ class RealtimeEngine:
         stale_tags: list[str] = []
         stale_persons: list[NDArray[np.int64]] = []
         new_rows: list[tuple[CompiledSubject, Persons]] = []
-        for sid, settled, _, _ in outcome.parts:
-            subject = self.subjects[sid]
+        for part in outcome.parts:
+            subject, settled = self.subjects[part.sid], part.settled
             if subject.kind is not Subject.TAG or subject.name in rewrite:
                 continue
-            had = settled.persons[settled.old >= 0]
+            had = np.concatenate([settled.persons[settled.old >= 0], settled.restamped])
             stale_tags += [subject.name] * len(had)
             stale_persons.append(had)
-            new_rows.append((subject, settled.persons[settled.new >= 0]))
-        for sid, persons in outcome.restamped:
-            subject = self.subjects[sid]
-            if subject.name in rewrite:
-                continue
-            stale_tags += [subject.name] * len(persons)
-            stale_persons.append(persons)
-            new_rows.append((subject, persons))
+            new_rows.append(
+                (
+                    subject,
+                    np.concatenate([settled.persons[settled.new >= 0], settled.restamped]),
+                )
+            )
         if rewrite:
             con.execute(
                 "DELETE FROM tag_values WHERE list_contains(?::VARCHAR[], tag)", [sorted(rewrite)]
@@ -980,7 +1001,7 @@ class RealtimeEngine:
                 "DELETE FROM tag_values USING _rt_in k "
                 "WHERE tag_values.tag = k.tag AND tag_values.person_id = k.person_id",
             )
-        rows = _held_rows([(s, p) for s, p in new_rows if len(p)], key=False)
+        rows = _held_rows([(s, p, 0) for s, p in new_rows if len(p)], key=False)
         if rows is not None:
             _insert(
                 con,
@@ -1021,8 +1042,8 @@ class RealtimeEngine:
             self._bitmaps = None
         bitmaps = self._tag_bitmaps()
         pairs: set[tuple[str, str]] = set()
-        for sid, settled, _, _ in outcome.parts:
-            subject = self.subjects[sid]
+        for part in outcome.parts:
+            subject, settled = self.subjects[part.sid], part.settled
             if subject.kind is not Subject.TAG or subject.name in rewrite:
                 continue
             texts = subject.held.texts
@@ -1075,49 +1096,61 @@ class RealtimeEngine:
 
     # -- snapshot --------------------------------------------------------------------------
 
-    def _write_held(
-        self, con: duckdb.DuckDBPyConnection, outcome: Outcome, rewrite: set[str]
-    ) -> None:
-        """Append the held values that moved to ``realtime_held_log`` (the values announced
-        are durable with the changes; a restart never announces them twice)."""
-        parts: list[tuple[CompiledSubject, Persons]] = []
-        for sid, settled, _, _ in outcome.parts:
-            parts.append((self.subjects[sid], settled.persons))
-        for sid, persons in outcome.restamped:
-            parts.append((self.subjects[sid], persons))
-        if rewrite:
-            parts += [(s, s.held.holders()) for s in self.subjects.values() if s.name in rewrite]
-        rows = _held_rows([(s, p) for s, p in parts if len(p)], key=True)
-        if rows is None:
-            return
-        self._held_seq += 1
-        self._held_logged += rows.num_rows
+    def _write_held(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
+        """Append the TTLs that moved to ``realtime_held_log``. With the change rows, this is
+        what the persons hold: a restart reads it and never announces a change twice."""
+        rows = _held_rows(
+            [
+                (self.subjects[p.sid], p.settled.restamped, p.seq)
+                for p in outcome.parts
+                if len(p.settled.restamped)
+            ],
+            key=True,
+        )
+        if rows is not None:
+            self._log_held(con, rows)
+
+    def _log_held(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+        self._unfolded += rows.num_rows
         _insert(
             con,
             rows,
-            "INSERT INTO realtime_held_log SELECT ?, subject, person_id, value, qualified,"
+            "INSERT INTO realtime_held_log SELECT seq, subject, person_id, value, qualified,"
             " expires FROM _rt_in",
-            [self._held_seq],
         )
 
+    def _forget_held(self, con: duckdb.DuckDBPyConnection, removed: list[CompiledSubject]) -> None:
+        """Subjects no longer real-time hold nothing from now on (one row per holder)."""
+        parts = []
+        for subject in removed:
+            holders = subject.held.holders()
+            if len(holders):
+                subject.held.code[holders] = NONE
+                self._seq += 1
+                parts.append((subject, holders, self._seq))
+        rows = _held_rows(parts, key=True)
+        if rows is not None:
+            self._log_held(con, rows)
+
     def compact_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Fold ``realtime_held_log`` into ``realtime_held`` (inside a transaction)."""
+        """Fold the change rows and the log written since the last fold into
+        ``realtime_held`` (inside a transaction)."""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE hx_rt_newer AS {_NEWER_HELD}")
         con.execute(
             """
             DELETE FROM realtime_held WHERE (subject, person_id) IN (
-                SELECT DISTINCT subject, person_id FROM realtime_held_log)
+                SELECT subject, person_id FROM hx_rt_newer)
             """
         )
         con.execute(
-            """
-            INSERT INTO realtime_held
-            SELECT subject, person_id, value, qualified, expires FROM realtime_held_log
-            QUALIFY row_number() OVER (PARTITION BY subject, person_id ORDER BY seq DESC) = 1
-                AND value IS NOT NULL
-            """
+            "INSERT INTO realtime_held SELECT subject, person_id, value, qualified, expires"
+            " FROM hx_rt_newer WHERE value IS NOT NULL"
         )
+        con.execute("DROP TABLE hx_rt_newer")
         con.execute("DELETE FROM realtime_held_log")
-        self._held_logged = 0
+        con.execute("DELETE FROM realtime_folded")
+        con.execute("INSERT INTO realtime_folded VALUES (?)", [self._seq])
+        self._unfolded = 0
 
     def _write_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
         """Write every leaf's state (Arrow IPC) with the newest load it covers."""
@@ -1215,15 +1248,13 @@ class RealtimeEngine:
         """Held values (newest per subject and person) as the engine's subjects start them."""
         held: dict[str, Held] = {}
         for key, pid, value, qualified, expires in con.execute(
-            """
+            f"""
             SELECT subject, person_id, value, qualified, expires FROM (
-                SELECT subject, person_id, value, qualified, expires, 0 AS origin, 0 AS seq
+                SELECT subject, person_id, value, qualified, expires, 0 AS seq
                 FROM realtime_held
                 UNION ALL
-                SELECT subject, person_id, value, qualified, expires, 1, seq
-                FROM realtime_held_log
-            ) QUALIFY row_number() OVER (
-                PARTITION BY subject, person_id ORDER BY origin DESC, seq DESC) = 1
+                SELECT subject, person_id, value, qualified, expires, seq FROM ({_NEWER_HELD})
+            ) QUALIFY row_number() OVER (PARTITION BY subject, person_id ORDER BY seq DESC) = 1
               AND value IS NOT NULL
             """
         ).fetchall():
@@ -1241,11 +1272,18 @@ class RealtimeEngine:
                 h.qualified[pid] = qualified
                 h.expires[pid] = expires
         found = con.execute(
-            "SELECT coalesce(max(seq), 0), count(*) FROM realtime_held_log"
+            """
+            SELECT greatest(
+                (SELECT coalesce(max(seq), 0) FROM realtime_folded),
+                (SELECT coalesce(max(seq), 0) FROM realtime_change_rows),
+                (SELECT coalesce(max(seq), 0) FROM realtime_held_log)),
+              (SELECT count(*) FROM realtime_held_log) + (SELECT count(*) FROM
+                realtime_change_rows WHERE seq > (
+                    SELECT coalesce(max(seq), 0) FROM realtime_folded))
+            """
         ).fetchall()
-        self._held_seq, self._held_logged = int(found[0][0]), int(found[0][1])
-        # Subjects compiled next pick their held values by key.
-        self.subjects = {n: _holder(key, h) for n, (key, h) in enumerate(held.items())}
+        self._seq, self._unfolded = int(found[0][0]), int(found[0][1])
+        self._loaded_held = held  # subjects compiled next pick their held values by key
 
     # -- the timer thread ------------------------------------------------------------------
 
@@ -1325,34 +1363,53 @@ class RealtimeEngine:
             }
 
 
-def _held_rows(parts: Sequence[tuple[CompiledSubject, Persons]], *, key: bool) -> pa.Table | None:
+_NEWER_HELD = """
+    SELECT subject, person_id, value, qualified, expires, seq FROM (
+        SELECT c.subject || ':' || c.name AS subject, c.person_id,
+               CAST(c.new_value AS VARCHAR) AS value, epoch_us(c.changed_at) AS qualified,
+               9223372036854775807 AS expires, c.seq
+        FROM realtime_change_rows c
+        WHERE c.seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
+        UNION ALL
+        SELECT subject, person_id, value, qualified, expires, seq FROM realtime_held_log
+        WHERE seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
+    ) QUALIFY row_number() OVER (PARTITION BY subject, person_id ORDER BY seq DESC) = 1
+"""
+"""What the persons hold by the change rows and the log written since the last fold: the
+newest decision per subject and person (value NULL: none)."""
+
+
+def _held_rows(
+    parts: Sequence[tuple[CompiledSubject, Persons, int]], *, key: bool
+) -> pa.Table | None:
     """The values the given persons hold now, one row each: ``subject`` (the subject's key,
     or its name with ``key`` False), person_id, value (JSON text, null: none), version,
-    qualified and expires (epoch us)."""
+    qualified and expires (epoch us), and the decision's ``seq``."""
     if not parts:
         return None
-    sizes = [len(p) for _, p in parts]
-    offsets = np.cumsum([0] + [len(s.held.texts) for s, _ in parts])
-    codes = [s.held.code[p] for s, p in parts]
+    sizes = [len(p) for _, p, _ in parts]
+    offsets = np.cumsum([0] + [len(s.held.texts) for s, _, _ in parts])
+    codes = [s.held.code[p] for s, p, _ in parts]
     absent = np.concatenate(codes) < 0
     joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
-    persons = np.concatenate([p for _, p in parts])
+    persons = np.concatenate([p for _, p, _ in parts])
     return pa.table(
         {
             "subject": pa.DictionaryArray.from_arrays(
                 pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), sizes)),
-                pa.array([s.key if key else s.name for s, _ in parts], pa.string()),
+                pa.array([s.key if key else s.name for s, _, _ in parts], pa.string()),
             ),
             "person_id": pa.array(persons.astype(np.uint32)),
             "value": pa.DictionaryArray.from_arrays(
                 pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent),
-                pa.array([t for s, _ in parts for t in s.held.texts], pa.string()),
+                pa.array([t for s, _, _ in parts for t in s.held.texts], pa.string()),
             ),
             "version": pa.array(
-                np.repeat(np.array([s.version for s, _ in parts], np.int32), sizes)
+                np.repeat(np.array([s.version for s, _, _ in parts], np.int32), sizes)
             ),
-            "qualified": pa.array(np.concatenate([s.held.qualified[p] for s, p in parts])),
-            "expires": pa.array(np.concatenate([s.held.expires[p] for s, p in parts])),
+            "qualified": pa.array(np.concatenate([s.held.qualified[p] for s, p, _ in parts])),
+            "expires": pa.array(np.concatenate([s.held.expires[p] for s, p, _ in parts])),
+            "seq": pa.array(np.repeat(np.array([q for _, _, q in parts], np.int64), sizes)),
         }
     )
 
@@ -1469,8 +1526,8 @@ def changes_of(
     engine: RealtimeEngine, outcome: Outcome
 ) -> Iterable[tuple[str, int, str, Any, Any, int]]:
     """(subject key, person, kind, old value, new value, moment) of each change (tests)."""
-    for sid, settled, moment, _ in outcome.parts:
-        subject = engine.subjects[sid]
+    for part in outcome.parts:
+        subject, settled, moment = engine.subjects[part.sid], part.settled, part.moment
         texts = subject.held.texts
         for p, old, new, kind in zip(
             settled.persons.tolist(),

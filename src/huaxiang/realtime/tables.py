@@ -27,7 +27,7 @@ def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
         """
         INSERT INTO realtime_change_rows
         SELECT subject, name, person_id, kind, old_value, new_value, changed_at, cause,
-               version, recorded_at
+               version, recorded_at, 0
         FROM realtime_changes
         """
     )
@@ -49,7 +49,8 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         changed_at TIMESTAMP NOT NULL,
         cause VARCHAR NOT NULL,
         version INTEGER NOT NULL,
-        recorded_at TIMESTAMP NOT NULL
+        recorded_at TIMESTAMP NOT NULL,
+        seq BIGINT NOT NULL DEFAULT 0
     )
     """,
     _earlier_changes,
@@ -87,8 +88,9 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         expires BIGINT NOT NULL
     )
     """,
-    # Held values that moved, appended with each batch's changes (value NULL: none held); the
-    # newest row of a subject and person wins over realtime_held; folded in now and then.
+    # Held values that moved without a change (a TTL started or stopped; value NULL: none held
+    # any more). With the change rows written since the last fold (realtime_folded), the row of
+    # the newest decision (seq) of a subject and person wins over realtime_held.
     """
     CREATE TABLE IF NOT EXISTS realtime_held_log (
         seq BIGINT NOT NULL,
@@ -99,6 +101,7 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         expires BIGINT NOT NULL
     )
     """,
+    "CREATE TABLE IF NOT EXISTS realtime_folded (seq BIGINT NOT NULL)",
     # The leaves' states (Arrow IPC streams, by leaf key and the class that wrote them) ...
     """
     CREATE TABLE IF NOT EXISTS realtime_leaf_state (

@@ -1,0 +1,128 @@
+"""What persons hold survives a restart, with or without the leaves' snapshot: the reopened
+engine holds the same values (TTLs included) and announces nothing twice; a tag that stops
+being real-time holds nothing after a restart either."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from realtime_support import step_stored
+from tags_support import AS_OF, add_persons
+
+from huaxiang.clock import ManualClock
+from huaxiang.config import Settings
+from huaxiang.identity.resolver import IdentityResolver
+from huaxiang.realtime.engine import RealtimeEngine
+from huaxiang.rules.text import parse
+from huaxiang.store import Store
+from huaxiang.tags.catalog import insert_tag
+from huaxiang.tags.definition import RefreshKind, RefreshMode, TagDefinition, TagKind
+
+RULES = {"fans": ("did(a, 1d)", 1), "regulars": ("count(a, 7d) >= 2", None)}
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "db.duckdb")
+    with store.transaction() as con:
+        add_persons(con, [1, 2, 3])
+        for name, (rule, ttl) in RULES.items():
+            insert_tag(
+                con,
+                TagDefinition(
+                    name=name,
+                    kind=TagKind.RULE,
+                    refresh=RefreshMode(RefreshKind.REALTIME),
+                    rule=parse(rule),
+                    ttl_days=ttl,
+                ),
+            )
+        con.execute("UPDATE tag_definitions SET status = 'active'")
+    yield store
+    store.close()
+
+
+def opened(store: Store, clock: ManualClock) -> RealtimeEngine:
+    engine = RealtimeEngine(store, IdentityResolver(Settings()), clock)
+    with store.transaction() as con:
+        engine.open(con)
+    return engine
+
+
+def held(engine: RealtimeEngine) -> dict[str, list[tuple[int, str, int]]]:
+    """tag -> (person, value, TTL end) of every holder."""
+    out = {}
+    for subject in engine.subjects.values():
+        h = subject.held
+        out[subject.name] = [
+            (int(p), h.texts[h.code[p]], int(h.expires[p])) for p in h.holders().tolist()
+        ]
+    return out
+
+
+def changes(store: Store) -> int:
+    con = store.cursor()
+    try:
+        return int(con.execute("SELECT count(*) FROM realtime_changes").fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def test_held_values_and_ttls_survive_restarts(store: Store) -> None:
+    clock = ManualClock(AS_OF)
+    first = opened(store, clock)
+    step_stored(first, [(1, "a"), (2, "a"), (2, "a")])
+    with store.transaction() as con:
+        first.compact_snapshot(con)  # the held values folded ...
+    clock.advance(timedelta(hours=2))
+    step_stored(first, [(3, "a"), (3, "a")])  # ... and more written after
+    clock.advance(timedelta(hours=23))
+    first.process_due()  # fans: the rule stops holding for 1 and 2, their TTL starts
+    before = held(first)
+    assert [p for p, _, _ in before["fans"]] == [1, 2, 3]
+    assert [p for p, _, _ in before["regulars"]] == [2, 3]
+    assert sum(1 for _, _, end in before["fans"] if end < np.iinfo(np.int64).max) == 2
+    count = changes(store)
+
+    # A restart without any snapshot of the leaves: rebuilt from the stored events.
+    again = opened(store, clock)
+    assert held(again) == before
+    assert changes(store) == count
+    # With the snapshot, and events stored after it.
+    again.snapshot()
+    clock.advance(timedelta(minutes=5))
+    step_stored(again, [(1, "a")])
+    after = held(again)
+    assert [p for p, _, _ in after["regulars"]] == [1, 2, 3]  # 1 entered
+    assert after["fans"][0][2] == np.iinfo(np.int64).max  # 1 qualifies again: no TTL
+    assert changes(store) == count + 1
+    third = opened(store, clock)
+    assert held(third) == after
+    assert changes(store) == count + 1
+
+
+def test_a_tag_no_longer_real_time_holds_nothing_after_a_restart(store: Store) -> None:
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(2, "a"), (2, "a")])
+    assert [p for p, _, _ in held(engine)["regulars"]] == [2]
+    with store.transaction() as con:
+        con.execute("UPDATE tag_definitions SET status = 'paused' WHERE name = 'regulars'")
+        engine.sync(con)
+        con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = 'regulars'")
+    # Active again: it starts from the stored events, not from what it held before.
+    clock.advance(timedelta(minutes=1))
+    again = opened(store, clock)
+    assert [p for p, _, _ in held(again)["regulars"]] == [2]
+    con = store.cursor()
+    try:
+        kinds = con.execute(
+            "SELECT kind FROM realtime_changes WHERE name = 'regulars' ORDER BY changed_at"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [k for (k,) in kinds] == ["entered", "entered"]

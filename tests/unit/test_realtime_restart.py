@@ -126,3 +126,25 @@ def test_a_tag_no_longer_real_time_holds_nothing_after_a_restart(store: Store) -
     finally:
         con.close()
     assert [k for (k,) in kinds] == ["entered", "entered"]
+
+
+def test_a_tag_reading_attributes_holds_at_activation(store: Store) -> None:
+    from tags_support import add_attribute
+
+    with store.transaction() as con:
+        add_attribute(con, 1, "city", "上海")
+        add_attribute(con, 2, "city", "北京")
+        insert_tag(
+            con,
+            TagDefinition(
+                name="shanghai_fans",
+                kind=TagKind.RULE,
+                refresh=RefreshMode(RefreshKind.REALTIME),
+                rule=parse('attr.city = "上海" and not did(b, 1d)'),
+            ),
+        )
+        con.execute("UPDATE tag_definitions SET status = 'active'")
+    engine = opened(store, ManualClock(AS_OF))
+    assert [p for p, _, _ in held(engine)["shanghai_fans"]] == [1]
+    step_stored(engine, [(1, "b")])
+    assert held(engine)["shanghai_fans"] == []

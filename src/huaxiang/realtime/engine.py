@@ -284,12 +284,16 @@ class RealtimeEngine:
         return subjects
 
     def install(
-        self, program: VectorProgram, subjects: dict[int, CompiledSubject], now: int
+        self,
+        program: VectorProgram,
+        subjects: dict[int, CompiledSubject],
+        now: int,
+        con: duckdb.DuckDBPyConnection | None = None,
     ) -> Outcome:
         """Make ``program`` current: every atom's truth read at ``now`` for the persons with
         state, timers armed; every subject decided for the persons with state in its leaves,
         a value held, or (subjects holding without events or reading profiles) everyone met.
-        Returns the changes (cause: the definitions)."""
+        Returns the changes (cause: the definitions); profiles are read on ``con``."""
         self.program = program
         self.subjects = subjects
         self._bitmaps = None
@@ -325,7 +329,7 @@ class RealtimeEngine:
             persons = np.unique(np.concatenate(mine)) if mine else np.empty(0, np.int64)
             dirty[sid].append((persons, np.zeros(len(persons), np.int64)))
         out = Outcome(touched=True)
-        self._decide(None, dirty, now, [DEFINITION_CAUSE], out)
+        self._decide(con, dirty, now, [DEFINITION_CAUSE], out)
         return out
 
     def _rebuild(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> set[int]:
@@ -351,7 +355,7 @@ class RealtimeEngine:
             self._replay_history(con, program, fresh, now)
         self._note_persons(con)
         changed = {s.name for s in subjects.values() if s.fingerprint not in previous}
-        outcome = self.install(program, subjects, now)
+        outcome = self.install(program, subjects, now, con)
         rewrite = {s.name for s in subjects.values() if s.name in changed and s.kind is Subject.TAG}
         self._write(con, outcome, now, rewrite=rewrite)
         return set(fresh)
@@ -1241,7 +1245,7 @@ class RealtimeEngine:
             self._replay_history(con, program, present, now, after_load=applied)
         self._note_persons(con)
         self.subjects = subjects
-        outcome = self.install(program, subjects, now)
+        outcome = self.install(program, subjects, now, con)
         self._write(con, outcome, now)
 
     def _load_held(self, con: duckdb.DuckDBPyConnection) -> None:

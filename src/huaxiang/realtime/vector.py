@@ -34,7 +34,7 @@ from huaxiang.realtime.leaves import (
     Span,
     TimeSpec,
 )
-from huaxiang.realtime.program import Matcher, Profile, Unsupported, _rising, matcher
+from huaxiang.realtime.program import Matcher, Profile, Unsupported, matcher, rising
 from huaxiang.rules.ast import (
     And,
     AttributeCondition,
@@ -223,7 +223,7 @@ class VectorProgram:
             empty = self.columns(leaf.spec, leaf.span).read(np.zeros(1, np.int64), 0)
             truth0 = bool(judge(empty, 0)[0][0])
             self.atoms.append(
-                VAtom(leaf_id, judge, key, _rising(node), truth0, np.full(64, truth0, np.bool_))
+                VAtom(leaf_id, judge, key, rising(node), truth0, np.full(64, truth0, np.bool_))
             )
             self.leaves[leaf_id].atoms.append(found)
         self.atoms[found].subjects.add(subject)

@@ -148,3 +148,27 @@ def test_a_tag_reading_attributes_holds_at_activation(store: Store) -> None:
     assert [p for p, _, _ in held(engine)["shanghai_fans"]] == [1]
     step_stored(engine, [(1, "b")])
     assert held(engine)["shanghai_fans"] == []
+
+
+def test_a_restart_rewrites_no_tag_values(store: Store) -> None:
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(1, "a"), (1, "a")])
+
+    def stored() -> list[tuple[object, ...]]:
+        con = store.cursor()
+        try:
+            return con.execute(
+                "SELECT tag, person_id, qualified_at, computed_at FROM tag_values ORDER BY ALL"
+            ).fetchall()
+        finally:
+            con.close()
+
+    before = stored()
+    assert [(t, p) for t, p, _, _ in before] == [("fans", 1), ("regulars", 1)]
+    clock.advance(timedelta(minutes=10))
+    again = opened(store, clock)  # without the leaves' snapshot: rebuilt from the events
+    assert stored() == before
+    again.stop()  # the leaves' snapshot
+    opened(store, clock)
+    assert stored() == before

@@ -55,6 +55,7 @@ from huaxiang.realtime.vector import (
     VectorProgram,
     load_columns,
 )
+from huaxiang.rules.ast import EventMatch
 from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.json_form import from_json
 from huaxiang.store import Store
@@ -328,7 +329,7 @@ class RealtimeEngine:
                 mine.append(everyone)
             persons = np.unique(np.concatenate(mine)) if mine else np.empty(0, np.int64)
             dirty[sid].append((persons, np.zeros(len(persons), np.int64)))
-        out = Outcome(touched=True)
+        out = Outcome(touched=bool(program.leaves))
         self._decide(con, dirty, now, [DEFINITION_CAUSE], out)
         return out
 
@@ -358,6 +359,13 @@ class RealtimeEngine:
         outcome = self.install(program, subjects, now, con)
         rewrite = {s.name for s in subjects.values() if s.name in changed and s.kind is Subject.TAG}
         self._write(con, outcome, now, rewrite=rewrite)
+        # The subjects served, with what they wrote (a restart knows which ones are new).
+        con.execute("DELETE FROM realtime_subjects")
+        if self._fingerprints:
+            con.executemany(
+                "INSERT INTO realtime_subjects VALUES (?)",
+                [[f] for f in sorted(self._fingerprints)],
+            )
         return set(fresh)
 
     def _note_persons(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -467,14 +475,15 @@ class RealtimeEngine:
         fed: dict[int, list[tuple[NDArray[np.int64], bool]]] = defaultdict(list)
         for name, positions in groups.items():
             where = np.array(positions, np.int64)
-            selected: dict[int, NDArray[np.int64]] = {}
+            # Equal matches of different rules are tested once per event.
+            selected: dict[EventMatch, NDArray[np.int64]] = {}
             for leaf_id, match, role in by_event[name]:
                 if only is not None and leaf_id not in only:
                     continue
                 if match.where:
-                    rows = selected.get(id(match))
+                    rows = selected.get(match)
                     if rows is None:
-                        check: Matcher | None = program.matchers.get(id(match))
+                        check: Matcher | None = program.matchers.get(match)
                         keep = [
                             (
                                 check(properties(i))
@@ -483,24 +492,34 @@ class RealtimeEngine:
                             )
                             for i in positions
                         ]
-                        rows = selected[id(match)] = where[np.array(keep, np.bool_)]
+                        rows = selected[match] = where[np.array(keep, np.bool_)]
                 else:
                     rows = where
                 if len(rows):
                     fed[leaf_id].append((rows, role != "b"))
         out: dict[int, tuple[Persons, NDArray[np.int64]]] = {}
+        # Leaves with equal matches get the same rows: their persons, times and property values
+        # are taken once.
+        taken: dict[int, tuple[Persons, NDArray[np.int64]]] = {}
+        values_of: dict[tuple[int, str], list[Any]] = {}
         for leaf_id, parts in fed.items():
             leaf = program.leaves[leaf_id]
             rows = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
             first = None
             if isinstance(leaf.spec, SequenceSpec):
                 first = np.concatenate([np.full(len(p), role, np.bool_) for p, role in parts])
+            found = taken.get(id(rows))
+            if found is None:
+                found = taken[id(rows)] = (persons[rows], times[rows])
             values = None
             if leaf.property is not None:
-                wanted = leaf.property
-                values = [properties(i).get(wanted) for i in rows.tolist()]
-            leaf.columns.feed(persons[rows], times[rows], values, now, self.late_us, first=first)
-            out[leaf_id] = (persons[rows], rows)
+                key = (id(rows), leaf.property)
+                values = values_of.get(key)
+                if values is None:
+                    wanted = leaf.property
+                    values = values_of[key] = [properties(i).get(wanted) for i in rows.tolist()]
+            leaf.columns.feed(found[0], found[1], values, now, self.late_us, first=first)
+            out[leaf_id] = (found[0], rows)
         return out
 
     def _person_of(self, user: str | None, anonymous: str | None) -> int | None:
@@ -585,13 +604,18 @@ class RealtimeEngine:
             now,
             None if not skip else set(range(len(self.program.leaves))) - skip,
         )
+        distinct: dict[int, tuple[Persons, NDArray[np.int64]]] = {}
         for leaf_id, (leaf_persons, rows_) in fed.items():
-            # The last event of the batch moving the leaf is the cause, per person.
-            order = np.lexsort((rows_, leaf_persons))
-            p_sorted, r_sorted = leaf_persons[order], rows_[order]
-            last = np.ones(len(p_sorted), np.bool_)
-            last[:-1] = p_sorted[1:] != p_sorted[:-1]
-            self._react(leaf_id, p_sorted[last], r_sorted[last], now, dirty, False)
+            # The last event of the batch moving the leaf is the cause, per person (leaves fed
+            # the same rows share the work).
+            found = distinct.get(id(rows_))
+            if found is None:
+                order = np.lexsort((rows_, leaf_persons))
+                p_sorted, r_sorted = leaf_persons[order], rows_[order]
+                last = np.ones(len(p_sorted), np.bool_)
+                last[:-1] = p_sorted[1:] != p_sorted[:-1]
+                found = distinct[id(rows_)] = (p_sorted[last], r_sorted[last])
+            self._react(leaf_id, found[0], found[1], now, dirty, False)
         if fed:
             outcome.touched = True
         self._decide(con, dirty, now, causes, outcome)
@@ -666,15 +690,20 @@ class RealtimeEngine:
             subject = self.subjects.get(sid)
             if subject is None or not parts:
                 continue
-            persons = np.concatenate([p for p, _ in parts])
-            where = np.concatenate([c for _, c in parts])
+            if len(parts) == 1:
+                persons, where = parts[0]
+            else:
+                persons = np.concatenate([p for p, _ in parts])
+                where = np.concatenate([c for _, c in parts])
             if not len(persons):
                 continue
-            order = np.lexsort((where, persons))
-            persons, where = persons[order], where[order]
-            last = np.ones(len(persons), np.bool_)
-            last[:-1] = persons[1:] != persons[:-1]
-            persons, where = persons[last], where[last]
+            if len(parts) > 1 or not (persons[1:] > persons[:-1]).all():
+                # Distinct persons, each with its last cause.
+                order = np.lexsort((where, persons))
+                persons, where = persons[order], where[order]
+                last = np.ones(len(persons), np.bool_)
+                last[:-1] = persons[1:] != persons[:-1]
+                persons, where = persons[last], where[last]
             profiles: Sequence[Profile] = ()
             if subject.uses:
                 profiles = self._profiles(con, subject, persons)
@@ -1170,10 +1199,7 @@ class RealtimeEngine:
             con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
         # Under the store's writer lock: every batch the engine folded in has committed.
         con.execute("DELETE FROM realtime_checkpoint")
-        con.execute(
-            "INSERT INTO realtime_checkpoint SELECT coalesce(max(load_id), 0), ? FROM events",
-            [sorted(self._fingerprints)],
-        )
+        con.execute("INSERT INTO realtime_checkpoint SELECT coalesce(max(load_id), 0) FROM events")
         self._moved = False
         self._snapshot_at = time.monotonic()
 
@@ -1204,10 +1230,11 @@ class RealtimeEngine:
             self.open(own)
 
     def _load(self, con: duckdb.DuckDBPyConnection) -> None:
-        checkpoint = con.execute("SELECT load_id, subjects FROM realtime_checkpoint").fetchall()
-        applied, fingerprints = (
-            (int(checkpoint[0][0]), list(checkpoint[0][1])) if checkpoint else (0, [])
-        )
+        checkpoint = con.execute("SELECT load_id FROM realtime_checkpoint").fetchall()
+        applied = int(checkpoint[0][0]) if checkpoint else 0
+        fingerprints = {
+            str(r[0]) for r in con.execute("SELECT fingerprint FROM realtime_subjects").fetchall()
+        }
         self.program = VectorProgram(self.columns)
         self.subjects = {}
         self.seen = np.zeros(64, np.bool_)
@@ -1269,12 +1296,17 @@ class RealtimeEngine:
             h.qualified[pid] = int(qualified)
             h.expires[pid] = int(expires)
         if not held:
-            for key, pid, value, qualified, expires in _earlier_held(con):
+            earlier = _earlier_held(con)
+            for key, pid, value, qualified, expires in earlier:
                 h = held.setdefault(key, Held())
                 h.grow(pid + 1)
                 h.code[pid] = h.code_of(value)
                 h.qualified[pid] = qualified
                 h.expires[pid] = expires
+            if earlier:  # kept from now on as this version keeps them
+                con.executemany("INSERT INTO realtime_held VALUES (?, ?, ?, ?, ?)", earlier)
+                con.execute("DROP TABLE realtime_state")
+                con.execute("DROP TABLE realtime_state_log")
         found = con.execute(
             """
             SELECT greatest(
@@ -1299,15 +1331,15 @@ class RealtimeEngine:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        self._thread.join(10)
-        self._thread = None
+        """Stop the timer thread; write the leaves' snapshot when they moved."""
+        if self._thread is not None:
+            self._stop.set()
+            with self._wake:
+                self._wake.notify_all()
+            self._thread.join(10)
+            self._thread = None
         try:
-            if self._moved:
+            if self._moved and not self.store.read_only:
                 self.snapshot()
         except Exception as e:  # the next start folds in the events instead
             logger.error("real-time snapshot failed: %s", e, exc_info=e)

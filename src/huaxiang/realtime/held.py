@@ -80,6 +80,8 @@ class Held:
         """Apply the decisions ``fresh`` (codes, NONE: no case holds; ``defaulted``: the code
         is the default value) for distinct ``persons`` at ``now``."""
         self.grow(int(persons.max()) + 1 if len(persons) else 0)
+        if ttl_us is None:
+            return self._settle_plain(persons, fresh, now)
         old = self.code[persons]
         old_expires = self.expires[persons]
         old_qualified = self.qualified[persons]
@@ -129,3 +131,19 @@ class Held:
             changed,
             persons[restamped & ~changed],
         )
+
+    def _settle_plain(self, persons: Persons, fresh: Codes, now: int) -> Settled:
+        """``settle`` without a TTL: a person holds what the decision says (no TTL ever runs,
+        so none ends either)."""
+        old = self.code[persons]
+        new = np.maximum(fresh, NONE).astype(np.int32, copy=False)
+        self.code[persons] = new
+        self.qualified[persons] = now
+        self.expires[persons] = NEVER
+        changed = old != new
+        moved = persons[changed]
+        old, new = old[changed], new[changed]
+        kinds = np.full(len(moved), CHANGED, np.int8)
+        kinds[old < 0] = ENTERED
+        kinds[new < 0] = LEFT
+        return Settled(moved, old, new, kinds, changed, moved[:0])

@@ -110,14 +110,12 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         state BLOB NOT NULL
     )
     """,
-    # ... the newest load of events they cover and the subjects (fingerprints) they serve.
-    """
-    CREATE TABLE IF NOT EXISTS realtime_checkpoint (
-        load_id BIGINT NOT NULL,
-        subjects VARCHAR[] NOT NULL
-    )
-    """,
-    # Earlier versions kept one JSON row per person; their held values are read once.
+    # ... and the newest load of events they cover.
+    "CREATE TABLE IF NOT EXISTS realtime_checkpoint (load_id BIGINT NOT NULL)",
+    # The subjects (fingerprints of name, version and definition) the engine last served.
+    "CREATE TABLE IF NOT EXISTS realtime_subjects (fingerprint VARCHAR NOT NULL)",
+    # Earlier versions listed their snapshot's leaves here (their per-person JSON snapshot,
+    # realtime_state, is read once for the held values, then dropped).
     "DROP TABLE IF EXISTS realtime_catalog",
     """
     CREATE TABLE IF NOT EXISTS realtime_audiences (

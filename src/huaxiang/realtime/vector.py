@@ -190,7 +190,8 @@ class VectorProgram:
         self.by_event: dict[str, list[tuple[int, EventMatch, str]]] = {}
         """event name -> (leaf id, match, role): role ``m`` (metric/time), ``a`` / ``b`` (the
         first / then step of a sequence)."""
-        self.matchers: dict[int, Matcher] = {}
+        self.matchers: dict[EventMatch, Matcher] = {}
+        """Each distinct match with ``where`` tests, compiled (equal matches share one)."""
 
     def leaf(self, spec: LeafSpec, subject: int) -> int:
         key = repr(spec)
@@ -210,8 +211,8 @@ class VectorProgram:
 
     def _index(self, match: EventMatch, leaf_id: int, role: str) -> None:
         self.by_event.setdefault(match.event, []).append((leaf_id, match, role))
-        if match.where and id(match) not in self.matchers:
-            self.matchers[id(match)] = matcher(match)
+        if match.where and match not in self.matchers:
+            self.matchers[match] = matcher(match)
 
     def atom(self, node: Condition, leaf_id: int, judge: Judge, subject: int) -> Expr:
         key = repr(node)

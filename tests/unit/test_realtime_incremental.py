@@ -131,11 +131,11 @@ def test_batches_match_the_reference_evaluator(
             for stamp, name, props in batches[i]:
                 arrived.append(HistoryEvent(name, stamp, props))
             step(engine, batches[i])
-            for leaf in engine.program.leaves:
-                table = leaf.columns.dump()
+            for n, state in enumerate(engine.program.states):
+                table = state.columns.dump()
                 assert isinstance(table, pa.Table)
-                leaf.columns = load_columns(
-                    leaf.spec, leaf.span, table, type(leaf.columns).__name__
+                engine.program.replace_state(
+                    n, load_columns(state.spec, state.span, table, type(state.columns).__name__)
                 )
             continue
         engine._due(engine._now())
@@ -153,3 +153,52 @@ def test_outcome_counts_changes(engine: RealtimeEngine) -> None:
     engine.clock.set(BASE + timedelta(hours=1))  # type: ignore[attr-defined]
     left = engine._due(engine._now())
     assert len(left) == 1 and not held(engine, 0)
+
+
+FAMILIES = [
+    "count(a, 1h) >= 1",
+    "count(a, 5h) >= 2",
+    "did(a, 30h)",
+    "sum(x of a, 2h) > 1",
+    "sum(x of a, 9h) > 3",
+    "max(x of a, 3h) >= 2",
+    "seq(a, then no b within 1h, 2h)",
+    "seq(a, then b within 3h, 6h)",
+    "seq(a, then no b within 2h, 12h)",
+]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stream=streams(), offsets=st.lists(st.integers(0, 8 * 24 * 60), min_size=1, max_size=4))
+def test_leaves_sharing_a_state_across_windows(
+    engine: RealtimeEngine,
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]],
+    offsets: list[int],
+) -> None:
+    """Counts, sums and sequences over the same events in several last-N windows read one
+    state (the longest window's), each its own window: the same answers as the reference."""
+    from huaxiang.rules.text import parse
+
+    rules = [parse(text) for text in FAMILIES]
+    moments = [BASE + timedelta(minutes=m) for m in offsets]
+    timeline = sorted(
+        [(arrival, 0, i) for i, (arrival, *_rest) in enumerate(stream)]
+        + [(m, 1, i) for i, m in enumerate(moments)]
+    )
+    install(engine, rules, min(t for t, _, _ in timeline))
+    if engine.columns is columns_for:  # the columnar states share (four states, nine leaves)
+        assert (len(engine.program.states), len(engine.program.leaves)) == (4, 9)
+    arrived: list[HistoryEvent] = []
+    for moment, what, i in timeline:
+        engine.clock.set(moment)  # type: ignore[attr-defined]
+        if what == 0:
+            _arrival, stamp, name, props = stream[i]
+            arrived.append(HistoryEvent(name, stamp, props))
+            step(engine, [(stamp, name, props)])
+            continue
+        engine._due(engine._now())
+        history = PersonHistory(events=list(arrived), attributes={}, consent={})
+        for n, rule in enumerate(rules):
+            assert held(engine, n) == evaluate(rule, history, moment), (n, moment, arrived)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from realtime_support import step_stored
 from tags_support import AS_OF, add_persons
@@ -172,3 +173,91 @@ def test_a_restart_rewrites_no_tag_values(store: Store) -> None:
     again.stop()  # the leaves' snapshot
     opened(store, clock)
     assert stored() == before
+
+
+def test_a_store_of_the_earlier_engine_is_moved_once(tmp_path: Path) -> None:
+    """The earlier engine stored change ids and person keys with its changes, copied real-time
+    tag changes into tag_value_history and kept held values in per-person JSON snapshots."""
+    import hashlib
+
+    import duckdb
+
+    from huaxiang.tags.tables import DDL as TAG_DDL
+
+    path = tmp_path / "db.duckdb"
+    moment = int(AS_OF.timestamp() * 1_000_000)
+    change_id = (
+        "rtc_" + hashlib.sha1(f"tag|fans|1|7|entered|{moment}|true".encode()).hexdigest()[:32]
+    )
+    at = AS_OF.replace(tzinfo=None)
+    raw = duckdb.connect(str(path))
+    raw.execute(next(s for s in TAG_DDL if "tag_value_history (" in s))
+    raw.execute(
+        """
+        CREATE TABLE realtime_changes (
+            change_id VARCHAR PRIMARY KEY, subject VARCHAR NOT NULL, name VARCHAR NOT NULL,
+            person_id UINTEGER NOT NULL, person_key VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+            old_value JSON, new_value JSON, changed_at TIMESTAMP NOT NULL,
+            cause VARCHAR NOT NULL, version INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL)
+        """
+    )
+    raw.execute("CREATE TABLE realtime_state (person_id UINTEGER PRIMARY KEY, state JSON)")
+    raw.execute("CREATE TABLE realtime_state_log (person_id UINTEGER, seq BIGINT, state JSON)")
+    raw.execute(
+        "INSERT INTO realtime_changes VALUES (?, 'tag', 'fans', 7, 'p_7', 'entered', NULL,"
+        " 'true', ?, 'event m-1', 1, ?)",
+        [change_id, at, at],
+    )
+    raw.execute(
+        "INSERT INTO tag_value_history VALUES ('fans', 7, 'entered', NULL, 'true', 1, ?,"
+        " 'realtime: event m-1', NULL, ?), ('other', 7, 'entered', NULL, 'true', 1, ?,"
+        " 'refresh', 1, ?)",
+        [at, at, at, at],
+    )
+    raw.execute(
+        "INSERT INTO realtime_state VALUES (7, ?)",
+        [orjson.dumps({"leaves": {}, "held": {"tag:fans": ["true", moment, None]}}).decode()],
+    )
+    raw.close()
+
+    store = Store(path)  # the tables are moved as the store opens
+    try:
+        from tags_support import add_event
+
+        with store.transaction() as con:
+            add_persons(con, [7])
+            add_event(con, 7, "a", AS_OF)
+            insert_tag(
+                con,
+                TagDefinition(
+                    name="fans",
+                    kind=TagKind.RULE,
+                    refresh=RefreshMode(RefreshKind.REALTIME),
+                    rule=parse("did(a)"),
+                ),
+            )
+            con.execute("UPDATE tag_definitions SET status = 'active'")
+        engine = opened(store, ManualClock(AS_OF + timedelta(hours=1)))
+        assert [p for p, _, _ in held(engine)["fans"]] == [7]
+        con = store.cursor()
+        try:
+            changes_now = con.execute(
+                "SELECT change_id, person_key, kind, cause FROM realtime_changes"
+            ).fetchall()
+            history = con.execute("SELECT tag, cause FROM tag_changes ORDER BY tag").fetchall()
+            left = con.execute(
+                "SELECT count(*) FROM tag_value_history WHERE cause LIKE 'realtime: %'"
+            ).fetchall()[0][0]
+            tables = {
+                r[0]
+                for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+        finally:
+            con.close()
+        # The same change, with the same id, and nothing announced again.
+        assert changes_now == [(change_id, "p7", "entered", "event m-1")]
+        assert history == [("fans", "realtime: event m-1"), ("other", "refresh")]
+        assert left == 0
+        assert not {"realtime_state", "realtime_state_log"} & tables
+    finally:
+        store.close()

@@ -46,9 +46,10 @@ from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
 from huaxiang.realtime.columns.base import NEVER, Persons
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
-from huaxiang.realtime.leaves import SequenceSpec
+from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
 from huaxiang.realtime.program import Matcher, Profile, Unsupported, matches
 from huaxiang.realtime.vector import (
+    Columns,
     ColumnsFactory,
     Context,
     Expr,
@@ -175,6 +176,9 @@ class RealtimeEngine:
         self._snapshot_at = float("-inf")
         self._moved = False
         """Leaf states moved since the last snapshot."""
+        self._cause_base: int | None = None
+        """The id of the first cause of the next batch written (``realtime_causes``; None: not
+        read yet)."""
         self._loaded_held: dict[str, Held] = {}
         """Held values read from the store, until the definitions are compiled."""
         self._seq = 0
@@ -233,9 +237,13 @@ class RealtimeEngine:
         return fresh
 
     def compile(
-        self, program: VectorProgram, rows: Sequence[tuple[Any, ...]]
+        self,
+        program: VectorProgram,
+        rows: Sequence[tuple[Any, ...]],
+        existing: Callable[[str, LeafSpec, Span], Columns | None] | None = None,
     ) -> dict[int, CompiledSubject]:
-        """Compile definitions into ``program``; held values are carried over by key."""
+        """Compile definitions into ``program``; held values are carried over by key, leaf
+        states given by ``existing`` (by state key) are kept (``program.fresh``: the others)."""
         subjects: dict[int, CompiledSubject] = {}
         held_by_key = {**self._loaded_held, **{s.key: s.held for s in self.subjects.values()}}
         self.unsupported = {}
@@ -282,6 +290,7 @@ class RealtimeEngine:
                 held,
                 uses,
             )
+        program.finish(existing or (lambda key, spec, span: None))
         return subjects
 
     def install(
@@ -334,22 +343,16 @@ class RealtimeEngine:
         return out
 
     def _rebuild(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> set[int]:
-        old = {leaf.key: leaf for leaf in self.program.leaves}
+        old = {state.key: state.columns for state in self.program.states}
         previous = self._fingerprints
         program = VectorProgram(self.columns)
-        subjects = self.compile(program, rows)
+        subjects = self.compile(program, rows, lambda key, spec, span: old.get(key))
         keys = {s.key for s in subjects.values()}
         known = {key: _holder(key, h) for key, h in self._loaded_held.items()}
         known.update({s.key: s for s in self.subjects.values()})
         self._forget_held(con, [s for key, s in known.items() if key not in keys])
         self._loaded_held = {}
-        fresh = []
-        for n, leaf in enumerate(program.leaves):
-            kept = old.get(leaf.key)
-            if kept is not None:
-                leaf.columns = kept.columns
-            else:
-                fresh.append(n)
+        fresh = program.fresh
         self._fingerprints = {s.fingerprint for s in subjects.values()}
         now = self._now()
         if fresh:
@@ -502,6 +505,7 @@ class RealtimeEngine:
         # are taken once.
         taken: dict[int, tuple[Persons, NDArray[np.int64]]] = {}
         values_of: dict[tuple[int, str], list[Any]] = {}
+        states_fed: set[int] = set()
         for leaf_id, parts in fed.items():
             leaf = program.leaves[leaf_id]
             rows = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
@@ -518,7 +522,11 @@ class RealtimeEngine:
                 if values is None:
                     wanted = leaf.property
                     values = values_of[key] = [properties(i).get(wanted) for i in rows.tolist()]
-            leaf.columns.feed(found[0], found[1], values, now, self.late_us, first=first)
+            if leaf.state not in states_fed:  # leaves sharing a state: fed once
+                states_fed.add(leaf.state)
+                program.states[leaf.state].columns.feed(
+                    found[0], found[1], values, now, self.late_us, first=first
+                )
             out[leaf_id] = (found[0], rows)
         return out
 
@@ -844,6 +852,9 @@ class RealtimeEngine:
             self._moved = True
         recorded = to_naive_utc(self.clock.now())
         changed = [p for p in outcome.parts if len(p.settled.persons)]
+        if changed and self._cause_base is None:
+            found = con.execute("SELECT coalesce(max(cause), 0) + 1 FROM realtime_causes")
+            self._cause_base = int(found.fetchall()[0][0])
         table = self._change_table(outcome, changed) if changed else None
         wanted: list[MembershipChange] = []
         if table is not None:
@@ -864,6 +875,23 @@ class RealtimeEngine:
                 " AND c.person_id = i.person_id AND c.name = i.name AND c.subject = i.subject"
                 " AND c.kind = i.kind)"
             )
+            # The causes the changes name (a batch's events cause many changes each).
+            base = self._cause_base or 0
+            used = np.unique(table["cause"].to_numpy())
+            _insert(
+                con,
+                pa.table(
+                    {
+                        "cause": pa.array(used),
+                        "text": pa.array(
+                            [outcome.causes[i] for i in (used - base).tolist()],
+                            pa.string(),
+                        ),
+                    }
+                ),
+                "INSERT INTO realtime_causes SELECT cause, text FROM _rt_in",
+            )
+            self._cause_base = base + len(outcome.causes)
             _insert(
                 con,
                 table,
@@ -927,9 +955,8 @@ class RealtimeEngine:
                 "old_value": values([p.settled.old for p in parts]),
                 "new_value": values([p.settled.new for p in parts]),
                 "moment": pa.array(each([p.moment for p in parts], np.int64), pa.timestamp("us")),
-                "cause": pa.DictionaryArray.from_arrays(
-                    pa.array(np.concatenate([p.causes for p in parts]).astype(np.int32)),
-                    pa.array(outcome.causes, pa.string()),
+                "cause": pa.array(
+                    np.concatenate([p.causes for p in parts]) + (self._cause_base or 0)
                 ),
                 "version": pa.array(each([s.version for s in subjects], np.int32)),
                 "seq": pa.array(each([p.seq for p in parts], np.int64)),
@@ -1189,12 +1216,12 @@ class RealtimeEngine:
         """Write every leaf's state (Arrow IPC) with the newest load it covers."""
         con.execute("DELETE FROM realtime_leaf_state")
         rows = []
-        for leaf in self.program.leaves:
-            table = leaf.columns.dump()
+        for state in self.program.states:
+            table = state.columns.dump()
             sink = io.BytesIO()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
-            rows.append([leaf.key, type(leaf.columns).__name__, sink.getvalue()])
+            rows.append([state.key, type(state.columns).__name__, sink.getvalue()])
         if rows:
             con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
         # Under the store's writer lock: every batch the engine folded in has committed.
@@ -1211,8 +1238,8 @@ class RealtimeEngine:
 
     def _compact_leaves(self) -> None:
         now = self._time
-        for leaf in self.program.leaves:
-            leaf.columns.compact(now, self.late_us)
+        for state in self.program.states:
+            state.columns.compact(now, self.late_us)
 
     # -- start and restart -----------------------------------------------------------------
 
@@ -1248,21 +1275,21 @@ class RealtimeEngine:
             if hashlib.sha1(f"{r[0]}:{r[1]}:{r[2]}:{r[4]}".encode()).hexdigest() in fingerprints
         ]
         self._load_held(con)
-        subjects = self.compile(program, rows)
         stored = {
             str(key): (str(kind), bytes(data))
             for key, kind, data in con.execute(
                 "SELECT key, kind, state FROM realtime_leaf_state"
             ).fetchall()
         }
-        missing = []
-        for n, leaf in enumerate(program.leaves):
-            found = stored.get(leaf.key)
+
+        def snapshot_of(key: str, spec: LeafSpec, span: Span) -> Columns | None:
+            found = stored.get(key)
             if found is None:
-                missing.append(n)
-                continue
-            table = pa.ipc.open_stream(found[1]).read_all()
-            leaf.columns = load_columns(leaf.spec, leaf.span, table, found[0])
+                return None
+            return load_columns(spec, span, pa.ipc.open_stream(found[1]).read_all(), found[0])
+
+        subjects = self.compile(program, rows, snapshot_of)
+        missing = program.fresh
         self._fingerprints = {s.fingerprint for s in subjects.values()}
         now = self._now()
         if missing:
@@ -1319,6 +1346,7 @@ class RealtimeEngine:
             """
         ).fetchall()
         self._seq, self._unfolded = int(found[0][0]), int(found[0][1])
+        self._cause_base = None
         self._loaded_held = held  # subjects compiled next pick their held values by key
 
     # -- the timer thread ------------------------------------------------------------------

@@ -25,12 +25,21 @@ def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
         return
     con.execute(
         """
-        INSERT INTO realtime_change_rows
-        SELECT subject, name, person_id, kind, old_value, new_value, changed_at, cause,
-               version, recorded_at, 0
-        FROM realtime_changes
+        CREATE TEMP TABLE hx_rt_causes AS
+        SELECT cause AS text, row_number() OVER (ORDER BY cause) AS cause
+        FROM (SELECT DISTINCT cause FROM realtime_changes)
         """
     )
+    con.execute("INSERT INTO realtime_causes SELECT cause, text FROM hx_rt_causes")
+    con.execute(
+        """
+        INSERT INTO realtime_change_rows
+        SELECT c.subject, c.name, c.person_id, c.kind, c.old_value, c.new_value, c.changed_at,
+               k.cause, c.version, c.recorded_at, 0
+        FROM realtime_changes c JOIN hx_rt_causes k ON k.text = c.cause
+        """
+    )
+    con.execute("DROP TABLE hx_rt_causes")
     con.execute("DROP TABLE realtime_changes")
     con.execute("DELETE FROM tag_value_history WHERE cause LIKE 'realtime: %'")
 
@@ -47,12 +56,15 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         old_value JSON,
         new_value JSON,
         changed_at TIMESTAMP NOT NULL,
-        cause VARCHAR NOT NULL,
+        cause BIGINT NOT NULL,
         version INTEGER NOT NULL,
         recorded_at TIMESTAMP NOT NULL,
         seq BIGINT NOT NULL DEFAULT 0
     )
     """,
+    # Why changes happened ("event <messageId>", "timer: ..."): one row per cause, the change
+    # rows refer to it (a batch's events cause many changes each).
+    "CREATE TABLE IF NOT EXISTS realtime_causes (cause BIGINT NOT NULL, text VARCHAR NOT NULL)",
     _earlier_changes,
     # The changes with their stable id (the webhook id: a digest of subject, name, version,
     # person, kind, moment and new value, as the engine computes it) and the person's key.
@@ -62,8 +74,9 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
                || c.person_id || '|' || c.kind || '|' || epoch_us(c.changed_at) || '|'
                || coalesce(CAST(c.new_value AS VARCHAR), 'None')), 32) AS change_id,
            c.subject, c.name, c.person_id, p.person_key, c.kind, c.old_value, c.new_value,
-           c.changed_at, c.cause, c.version, c.recorded_at
+           c.changed_at, k.text AS cause, c.version, c.recorded_at
     FROM realtime_change_rows c LEFT JOIN persons p USING (person_id)
+    LEFT JOIN realtime_causes k ON k.cause = c.cause
     """,
     # Every change of a tag's values: batch refreshes and manual values (tag_value_history)
     # and the real-time engine (its change rows).
@@ -73,9 +86,10 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
            recorded_at
     FROM tag_value_history
     UNION ALL
-    SELECT name, person_id, kind, old_value, new_value, version, changed_at,
-           'realtime: ' || cause, NULL, recorded_at
-    FROM realtime_change_rows WHERE subject = 'tag'
+    SELECT c.name, c.person_id, c.kind, c.old_value, c.new_value, c.version, c.changed_at,
+           'realtime: ' || k.text, NULL, c.recorded_at
+    FROM realtime_change_rows c LEFT JOIN realtime_causes k ON k.cause = c.cause
+    WHERE c.subject = 'tag'
     """,
     # The values persons hold for the real-time subjects (subject: tag:NAME or audience:NAME;
     # moments in epoch microseconds; expires 9223372036854775807: no TTL running).

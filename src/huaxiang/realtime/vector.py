@@ -136,6 +136,9 @@ class VLeaf:
     """The event property the leaf's aggregate reads (None: none)."""
     timers: Calendar = field(default_factory=lambda: Calendar())
     """Persons whose atoms on this leaf can change truth at a moment without a new event."""
+    state: int = -1
+    """The state it reads (``VectorProgram.states``): its own, or one shared with leaves of
+    the same kind over the same events in longer last-N windows."""
 
     def __post_init__(self) -> None:
         self.short = hashlib.blake2b(self.key.encode(), digest_size=8).hexdigest()
@@ -174,6 +177,64 @@ class Context:
 Expr = Callable[[Context], Truths]
 
 
+@dataclass(slots=True)
+class State:
+    """A leaf state as fed, compacted and snapshot, and the key it is kept under."""
+
+    key: str
+    spec: LeafSpec
+    span: Span
+    columns: Columns
+
+
+def _family(leaf: VLeaf) -> str | None:
+    """What leaves sharing a state have in common (None: a leaf keeps its own state)."""
+    spec = leaf.spec
+    if leaf.span.length is None:
+        return None
+    if isinstance(spec, MetricSpec):
+        return f"metric|{spec.function}|{spec.property}|{spec.match!r}"
+    if isinstance(spec, SequenceSpec):
+        return f"sequence|{spec.first!r}|{spec.then!r}"
+    return None
+
+
+def _shareable(columns: Columns) -> bool:
+    from huaxiang.realtime.columns.metric import MetricColumns
+    from huaxiang.realtime.columns.sequence import SequenceColumns
+
+    return isinstance(columns, MetricColumns | SequenceColumns)
+
+
+class WindowView:
+    """A last-N leaf read from the state of a longer window over the same events."""
+
+    __slots__ = ("base", "length", "span", "spec")
+
+    def __init__(self, base: Columns, leaf: VLeaf) -> None:
+        self.base = base
+        self.spec = leaf.spec
+        self.span = leaf.span
+        self.length = leaf.span.length
+
+    def read(self, persons: Persons, now: int) -> Reading:
+        if isinstance(self.spec, SequenceSpec):
+            return self.base.read(persons, now, self.spec, self.span)  # type: ignore[call-arg]
+        return self.base.read(persons, now, self.length)  # type: ignore[call-arg]
+
+    def holders(self) -> Persons:
+        return self.base.holders()
+
+    def feed(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a window view is fed through its state")
+
+    def compact(self, now: int, late_us: int) -> None:
+        raise TypeError("a window view is compacted through its state")
+
+    def dump(self) -> pa.Table:
+        raise TypeError("a window view is written through its state")
+
+
 ColumnsFactory = Callable[[LeafSpec, Span], Columns]
 
 
@@ -192,6 +253,10 @@ class VectorProgram:
         first / then step of a sequence)."""
         self.matchers: dict[EventMatch, Matcher] = {}
         """Each distinct match with ``where`` tests, compiled (equal matches share one)."""
+        self.states: list[State] = []
+        """What is fed, compacted and snapshot (see :meth:`finish`)."""
+        self.fresh: list[int] = []
+        """The leaves whose state :meth:`finish` made new."""
 
     def leaf(self, spec: LeafSpec, subject: int) -> int:
         key = repr(spec)
@@ -240,6 +305,58 @@ class VectorProgram:
         """An expression deciding ``rule`` for many persons; ``uses`` collects what it reads
         besides events (``attributes:<name>``, ``consent``, ``tags``)."""
         return _compile(self, rule, subject, uses)
+
+    def finish(self, existing: Callable[[str, LeafSpec, Span], Columns | None]) -> list[int]:
+        """Decide the states the leaves read, once every subject is compiled; return the leaves
+        whose state is new (to build from the stored events).
+
+        Leaves of one kind over the same events in last-N windows (``count(view, 1d)``,
+        ``count(view, 7d)``; sequences of the same two steps) share the state of the longest
+        window: an event is folded once for all of them, and each reads its own window from it.
+        ``existing(key, spec, span)`` gives a state kept from before (a rebuild, a snapshot)."""
+        groups: dict[str, list[int]] = {}
+        for n, leaf in enumerate(self.leaves):
+            groups.setdefault(_family(leaf) or leaf.key, []).append(n)
+        self.states = []
+        fresh: list[int] = []
+        for family, members in groups.items():
+            if len(members) > 1 and _shareable(self.leaves[members[0]].columns):
+                longest = self.leaves[max(members, key=lambda n: self.leaves[n].span.length or 0)]
+                key = f"{family}|{longest.span.length}"
+                spec, span = longest.spec, longest.span
+            else:
+                leaf = self.leaves[members[0]]
+                key, spec, span = leaf.key, leaf.spec, leaf.span
+                members = members[:1]
+            columns = existing(key, spec, span)
+            if columns is None:
+                columns = self.leaves[members[0]].columns if len(members) == 1 else longest.columns
+                fresh += members
+            state = len(self.states)
+            self.states.append(State(key, spec, span, columns))
+            for n in members:
+                leaf = self.leaves[n]
+                leaf.state = state
+                leaf.columns = columns if len(members) == 1 else WindowView(columns, leaf)
+        # Leaves grouped by family but not shared got a state each above; the rest too.
+        for n, leaf in enumerate(self.leaves):
+            if leaf.state < 0:
+                columns = existing(leaf.key, leaf.spec, leaf.span)
+                if columns is None:
+                    fresh.append(n)
+                else:
+                    leaf.columns = columns
+                leaf.state = len(self.states)
+                self.states.append(State(leaf.key, leaf.spec, leaf.span, leaf.columns))
+        self.fresh = sorted(fresh)
+        return self.fresh
+
+    def replace_state(self, state: int, columns: Columns) -> None:
+        """Make ``columns`` the state ``state`` (its leaves read it from now on)."""
+        self.states[state].columns = columns
+        members = [leaf for leaf in self.leaves if leaf.state == state]
+        for leaf in members:
+            leaf.columns = columns if len(members) == 1 else WindowView(columns, leaf)
 
     def grow(self, size: int) -> None:
         """Room for persons below ``size`` in every atom's truths."""

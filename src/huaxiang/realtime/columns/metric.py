@@ -471,8 +471,9 @@ class MetricColumns:
         ids = self._ids(texts) if texts is not None else None
         self.pool.insert(persons, times, nums, ids)
 
-    def read(self, persons: Persons, now: int) -> Reading:
-        """Value and next change of each person at ``now`` (no state change)."""
+    def read(self, persons: Persons, now: int, length: int | None = None) -> Reading:
+        """Value and next change of each person at ``now`` (no state change). ``length``: read
+        a last-N window no longer than this one's instead (it keeps every entry needed)."""
         persons = np.asarray(persons, dtype=np.int64)
         size = len(persons)
         top = int(persons.max()) if size else -1
@@ -485,7 +486,8 @@ class MetricColumns:
         firsts, lasts = pool.ends(starts, lengths)
         times = pool.times
         hi = _count_le(times, starts, lengths, firsts, lasts, now)
-        length = self.span.length
+        if length is None:
+            length = self.span.length
         if length is not None:
             lo = _count_le(times, starts, lengths, firsts, lasts, now - length)
             first = starts + lo

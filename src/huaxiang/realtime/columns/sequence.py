@@ -183,9 +183,17 @@ class SequenceColumns:
         query = np.repeat(np.arange(len(people), dtype=np.int64), lengths)
         return _Gathered(query, self.times[index], self.firsts[index], lengths)
 
-    def _answer(self, gathered: _Gathered, now: int) -> _Answer:
-        """Value (without ``held``) and next change of each person gathered."""
-        spec, span = self.spec, self.span
+    def _answer(
+        self,
+        gathered: _Gathered,
+        now: int,
+        spec: SequenceSpec | None = None,
+        span: Span | None = None,
+    ) -> _Answer:
+        """Value (without ``held``) and next change of each person gathered (``spec``,
+        ``span``: another sequence of the same steps over a last-N window no longer than this
+        one's, read from these entries)."""
+        spec, span = spec or self.spec, span or self.span
         query, times, firsts, lengths = gathered
         count = len(lengths)
         size = len(times)
@@ -231,8 +239,16 @@ class SequenceColumns:
         nxt[some] = np.minimum.reduceat(moments, offsets)
         return _Answer(value, nxt, starts, owner, followed)
 
-    def read(self, persons: Persons, now: int) -> Reading:
-        """The sequence's truth at ``now`` and its next change, per person asked."""
+    def read(
+        self,
+        persons: Persons,
+        now: int,
+        spec: SequenceSpec | None = None,
+        span: Span | None = None,
+    ) -> Reading:
+        """The sequence's truth at ``now`` and its next change, per person asked. With
+        ``spec`` and ``span``: those of another sequence of the same two steps whose window is
+        a last-N one no longer than this one's (a last-N window keeps every entry it needs)."""
         count = len(persons)
         size = len(self.length)
         if size == 0:
@@ -242,11 +258,11 @@ class SequenceColumns:
                 np.full(count, NEVER, dtype=np.int64),
             )
         if count == 0 or int(persons.max()) < size:
-            answer = self._answer(self._gather(persons), now)
+            answer = self._answer(self._gather(persons), now, spec, span)
             return Reading(answer.value | self.held[persons], np.ones(count, np.bool_), answer.next)
         known = persons < size
         people = persons[known]
-        answer = self._answer(self._gather(people), now)
+        answer = self._answer(self._gather(people), now, spec, span)
         value = answer.value | self.held[people]
         nxt = answer.next
         value_all = np.zeros(count, dtype=np.bool_)

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import duckdb
 import numpy as np
@@ -43,7 +43,7 @@ from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
-from huaxiang.realtime.columns.base import NEVER, Persons
+from huaxiang.realtime.columns.base import NEVER, Persons, Reading
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
@@ -54,7 +54,10 @@ from huaxiang.realtime.vector import (
     Context,
     Expr,
     VectorProgram,
+    VLeaf,
+    WindowView,
     load_columns,
+    many,
 )
 from huaxiang.rules.ast import EventMatch
 from huaxiang.rules.compile import epoch_us
@@ -613,6 +616,7 @@ class RealtimeEngine:
             None if not skip else set(range(len(self.program.leaves))) - skip,
         )
         distinct: dict[int, tuple[Persons, NDArray[np.int64]]] = {}
+        by_state: dict[int, list[int]] = defaultdict(list)
         for leaf_id, (leaf_persons, rows_) in fed.items():
             # The last event of the batch moving the leaf is the cause, per person (leaves fed
             # the same rows share the work).
@@ -623,7 +627,10 @@ class RealtimeEngine:
                 last = np.ones(len(p_sorted), np.bool_)
                 last[:-1] = p_sorted[1:] != p_sorted[:-1]
                 found = distinct[id(rows_)] = (p_sorted[last], r_sorted[last])
-            self._react(leaf_id, found[0], found[1], now, dirty, False)
+            by_state[self.program.leaves[leaf_id].state].append(leaf_id)
+        for leaf_ids in by_state.values():
+            readers, causes_of = distinct[id(fed[leaf_ids[0]][1])]
+            self._react_state(leaf_ids, readers, causes_of, now, dirty)
         if fed:
             outcome.touched = True
         self._decide(con, dirty, now, causes, outcome)
@@ -641,18 +648,70 @@ class RealtimeEngine:
         subjects reading an atom whose truth changed, arm the leaf's timers. A true *rising*
         atom (``did``, ``count >= N`` ...) stays true when events are added: persons for whom
         every atom of the leaf is such are not read (``everything``: read all)."""
-        program = self.program
-        leaf = program.leaves[leaf_id]
-        atoms = [program.atoms[a] for a in leaf.atoms]
-        if not everything and atoms and all(a.rising for a in atoms):
+        leaf = self.program.leaves[leaf_id]
+        if not everything:
+            persons, causes = self._unsettled(leaf, persons, causes)
+            if not len(persons):
+                return
+        self._absorb(leaf, persons, causes, leaf.columns.read(persons, now), now, dirty)
+
+    def _react_state(
+        self,
+        leaf_ids: list[int],
+        persons: Persons,
+        causes: NDArray[np.int64],
+        now: int,
+        dirty: Dirty,
+    ) -> None:
+        """:meth:`_react` for leaves reading one shared state: read at once for all of them,
+        each window its own."""
+        leaves = self.program.leaves
+        needed = []
+        for leaf_id in leaf_ids:
+            leaf = leaves[leaf_id]
+            mine, why = self._unsettled(leaf, persons, causes)
+            if len(mine):
+                needed.append((leaf, mine, why))
+        if not needed:
+            return
+        views = [leaf.columns for leaf, _, _ in needed]
+        if len(needed) == 1 or not all(isinstance(v, WindowView) for v in views):
+            for leaf, mine, why in needed:
+                self._absorb(leaf, mine, why, leaf.columns.read(mine, now), now, dirty)
+            return
+        readings = many(cast(list[WindowView], views), persons, now)
+        everyone = len(persons)
+        for (leaf, mine, why), reading in zip(needed, readings, strict=True):
+            if len(mine) != everyone:
+                at = np.searchsorted(persons, mine)
+                reading = Reading(reading.value[at], reading.present[at], reading.next[at])
+            self._absorb(leaf, mine, why, reading, now, dirty)
+
+    def _unsettled(
+        self, leaf: VLeaf, persons: Persons, causes: NDArray[np.int64]
+    ) -> tuple[Persons, NDArray[np.int64]]:
+        """The persons for whom some atom of the leaf can still change when events are added
+        (a true rising atom stays true)."""
+        atoms = [self.program.atoms[a] for a in leaf.atoms]
+        if atoms and all(a.rising for a in atoms):
             settled = np.logical_and.reduce([a.truth[persons] for a in atoms])
             if settled.any():
-                persons, causes = persons[~settled], causes[~settled]
-                if not len(persons):
-                    return
-        reading = leaf.columns.read(persons, now)
+                return persons[~settled], causes[~settled]
+        return persons, causes
+
+    def _absorb(
+        self,
+        leaf: VLeaf,
+        persons: Persons,
+        causes: NDArray[np.int64],
+        reading: Reading,
+        now: int,
+        dirty: Dirty,
+    ) -> None:
+        """Judge the leaf's atoms on a reading of ``persons``; keep the truths; mark subjects."""
         nxt = reading.next
-        for atom in atoms:
+        for atom_id in leaf.atoms:
+            atom = self.program.atoms[atom_id]
             truth, own = atom.judge(reading, now)
             if own is not None:
                 nxt = np.minimum(nxt, own)

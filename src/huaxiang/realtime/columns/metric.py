@@ -474,6 +474,10 @@ class MetricColumns:
     def read(self, persons: Persons, now: int, length: int | None = None) -> Reading:
         """Value and next change of each person at ``now`` (no state change). ``length``: read
         a last-N window no longer than this one's instead (it keeps every entry needed)."""
+        return self.read_many(persons, now, [length])[0]
+
+    def read_many(self, persons: Persons, now: int, lengths: Sequence[int | None]) -> list[Reading]:
+        """:meth:`read` for several window lengths at once (the segments are found once)."""
         persons = np.asarray(persons, dtype=np.int64)
         size = len(persons)
         top = int(persons.max()) if size else -1
@@ -481,26 +485,31 @@ class MetricColumns:
         if pool.live == 0:
             nothing = np.zeros(size, np.int64)
             value, present = self._values(persons, top, nothing, nothing)
-            return Reading(value, present, np.full(size, NEVER, np.int64))
-        starts, lengths = pool.segments(persons, top)
-        firsts, lasts = pool.ends(starts, lengths)
+            never = np.full(size, NEVER, np.int64)
+            return [Reading(value, present, never) for _ in lengths]
+        starts, counts = pool.segments(persons, top)
+        firsts, lasts = pool.ends(starts, counts)
         times = pool.times
-        hi = _count_le(times, starts, lengths, firsts, lasts, now)
-        if length is None:
-            length = self.span.length
-        if length is not None:
-            lo = _count_le(times, starts, lengths, firsts, lasts, now - length)
-            first = starts + lo
-            nxt = np.where(lo < hi, times[first] + length, NEVER)
-            inside = hi - lo
-        else:
-            first, inside = starts, hi
-            nxt = np.full(size, NEVER, np.int64)
-        ahead = hi < lengths
-        if ahead.any():
-            nxt = np.where(ahead, np.minimum(nxt, times[starts + hi]), nxt)
-        value, present = self._values(persons, top, first, inside)
-        return Reading(value, present, nxt)
+        hi = _count_le(times, starts, counts, firsts, lasts, now)
+        ahead = hi < counts
+        coming = times[starts + np.where(ahead, hi, 0)] if ahead.any() else None
+        out = []
+        for length in lengths:
+            if length is None:
+                length = self.span.length
+            if length is not None:
+                lo = _count_le(times, starts, counts, firsts, lasts, now - length)
+                first = starts + lo
+                nxt = np.where(lo < hi, times[first] + length, NEVER)
+                inside = hi - lo
+            else:
+                first, inside = starts, hi
+                nxt = np.full(size, NEVER, np.int64)
+            if coming is not None:
+                nxt = np.where(ahead, np.minimum(nxt, coming), nxt)
+            value, present = self._values(persons, top, first, inside)
+            out.append(Reading(value, present, nxt))
+        return out
 
     def _values(
         self, persons: Persons, top: int, starts: Ints, lengths: Ints

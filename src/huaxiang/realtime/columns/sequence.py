@@ -249,26 +249,45 @@ class SequenceColumns:
         """The sequence's truth at ``now`` and its next change, per person asked. With
         ``spec`` and ``span``: those of another sequence of the same two steps whose window is
         a last-N one no longer than this one's (a last-N window keeps every entry it needs)."""
+        return self.read_many(persons, now, [(spec, span)])[0]
+
+    def read_many(
+        self,
+        persons: Persons,
+        now: int,
+        windows: Sequence[tuple[SequenceSpec | None, Span | None]],
+    ) -> list[Reading]:
+        """:meth:`read` for several sequences of these steps at once (entries gathered once)."""
         count = len(persons)
         size = len(self.length)
         if size == 0:
-            return Reading(
+            nothing = Reading(
                 np.zeros(count, dtype=np.bool_),
                 np.ones(count, dtype=np.bool_),
                 np.full(count, NEVER, dtype=np.int64),
             )
+            return [nothing for _ in windows]
+        every = np.ones(count, np.bool_)
         if count == 0 or int(persons.max()) < size:
-            answer = self._answer(self._gather(persons), now, spec, span)
-            return Reading(answer.value | self.held[persons], np.ones(count, np.bool_), answer.next)
+            gathered = self._gather(persons)
+            held = self.held[persons]
+            out = []
+            for spec, span in windows:
+                answer = self._answer(gathered, now, spec, span)
+                out.append(Reading(answer.value | held, every, answer.next))
+            return out
         known = persons < size
         people = persons[known]
-        answer = self._answer(self._gather(people), now, spec, span)
-        value = answer.value | self.held[people]
-        nxt = answer.next
-        value_all = np.zeros(count, dtype=np.bool_)
-        next_all = np.full(count, NEVER, dtype=np.int64)
-        value_all[known], next_all[known] = value, nxt
-        return Reading(value_all, np.ones(count, dtype=np.bool_), next_all)
+        gathered = self._gather(people)
+        held = self.held[people]
+        out = []
+        for spec, span in windows:
+            answer = self._answer(gathered, now, spec, span)
+            value_all = np.zeros(count, dtype=np.bool_)
+            next_all = np.full(count, NEVER, dtype=np.int64)
+            value_all[known], next_all[known] = answer.value | held, answer.next
+            out.append(Reading(value_all, every, next_all))
+        return out
 
     def compact(self, now: int, late_us: int) -> None:
         """Forget what no moment from ``now`` on needs (see the module docstring)."""

@@ -955,8 +955,7 @@ class RealtimeEngine:
                 con,
                 table,
                 "INSERT INTO realtime_change_rows SELECT subject, name, person_id, kind,"
-                " CAST(old_value AS JSON), CAST(new_value AS JSON), moment, cause, version, ?,"
-                " seq " + new,
+                " old_value, new_value, moment, cause, version, ?, seq " + new,
                 [recorded],
             )
             self._changes_until = max(self._changes_until, high)
@@ -1166,18 +1165,27 @@ class RealtimeEngine:
             if subject.kind is not Subject.TAG or subject.name in rewrite:
                 continue
             texts = subject.held.texts
-            for code in np.unique(settled.old[settled.old >= 0]).tolist():
+            # One value (a rule tag): who had it left, who has it entered.
+            olds = [0] if len(texts) == 1 else np.unique(settled.old[settled.old >= 0]).tolist()
+            news = [0] if len(texts) == 1 else np.unique(settled.new[settled.new >= 0]).tolist()
+            for code in olds:
+                left = settled.persons[settled.old == code]
+                if not len(left):
+                    continue
                 pair = (subject.name, texts[code])
                 found = bitmaps.get(pair)
                 if found is not None:
-                    found.difference_update(_bitmap(settled.persons[settled.old == code]))
+                    found.difference_update(_bitmap(left))
                 pairs.add(pair)
-            for code in np.unique(settled.new[settled.new >= 0]).tolist():
+            for code in news:
+                entered = settled.persons[settled.new == code]
+                if not len(entered):
+                    continue
                 pair = (subject.name, texts[code])
                 found = bitmaps.get(pair)
                 if found is None:
                     found = bitmaps[pair] = BitMap()
-                found.update(_bitmap(settled.persons[settled.new == code]))
+                found.update(_bitmap(entered))
                 pairs.add(pair)
         if rewrite:
             con.execute(
@@ -1489,7 +1497,7 @@ class RealtimeEngine:
 _NEWER_HELD = """
     SELECT subject, person_id, value, qualified, expires, seq FROM (
         SELECT c.subject || ':' || c.name AS subject, c.person_id,
-               CAST(c.new_value AS VARCHAR) AS value, epoch_us(c.changed_at) AS qualified,
+               c.new_value AS value, epoch_us(c.changed_at) AS qualified,
                9223372036854775807 AS expires, c.seq
         FROM realtime_change_rows c
         WHERE c.seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)

@@ -34,8 +34,8 @@ def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         INSERT INTO realtime_change_rows
-        SELECT c.subject, c.name, c.person_id, c.kind, c.old_value, c.new_value, c.changed_at,
-               k.cause, c.version, c.recorded_at, 0
+        SELECT c.subject, c.name, c.person_id, c.kind, CAST(c.old_value AS VARCHAR),
+               CAST(c.new_value AS VARCHAR), c.changed_at, k.cause, c.version, c.recorded_at, 0
         FROM realtime_changes c JOIN hx_rt_causes k ON k.text = c.cause
         """
     )
@@ -46,15 +46,16 @@ def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
 
 DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     # Every change of a real-time value (enter/exit history), appended per batch. Rows made at
-    # one moment by a restart are not stored twice (the writer checks when it must).
+    # one moment by a restart are not stored twice (the writer checks when it must). Values are
+    # JSON texts written by the engine (the views read them as JSON).
     """
     CREATE TABLE IF NOT EXISTS realtime_change_rows (
         subject VARCHAR NOT NULL,
         name VARCHAR NOT NULL,
         person_id UINTEGER NOT NULL,
         kind VARCHAR NOT NULL,
-        old_value JSON,
-        new_value JSON,
+        old_value VARCHAR,
+        new_value VARCHAR,
         changed_at TIMESTAMP NOT NULL,
         cause BIGINT NOT NULL,
         version INTEGER NOT NULL,
@@ -72,8 +73,9 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     CREATE OR REPLACE VIEW realtime_changes AS
     SELECT 'rtc_' || left(sha1(c.subject || '|' || c.name || '|' || c.version || '|'
                || c.person_id || '|' || c.kind || '|' || epoch_us(c.changed_at) || '|'
-               || coalesce(CAST(c.new_value AS VARCHAR), 'None')), 32) AS change_id,
-           c.subject, c.name, c.person_id, p.person_key, c.kind, c.old_value, c.new_value,
+               || coalesce(c.new_value, 'None')), 32) AS change_id,
+           c.subject, c.name, c.person_id, p.person_key, c.kind,
+           CAST(c.old_value AS JSON) AS old_value, CAST(c.new_value AS JSON) AS new_value,
            c.changed_at, k.text AS cause, c.version, c.recorded_at
     FROM realtime_change_rows c LEFT JOIN persons p USING (person_id)
     LEFT JOIN realtime_causes k ON k.cause = c.cause
@@ -86,7 +88,8 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
            recorded_at
     FROM tag_value_history
     UNION ALL
-    SELECT c.name, c.person_id, c.kind, c.old_value, c.new_value, c.version, c.changed_at,
+    SELECT c.name, c.person_id, c.kind, CAST(c.old_value AS JSON), CAST(c.new_value AS JSON),
+           c.version, c.changed_at,
            'realtime: ' || k.text, NULL, c.recorded_at
     FROM realtime_change_rows c LEFT JOIN realtime_causes k ON k.cause = c.cause
     WHERE c.subject = 'tag'

@@ -324,7 +324,8 @@ def measure(folder: Path) -> None:
     receiver.close()
     webhook_p99 = percentile(hook_ms, 0.99) if len(hook_ms) == hooks else None
     print(
-        f"# leaves {described['leaves']}, event names {described['event_names']}, activation "
+        f"# leaves {described['leaves']} (states {described['states']}), event names "
+        f"{described['event_names']}, activation "
         f"(replay + evaluate {PERSONS} persons x {RULES} rules) {activation_s:.2f}s; steady: "
         f"{len(latencies)} events; at 100 events/s p50 {statistics.median(calm):.1f} ms "
         f"p99 {percentile(calm, 0.99):.1f} ms; webhooks {len(hook_ms)}/{hooks} received"

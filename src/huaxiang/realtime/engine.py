@@ -1486,6 +1486,7 @@ class RealtimeEngine:
                 ],
                 "unsupported": dict(self.unsupported),
                 "leaves": len(self.program.leaves),
+                "states": len(self.program.states),
                 "event_names": len(self.program.by_event),
                 "persons_with_state": int(holders.sum()),
                 "timers": sum(len(leaf.timers) for leaf in self.program.leaves)

@@ -36,3 +36,15 @@ def grown(array: NDArray[Any], size: int, fill: Any) -> NDArray[Any]:
     out = np.full(max(size, 2 * len(array), 64), fill, dtype=array.dtype)
     out[: len(array)] = array
     return out
+
+
+def ranges(starts: NDArray[np.int64], lengths: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every i, concatenated (the
+    entries of some persons' segments of a pool, one segment after the other)."""
+    total = int(lengths.sum()) if len(lengths) else 0
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(starts - (ends - lengths), lengths)
+    out: NDArray[np.int64] = shift + np.arange(total, dtype=np.int64)
+    return out

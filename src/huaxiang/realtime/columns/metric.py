@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown
+from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown, ranges
 from huaxiang.realtime.leaves import COUNT, DISTINCT_LIMIT, MetricSpec, Span, add_partial
 from huaxiang.rules.ast import Aggregation
 from huaxiang.rules.values import as_number, is_scalar, text_form
@@ -60,18 +60,8 @@ _NUMERIC = frozenset({Aggregation.SUM, Aggregation.AVG, Aggregation.MIN, Aggrega
 _SUMS = frozenset({Aggregation.SUM, Aggregation.AVG})
 
 
-def _spans(starts: Ints, lengths: Ints) -> Ints:
-    """Pool indices of the segments ``[start, start + length)``, one after the other."""
-    total = int(lengths.sum()) if len(lengths) else 0
-    if total == 0:
-        return np.zeros(0, np.int64)
-    offsets = np.cumsum(lengths) - lengths
-    out: Ints = np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
-    return out
-
-
 def _groups(lengths: Ints) -> Ints:
-    """The segment number of each index :func:`_spans` returns."""
+    """The segment number of each index :func:`ranges` returns."""
     out: Ints = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     return out
 
@@ -81,7 +71,7 @@ def _search(times: Ints, starts: Ints, lengths: Ints, bound: int) -> Ints:
     size = len(starts)
     total = int(lengths.sum())
     if total <= 16 * size + 256:  # short segments: one scan beats the search steps
-        below = times[_spans(starts, lengths)] <= bound
+        below = times[ranges(starts, lengths)] <= bound
         out: Ints = np.bincount(_groups(lengths)[below], minlength=size)
         return out
     lo = np.zeros(size, np.int64)
@@ -202,7 +192,7 @@ class _Pool:
         start = ends - cap + self.used
         old = self.start[who]
         lengths = self.length[who]
-        src = _spans(old, lengths)
+        src = ranges(old, lengths)
         if len(src):
             self._copy(src + np.repeat(start - old, lengths), src)
         self.start[who] = start
@@ -211,7 +201,7 @@ class _Pool:
 
     def _sort(self, who: Persons) -> None:
         lengths = self.length[who]
-        at = _spans(self.start[who], lengths)
+        at = ranges(self.start[who], lengths)
         order = np.lexsort((self.times[at], _groups(lengths)))  # stable: ties keep their order
         self._copy(at, at[order])
 
@@ -244,8 +234,8 @@ class _Pool:
         lengths = self.length[who]
         cap = lengths + (lengths >> 2) + 2
         start = np.cumsum(cap) - cap
-        src = _spans(self.start[who], lengths)
-        dst = _spans(start, lengths)
+        src = ranges(self.start[who], lengths)
+        dst = ranges(start, lengths)
         size = max(64, int(cap.sum()) + 1)
         times = np.zeros(size, np.int64)
         times[dst] = self.times[src]
@@ -523,7 +513,7 @@ class MetricColumns:
             if folded:
                 return _take(self.count, persons, 0, top) + lengths, everyone
             return lengths, everyone
-        at = _spans(starts, lengths)
+        at = ranges(starts, lengths)
         group = _groups(lengths)
         if self.distinct:
             return self._distinct(persons, top, at, group, lengths), everyone
@@ -614,7 +604,7 @@ class MetricColumns:
             moved = cut > 0
             who, cut = who[moved], cut[moved]
             if length is None and len(who):
-                at = _spans(pool.start[who], cut)
+                at = ranges(pool.start[who], cut)
                 nums = pool.nums[at] if pool.nums is not None else None
                 texts: list[str | None] | None = None
                 if pool.ids is not None:
@@ -651,7 +641,7 @@ class MetricColumns:
         who = self.holders()
         pool = self.pool
         starts, lengths = pool.segments(who)
-        at = _spans(starts, lengths)
+        at = ranges(starts, lengths)
         offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
         def listed(values: pa.Array) -> pa.Array:

@@ -32,8 +32,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown
-from huaxiang.realtime.columns.times import ranges
+from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown, ranges
 from huaxiang.realtime.leaves import SequenceSpec, Span
 
 

@@ -23,22 +23,12 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown
+from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown, ranges
 from huaxiang.realtime.leaves import Span, TimeSpec
 from huaxiang.rules.ast import Which
 
 _LOW: int = int(np.iinfo(np.int64).min)
 _EMPTY = np.zeros(0, dtype=np.int64)
-
-
-def ranges(starts: NDArray[np.int64], lengths: NDArray[np.int64]) -> NDArray[np.int64]:
-    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every i, concatenated."""
-    total = int(lengths.sum())
-    if total == 0:
-        return _EMPTY
-    ends = np.cumsum(lengths)
-    shift = np.repeat(starts - (ends - lengths), lengths)
-    return shift + np.arange(total, dtype=np.int64)
 
 
 class TimeColumns:

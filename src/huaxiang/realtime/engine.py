@@ -74,8 +74,11 @@ TICK_S = 0.25
 #: The loader's batches look for definition changes at most this often (the timer thread and
 #: ``huaxiang realtime status`` look at once): the check is a query, each batch would pay it.
 SYNC_INTERVAL_S = 0.05
-#: The timer thread writes the leaves' snapshot at most this often (when they moved).
+#: The timer thread writes the leaves' snapshot at most this often (when they moved) ...
 SNAPSHOT_INTERVAL_S = 5.0
+#: ... and at most once per this many times the last one took (a large state is written less
+#: often: writing it takes at most about a tenth of the time).
+SNAPSHOT_SPACING = 10.0
 #: ... and the held values' log is folded into ``realtime_held`` past this many rows.
 COMPACT_ROWS = 100_000
 TIMER_CAUSE: Final = "timer: window, deadline or ttl passed"
@@ -177,6 +180,7 @@ class RealtimeEngine:
         self._wide: list[int] = []
         self._profile_subjects: list[int] = []
         self._snapshot_at = float("-inf")
+        self._snapshot_took = 0.0
         self._moved = False
         """Leaf states moved since the last snapshot."""
         self._cause_base: int | None = None
@@ -1299,9 +1303,11 @@ class RealtimeEngine:
 
     def snapshot(self) -> None:
         """Write the leaves' snapshot now (the timer thread does it every few seconds)."""
+        began = time.monotonic()
         with self.store.transaction() as con, self._lock:
             self._compact_leaves()
             self._write_snapshot(con)
+        self._snapshot_took = time.monotonic() - began
 
     def _compact_leaves(self) -> None:
         now = self._time
@@ -1452,7 +1458,8 @@ class RealtimeEngine:
                 break
             try:  # also follows definition changes (activations) within a tick
                 self.process_due()
-                if self._moved and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
+                spacing = max(SNAPSHOT_INTERVAL_S, SNAPSHOT_SPACING * self._snapshot_took)
+                if self._moved and time.monotonic() - self._snapshot_at >= spacing:
                     self.snapshot()
             except Exception as e:  # retried at the next tick
                 logger.error("real-time timers failed: %s", e, exc_info=e)

@@ -1,9 +1,9 @@
 """Pacing Python's cyclic garbage collector around the engine's batches.
 
-The engine holds millions of small long-lived objects (leaf states, held values) and a batch adds
-many more. Left alone, the collector rescans them several times during every batch (a fifth of
-the engine's time on the real-time benchmark), with a full pass over the whole heap (0.5 to 1 s)
-every few seconds under load.
+The process holds many small long-lived objects (the identity graph's indexes, the loader's
+caches; the real-time engine's own state is in arrays) and a batch makes many short-lived ones.
+Left alone, the collector rescans the long-lived ones several times during every batch, with a
+full pass over the whole heap every few seconds under load.
 
 So while a batch runs the collector is paused, and when it ends what the batch left alive is
 frozen (``gc.freeze``: out of the collector's passes, still freed by reference counting). A full

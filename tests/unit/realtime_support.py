@@ -24,7 +24,7 @@ def install(engine: RealtimeEngine, rules: list[a.Condition], start: datetime) -
     engine.clock = ManualClock(start)
     engine.subjects = {}
     engine.seen = np.zeros(64, np.bool_)
-    engine.seen[PID] = True
+    engine.seen[PID : PID + 3] = True  # PID and the two persons after it
     engine._time = 0
     rows = [
         ("tag", f"t{n}", 1, "rule", orjson.dumps({"rule": to_json(rule)}).decode(), None)
@@ -36,8 +36,13 @@ def install(engine: RealtimeEngine, rules: list[a.Condition], start: datetime) -
     engine.install(program, subjects, engine._now())
 
 
-def step(engine: RealtimeEngine, events: list[tuple[datetime, str, dict[str, Any]]]) -> None:
-    """One loader batch of PID's events at the clock's time (timers due first)."""
+def step(
+    engine: RealtimeEngine,
+    events: list[tuple[datetime, str, dict[str, Any]]],
+    persons: list[int] | None = None,
+) -> None:
+    """One loader batch of events at the clock's time (timers due first): PID's, or those of
+    ``persons`` (one per event)."""
     now = engine._now()
     outcome = engine._due(now)
     rows = (
@@ -48,7 +53,7 @@ def step(engine: RealtimeEngine, events: list[tuple[datetime, str, dict[str, Any
         [f"m{n}" for n in range(len(events))],
         ["track"] * len(events),
     )
-    engine.step(rows, now, outcome, persons=[PID] * len(events))
+    engine.step(rows, now, outcome, persons=persons or [PID] * len(events))
 
 
 def step_stored(engine: RealtimeEngine, events: list[tuple[int, str]]) -> None:

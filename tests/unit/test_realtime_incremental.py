@@ -202,3 +202,62 @@ def test_leaves_sharing_a_state_across_windows(
         history = PersonHistory(events=list(arrived), attributes={}, consent={})
         for n, rule in enumerate(rules):
             assert held(engine, n) == evaluate(rule, history, moment), (n, moment, arrived)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    first=EVENT_RULES,
+    second=EVENT_RULES,
+    stream=streams(),
+    owners=st.lists(st.integers(0, 2), min_size=12, max_size=12),
+    cuts=st.lists(st.booleans(), min_size=12, max_size=12),
+    offsets=st.lists(st.integers(0, 8 * 24 * 60), min_size=1, max_size=4),
+)
+def test_batches_of_several_persons_match_the_reference_evaluator(
+    engine: RealtimeEngine,
+    first: a.Condition,
+    second: a.Condition,
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]],
+    owners: list[int],
+    cuts: list[bool],
+    offsets: list[int],
+) -> None:
+    """Three persons' events mixed in the same batches: each person's values equal the
+    reference evaluator over that person's events (persons are decided side by side)."""
+    from huaxiang.rules.text import parse
+
+    rules = [first, second, a.And((first, second)), *[parse(t) for t in FAMILIES[:4]]]
+    people = [PID, PID + 1, PID + 2]
+    batches: list[list[tuple[int, datetime, str, dict[str, Any]]]] = [[]]
+    arrivals: list[datetime] = []
+    for n, (arrival, stamp, name, props) in enumerate(stream):
+        batches[-1].append((people[owners[n]], stamp, name, props))
+        if cuts[n] or n == len(stream) - 1:
+            arrivals.append(arrival)
+            batches.append([])
+    moments = [BASE + timedelta(minutes=m) for m in offsets]
+    timeline = sorted(
+        [(arrival, 0, i) for i, arrival in enumerate(arrivals)]
+        + [(m, 1, i) for i, m in enumerate(moments)]
+    )
+    install(engine, rules, min(t for t, _, _ in timeline))
+    arrived: dict[int, list[HistoryEvent]] = {p: [] for p in people}
+    for moment, what, i in timeline:
+        engine.clock.set(moment)  # type: ignore[attr-defined]
+        if what == 0:
+            for person, stamp, name, props in batches[i]:
+                arrived[person].append(HistoryEvent(name, stamp, props))
+            step(
+                engine,
+                [(stamp, name, props) for _, stamp, name, props in batches[i]],
+                [person for person, *_ in batches[i]],
+            )
+            continue
+        engine._due(engine._now())
+        for person in people:
+            history = PersonHistory(events=list(arrived[person]), attributes={}, consent={})
+            for n, rule in enumerate(rules):
+                found = engine.held_value(person, Subject.TAG, f"t{n}") is True
+                assert found == evaluate(rule, history, moment), (person, n, moment)

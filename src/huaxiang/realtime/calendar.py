@@ -3,32 +3,64 @@
 One calendar per leaf (a window slides, a deadline passes, a future-stamped event arrives,
 ``last(...) within`` runs out) and per subject (a TTL ends). Entries are only hints: firing one
 re-reads the person at that moment, and the reading schedules the next one, so an entry made
-stale by later events costs a re-read and nothing else. Duplicates are folded (the earliest
-moment per person stays) when the calendar has grown past twice its distinct persons.
+stale by later events costs a re-read and nothing else.
+
+Entries live in a part sorted by moment (popped from its head by a binary search) and a small
+unsorted tail that new entries are appended to; the tail is merged into the sorted part when it
+has grown past a quarter of it (so each entry is sorted a few times, at most). Duplicates are
+folded at a merge (the earliest moment per person stays) when the calendar holds more than
+twice as many entries as persons. ``watch`` is told whenever the earliest moment moves, so the
+engine keeps all calendars in one heap instead of scanning them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from huaxiang.realtime.columns.base import NEVER, Moments, Persons
 
+_TAIL = 256
+"""The tail is merged past this many entries (or a quarter of the sorted part)."""
+
 
 class Calendar:
     """(moment, person) entries; the earliest moment is known without a scan."""
 
-    __slots__ = ("_distinct", "_moments", "_persons", "_size", "first")
+    __slots__ = (
+        "_distinct",
+        "_head",
+        "_sorted_moments",
+        "_sorted_persons",
+        "_tail",
+        "_tail_moments",
+        "_tail_persons",
+        "first",
+        "watch",
+    )
 
     def __init__(self) -> None:
-        self._moments = np.empty(0, np.int64)
-        self._persons = np.empty(0, np.int64)
-        self._size = 0
+        self._sorted_moments = np.empty(0, np.int64)
+        self._sorted_persons = np.empty(0, np.int64)
+        self._head = 0
+        """Entries of the sorted part before this one are popped."""
+        self._tail_moments = np.empty(0, np.int64)
+        self._tail_persons = np.empty(0, np.int64)
+        self._tail = 0
         self._distinct = 0
         self.first = NEVER
         """The earliest moment in the calendar (NEVER: empty)."""
+        self.watch: Callable[[int], None] | None = None
+        """Called with the new earliest moment when it moves (not with NEVER)."""
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._sorted_moments) - self._head + self._tail
+
+    def _moved(self, first: int) -> None:
+        self.first = first
+        if first < NEVER and self.watch is not None:
+            self.watch(first)
 
     def push(self, persons: Persons, moments: Moments) -> None:
         """Add entries (moments equal to NEVER are skipped)."""
@@ -38,44 +70,77 @@ class Calendar:
         n = len(moments)
         if not n:
             return
-        end = self._size + n
-        if end > len(self._moments):
-            size = max(end, 2 * len(self._moments), 64)
-            self._moments = np.resize(self._moments, size)
-            self._persons = np.resize(self._persons, size)
-        self._moments[self._size : end] = moments
-        self._persons[self._size : end] = persons
-        self._size = end
+        end = self._tail + n
+        if end > len(self._tail_moments):
+            size = max(end, 2 * len(self._tail_moments), 64)
+            self._tail_moments = np.resize(self._tail_moments, size)
+            self._tail_persons = np.resize(self._tail_persons, size)
+        self._tail_moments[self._tail : end] = moments
+        self._tail_persons[self._tail : end] = persons
+        self._tail = end
         low = int(moments.min())
+        if end > max(_TAIL, (len(self._sorted_moments) - self._head) // 4):
+            self._merge()
         if low < self.first:
-            self.first = low
-        if end > 2 * self._distinct + 1024:
-            self._fold()
+            self._moved(low)
 
-    def _fold(self) -> None:
-        """Keep the earliest moment per person."""
-        moments, persons = self._moments[: self._size], self._persons[: self._size]
-        order = np.lexsort((moments, persons))
-        persons, moments = persons[order], moments[order]
-        keep = np.ones(len(persons), np.bool_)
-        keep[1:] = persons[1:] != persons[:-1]
-        self._persons, self._moments = persons[keep], moments[keep]
-        self._size = self._distinct = len(self._persons)
+    def _merge(self) -> None:
+        """Sort the tail into the sorted part (folding duplicates when there are many)."""
+        moments = np.concatenate(
+            (self._sorted_moments[self._head :], self._tail_moments[: self._tail])
+        )
+        persons = np.concatenate(
+            (self._sorted_persons[self._head :], self._tail_persons[: self._tail])
+        )
+        if len(moments) > 2 * self._distinct + 1024:
+            order = np.lexsort((moments, persons))
+            persons, moments = persons[order], moments[order]
+            keep = np.ones(len(persons), np.bool_)
+            keep[1:] = persons[1:] != persons[:-1]
+            persons, moments = persons[keep], moments[keep]
+            self._distinct = len(persons)
+        order = np.argsort(moments, kind="stable")
+        self._sorted_moments, self._sorted_persons = moments[order], persons[order]
+        self._head = 0
+        self._tail = 0
 
     def pop(self, until: int) -> tuple[Moments, Persons]:
         """Remove and return the entries due at or before ``until``, in time order."""
         if self.first > until:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        moments, persons = self._moments[: self._size], self._persons[: self._size]
-        due = moments <= until
-        out_m, out_p = moments[due], persons[due]
-        rest = ~due
-        self._moments, self._persons = moments[rest].copy(), persons[rest].copy()
-        self._size = len(self._moments)
-        self._distinct = min(self._distinct, self._size)
-        self.first = int(self._moments.min()) if self._size else NEVER
+        head = self._head
+        end = int(np.searchsorted(self._sorted_moments, until, side="right"))
+        end = max(end, head)
+        out_m = self._sorted_moments[head:end]
+        out_p = self._sorted_persons[head:end]
+        self._head = end
+        if self._head > 1024 and self._head * 2 > len(self._sorted_moments):
+            self._sorted_moments = self._sorted_moments[self._head :].copy()
+            self._sorted_persons = self._sorted_persons[self._head :].copy()
+            self._head = 0
+        if self._tail:
+            tail_m = self._tail_moments[: self._tail]
+            tail_p = self._tail_persons[: self._tail]
+            due = tail_m <= until
+            if due.any():
+                out_m = np.concatenate((out_m, tail_m[due]))
+                out_p = np.concatenate((out_p, tail_p[due]))
+                rest = ~due
+                kept = int(rest.sum())
+                self._tail_moments[:kept] = tail_m[rest]
+                self._tail_persons[:kept] = tail_p[rest]
+                self._tail = kept
+        self._distinct = min(self._distinct, len(self))
+        first = NEVER
+        if self._head < len(self._sorted_moments):
+            first = int(self._sorted_moments[self._head])
+        if self._tail:
+            first = min(first, int(self._tail_moments[: self._tail].min()))
+        self._moved(first)
         order = np.argsort(out_m, kind="stable")
         return out_m[order], out_p[order]
 
     def clear(self) -> None:
+        watch = self.watch
         self.__init__()  # type: ignore[misc]
+        self.watch = watch

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import heapq
 import io
 import logging
 import threading
@@ -42,6 +43,7 @@ from huaxiang.collect.records import EventBatch
 from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
 from huaxiang.identity.resolver import IdentityResolver
+from huaxiang.realtime.calendar import Calendar
 from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
 from huaxiang.realtime.columns.base import NEVER, Persons, Reading
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
@@ -186,6 +188,8 @@ class RealtimeEngine:
         self._cause_base: int | None = None
         """The id of the first cause of the next batch written (``realtime_causes``; None: not
         read yet)."""
+        self._timers: list[tuple[int, int, int]] = []
+        """(earliest moment, kind: 0 leaf / 1 subject, index) of the calendars (a heap)."""
         self._loaded_held: dict[str, Held] = {}
         """Held values read from the store, until the definitions are compiled."""
         self._seq = 0
@@ -319,9 +323,11 @@ class RealtimeEngine:
         for subject in subjects.values():
             subject.held.grow(size)
             subject.held.ttl.clear()
+        for leaf in program.leaves:
+            leaf.timers.clear()
+        self._watch_calendars()
         dirty: Dirty = defaultdict(list)
         for leaf_id, leaf in enumerate(program.leaves):
-            leaf.timers.clear()
             found = leaf.columns.holders()
             if len(found):
                 self._react(leaf_id, found, np.zeros(len(found), np.int64), now, dirty, True)
@@ -839,15 +845,40 @@ class RealtimeEngine:
 
     # -- timers ----------------------------------------------------------------------------
 
+    def _calendar(self, kind: int, index: int) -> Calendar | None:
+        """A leaf's (kind 0) or a subject's (kind 1) calendar, if it still exists."""
+        if kind == 0:
+            leaves = self.program.leaves
+            return leaves[index].timers if index < len(leaves) else None
+        subject = self.subjects.get(index)
+        return subject.held.ttl if subject is not None else None
+
+    def _watch_calendars(self) -> None:
+        """Keep every calendar's earliest moment in one heap (stale entries are skipped)."""
+        self._timers = []
+        heap = self._timers
+
+        def watcher(kind: int, index: int) -> Callable[[int], None]:
+            return lambda first: heapq.heappush(heap, (first, kind, index))
+
+        for n, leaf in enumerate(self.program.leaves):
+            leaf.timers.watch = watcher(0, n)
+            if leaf.timers.first < NEVER:
+                heapq.heappush(heap, (leaf.timers.first, 0, n))
+        for sid, subject in self.subjects.items():
+            subject.held.ttl.watch = watcher(1, sid)
+            if subject.held.ttl.first < NEVER:
+                heapq.heappush(heap, (subject.held.ttl.first, 1, sid))
+
     def _next_due(self) -> int:
-        first = NEVER
-        for leaf in self.program.leaves:
-            if leaf.timers.first < first:
-                first = leaf.timers.first
-        for subject in self.subjects.values():
-            if subject.held.ttl.first < first:
-                first = subject.held.ttl.first
-        return first
+        heap = self._timers
+        while heap:
+            first, kind, index = heap[0]
+            calendar = self._calendar(kind, index)
+            if calendar is not None and calendar.first == first:
+                return first
+            heapq.heappop(heap)
+        return NEVER
 
     def next_due(self) -> datetime | None:
         with self._lock:
@@ -857,23 +888,29 @@ class RealtimeEngine:
     def _due(self, until: int, con: duckdb.DuckDBPyConnection | None = None) -> Outcome:
         """Fire every timer due by ``until``, each at its own moment, in time order."""
         outcome = Outcome()
+        heap = self._timers
         while True:
             moment = self._next_due()
             if moment > until:
                 return outcome
+            due: set[tuple[int, int]] = set()
+            while heap and heap[0][0] == moment:
+                _, kind, index = heapq.heappop(heap)
+                calendar = self._calendar(kind, index)
+                if calendar is not None and calendar.first == moment:
+                    due.add((kind, index))
             dirty: Dirty = defaultdict(list)
-            for leaf_id, leaf in enumerate(self.program.leaves):
-                if leaf.timers.first == moment:
-                    _, persons = leaf.timers.pop(moment)
-                    persons = np.unique(persons)
+            for kind, index in sorted(due):
+                calendar = self._calendar(kind, index)
+                assert calendar is not None
+                _, persons = calendar.pop(moment)
+                persons = np.unique(persons)
+                if kind == 0:
                     self._react(
-                        leaf_id, persons, np.zeros(len(persons), np.int64), moment, dirty, True
+                        index, persons, np.zeros(len(persons), np.int64), moment, dirty, True
                     )
-            for sid, subject in self.subjects.items():
-                if subject.held.ttl.first == moment:
-                    _, persons = subject.held.ttl.pop(moment)
-                    persons = np.unique(persons)
-                    dirty[sid].append((persons, np.zeros(len(persons), np.int64)))
+                else:
+                    dirty[index].append((persons, np.zeros(len(persons), np.int64)))
             self._decide(con, dirty, moment, [TIMER_CAUSE], outcome)
 
     def process_due(self) -> list[MembershipChange]:

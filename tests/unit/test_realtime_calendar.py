@@ -1,0 +1,66 @@
+"""A calendar gives back every entry due by a moment, in time order, and knows its earliest
+moment; folding keeps the earliest moment of each person (a later one is only a hint)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from huaxiang.realtime.calendar import Calendar
+from huaxiang.realtime.columns.base import NEVER
+
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("push"),
+            st.lists(st.tuples(st.integers(0, 40), st.integers(0, 2_000)), max_size=400),
+        ),
+        st.tuples(st.just("pop"), st.integers(0, 2_000)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=STEPS)
+def test_entries_come_back_in_time_order_and_none_is_lost(
+    steps: list[tuple[str, object]],
+) -> None:
+    calendar = Calendar()
+    seen: list[int] = []
+    calendar.watch = seen.append
+    pending: dict[int, int] = {}  # person -> earliest moment not yet given back
+    for kind, arg in steps:
+        if kind == "push":
+            entries = arg if isinstance(arg, list) else []
+            persons = np.array([p for p, _ in entries], np.int64)
+            moments = np.array([m for _, m in entries], np.int64)
+            calendar.push(persons, moments)
+            for p, m in entries:
+                pending[p] = min(pending.get(p, NEVER), m)
+        else:
+            until = int(arg)  # type: ignore[call-overload]
+            moments, persons = calendar.pop(until)
+            assert (np.diff(moments) >= 0).all()
+            assert (moments <= until).all()
+            given_back = set(persons.tolist())
+            due = {p for p, m in pending.items() if m <= until}
+            assert due <= given_back  # every person due is there (folding keeps the earliest)
+            for p in given_back:
+                pending.pop(p, None)
+        earliest = min(pending.values(), default=NEVER)
+        assert calendar.first <= earliest
+        if calendar.first < NEVER:
+            assert seen and seen[-1] == calendar.first
+
+
+def test_a_long_calendar_merges_its_tail_and_folds_duplicates() -> None:
+    calendar = Calendar()
+    for round_ in range(40):
+        persons = np.arange(100, dtype=np.int64)
+        calendar.push(persons, np.full(100, 1_000 + round_, np.int64))
+    assert len(calendar) < 4_000  # the same persons again and again are folded
+    moments, persons = calendar.pop(1_000)
+    assert sorted(persons.tolist()) == list(range(100)) and (moments == 1_000).all()
+    assert calendar.first > 1_000

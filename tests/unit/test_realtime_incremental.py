@@ -46,6 +46,45 @@ def engine(
     store.close()
 
 
+def timeline(arrivals: list[datetime], offsets: list[int]) -> list[tuple[datetime, int, int]]:
+    """Arrivals ``(at, 0, index)`` and moments to check ``(at, 1, index)``, in time order."""
+    moments = [BASE + timedelta(minutes=m) for m in offsets]
+    return sorted(
+        [(arrival, 0, i) for i, arrival in enumerate(arrivals)]
+        + [(m, 1, i) for i, m in enumerate(moments)]
+    )
+
+
+def batched(
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]], cuts: list[bool]
+) -> tuple[list[list[int]], list[datetime]]:
+    """Consecutive arrivals form batches (cut after an event where ``cuts`` says so); a batch
+    arrives at the time of its last event. The positions in ``stream`` of each batch, and
+    when each arrives."""
+    batches: list[list[int]] = [[]]
+    arrivals: list[datetime] = []
+    for n, (arrival, *_rest) in enumerate(stream):
+        batches[-1].append(n)
+        if cuts[n] or n == len(stream) - 1:
+            arrivals.append(arrival)
+            batches.append([])
+    return batches, arrivals
+
+
+def check(
+    engine: RealtimeEngine,
+    rules: list[a.Condition],
+    arrived: list[HistoryEvent],
+    moment: datetime,
+    person: int = PID,
+) -> None:
+    """Every rule's held value for ``person`` equals the reference evaluator at ``moment``."""
+    history = PersonHistory(events=list(arrived), attributes={}, consent={})
+    for n, rule in enumerate(rules):
+        found = engine.held_value(person, Subject.TAG, f"t{n}") is True
+        assert found == evaluate(rule, history, moment), (person, n, moment, arrived)
+
+
 def held(engine: RealtimeEngine, n: int) -> bool:
     return engine.held_value(PID, Subject.TAG, f"t{n}") is True
 
@@ -67,14 +106,10 @@ def test_incremental_values_match_the_reference_evaluator(
     offsets: list[int],
 ) -> None:
     rules = [first, second, a.And((first, second)), a.Or((a.Not(first), second))]
-    moments = [BASE + timedelta(minutes=m) for m in offsets]
-    timeline = sorted(
-        [(arrival, 0, i) for i, (arrival, *_rest) in enumerate(stream)]
-        + [(m, 1, i) for i, m in enumerate(moments)]
-    )
-    install(engine, rules, min(t for t, _, _ in timeline))
+    times = timeline([arrival for arrival, *_ in stream], offsets)
+    install(engine, rules, times[0][0])
     arrived: list[HistoryEvent] = []
-    for moment, what, i in timeline:
+    for moment, what, i in times:
         engine.clock.set(moment)  # type: ignore[attr-defined]
         if what == 0:
             _arrival, stamp, name, props = stream[i]
@@ -83,9 +118,7 @@ def test_incremental_values_match_the_reference_evaluator(
             engine._compact_leaves()
             continue
         engine._due(engine._now())
-        history = PersonHistory(events=list(arrived), attributes={}, consent={})
-        for n, rule in enumerate(rules):
-            assert held(engine, n) == evaluate(rule, history, moment), (n, moment, arrived)
+        check(engine, rules, arrived, moment)
 
 
 @settings(
@@ -109,28 +142,16 @@ def test_batches_match_the_reference_evaluator(
     """As a loader batch does: several events folded at one moment (the batch's); between
     batches each leaf's state goes through its snapshot form (dump, load) and goes on."""
     rules = [first, second, a.And((first, second)), a.Or((a.Not(first), second))]
-    # Consecutive arrivals form batches (cut after an event where ``cuts`` says so); a batch
-    # arrives at the time of its last event.
-    batches: list[list[tuple[datetime, str, dict[str, Any]]]] = [[]]
-    arrivals: list[datetime] = []
-    for n, (arrival, stamp, name, props) in enumerate(stream):
-        batches[-1].append((stamp, name, props))
-        if cuts[n] or n == len(stream) - 1:
-            arrivals.append(arrival)
-            batches.append([])
-    moments = [BASE + timedelta(minutes=m) for m in offsets]
-    timeline = sorted(
-        [(arrival, 0, i) for i, arrival in enumerate(arrivals)]
-        + [(m, 1, i) for i, m in enumerate(moments)]
-    )
-    install(engine, rules, min(t for t, _, _ in timeline))
+    batches, arrivals = batched(stream, cuts)
+    times = timeline(arrivals, offsets)
+    install(engine, rules, times[0][0])
     arrived: list[HistoryEvent] = []
-    for moment, what, i in timeline:
+    for moment, what, i in times:
         engine.clock.set(moment)  # type: ignore[attr-defined]
         if what == 0:
-            for stamp, name, props in batches[i]:
-                arrived.append(HistoryEvent(name, stamp, props))
-            step(engine, batches[i])
+            events = [(stream[n][1], stream[n][2], stream[n][3]) for n in batches[i]]
+            arrived += [HistoryEvent(name, stamp, props) for stamp, name, props in events]
+            step(engine, events)
             for n, state in enumerate(engine.program.states):
                 table = state.columns.dump()
                 assert isinstance(table, pa.Table)
@@ -139,9 +160,7 @@ def test_batches_match_the_reference_evaluator(
                 )
             continue
         engine._due(engine._now())
-        history = PersonHistory(events=list(arrived), attributes={}, consent={})
-        for n, rule in enumerate(rules):
-            assert held(engine, n) == evaluate(rule, history, moment), (n, moment, arrived)
+        check(engine, rules, arrived, moment)
 
 
 def test_outcome_counts_changes(engine: RealtimeEngine) -> None:
@@ -182,16 +201,12 @@ def test_leaves_sharing_a_state_across_windows(
     from huaxiang.rules.text import parse
 
     rules = [parse(text) for text in FAMILIES]
-    moments = [BASE + timedelta(minutes=m) for m in offsets]
-    timeline = sorted(
-        [(arrival, 0, i) for i, (arrival, *_rest) in enumerate(stream)]
-        + [(m, 1, i) for i, m in enumerate(moments)]
-    )
-    install(engine, rules, min(t for t, _, _ in timeline))
+    times = timeline([arrival for arrival, *_ in stream], offsets)
+    install(engine, rules, times[0][0])
     if engine.columns is columns_for:  # the columnar states share (four states, nine leaves)
         assert (len(engine.program.states), len(engine.program.leaves)) == (4, 9)
     arrived: list[HistoryEvent] = []
-    for moment, what, i in timeline:
+    for moment, what, i in times:
         engine.clock.set(moment)  # type: ignore[attr-defined]
         if what == 0:
             _arrival, stamp, name, props = stream[i]
@@ -199,9 +214,7 @@ def test_leaves_sharing_a_state_across_windows(
             step(engine, [(stamp, name, props)])
             continue
         engine._due(engine._now())
-        history = PersonHistory(events=list(arrived), attributes={}, consent={})
-        for n, rule in enumerate(rules):
-            assert held(engine, n) == evaluate(rule, history, moment), (n, moment, arrived)
+        check(engine, rules, arrived, moment)
 
 
 @settings(
@@ -230,34 +243,22 @@ def test_batches_of_several_persons_match_the_reference_evaluator(
 
     rules = [first, second, a.And((first, second)), *[parse(t) for t in FAMILIES[:4]]]
     people = [PID, PID + 1, PID + 2]
-    batches: list[list[tuple[int, datetime, str, dict[str, Any]]]] = [[]]
-    arrivals: list[datetime] = []
-    for n, (arrival, stamp, name, props) in enumerate(stream):
-        batches[-1].append((people[owners[n]], stamp, name, props))
-        if cuts[n] or n == len(stream) - 1:
-            arrivals.append(arrival)
-            batches.append([])
-    moments = [BASE + timedelta(minutes=m) for m in offsets]
-    timeline = sorted(
-        [(arrival, 0, i) for i, arrival in enumerate(arrivals)]
-        + [(m, 1, i) for i, m in enumerate(moments)]
-    )
-    install(engine, rules, min(t for t, _, _ in timeline))
+    batches, arrivals = batched(stream, cuts)
+    times = timeline(arrivals, offsets)
+    install(engine, rules, times[0][0])
     arrived: dict[int, list[HistoryEvent]] = {p: [] for p in people}
-    for moment, what, i in timeline:
+    for moment, what, i in times:
         engine.clock.set(moment)  # type: ignore[attr-defined]
         if what == 0:
-            for person, stamp, name, props in batches[i]:
-                arrived[person].append(HistoryEvent(name, stamp, props))
+            for n in batches[i]:
+                _arrival, stamp, name, props = stream[n]
+                arrived[people[owners[n]]].append(HistoryEvent(name, stamp, props))
             step(
                 engine,
-                [(stamp, name, props) for _, stamp, name, props in batches[i]],
-                [person for person, *_ in batches[i]],
+                [(stream[n][1], stream[n][2], stream[n][3]) for n in batches[i]],
+                [people[owners[n]] for n in batches[i]],
             )
             continue
         engine._due(engine._now())
         for person in people:
-            history = PersonHistory(events=list(arrived[person]), attributes={}, consent={})
-            for n, rule in enumerate(rules):
-                found = engine.held_value(person, Subject.TAG, f"t{n}") is True
-                assert found == evaluate(rule, history, moment), (person, n, moment)
+            check(engine, rules, arrived[person], moment, person)

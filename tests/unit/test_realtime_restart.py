@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import orjson
 import pytest
@@ -32,19 +34,32 @@ def store(tmp_path: Path) -> Iterator[Store]:
     with store.transaction() as con:
         add_persons(con, [1, 2, 3])
         for name, (rule, ttl) in RULES.items():
-            insert_tag(
-                con,
-                TagDefinition(
-                    name=name,
-                    kind=TagKind.RULE,
-                    refresh=RefreshMode(RefreshKind.REALTIME),
-                    rule=parse(rule),
-                    ttl_days=ttl,
-                ),
-            )
-        con.execute("UPDATE tag_definitions SET status = 'active'")
+            add_realtime_tag(con, name, rule, ttl)
     yield store
     store.close()
+
+
+def add_realtime_tag(con: duckdb.DuckDBPyConnection, name: str, rule: str, ttl: int | None) -> None:
+    """An active real-time rule tag."""
+    insert_tag(
+        con,
+        TagDefinition(
+            name=name,
+            kind=TagKind.RULE,
+            refresh=RefreshMode(RefreshKind.REALTIME),
+            rule=parse(rule),
+            ttl_days=ttl,
+        ),
+    )
+    con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = ?", [name])
+
+
+def query(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    con = store.cursor()
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
 
 
 def opened(store: Store, clock: ManualClock) -> RealtimeEngine:
@@ -66,11 +81,7 @@ def held(engine: RealtimeEngine) -> dict[str, list[tuple[int, str, int]]]:
 
 
 def changes(store: Store) -> int:
-    con = store.cursor()
-    try:
-        return int(con.execute("SELECT count(*) FROM realtime_changes").fetchall()[0][0])
-    finally:
-        con.close()
+    return int(query(store, "SELECT count(*) FROM realtime_changes")[0][0])
 
 
 def test_held_values_and_ttls_survive_restarts(store: Store) -> None:
@@ -119,13 +130,9 @@ def test_a_tag_no_longer_real_time_holds_nothing_after_a_restart(store: Store) -
     clock.advance(timedelta(minutes=1))
     again = opened(store, clock)
     assert [p for p, _, _ in held(again)["regulars"]] == [2]
-    con = store.cursor()
-    try:
-        kinds = con.execute(
-            "SELECT kind FROM realtime_changes WHERE name = 'regulars' ORDER BY changed_at"
-        ).fetchall()
-    finally:
-        con.close()
+    kinds = query(
+        store, "SELECT kind FROM realtime_changes WHERE name = 'regulars' ORDER BY changed_at"
+    )
     assert [k for (k,) in kinds] == ["entered", "entered"]
 
 
@@ -135,16 +142,7 @@ def test_a_tag_reading_attributes_holds_at_activation(store: Store) -> None:
     with store.transaction() as con:
         add_attribute(con, 1, "city", "上海")
         add_attribute(con, 2, "city", "北京")
-        insert_tag(
-            con,
-            TagDefinition(
-                name="shanghai_fans",
-                kind=TagKind.RULE,
-                refresh=RefreshMode(RefreshKind.REALTIME),
-                rule=parse('attr.city = "上海" and not did(b, 1d)'),
-            ),
-        )
-        con.execute("UPDATE tag_definitions SET status = 'active'")
+        add_realtime_tag(con, "shanghai_fans", 'attr.city = "上海" and not did(b, 1d)', None)
     engine = opened(store, ManualClock(AS_OF))
     assert [p for p, _, _ in held(engine)["shanghai_fans"]] == [1]
     step_stored(engine, [(1, "b")])
@@ -156,14 +154,10 @@ def test_a_restart_rewrites_no_tag_values(store: Store) -> None:
     engine = opened(store, clock)
     step_stored(engine, [(1, "a"), (1, "a")])
 
-    def stored() -> list[tuple[object, ...]]:
-        con = store.cursor()
-        try:
-            return con.execute(
-                "SELECT tag, person_id, qualified_at, computed_at FROM tag_values ORDER BY ALL"
-            ).fetchall()
-        finally:
-            con.close()
+    def stored() -> list[tuple[Any, ...]]:
+        return query(
+            store, "SELECT tag, person_id, qualified_at, computed_at FROM tag_values ORDER BY ALL"
+        )
 
     before = stored()
     assert [(t, p) for t, p, _, _ in before] == [("fans", 1), ("regulars", 1)]
@@ -179,8 +173,6 @@ def test_a_store_of_the_earlier_engine_is_moved_once(tmp_path: Path) -> None:
     """The earlier engine stored change ids and person keys with its changes, copied real-time
     tag changes into tag_value_history and kept held values in per-person JSON snapshots."""
     import hashlib
-
-    import duckdb
 
     from huaxiang.tags.tables import DDL as TAG_DDL
 
@@ -227,33 +219,17 @@ def test_a_store_of_the_earlier_engine_is_moved_once(tmp_path: Path) -> None:
         with store.transaction() as con:
             add_persons(con, [7])
             add_event(con, 7, "a", AS_OF)
-            insert_tag(
-                con,
-                TagDefinition(
-                    name="fans",
-                    kind=TagKind.RULE,
-                    refresh=RefreshMode(RefreshKind.REALTIME),
-                    rule=parse("did(a)"),
-                ),
-            )
-            con.execute("UPDATE tag_definitions SET status = 'active'")
+            add_realtime_tag(con, "fans", "did(a)", None)
         engine = opened(store, ManualClock(AS_OF + timedelta(hours=1)))
         assert [p for p, _, _ in held(engine)["fans"]] == [7]
-        con = store.cursor()
-        try:
-            changes_now = con.execute(
-                "SELECT change_id, person_key, kind, cause FROM realtime_changes"
-            ).fetchall()
-            history = con.execute("SELECT tag, cause FROM tag_changes ORDER BY tag").fetchall()
-            left = con.execute(
-                "SELECT count(*) FROM tag_value_history WHERE cause LIKE 'realtime: %'"
-            ).fetchall()[0][0]
-            tables = {
-                r[0]
-                for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-            }
-        finally:
-            con.close()
+        changes_now = query(
+            store, "SELECT change_id, person_key, kind, cause FROM realtime_changes"
+        )
+        history = query(store, "SELECT tag, cause FROM tag_changes ORDER BY tag")
+        left = query(
+            store, "SELECT count(*) FROM tag_value_history WHERE cause LIKE 'realtime: %'"
+        )[0][0]
+        tables = {r[0] for r in query(store, "SELECT table_name FROM information_schema.tables")}
         # The same change, with the same id, and nothing announced again.
         assert changes_now == [(change_id, "p7", "entered", "event m-1")]
         assert history == [("fans", "realtime: event m-1"), ("other", "refresh")]

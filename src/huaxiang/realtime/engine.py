@@ -49,7 +49,7 @@ from huaxiang.realtime.columns.base import NEVER, Persons, Reading
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
-from huaxiang.realtime.program import Matcher, Profile, Unsupported, matches
+from huaxiang.realtime.program import Profile, Unsupported
 from huaxiang.realtime.vector import (
     Columns,
     ColumnsFactory,
@@ -327,8 +327,10 @@ class RealtimeEngine:
             leaf.timers.clear()
         self._watch_calendars()
         dirty: Dirty = defaultdict(list)
-        for leaf_id, leaf in enumerate(program.leaves):
-            found = leaf.columns.holders()
+        # Persons with state, once per state (the leaves sharing one have the same).
+        in_state = [state.columns.holders() for state in program.states]
+        holders = [in_state[leaf.state] for leaf in program.leaves]
+        for leaf_id, found in enumerate(holders):
             if len(found):
                 self._react(leaf_id, found, np.zeros(len(found), np.int64), now, dirty, True)
         empty_ctx = Context(np.zeros(1, np.int64), now, program.atoms, [Profile()])
@@ -339,7 +341,6 @@ class RealtimeEngine:
         )
         self._profile_subjects = [sid for sid, s in subjects.items() if s.uses]
         everyone = np.flatnonzero(self.seen[:size]).astype(np.int64)
-        holders = [leaf.columns.holders() for leaf in program.leaves]
         leaves_of: dict[int, set[int]] = defaultdict(set)
         for atom in program.atoms:
             for sid in atom.subjects:
@@ -499,15 +500,8 @@ class RealtimeEngine:
                 if match.where:
                     rows = selected.get(match)
                     if rows is None:
-                        check: Matcher | None = program.matchers.get(match)
-                        keep = [
-                            (
-                                check(properties(i))
-                                if check is not None
-                                else matches(match, properties(i))
-                            )
-                            for i in positions
-                        ]
+                        check = program.matchers[match]
+                        keep = [check(properties(i)) for i in positions]
                         rows = selected[match] = where[np.array(keep, np.bool_)]
                 else:
                     rows = where
@@ -574,14 +568,7 @@ class RealtimeEngine:
 
     def step(
         self,
-        rows: tuple[
-            list[tuple[str | None, str | None]],
-            list[str | None],
-            list[int],
-            list[str | None],
-            list[str],
-            list[str],
-        ],
+        rows: Rows,
         now: int,
         outcome: Outcome,
         con: duckdb.DuckDBPyConnection | None = None,
@@ -763,6 +750,7 @@ class RealtimeEngine:
         base = len(outcome.causes)
         if dirty:
             outcome.causes += causes
+        decided: list[tuple[int, CompiledSubject, Persons, NDArray[np.int64]]] = []
         for sid, parts in dirty.items():
             subject = self.subjects.get(sid)
             if subject is None or not parts:
@@ -781,9 +769,20 @@ class RealtimeEngine:
                 last = np.ones(len(persons), np.bool_)
                 last[:-1] = persons[1:] != persons[:-1]
                 persons, where = persons[last], where[last]
+            decided.append((sid, subject, persons, where))
+        # What the subjects reading profiles need, read once for all of them.
+        reading = [(s, p) for _, s, p, _ in decided if s.uses]
+        loaded: dict[int, Profile] = {}
+        if reading and con is not None:
+            loaded = self._profiles(
+                con,
+                {use.split(":", 1)[0] for s, _ in reading for use in s.uses},
+                np.unique(np.concatenate([p for _, p in reading])),
+            )
+        for sid, subject, persons, where in decided:
             profiles: Sequence[Profile] = ()
             if subject.uses:
-                profiles = self._profiles(con, subject, persons)
+                profiles = [loaded.get(p) or Profile() for p in persons.tolist()]
             ctx = Context(persons, now, self.program.atoms, profiles)
             fresh, defaulted = self._decide_codes(subject, ctx)
             settled = subject.held.settle(
@@ -794,17 +793,11 @@ class RealtimeEngine:
                 outcome.parts.append(Part(sid, settled, now, base + where[settled.at], self._seq))
 
     def _profiles(
-        self,
-        con: duckdb.DuckDBPyConnection | None,
-        subject: CompiledSubject,
-        persons: Persons,
-    ) -> list[Profile]:
-        out = [Profile() for _ in range(len(persons))]
-        if con is None:
-            return out
-        at = {int(p): i for i, p in enumerate(persons.tolist())}
-        ids = sorted(at)
-        needs = {use.split(":", 1)[0] for use in subject.uses}
+        self, con: duckdb.DuckDBPyConnection, needs: set[str], persons: Persons
+    ) -> dict[int, Profile]:
+        """The attributes, consent and stored tags (as ``needs`` says) of ``persons``."""
+        out: dict[int, Profile] = {}
+        ids = persons.tolist()
         if "attributes" in needs:
             attrs: dict[int, dict[str, Any]] = {}
             for pid, name, value in con.execute(
@@ -816,7 +809,7 @@ class RealtimeEngine:
                     orjson.loads(value) if value is not None else None
                 )
             for pid, values in attrs.items():
-                out[at[pid]].attributes = values
+                out.setdefault(pid, Profile()).attributes = values
         if "consent" in needs:
             consent: dict[int, dict[str, bool | None]] = {}
             for pid, purpose, granted in con.execute(
@@ -828,7 +821,7 @@ class RealtimeEngine:
                     None if granted is None else bool(granted)
                 )
             for pid, values in consent.items():
-                out[at[pid]].consent = values
+                out.setdefault(pid, Profile()).consent = values
         if "tags" in needs:
             tags: dict[int, dict[str, Any]] = {}
             for pid, tag, value in con.execute(
@@ -840,7 +833,7 @@ class RealtimeEngine:
                     orjson.loads(value) if value is not None else True
                 )
             for pid, values in tags.items():
-                out[at[pid]].tags = values
+                out.setdefault(pid, Profile()).tags = values
         return out
 
     # -- timers ----------------------------------------------------------------------------
@@ -1017,33 +1010,11 @@ class RealtimeEngine:
         per change; the change id and the person key are computed when read)."""
         sizes = [len(p.settled.persons) for p in parts]
         subjects = [self.subjects[p.sid] for p in parts]
-        # One dictionary of value texts for all the subjects: a subject's codes shifted.
-        offsets = np.cumsum([0] + [len(s.held.texts) for s in subjects])
-        texts = pa.array([t for s in subjects for t in s.held.texts], pa.string())
-
-        def values(codes: list[NDArray[np.int32]]) -> pa.DictionaryArray:
-            joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
-            absent = np.concatenate(codes) < 0
-            return pa.DictionaryArray.from_arrays(
-                pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent), texts
-            )
-
-        def each(values: list[Any], dtype: type[np.generic]) -> NDArray[Any]:
-            return np.concatenate(
-                [np.full(n, v, dtype) for n, v in zip(sizes, values, strict=True)]
-            )
-
-        kinds = [s.kind.value for s in subjects]
+        helds = [s.held for s in subjects]
         return pa.table(
             {
-                "subject": pa.DictionaryArray.from_arrays(
-                    pa.array(each([0 if k == "tag" else 1 for k in kinds], np.int32)),
-                    pa.array(["tag", "audience"]),
-                ),
-                "name": pa.DictionaryArray.from_arrays(
-                    pa.array(each(list(range(len(parts))), np.int32)),
-                    pa.array([s.name for s in subjects], pa.string()),
-                ),
+                "subject": _labels([s.kind.value for s in subjects], sizes),
+                "name": _labels([s.name for s in subjects], sizes),
                 "person_id": pa.array(
                     np.concatenate([p.settled.persons for p in parts]).astype(np.uint32)
                 ),
@@ -1051,14 +1022,19 @@ class RealtimeEngine:
                     pa.array(np.concatenate([p.settled.kinds for p in parts]).astype(np.int32)),
                     pa.array(list(KIND_NAMES)),
                 ),
-                "old_value": values([p.settled.old for p in parts]),
-                "new_value": values([p.settled.new for p in parts]),
-                "moment": pa.array(each([p.moment for p in parts], np.int64), pa.timestamp("us")),
+                "old_value": _coded(helds, [p.settled.old for p in parts]),
+                "new_value": _coded(helds, [p.settled.new for p in parts]),
+                "moment": pa.array(
+                    np.repeat(np.array([p.moment for p in parts], np.int64), sizes),
+                    pa.timestamp("us"),
+                ),
                 "cause": pa.array(
                     np.concatenate([p.causes for p in parts]) + (self._cause_base or 0)
                 ),
-                "version": pa.array(each([s.version for s in subjects], np.int32)),
-                "seq": pa.array(each([p.seq for p in parts], np.int64)),
+                "version": pa.array(
+                    np.repeat(np.array([s.version for s in subjects], np.int32), sizes)
+                ),
+                "seq": pa.array(np.repeat(np.array([p.seq for p in parts], np.int64), sizes)),
             }
         )
 
@@ -1520,8 +1496,8 @@ class RealtimeEngine:
     def describe(self) -> dict[str, Any]:
         with self._lock:
             holders = np.zeros(len(self.seen), np.bool_)
-            for leaf in self.program.leaves:
-                found = leaf.columns.holders()
+            for state in self.program.states:
+                found = state.columns.holders()
                 holders[found[found < len(holders)]] = True
             return {
                 "subjects": [
@@ -1564,22 +1540,11 @@ def _held_rows(
     if not parts:
         return None
     sizes = [len(p) for _, p, _ in parts]
-    offsets = np.cumsum([0] + [len(s.held.texts) for s, _, _ in parts])
-    codes = [s.held.code[p] for s, p, _ in parts]
-    absent = np.concatenate(codes) < 0
-    joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
-    persons = np.concatenate([p for _, p, _ in parts])
     return pa.table(
         {
-            "subject": pa.DictionaryArray.from_arrays(
-                pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), sizes)),
-                pa.array([s.key if key else s.name for s, _, _ in parts], pa.string()),
-            ),
-            "person_id": pa.array(persons.astype(np.uint32)),
-            "value": pa.DictionaryArray.from_arrays(
-                pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent),
-                pa.array([t for s, _, _ in parts for t in s.held.texts], pa.string()),
-            ),
+            "subject": _labels([s.key if key else s.name for s, _, _ in parts], sizes),
+            "person_id": pa.array(np.concatenate([p for _, p, _ in parts]).astype(np.uint32)),
+            "value": _coded([s.held for s, _, _ in parts], [s.held.code[p] for s, p, _ in parts]),
             "version": pa.array(
                 np.repeat(np.array([s.version for s, _, _ in parts], np.int32), sizes)
             ),
@@ -1587,6 +1552,28 @@ def _held_rows(
             "expires": pa.array(np.concatenate([s.held.expires[p] for s, p, _ in parts])),
             "seq": pa.array(np.repeat(np.array([q for _, _, q in parts], np.int64), sizes)),
         }
+    )
+
+
+def _labels(labels: list[str], sizes: list[int]) -> pa.DictionaryArray:
+    """``labels[i]`` repeated ``sizes[i]`` times, as a dictionary of the distinct labels."""
+    distinct = sorted(set(labels))
+    index = {label: n for n, label in enumerate(distinct)}
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.array([index[x] for x in labels], np.int32), sizes)),
+        pa.array(distinct, pa.string()),
+    )
+
+
+def _coded(helds: Sequence[Held], codes: Sequence[NDArray[np.int32]]) -> pa.DictionaryArray:
+    """Value codes of several subjects (``codes[i]`` of ``helds[i]``; NONE: null) as one
+    dictionary of their value texts."""
+    offsets = np.cumsum([0] + [len(h.texts) for h in helds])
+    joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
+    absent = np.concatenate(codes) < 0
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent),
+        pa.array([t for h in helds for t in h.texts], pa.string()),
     )
 
 

@@ -30,7 +30,7 @@ from huaxiang.rules.ast import (
 )
 from huaxiang.rules.ast import Test as ValueTest
 from huaxiang.rules.evaluate import NUMBER_TESTS
-from huaxiang.rules.values import lookup, passes
+from huaxiang.rules.values import passes
 
 
 class Unsupported(Exception):
@@ -60,17 +60,12 @@ def rising(node: Condition) -> bool:
     return False
 
 
-def _matches(match: EventMatch, properties: Mapping[str, Any]) -> bool:
-    return all(passes(p.test, lookup(properties, p.property)) for p in match.where)
-
-
-matches = _matches
-
 Matcher = Callable[[Mapping[str, Any]], bool]
 
 
 def matcher(match: EventMatch) -> Matcher:
-    """``matches`` for one event match, with the tests looked up once. A comparison with a
+    """Whether an event's properties pass every ``where`` test of ``match``, with the tests
+    looked up once. A comparison with a
     number takes a short way for int and finite float values (what ``passes`` decides for them
     by the same rule); other values go through ``passes``."""
     checks = [(p.property, _value_check(p.test)) for p in match.where]

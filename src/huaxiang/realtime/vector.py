@@ -12,7 +12,6 @@ profiles (attributes, consent, stored tags) are read for the persons decided.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,10 @@ from numpy.typing import NDArray
 from huaxiang.profiles.consent import UNKNOWN_ALLOWS
 from huaxiang.realtime.calendar import Calendar
 from huaxiang.realtime.columns.base import NEVER, Moments, Persons, Reading, grown
+from huaxiang.realtime.columns.metric import MetricColumns
 from huaxiang.realtime.columns.objects import ObjectColumns
+from huaxiang.realtime.columns.sequence import SequenceColumns
+from huaxiang.realtime.columns.times import TimeColumns
 from huaxiang.realtime.leaves import (
     COUNT,
     LeafSpec,
@@ -91,21 +93,12 @@ class Columns(Protocol):
 
 
 def columns_for(spec: LeafSpec, span: Span) -> Columns:
-    """The columnar state for a leaf kind (the object states where none is columnar)."""
-    try:
-        if isinstance(spec, MetricSpec):
-            from huaxiang.realtime.columns.metric import MetricColumns
-
-            return MetricColumns(spec, span)
-        if isinstance(spec, TimeSpec):
-            from huaxiang.realtime.columns.times import TimeColumns
-
-            return TimeColumns(spec, span)
-        from huaxiang.realtime.columns.sequence import SequenceColumns
-
-        return SequenceColumns(spec, span)
-    except ImportError:
-        return ObjectColumns(spec, span)
+    """The columnar state for a leaf kind."""
+    if isinstance(spec, MetricSpec):
+        return MetricColumns(spec, span)
+    if isinstance(spec, TimeSpec):
+        return TimeColumns(spec, span)
+    return SequenceColumns(spec, span)
 
 
 def load_columns(spec: LeafSpec, span: Span, table: pa.Table, kind: str) -> Columns:
@@ -131,7 +124,6 @@ class VLeaf:
     columns: Columns
     subjects: set[int] = field(default_factory=set)
     atoms: list[int] = field(default_factory=list)
-    short: str = ""
     property: str | None = None
     """The event property the leaf's aggregate reads (None: none)."""
     timers: Calendar = field(default_factory=lambda: Calendar())
@@ -141,7 +133,6 @@ class VLeaf:
     the same kind over the same events in longer last-N windows."""
 
     def __post_init__(self) -> None:
-        self.short = hashlib.blake2b(self.key.encode(), digest_size=8).hexdigest()
         if isinstance(self.spec, MetricSpec):
             self.property = self.spec.property
 
@@ -200,9 +191,6 @@ def _family(leaf: VLeaf) -> str | None:
 
 
 def _shareable(columns: Columns) -> bool:
-    from huaxiang.realtime.columns.metric import MetricColumns
-    from huaxiang.realtime.columns.sequence import SequenceColumns
-
     return isinstance(columns, MetricColumns | SequenceColumns)
 
 

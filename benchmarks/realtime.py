@@ -1,17 +1,18 @@
 """Real-time engine figures: 1,000 active real-time tags over 20 event types (about 50 rules read
-each event); p50/p99 from durable ingest to the updated tag value committed, at a steady 1,000
-events/s; events/s the evaluator sustains at full load; p99 from an event sent to its signed
-webhook received on 127.0.0.1.
+each event); p50/p99 from durable ingest to the updated tag value, at a steady 1,000 events/s;
+events/s the evaluator sustains at full load; p99 from an event sent to its signed webhook
+received on 127.0.0.1.
 
 ``p50_ms``/``p99_ms``: a producer appends the events to the ingest log at 1,000 events/s (one
-record per group commit, as the collector does); the clock of an event starts when its record is
-durable (fsync'd) and stops when the loader's transaction holding the event, its tag values,
-history, bitmaps, enter/exit changes and the engine snapshot has committed. The loader loads what
-is pending as soon as the previous batch committed (its idle behaviour). ``events_per_s``: the
-engine's sink hook on batches of 5,000 stored events, writes and commit included.
-``webhook_p99_ms``: an event for a new person appended to the log -> loader -> engine (the person
-enters a real-time tag) -> outbox -> delivery worker (woken when the transaction commits) ->
-signed POST received and verified by a receiver on 127.0.0.1.
+record per group commit, as the collector does), with the loader and the engine's log follower
+running as when serving. The clock of an event starts when its record is durable (fsync'd) and
+stops when its real-time values are updated: the follower has folded it and the engine decided
+(what ``huaxiang realtime person`` reads). ``stored_p50_ms``/``stored_p99_ms``: to the commit
+of the loader transaction that stored the event with its tag values, bitmaps and enter/exit
+changes. ``events_per_s``: the engine's sink hook on batches of 5,000 stored events, writes and
+commit included. ``webhook_p99_ms``: an event for a new person appended to the log -> loader ->
+engine (the person enters a real-time tag) -> outbox -> delivery worker (woken when the
+transaction commits) -> signed POST received and verified by a receiver on 127.0.0.1.
 
     .venv/bin/python benchmarks/realtime.py [--quick]
 """
@@ -134,12 +135,19 @@ class Receiver:
         self.server.server_close()
 
 
-def steady_latencies(rt: Runtime, count: int, rate: float, rng: random.Random) -> list[float]:
-    """Append ``count`` events at ``rate``/s; the milliseconds from each event's record being
-    durable to the commit of the loader transaction that carried it."""
+def steady_latencies(
+    rt: Runtime, count: int, rate: float, rng: random.Random
+) -> tuple[list[float], list[float]]:
+    """Append ``count`` events at ``rate``/s, with the loader and the engine's log follower
+    running as when serving. Per event, the milliseconds from its record being durable to (1)
+    its real-time values updated (the follower has folded it) and (2) the commit of the loader
+    transaction that stored it with what it changed."""
     durable: dict[int, float] = {}
     sizes: dict[int, int] = {}
     lock = threading.Lock()
+    updated: list[float] = []
+    committed: list[float] = []
+    followed = [rt.ahead.followed]
 
     def on_durable(records: Sequence[tuple[int, bytes]]) -> None:
         at = time.perf_counter()
@@ -147,9 +155,19 @@ def steady_latencies(rt: Runtime, count: int, rate: float, rng: random.Random) -
             for seq, _ in records:
                 durable.setdefault(seq, at)
 
+    def on_followed(seq: int) -> None:
+        at = time.perf_counter()
+        with lock:
+            for s in range(followed[0] + 1, seq + 1):
+                if s in durable:
+                    updated.extend([(at - durable[s]) * 1000] * sizes.get(s, 1))
+            followed[0] = max(followed[0], seq)
+
     rt.log.add_listener(on_durable)
+    rt.ahead.listeners.append(on_followed)
+    rt.loader.start()
+    rt.ahead.start()
     done = threading.Event()
-    latencies: list[float] = []
 
     def produce() -> None:
         began = time.perf_counter()
@@ -175,20 +193,20 @@ def steady_latencies(rt: Runtime, count: int, rate: float, rng: random.Random) -
     measured = rt.loader.loaded_seq
     while True:
         finished = done.is_set()
-        if rt.log.last_seq > rt.loader.loaded_seq:
-            rt.loader.drain()
-            committed = time.perf_counter()
+        if rt.loader.wait_loaded(measured + 1, 0.05):
+            at = time.perf_counter()
             with lock:
                 for seq in range(measured + 1, rt.loader.loaded_seq + 1):
                     if seq in durable:
-                        latencies += [(committed - durable[seq]) * 1000] * sizes.get(seq, 1)
+                        committed.extend([(at - durable[seq]) * 1000] * sizes.get(seq, 1))
                 measured = rt.loader.loaded_seq
-        elif finished:
+        elif finished and measured >= rt.log.last_seq:
             break
-        else:
-            time.sleep(0.0002)
     producer.join()
-    return latencies
+    rt.ahead.stop()
+    rt.loader.stop()
+    rt.ahead.listeners.remove(on_followed)
+    return updated, committed
 
 
 def webhook_latencies(rt: Runtime, receiver: Receiver, samples: int) -> list[float]:
@@ -264,11 +282,11 @@ def measure(folder: Path) -> None:
         described = engine.describe()
 
         # Steady 1,000 events/s through the ingest log and the loader.
-        latencies = steady_latencies(rt, steady_events, 1000.0, rng)
+        latencies, stored = steady_latencies(rt, steady_events, 1000.0, rng)
         p50 = statistics.median(latencies)
         p99 = percentile(latencies, 0.99)
-        # For comparison: a rate the engine keeps up with on this workload (no queue).
-        calm = steady_latencies(rt, 150 if args.quick else 2_000, 100.0, rng)
+        # For comparison: a rate of 100 events/s.
+        calm, calm_stored = steady_latencies(rt, 150 if args.quick else 2_000, 100.0, rng)
 
         # Full load: batches of 5,000 stored events per transaction at the sink hook.
         batch_size = 5_000
@@ -327,8 +345,10 @@ def measure(folder: Path) -> None:
         f"# leaves {described['leaves']} (states {described['states']}), event names "
         f"{described['event_names']}, activation "
         f"(replay + evaluate {PERSONS} persons x {RULES} rules) {activation_s:.2f}s; steady: "
-        f"{len(latencies)} events; at 100 events/s p50 {statistics.median(calm):.1f} ms "
-        f"p99 {percentile(calm, 0.99):.1f} ms; webhooks {len(hook_ms)}/{hooks} received"
+        f"{len(latencies)} events (folded ahead of the loader: {rt.ahead.folded} records, left "
+        f"to it: {rt.ahead.left}); at 100 events/s p50 "
+        f"{statistics.median(calm):.2f} ms p99 {percentile(calm, 0.99):.2f} ms (committed p99 "
+        f"{percentile(calm_stored, 0.99):.1f} ms); webhooks {len(hook_ms)}/{hooks} received"
         f" (bad signatures {receiver.bad}), p50 "
         f"{statistics.median(hook_ms) if hook_ms else float('nan'):.1f} ms",
         file=sys.stderr,
@@ -338,6 +358,8 @@ def measure(folder: Path) -> None:
         "rules": RULES,
         "p50_ms": round(p50, 3),
         "p99_ms": round(p99, 3),
+        "stored_p50_ms": round(statistics.median(stored), 3),
+        "stored_p99_ms": round(percentile(stored, 0.99), 3),
         "events_per_s": round(events_per_s),
         "webhook_p99_ms": None if webhook_p99 is None else round(webhook_p99, 3),
     }

@@ -17,6 +17,7 @@ from huaxiang.collect.log import IngestLog
 from huaxiang.config import Settings, Workspace
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.profiles.sink import ProfileSink
+from huaxiang.realtime.ahead import Ahead
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.store import Store
 from huaxiang.tags.schedule import TagScheduler
@@ -59,9 +60,12 @@ class Runtime:
             settings=self.settings,
         )
         self.loader.replay()
+        # Real-time values follow the log as soon as it is durable, ahead of the loader.
+        self.ahead = Ahead(self.realtime, self.log, self.loader, self.store)
         if start_loader:
             self.loader.start()
             self.realtime.start()
+            self.ahead.start()
         if start_loader if start_delivery is None else start_delivery:
             self.delivery.start()
         # Scheduled tag refreshes: on when serving (the loader runs), unless the setting is 0.
@@ -76,6 +80,7 @@ class Runtime:
     def close(self) -> None:
         self.tag_scheduler.stop()
         self.delivery.stop()
+        self.ahead.stop()
         self.loader.stop()
         self.realtime.stop()
         self.log.close()

@@ -78,6 +78,13 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
         changes = admin(server, "GET", "/admin/realtime/changes", params={"tag": "hot_python"})
         assert [(c["kind"], c["person_key"]) for c in changes["changes"]] == [("entered", holder)]
         assert changes["changes"][0]["cause"].startswith("event ")
+        # What a person holds now, from the engine's memory.
+        now_held = admin(server, "GET", "/admin/realtime/persons/user_id:u1")
+        assert now_held["person_key"] == holder
+        assert [(v["name"], v["value"]) for v in now_held["values"]] == [("hot_python", True)]
+        assert admin(server, "GET", "/admin/realtime/persons/user_id:u2")["values"] == []
+        status = admin(server, "GET", "/admin/realtime/status")
+        assert status["ahead"]["running"] is True
         # Batch refreshes leave real-time tags to the engine: skipped, or refused by name.
         runs = admin(server, "POST", "/admin/tags/refresh", json={})
         assert "hot_python" not in [run["tag"] for run in runs["runs"]]

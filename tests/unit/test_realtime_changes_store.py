@@ -12,6 +12,7 @@ import orjson
 from huaxiang.clock import ManualClock
 from huaxiang.config import Settings
 from huaxiang.identity.resolver import IdentityResolver
+from huaxiang.realtime.columns.base import NEVER
 from huaxiang.realtime.engine import Outcome, Part, RealtimeEngine, to_us
 from huaxiang.realtime.held import ENTERED, LEFT, NONE, Settled
 from huaxiang.realtime.vector import VectorProgram
@@ -52,6 +53,12 @@ def _outcome(sid: int, kind: int, moment: int, person: int = 7) -> Outcome:
         kinds=np.array([kind], np.int8),
         at=np.array([True]),
         restamped=np.empty(0, np.int64),
+        rows=(
+            np.array([person], np.int64),
+            np.array([0 if entered else NONE], np.int32),
+            np.array([moment], np.int64),
+            np.array([NEVER], np.int64),
+        ),
     )
     return Outcome(
         parts=[Part(sid, settled, moment, np.zeros(1, np.int64), 1)], causes=["event m-1"]
@@ -125,5 +132,38 @@ def test_a_tag_change_is_also_history_with_its_cause(tmp_path: Path) -> None:
         ]
         assert values == [("fans_tag", 7)]
         assert sorted(n for _, n, _ in _stored(store)) == ["fans", "fans_tag"]
+    finally:
+        store.close()
+
+
+def _tag_state(store: Store) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    con = store.cursor()
+    try:
+        values = con.execute("SELECT tag, person_id FROM tag_values ORDER BY ALL").fetchall()
+        bitmaps = con.execute("SELECT value, cardinality FROM tag_bitmaps").fetchall()
+    finally:
+        con.close()
+    return [(str(t), int(p)) for t, p in values], {str(v): int(c) for v, c in bitmaps}
+
+
+def test_several_decisions_of_one_tag_in_one_write_keep_the_last(tmp_path: Path) -> None:
+    """Events folded ahead of the loader are written with its next batch: one write can hold
+    several decisions of a tag for one person; the stored value is the last one."""
+    store = Store(tmp_path / "db.duckdb")
+    try:
+        engine = _engine(store)
+        now = to_us(T)
+        came_and_went = _outcome(1, ENTERED, now)
+        came_and_went.parts += _outcome(1, LEFT, now + 1).parts
+        came_and_went.parts += _outcome(1, ENTERED, now + 2, person=8).parts
+        with store.transaction() as con:
+            engine._write(con, came_and_went, now)
+        assert _tag_state(store) == ([("fans_tag", 8)], {"true": 1})
+        went_and_came = _outcome(1, LEFT, now + 3, person=8)
+        went_and_came.parts += _outcome(1, ENTERED, now + 4, person=8).parts
+        with store.transaction() as con:
+            engine._write(con, went_and_came, now)
+        assert _tag_state(store) == ([("fans_tag", 8)], {"true": 1})
+        assert len(_stored(store)) == 5
     finally:
         store.close()

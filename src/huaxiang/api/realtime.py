@@ -14,7 +14,7 @@ router = APIRouter(prefix="/admin/realtime", tags=["realtime"], dependencies=[Ad
 
 @router.get("/status", summary="Subjects kept in real time, leaves, timers")
 def realtime_status(runtime: RuntimeDep) -> dict[str, Any]:
-    return service.status(runtime.store, runtime.realtime)
+    return service.status(runtime.store, runtime.realtime, runtime.ahead)
 
 
 @router.get("/changes", summary="Enter/exit history of real-time tags and audiences")
@@ -28,6 +28,11 @@ def realtime_changes(
     return service.list_changes(
         runtime.store, runtime.settings, person=person, tag=tag, audience=audience, limit=limit
     )
+
+
+@router.get("/persons/{ref}", summary="The real-time values a person holds now")
+def realtime_person(ref: str, runtime: RuntimeDep) -> dict[str, Any]:
+    return service.person_values(runtime.store, runtime.settings, runtime.realtime, ref)
 
 
 @router.put("/audiences/{name}", summary="Keep an audience in real time")

@@ -42,7 +42,7 @@ def status(ctx: typer.Context) -> None:
     answer = _call(
         ws,
         lambda: admin_call(ws, "GET", "/admin/realtime/status"),
-        lambda rt: service.status(rt.store, rt.realtime),
+        lambda rt: service.status(rt.store, rt.realtime, rt.ahead),
     )
     typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
 
@@ -94,6 +94,21 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def person(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Person key, id or type:value.")],
+) -> None:
+    """The real-time values a person holds now (current as soon as events are durable)."""
+    ws: Workspace = ctx.obj
+    path = "/admin/realtime/persons/" + quote(ref, safe="")
+    answer = _call(
+        ws,
+        lambda: admin_call(ws, "GET", path),
+        lambda rt: service.person_values(rt.store, rt.settings, rt.realtime, ref),
+    )
+    typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+
+
 def audience(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The audience.")],
@@ -114,5 +129,6 @@ def audience(
 def register(app: typer.Typer) -> None:
     realtime_app.command("status")(status)
     realtime_app.command("changes")(changes)
+    realtime_app.command("person")(person)
     realtime_app.command("audience")(audience)
     app.add_typer(realtime_app, name="realtime")

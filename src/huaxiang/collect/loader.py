@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -115,6 +115,12 @@ class Loader:
         self._rejects_recorded = 0
         self._next_purge = 0.0
         self._last_load_end = 0.0
+        self.loading_seq = 0
+        """The last record of the batch being loaded (or last loaded): stages that read the log
+        ahead of the loader skip what it takes."""
+        self.limit: Callable[[], int | None] | None = None
+        """The last record a stage reading the log ahead lets the loader take (None: any): the
+        loader stores what that stage has seen."""
 
         cur = store.cursor()
         try:
@@ -128,6 +134,7 @@ class Loader:
         finally:
             cur.close()
         self._loaded_seq = int(row[0]) if row and row[0] is not None else 0
+        self.loading_seq = self._loaded_seq
         self._extra_columns = tuple(
             (column, key) for column, key in _OPTIONAL_COLUMNS.items() if column in columns
         )
@@ -190,6 +197,20 @@ class Loader:
 
     # -- loading ---------------------------------------------------------------------------
 
+    def _limit(self) -> int | None:
+        return None if self.limit is None else self.limit()
+
+    def _target(self) -> int:
+        """The last record to load now."""
+        appended = max(self._appended_seq, self.log.last_seq)
+        limit = self._limit()
+        return appended if limit is None else min(appended, limit)
+
+    def wake(self) -> None:
+        """Look for records to load now (a stage reading ahead moved on)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def _read_batch(self) -> list[tuple[int, bytes]]:
         if self._reader is None or self._reader.next_seq != self._loaded_seq + 1:
             if self._reader is not None:
@@ -197,7 +218,10 @@ class Loader:
             self._reader = self.log.reader(self._loaded_seq + 1)
         records: list[tuple[int, bytes]] = []
         events = 0
+        limit = self._limit()
         while events < self.max_batch_events:
+            if limit is not None and self._reader.next_seq > limit:
+                break
             item = self._reader.read()
             if item is None:
                 break
@@ -217,7 +241,8 @@ class Loader:
                 self._drop_reader()
                 raise
             if not records:
-                if self._loaded_seq < durable:
+                limit = self._limit()
+                if self._loaded_seq < durable and (limit is None or limit > self._loaded_seq):
                     self._drop_reader()
                     raise StoreError(
                         f"ingest log record {self._loaded_seq + 1} cannot be found "
@@ -265,6 +290,7 @@ class Loader:
         last_seq = records[-1][0]
         # Everything above ran outside the writer lock; only the writes below hold it.
         with self.store.transaction() as con:
+            self.loading_seq = last_seq
             new = (
                 self._insert_new_events(con, table, unique)
                 if table is not None and unique is not None
@@ -487,10 +513,7 @@ class Loader:
         while not self._stop.is_set():
             with self._cond:
                 self._cond.wait_for(
-                    lambda: (
-                        self._stop.is_set()
-                        or self._loaded_seq < max(self._appended_seq, self.log.last_seq)
-                    ),
+                    lambda: self._stop.is_set() or self._loaded_seq < self._target(),
                     timeout=1.0,
                 )
                 if (
@@ -504,7 +527,7 @@ class Loader:
             if self._stop.is_set():
                 break
             self._maybe_purge()
-            if self._loaded_seq >= self.log.last_seq:
+            if self._loaded_seq >= self._target():
                 continue
             try:
                 self._load_once()

@@ -600,6 +600,28 @@ class IdentityResolver:
         return graph.add_node(t, value, at) if nid is None else nid
 
     # ------------------------------------------------------------------------------ reading
+    def known_person(self, user: str | None, anonymous: str | None) -> int | None:
+        """The person of an event carrying only this userId / anonymousId, when loading it would
+        change nothing in the graph (each identifier known, all linked already); else None."""
+        extractor = self.extractor
+        value = self.normalizer.value
+        found: list[tuple[str, str]] = []
+        for id_type, raw, kept in (
+            ("user_id", user, extractor.has_user),
+            ("anonymous_id", anonymous, extractor.has_anonymous),
+        ):
+            if raw is not None and kept:
+                normalized = value(id_type, raw)
+                if isinstance(normalized, str):
+                    found.append((id_type, normalized))
+        if not found or not self._linked(found):
+            return None
+        graph = self.graph
+        id_type, normalized = found[0]
+        nid = graph.index[graph.type_index[id_type]][normalized]
+        pid = graph.node_pid[nid]
+        return graph.current(pid) if pid else None
+
     def person_of(self, identifier: Identifier) -> int | None:
         """The person holding ``identifier`` (tried as given, then normalized), or None."""
         graph = self.graph

@@ -23,8 +23,8 @@ import io
 import logging
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
@@ -196,6 +196,28 @@ class RealtimeEngine:
         """Numbers each decision: the newest held value of a person wins in the store."""
         self._unfolded = 0
         """Change and log rows written since the held values were last folded."""
+        self._written = 0
+        """Every decision numbered up to this one is written (later ones may be pending)."""
+        self._pending = Outcome()
+        """What events folded ahead of the loader (and timers met meanwhile) changed, not
+        written yet: the next write takes it."""
+        self._ahead: set[str] = set()
+        """messageIds of the events folded ahead of the loader, until stored and committed."""
+        self._ahead_order: deque[tuple[int, list[str]]] = deque()
+        """(record, messageIds) in :attr:`_ahead`, oldest first."""
+        self._ahead_rows: list[tuple[int, Rows, list[int]]] = []
+        self._restored: set[str] = set()
+        """messageIds of events the loaded snapshot holds (folded ahead of the loader before
+        a stop) that were not stored yet: the loader stores them at start."""
+        self._lacking: set[str] = set()
+        """Keys of the states without the :attr:`_restored` events (rebuilt from the store)."""
+        """(record, rows, persons) folded ahead of the loader (refolded into rebuilt leaves)."""
+        self._claimed = 0
+        """The last ingest log record folded, ahead of the loader or by it."""
+        self._loader_claimed = 0
+        """The last record of the loader's newest batch."""
+        self.loading: Callable[[], int] | None = None
+        """The last record of the batch the loader is storing (set when the log is followed)."""
         self._lock = threading.RLock()
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -357,6 +379,8 @@ class RealtimeEngine:
         return out
 
     def _rebuild(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> set[int]:
+        if self._pending.parts:  # decided by the subjects compiled now: written first
+            self._write(con, self._take_pending(), self._now())
         old = {state.key: state.columns for state in self.program.states}
         previous = self._fingerprints
         program = VectorProgram(self.columns)
@@ -367,10 +391,23 @@ class RealtimeEngine:
         self._forget_held(con, [s for key, s in known.items() if key not in keys])
         self._loaded_held = {}
         fresh = program.fresh
+        if self._restored:
+            self._lacking |= {program.states[program.leaves[n].state].key for n in fresh}
         self._fingerprints = {s.fingerprint for s in subjects.values()}
         now = self._now()
         if fresh:
             self._replay_history(con, program, fresh, now)
+            # Events folded ahead of the loader are not stored yet.
+            for _, (_, names, times, props, _, _), persons in self._ahead_rows:
+                self._fold(
+                    program,
+                    names,
+                    np.array(persons, np.int64),
+                    np.array(times, np.int64),
+                    props,
+                    now,
+                    set(fresh),
+                )
         self._note_persons(con)
         changed = {s.name for s in subjects.values() if s.fingerprint not in previous}
         outcome = self.install(program, subjects, now, con)
@@ -401,9 +438,11 @@ class RealtimeEngine:
         now: int,
         *,
         after_load: int | None = None,
+        skip: Sequence[str] = (),
     ) -> None:
         """Fold the stored events into the given leaves (a rule activated or changed; or,
-        with ``after_load``, the events stored since the snapshot)."""
+        with ``after_load``, the events stored since the snapshot, but those ``skip`` names:
+        the snapshot holds them)."""
         wanted = set(leaf_ids)
         names = sorted(
             name
@@ -422,6 +461,9 @@ class RealtimeEngine:
         if after_load is not None:
             sql += " AND load_id > ? AND source NOT LIKE 'import:%'"
             params.append(after_load)
+        if skip:
+            sql += " AND NOT list_contains(?::VARCHAR[], message_id)"
+            params.append(list(skip))
         reader = con.sql(sql, params=params).to_arrow_reader(200_000)
         assert reader is not None
         for batch in reader:
@@ -552,19 +594,143 @@ class RealtimeEngine:
             self._apply(con, events)
 
     def _apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
+        with self._lock:
+            taken = self._claim(events)
         # The loader stored this batch before calling the sinks: leaves rebuilt from the stored
         # events just now have seen it already.
         rebuilt: set[int] = set()
         if time.monotonic() - self._checked >= SYNC_INTERVAL_S:
             rebuilt = self.sync(con) or set()
-        if not self.subjects:
+        if not self.subjects and not self._pending.parts:
             return
+        if taken is not None:
+            events = _subset(events, taken)
+        restored: Sequence[Event] = ()
+        lacking_keys = self._lacking
+        if self._restored:
+            events, restored = self._split_restored(events)
         rows = _columns(events)
         with self._lock:
             now = self._now()
-            outcome = self._due(now, con)
+            outcome = self._take_pending()
+            self._due(now, con, outcome)
             self.step(rows, now, outcome, con, skip=rebuilt)
-            self._write(con, outcome, now)
+            if restored:
+                # The snapshot's states hold these already; states rebuilt since do not.
+                lacking = {
+                    n
+                    for n, leaf in enumerate(self.program.leaves)
+                    if self.program.states[leaf.state].key in lacking_keys
+                }
+                others = set(range(len(self.program.leaves))) - (lacking - rebuilt)
+                self.step(_columns(restored), now, outcome, con, skip=others)
+        # Writing reads only the outcome (and the store's writer lock keeps writers apart):
+        # events folded ahead meanwhile are not held up by the statements.
+        self._write(con, outcome, now)
+
+    def _split_restored(self, events: Sequence[Event]) -> tuple[Sequence[Event], Sequence[Event]]:
+        """(the events, those of them the loaded snapshot holds already)."""
+        messages = (
+            list(events.message_id)
+            if isinstance(events, EventBatch)
+            else [e["messageId"] for e in events]
+        )
+        found = [i for i, m in enumerate(messages) if m in self._restored]
+        if not found:
+            return events, ()
+        self._restored.difference_update(messages[i] for i in found)
+        if not self._restored:
+            self._lacking = set()
+        held = set(found)
+        rest = [i for i in range(len(messages)) if i not in held]
+        return _subset(events, rest), _subset(events, found)
+
+    def _claim(self, events: Sequence[Event]) -> list[int] | None:
+        """The loader's batch claims its records: the positions of its events not folded ahead
+        (None: all of them); what it stores leaves the lists of events folded ahead."""
+        loading = self.loading() if self.loading is not None else None
+        if loading is not None:
+            self._loader_claimed = loading
+            self._claimed = max(self._claimed, loading)
+            # Stored by this batch (their messageIds stay known until it commits).
+            self._ahead_rows = [r for r in self._ahead_rows if r[0] > loading]
+        if not self._ahead:
+            return None
+        ahead = self._ahead
+        messages = (
+            list(events.message_id)
+            if isinstance(events, EventBatch)
+            else [e["messageId"] for e in events]
+        )
+        taken = [i for i, m in enumerate(messages) if m not in ahead]
+        return None if len(taken) == len(events) else taken
+
+    def fold_ahead(
+        self,
+        records: Sequence[tuple[int, EventBatch]],
+        stored: Collection[str],
+        con: duckdb.DuckDBPyConnection,
+        loaded: int,
+    ) -> int:
+        """Fold the events of ingest log records (in log order) as soon as they are durable,
+        before the loader stores them: the values change in memory now, and the loader's next
+        batch writes what changed. Returns how many records were handled, from the first: a
+        record is the loader's to fold when one of its events is notable (identify, traits,
+        consent ...) or names identifiers the graph does not hold linked yet. ``stored``:
+        messageIds stored already (duplicates, skipped); ``loaded``: the last record the loader
+        committed. Profiles are read on ``con``."""
+        known = self.identity.known_person
+        with self._lock, gc_paused():
+            order = self._ahead_order
+            while order and order[0][0] <= loaded:  # committed: seen_messages knows them
+                self._ahead.difference_update(order.popleft()[1])
+            if not self.subjects:
+                return len(records)
+            ahead = self._ahead
+            met: set[str] = set()
+            taken: list[tuple[int, Rows, list[int]]] = []
+            handled = 0
+            for seq, events in records:
+                if seq <= self._claimed:
+                    handled += 1
+                    continue
+                notable = set(events.notable)
+                persons: list[int] = []
+                keep: list[int] = []
+                for i, (user, anonymous, message) in enumerate(
+                    zip(events.user_id, events.anonymous_id, events.message_id, strict=True)
+                ):
+                    pid = None if i in notable else known(user, anonymous)
+                    if pid is None:
+                        break
+                    if message not in stored and message not in ahead and message not in met:
+                        met.add(message)
+                        persons.append(pid)
+                        keep.append(i)
+                else:
+                    handled += 1
+                    if keep:
+                        part = events.take(keep) if len(keep) < len(events) else events
+                        taken.append((seq, _columns(part), persons))
+                    continue
+                break
+            if not taken:
+                self._claimed = max(self._claimed, records[handled - 1][0] if handled else 0)
+                return handled
+            rows = cast(Rows, tuple([v for _, r, _ in taken for v in r[k]] for k in range(6)))
+            now = self._now()
+            self._due(now, con, self._pending)
+            self.step(rows, now, self._pending, con, [p for _, _, ps in taken for p in ps])
+            for seq, part_rows, persons in taken:
+                ahead.update(part_rows[4])
+                order.append((seq, part_rows[4]))
+                self._ahead_rows.append((seq, part_rows, persons))
+            self._claimed = max(self._claimed, records[handled - 1][0])
+        return handled
+
+    def _take_pending(self) -> Outcome:
+        outcome, self._pending = self._pending, Outcome()
+        return outcome
 
     def step(
         self,
@@ -878,9 +1044,15 @@ class RealtimeEngine:
             due = self._next_due()
         return None if due == NEVER else from_us(due)
 
-    def _due(self, until: int, con: duckdb.DuckDBPyConnection | None = None) -> Outcome:
-        """Fire every timer due by ``until``, each at its own moment, in time order."""
-        outcome = Outcome()
+    def _due(
+        self,
+        until: int,
+        con: duckdb.DuckDBPyConnection | None = None,
+        outcome: Outcome | None = None,
+    ) -> Outcome:
+        """Fire every timer due by ``until``, each at its own moment, in time order (into
+        ``outcome`` when given)."""
+        outcome = Outcome() if outcome is None else outcome
         heap = self._timers
         while True:
             moment = self._next_due()
@@ -913,10 +1085,10 @@ class RealtimeEngine:
             self.sync(con)
             with self._lock:
                 now = self._now()
-                outcome = self._due(now, con)
-                changes = self._write(con, outcome, now, everything=True)
-                if self._unfolded > COMPACT_ROWS:
-                    self.compact_snapshot(con)
+                outcome = self._due(now, con, self._take_pending())
+            changes = self._write(con, outcome, now, everything=True)
+            if self._unfolded > COMPACT_ROWS:
+                self.compact_snapshot(con)
         return changes
 
     # -- writing ---------------------------------------------------------------------------
@@ -943,6 +1115,8 @@ class RealtimeEngine:
         wants, or (``everything``) all of them."""
         if outcome.touched:
             self._moved = True
+        if outcome.parts:
+            self._written = max(self._written, max(p.seq for p in outcome.parts))
         recorded = to_naive_utc(self.clock.now())
         changed = [p for p in outcome.parts if len(p.settled.persons)]
         if changed and self._cause_base is None:
@@ -1103,19 +1277,14 @@ class RealtimeEngine:
         person held a value (left, changed, expired, TTL restamped)."""
         stale_tags: list[str] = []
         stale_persons: list[NDArray[np.int64]] = []
-        new_rows: list[tuple[CompiledSubject, Persons]] = []
-        for part in outcome.parts:
-            subject, settled = self.subjects[part.sid], part.settled
-            if subject.kind is not Subject.TAG or subject.name in rewrite:
-                continue
-            had = np.concatenate([settled.persons[settled.old >= 0], settled.restamped])
-            stale_tags += [subject.name] * len(had)
-            stale_persons.append(had)
+        new_rows: list[tuple[CompiledSubject, HeldRows, int]] = []
+        landings = self._landings(outcome, rewrite)
+        for final in landings:
+            stale_tags += [final.subject.name] * len(final.stale)
+            stale_persons.append(final.stale)
+            holding = final.rows[1] >= 0
             new_rows.append(
-                (
-                    subject,
-                    np.concatenate([settled.persons[settled.new >= 0], settled.restamped]),
-                )
+                (final.subject, cast(HeldRows, tuple(a[holding] for a in final.rows)), 0)
             )
         if rewrite:
             con.execute(
@@ -1123,7 +1292,7 @@ class RealtimeEngine:
             )
             for subject in self.subjects.values():
                 if subject.kind is Subject.TAG and subject.name in rewrite:
-                    new_rows.append((subject, subject.held.holders()))
+                    new_rows.append((subject, _holding(subject.held, subject.held.holders()), 0))
         if stale_tags:
             _insert(
                 con,
@@ -1136,7 +1305,7 @@ class RealtimeEngine:
                 "DELETE FROM tag_values USING _rt_in k "
                 "WHERE tag_values.tag = k.tag AND tag_values.person_id = k.person_id",
             )
-        rows = _held_rows([(s, p, 0) for s, p in new_rows if len(p)], key=False)
+        rows = _held_rows([r for r in new_rows if len(r[1][0])], key=False)
         if rows is not None:
             _insert(
                 con,
@@ -1147,7 +1316,36 @@ class RealtimeEngine:
                 " FROM _rt_in",
                 [recorded],
             )
-        self._write_bitmaps(con, outcome, recorded, rewrite)
+        self._write_bitmaps(con, landings, recorded, rewrite)
+
+    def _landings(self, outcome: Outcome, rewrite: set[str]) -> list[Landing]:
+        """What the real-time tags' persons hold after the outcome (several decisions of one
+        tag, at several moments or batches, merged: the last one of each person holds)."""
+        by_sid: dict[int, list[Settled]] = {}
+        for part in outcome.parts:
+            subject = self.subjects[part.sid]
+            if subject.kind is Subject.TAG and subject.name not in rewrite:
+                by_sid.setdefault(part.sid, []).append(part.settled)
+        out: list[Landing] = []
+        for sid, settled in by_sid.items():
+            stale = [np.concatenate([s.persons[s.old >= 0], s.restamped]) for s in settled]
+            if len(settled) == 1:
+                rows, olds = settled[0].rows, settled[0].old
+                out.append(Landing(self.subjects[sid], stale[0], rows, olds))
+                continue
+            joined = [np.concatenate([s.rows[k] for s in settled]) for k in range(4)]
+            persons = joined[0]
+            _, first = np.unique(persons[::-1], return_index=True)
+            last = len(persons) - 1 - first
+            out.append(
+                Landing(
+                    self.subjects[sid],
+                    np.unique(np.concatenate(stale)),
+                    cast(HeldRows, tuple(a[last] for a in joined)),
+                    np.concatenate([s.old for s in settled]),
+                )
+            )
+        return out
 
     def _tag_bitmaps(self) -> dict[tuple[str, str], BitMap]:
         """(tag, value text) -> holders, for the real-time tags, from the held values."""
@@ -1167,7 +1365,7 @@ class RealtimeEngine:
     def _write_bitmaps(
         self,
         con: duckdb.DuckDBPyConnection,
-        outcome: Outcome,
+        landings: list[Landing],
         built: datetime,
         rewrite: set[str],
     ) -> None:
@@ -1177,32 +1375,27 @@ class RealtimeEngine:
             self._bitmaps = None
         bitmaps = self._tag_bitmaps()
         pairs: set[tuple[str, str]] = set()
-        for part in outcome.parts:
-            subject, settled = self.subjects[part.sid], part.settled
-            if subject.kind is not Subject.TAG or subject.name in rewrite:
-                continue
-            texts = subject.held.texts
-            # One value (a rule tag): who had it left, who has it entered.
-            olds = [0] if len(texts) == 1 else np.unique(settled.old[settled.old >= 0]).tolist()
-            news = [0] if len(texts) == 1 else np.unique(settled.new[settled.new >= 0]).tolist()
-            for code in olds:
-                left = settled.persons[settled.old == code]
-                if not len(left):
-                    continue
-                pair = (subject.name, texts[code])
-                found = bitmaps.get(pair)
-                if found is not None:
-                    found.difference_update(_bitmap(left))
-                pairs.add(pair)
-            for code in news:
-                entered = settled.persons[settled.new == code]
-                if not len(entered):
-                    continue
-                pair = (subject.name, texts[code])
+        for final in landings:
+            name, texts = final.subject.name, final.subject.held.texts
+            persons, codes = final.rows[0], final.rows[1]
+            # The persons touched leave every value they or others had, and join their own.
+            touched: BitMap | None = None
+            values = (
+                [0]
+                if len(texts) == 1
+                else np.unique(
+                    np.concatenate([final.olds[final.olds >= 0], codes[codes >= 0]])
+                ).tolist()
+            )
+            for code in values:
+                pair = (name, texts[code])
                 found = bitmaps.get(pair)
                 if found is None:
                     found = bitmaps[pair] = BitMap()
-                found.update(_bitmap(entered))
+                if touched is None:
+                    touched = _bitmap(persons)
+                found.difference_update(touched)
+                found.update(_bitmap(persons[codes == code]))
                 pairs.add(pair)
         if rewrite:
             con.execute(
@@ -1245,7 +1438,11 @@ class RealtimeEngine:
         what the persons hold: a restart reads it and never announces a change twice."""
         rows = _held_rows(
             [
-                (self.subjects[p.sid], p.settled.restamped, p.seq)
+                (
+                    self.subjects[p.sid],
+                    cast(HeldRows, tuple(a[-len(p.settled.restamped) :] for a in p.settled.rows)),
+                    p.seq,
+                )
                 for p in outcome.parts
                 if len(p.settled.restamped)
             ],
@@ -1271,7 +1468,8 @@ class RealtimeEngine:
             if len(holders):
                 subject.held.code[holders] = NONE
                 self._seq += 1
-                parts.append((subject, holders, self._seq))
+                parts.append((subject, _holding(subject.held, holders), self._seq))
+                self._written = self._seq
         rows = _held_rows(parts, key=True)
         if rows is not None:
             self._log_held(con, rows)
@@ -1293,7 +1491,7 @@ class RealtimeEngine:
         con.execute("DROP TABLE hx_rt_newer")
         con.execute("DELETE FROM realtime_held_log")
         con.execute("DELETE FROM realtime_folded")
-        con.execute("INSERT INTO realtime_folded VALUES (?)", [self._seq])
+        con.execute("INSERT INTO realtime_folded VALUES (?)", [self._written])
         self._unfolded = 0
 
     def _write_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -1308,9 +1506,14 @@ class RealtimeEngine:
             rows.append([state.key, type(state.columns).__name__, sink.getvalue()])
         if rows:
             con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
-        # Under the store's writer lock: every batch the engine folded in has committed.
+        # Under the store's writer lock: every batch the engine folded in has committed; the
+        # events folded ahead of the loader are named (the next start does not fold them again).
         con.execute("DELETE FROM realtime_checkpoint")
         con.execute("INSERT INTO realtime_checkpoint SELECT coalesce(max(load_id), 0) FROM events")
+        con.execute("DELETE FROM realtime_ahead")
+        ahead = sorted({m for _, rows, _ in self._ahead_rows for m in rows[4]})
+        if ahead:
+            con.execute("INSERT INTO realtime_ahead SELECT unnest(?::VARCHAR[])", [ahead])
         self._moved = False
         self._snapshot_at = time.monotonic()
 
@@ -1351,6 +1554,26 @@ class RealtimeEngine:
         self.program = VectorProgram(self.columns)
         self.subjects = {}
         self.seen = np.zeros(64, np.bool_)
+        # What was folded ahead of the loader and not written is folded again by the loader.
+        self._pending = Outcome()
+        self._ahead = set()
+        self._ahead_order = deque()
+        self._ahead_rows = []
+        # Events the snapshot holds that were folded ahead of the loader: those stored since
+        # are not folded again; the others are held back until the loader stores them.
+        ahead = [str(r[0]) for r in con.execute("SELECT message_id FROM realtime_ahead").fetchall()]
+        kept = (
+            {
+                str(r[0])
+                for r in con.execute(
+                    "SELECT message_id FROM seen_messages WHERE message_id IN (SELECT unnest(?))",
+                    [ahead],
+                ).fetchall()
+            }
+            if ahead
+            else set()
+        )
+        self._restored = set(ahead) - kept
         self._signature = None
         self._bitmaps = None
         self._changes_until = None
@@ -1380,9 +1603,10 @@ class RealtimeEngine:
         now = self._now()
         if missing:
             self._replay_history(con, program, missing, now)
+        self._lacking = {program.states[program.leaves[n].state].key for n in missing}
         present = [n for n in range(len(program.leaves)) if n not in set(missing)]
         if present:
-            self._replay_history(con, program, present, now, after_load=applied)
+            self._replay_history(con, program, present, now, after_load=applied, skip=ahead)
         self._note_persons(con)
         self.subjects = subjects
         outcome = self.install(program, subjects, now, con)
@@ -1432,6 +1656,7 @@ class RealtimeEngine:
             """
         ).fetchall()
         self._seq, self._unfolded = int(found[0][0]), int(found[0][1])
+        self._written = self._seq
         self._cause_base = None
         self._loaded_held = held  # subjects compiled next pick their held values by key
 
@@ -1453,6 +1678,9 @@ class RealtimeEngine:
             self._thread.join(10)
             self._thread = None
         try:
+            if self._pending.parts and not self.store.read_only:
+                with self.store.transaction() as con, self._lock:
+                    self._write(con, self._take_pending(), self._now())
             if self._moved and not self.store.read_only:
                 self.snapshot()
         except Exception as e:  # the next start folds in the events instead
@@ -1493,6 +1721,28 @@ class RealtimeEngine:
                     return orjson.loads(held.texts[int(held.code[person_id])])
         return None
 
+    def values_of(self, person_id: int) -> list[dict[str, Any]]:
+        """What a person holds now for every real-time subject (from memory: current up to
+        the last event folded, stored or not yet)."""
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for subject in sorted(self.subjects.values(), key=lambda s: (s.kind.value, s.name)):
+                held = subject.held
+                if person_id >= len(held.code) or held.code[person_id] < 0:
+                    continue
+                expires = int(held.expires[person_id])
+                out.append(
+                    {
+                        "subject": subject.kind.value,
+                        "name": subject.name,
+                        "value": orjson.loads(held.texts[int(held.code[person_id])]),
+                        "qualified_at": from_us(int(held.qualified[person_id])).isoformat(),
+                        "expires_at": None if expires == NEVER else from_us(expires).isoformat(),
+                        "version": subject.version,
+                    }
+                )
+        return out
+
     def describe(self) -> dict[str, Any]:
         with self._lock:
             holders = np.zeros(len(self.seen), np.bool_)
@@ -1531,25 +1781,47 @@ _NEWER_HELD = """
 newest decision per subject and person (value NULL: none)."""
 
 
+HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]
+"""(persons, value code, qualified, expires) of held value rows."""
+
+
+@dataclass(slots=True)
+class Landing:
+    """What the persons a write touches hold at its end, for one real-time tag."""
+
+    subject: CompiledSubject
+    stale: Persons
+    """Persons whose stored value row may exist (they held a value, or their TTL moved)."""
+    rows: HeldRows
+    """The last row of each person touched (code NONE: holds none now)."""
+    olds: NDArray[np.int32]
+    """The codes held before each change (NONE: none)."""
+
+
+def _holding(held: Held, persons: Persons) -> HeldRows:
+    """What ``persons`` hold now, as held value rows."""
+    return persons, held.code[persons], held.qualified[persons], held.expires[persons]
+
+
 def _held_rows(
-    parts: Sequence[tuple[CompiledSubject, Persons, int]], *, key: bool
+    parts: Sequence[tuple[CompiledSubject, HeldRows, int]], *, key: bool
 ) -> pa.Table | None:
-    """The values the given persons hold now, one row each: ``subject`` (the subject's key,
-    or its name with ``key`` False), person_id, value (JSON text, null: none), version,
-    qualified and expires (epoch us), and the decision's ``seq``."""
+    """Held value rows, one per person: ``subject`` (the subject's key, or its name with
+    ``key`` False), person_id, value (JSON text, null: none), version, qualified and expires
+    (epoch us), and the decision's ``seq``."""
     if not parts:
         return None
-    sizes = [len(p) for _, p, _ in parts]
+    sizes = [len(r[0]) for _, r, _ in parts]
     return pa.table(
         {
             "subject": _labels([s.key if key else s.name for s, _, _ in parts], sizes),
-            "person_id": pa.array(np.concatenate([p for _, p, _ in parts]).astype(np.uint32)),
-            "value": _coded([s.held for s, _, _ in parts], [s.held.code[p] for s, p, _ in parts]),
+            "person_id": pa.array(np.concatenate([r[0] for _, r, _ in parts]).astype(np.uint32)),
+            "value": _coded([s.held for s, _, _ in parts], [r[1] for _, r, _ in parts]),
             "version": pa.array(
                 np.repeat(np.array([s.version for s, _, _ in parts], np.int32), sizes)
             ),
-            "qualified": pa.array(np.concatenate([s.held.qualified[p] for s, p, _ in parts])),
-            "expires": pa.array(np.concatenate([s.held.expires[p] for s, p, _ in parts])),
+            "qualified": pa.array(np.concatenate([r[2] for _, r, _ in parts])),
+            "expires": pa.array(np.concatenate([r[3] for _, r, _ in parts])),
             "seq": pa.array(np.repeat(np.array([q for _, _, q in parts], np.int64), sizes)),
         }
     )
@@ -1662,6 +1934,12 @@ Rows = tuple[
     list[str],
     list[str],
 ]
+
+
+def _subset(events: Sequence[Event], positions: list[int]) -> Sequence[Event]:
+    return (
+        events.take(positions) if isinstance(events, EventBatch) else [events[i] for i in positions]
+    )
 
 
 def _columns(events: Sequence[Event]) -> Rows:

@@ -37,6 +37,10 @@ class Settled:
     """Mask over the settled persons: which ones changed (aligned with the call's persons)."""
     restamped: Persons
     """Persons whose value stays but whose TTL started or stopped (their stored row moves)."""
+    rows: tuple[Persons, Codes, Moments, Moments]
+    """(persons, code, qualified, expires) after the settle, of those whose stored value row
+    moves: the changed persons (code NONE: none now), then the restamped ones. Written from
+    here, not from the arrays, which later decisions may have moved meanwhile."""
 
 
 @dataclass(slots=True)
@@ -123,13 +127,17 @@ class Held:
         expired = gone & (old_expires != NEVER) & (old_expires <= now)
         kinds[gone & ~expired] = LEFT
         kinds[expired] = EXPIRED
+        moved = restamped & ~changed
+        order = np.concatenate([np.flatnonzero(changed), np.flatnonzero(moved)])
+        expires = np.where(gone, NEVER, new_expires)
         return Settled(
             persons[changed],
             old[changed],
             new[changed],
             kinds[changed],
             changed,
-            persons[restamped & ~changed],
+            persons[moved],
+            (persons[order], new[order], new_qualified[order], expires[order]),
         )
 
     def _settle_plain(self, persons: Persons, fresh: Codes, now: int) -> Settled:
@@ -146,4 +154,6 @@ class Held:
         kinds = np.full(len(moved), CHANGED, np.int8)
         kinds[old < 0] = ENTERED
         kinds[new < 0] = LEFT
-        return Settled(moved, old, new, kinds, changed, moved[:0])
+        count = len(moved)
+        rows = (moved, new, np.full(count, now, np.int64), np.full(count, NEVER, np.int64))
+        return Settled(moved, old, new, kinds, changed, moved[:0], rows)

@@ -10,6 +10,7 @@ import orjson
 from huaxiang.audiences.definitions import get_audience
 from huaxiang.config import Settings
 from huaxiang.profiles.view import resolve_ref
+from huaxiang.realtime.ahead import Ahead
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.store import Store
 
@@ -67,6 +68,23 @@ def list_changes(
     }
 
 
+def person_values(
+    store: Store, settings: Settings, engine: RealtimeEngine, ref: str
+) -> dict[str, Any]:
+    """The real-time values a person holds now, from the engine's memory: current as soon as
+    the events are durable in the ingest log, before the loader has stored them."""
+    con = store.cursor()
+    try:
+        person_id = resolve_ref(con, settings, ref)
+    finally:
+        con.close()
+    return {
+        "person_id": person_id,
+        "person_key": engine.identity.person_key(person_id),
+        "values": engine.values_of(person_id),
+    }
+
+
 def mark_audience(
     store: Store, engine: RealtimeEngine, name: str, realtime: bool
 ) -> dict[str, Any]:
@@ -83,11 +101,15 @@ def mark_audience(
     return {"audience": name, "realtime": realtime}
 
 
-def status(store: Store, engine: RealtimeEngine) -> dict[str, Any]:
-    """What the engine keeps current; also follows definition changes first."""
+def status(store: Store, engine: RealtimeEngine, ahead: Ahead | None = None) -> dict[str, Any]:
+    """What the engine keeps current (and how far it follows the ingest log ahead of the
+    loader); also follows definition changes first."""
     with store.transaction() as con:
         engine.sync(con)
-    return engine.describe()
+    answer = engine.describe()
+    if ahead is not None:
+        answer["ahead"] = ahead.describe()
+    return answer
 
 
 def fire_timers(engine: RealtimeEngine) -> dict[str, Any]:

@@ -127,8 +127,10 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         state BLOB NOT NULL
     )
     """,
-    # ... and the newest load of events they cover.
+    # ... the newest load of events they cover, and the events they hold that were folded
+    # ahead of the loader and not stored yet (messageIds).
     "CREATE TABLE IF NOT EXISTS realtime_checkpoint (load_id BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS realtime_ahead (message_id VARCHAR NOT NULL)",
     # The subjects (fingerprints of name, version and definition) the engine last served.
     "CREATE TABLE IF NOT EXISTS realtime_subjects (fingerprint VARCHAR NOT NULL)",
     # Earlier versions listed their snapshot's leaves here (their per-person JSON snapshot,

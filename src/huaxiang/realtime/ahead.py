@@ -1,0 +1,216 @@
+"""Real-time values from the ingest log, ahead of the loader.
+
+The loader stores events in batches, one DuckDB transaction each: tens of milliseconds per batch,
+more while it lingers to fill one. :class:`Ahead` reads each record as soon as the log has made it
+durable and lets the engine fold its events and decide the values at once, in memory
+(:meth:`RealtimeEngine.fold_ahead`). The loader's next batch writes what they changed (change
+rows, tag values, bitmaps, the webhook outbox) with the events themselves and skips folding them
+again.
+
+A record is folded ahead only when doing so cannot differ from folding it after it is stored:
+
+- every event in it is plain (no identify, traits, consent or group call: see
+  ``collect.records.is_notable``) and names a person through identifiers the identity graph
+  already holds linked, so loading it changes no person;
+- its duplicates are known: messageIds already stored are looked up (after the loader's newest
+  batch has committed), and those folded ahead are remembered until the loader stores them.
+
+Any other record waits for the loader, which folds it as before; records after it wait too, so
+that events are folded in the log's order. A crash loses nothing: the events are durable in the
+log and the loader folds whatever it stores that was not folded ahead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import duckdb
+
+from huaxiang.collect.loader import Loader
+from huaxiang.collect.log import IngestLog, LogReader
+from huaxiang.collect.records import EventBatch, decode_batch_at
+from huaxiang.realtime.engine import RealtimeEngine
+from huaxiang.store import Store
+
+logger = logging.getLogger(__name__)
+
+WAIT_S = 0.5
+"""How long the thread sleeps between checks when nothing wakes it."""
+MAX_EVENTS = 5_000
+"""Events read from the log at most per round (what has piled up is folded together)."""
+
+
+class Ahead:
+    """Follows the ingest log on a thread of its own, feeding the engine what is durable."""
+
+    def __init__(
+        self, engine: RealtimeEngine, log: IngestLog, loader: Loader, store: Store
+    ) -> None:
+        self.engine = engine
+        self.log = log
+        self.loader = loader
+        self.store = store
+        self.followed = loader.loaded_seq
+        """The last record handled: folded ahead, or left to the loader and stored since."""
+        self.listeners: list[Callable[[int], None]] = []
+        """Called with :attr:`followed` each time it moves (the values are current up to it)."""
+        self._cond = threading.Condition()
+        self._appended = log.last_seq
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: LogReader | None = None
+        self.folded = 0
+        """Records folded ahead of the loader."""
+        self.left = 0
+        """Records left to the loader."""
+        self._blocked = 0
+        """A record left to the loader, waited for (0: none)."""
+        self._failing = False
+        engine.loading = lambda: loader.loading_seq
+        loader.limit = self.limit
+        log.add_listener(self._on_append)
+
+    def limit(self) -> int | None:
+        """The last record the loader may take: what was followed, or the record waited for
+        (None while not following, or failing: the loader takes everything then)."""
+        if not self.running or self._failing:
+            return None
+        return max(self.followed, self._blocked)
+
+    def _on_append(self, records: Sequence[tuple[int, bytes]]) -> None:
+        with self._cond:
+            self._appended = max(self._appended, records[-1][0]) if records else self._appended
+            self._cond.notify_all()
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="huaxiang-ahead", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(10)
+        self._thread = None
+        self._drop_reader()
+        self.loader.wake()  # no limit any more
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "followed_seq": self.followed,
+            "loaded_seq": self.loader.loaded_seq,
+            "records_folded_ahead": self.folded,
+            "records_left_to_loader": self.left,
+        }
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        con = self.store.cursor()
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    self._cond.wait_for(
+                        lambda: self._stop.is_set() or self._appended > self.followed,
+                        timeout=WAIT_S,
+                    )
+                if self._stop.is_set():
+                    break
+                try:
+                    self.follow(con)
+                    self._failing = False
+                except Exception as e:  # the loader folds what this could not
+                    logger.error("reading the ingest log ahead failed: %s", e, exc_info=e)
+                    self._failing = True
+                    self._blocked = 0
+                    self.loader.wake()
+                    self._drop_reader()
+                    self._stop.wait(WAIT_S)
+        finally:
+            con.close()
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- following -------------------------------------------------------------------------
+
+    def follow(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Handle every durable record after :attr:`followed`; return how many were folded."""
+        folded = 0
+        while not self._stop.is_set():
+            loaded = self.loader.loaded_seq
+            if self.followed < loaded:
+                self.followed = loaded  # the loader took those
+                self._drop_reader()
+            if self.followed >= self.log.last_seq:
+                break
+            # Duplicates are looked up in the store: a batch the loader is storing with records
+            # not folded here must have committed first.
+            claimed = self.loader.loading_seq
+            if claimed > max(loaded, self.followed) and not self.loader.wait_loaded(
+                claimed, WAIT_S
+            ):
+                continue
+            if self._reader is None or self._reader.next_seq != self.followed + 1:
+                self._drop_reader()
+                self._reader = self.log.reader(self.followed + 1)
+            records: list[tuple[int, EventBatch]] = []
+            last = self.followed
+            events = 0
+            while events < MAX_EVENTS:
+                item = self._reader.read()
+                if item is None:
+                    break
+                last, payload = item
+                batch, _, _ = decode_batch_at(payload)
+                if len(batch):
+                    records.append((last, batch.first_of_each_message()))
+                    events += len(batch)
+            handled = self._fold(con, records) if records else 0
+            if handled == len(records):
+                self.followed = max(self.followed, last)
+            else:
+                # The loader folds this record: wait for it, then read on after it.
+                seq = records[handled][0]
+                self.followed = max(self.followed, records[handled - 1][0] if handled else 0)
+                self.left += 1
+                self._blocked = seq
+                self.loader.wake()
+                while not self._stop.is_set() and not self.loader.wait_loaded(seq, WAIT_S):
+                    pass
+                self._blocked = 0
+                self.followed = max(self.followed, seq)
+            folded += handled
+            self.folded += handled
+            self.loader.wake()
+            for listener in self.listeners:
+                listener(self.followed)
+        return folded
+
+    def _fold(self, con: duckdb.DuckDBPyConnection, records: list[tuple[int, EventBatch]]) -> int:
+        """Fold records ahead (those stored already skipped); how many, from the first."""
+        messages = [m for _, batch in records for m in batch.message_id]
+        loaded = self.loader.loaded_seq  # before the lookup: what it committed is seen there
+        stored = {
+            str(r[0])
+            for r in con.execute(
+                "SELECT message_id FROM seen_messages WHERE message_id IN (SELECT unnest(?))",
+                [messages],
+            ).fetchall()
+        }
+        return self.engine.fold_ahead(records, stored, con, loaded)

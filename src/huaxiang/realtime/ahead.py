@@ -159,6 +159,10 @@ class Ahead:
                 self._drop_reader()
             if self.followed >= self.log.last_seq:
                 break
+            if not self.engine.subjects:  # nothing kept in real time: the loader goes on
+                self.followed = self.log.last_seq
+                self.loader.wake()
+                continue
             # Duplicates are looked up in the store: a batch the loader is storing with records
             # not folded here must have committed first.
             claimed = self.loader.loading_seq

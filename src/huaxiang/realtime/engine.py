@@ -746,7 +746,12 @@ class RealtimeEngine:
         ``persons``: their persons when known; ``skip``: leaves that have seen them already."""
         ids, names, times, props, messages, kinds = rows
         if persons is None:
-            persons = [self._person_of(*pair) for pair in ids]
+            # Persons come back within a batch: each pair of ids is resolved once.
+            resolved: dict[tuple[str | None, str | None], int | None] = {}
+            for pair in ids:
+                if pair not in resolved:
+                    resolved[pair] = self._person_of(*pair)
+            persons = [resolved[pair] for pair in ids]
         known = [i for i, p in enumerate(persons) if p is not None]
         if not known:
             return

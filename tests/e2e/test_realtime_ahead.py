@@ -207,7 +207,7 @@ def _run(workspace: Workspace, records: list[list[Event]], ahead: bool) -> dict[
             """
             SELECT id_value, name FROM (
                 SELECT i.id_value, c.name, arg_max(c.kind, c.seq) AS kind
-                FROM realtime_change_rows c JOIN identity_map i ON i.person_id = c.person_id
+                FROM realtime_change_texts c JOIN identity_map i ON i.person_id = c.person_id
                 WHERE i.id_type = 'user_id' GROUP BY ALL
             ) WHERE kind IN ('entered', 'changed') ORDER BY ALL
             """,

@@ -237,3 +237,59 @@ def test_a_store_of_the_earlier_engine_is_moved_once(tmp_path: Path) -> None:
         assert not {"realtime_state", "realtime_state_log"} & tables
     finally:
         store.close()
+
+
+def test_change_rows_of_the_previous_version_are_numbered_once(tmp_path: Path) -> None:
+    """The previous version wrote the subject, name, kind and values of each change row as
+    text; they are numbered once when the store opens, with the same ids and causes."""
+    import hashlib
+
+    path = tmp_path / "db.duckdb"
+    moment = int(AS_OF.timestamp() * 1_000_000)
+    at = AS_OF.replace(tzinfo=None)
+    raw = duckdb.connect(str(path))
+    raw.execute(
+        """
+        CREATE TABLE realtime_change_rows (
+            subject VARCHAR NOT NULL, name VARCHAR NOT NULL, person_id UINTEGER NOT NULL,
+            kind VARCHAR NOT NULL, old_value VARCHAR, new_value VARCHAR,
+            changed_at TIMESTAMP NOT NULL, cause BIGINT NOT NULL, version INTEGER NOT NULL,
+            recorded_at TIMESTAMP NOT NULL, seq BIGINT NOT NULL DEFAULT 0)
+        """
+    )
+    raw.execute("CREATE TABLE realtime_causes (cause BIGINT NOT NULL, text VARCHAR NOT NULL)")
+    raw.execute("INSERT INTO realtime_causes VALUES (1, 'event m-1'), (2, 'timer: passed')")
+    raw.execute(
+        "INSERT INTO realtime_change_rows VALUES"
+        " ('tag', 'tier', 7, 'entered', NULL, '\"gold\"', ?, 1, 2, ?, 1),"
+        " ('tag', 'tier', 7, 'changed', '\"gold\"', '\"silver\"', ?, 2, 2, ?, 2),"
+        " ('audience', 'fans', 8, 'left', 'true', NULL, ?, 2, 1, ?, 3)",
+        [at, at, at, at, at, at],
+    )
+    raw.close()
+
+    store = Store(path)
+    try:
+        rows = query(
+            store,
+            "SELECT change_id, subject, name, person_id, kind, CAST(old_value AS VARCHAR),"
+            " CAST(new_value AS VARCHAR), cause, version, recorded_at, seq"
+            " FROM realtime_changes ORDER BY seq",
+        )
+        tables = {r[0] for r in query(store, "SELECT table_name FROM information_schema.tables")}
+    finally:
+        store.close()
+    digest = f'tag|tier|2|7|entered|{moment}|"gold"'
+    first = "rtc_" + hashlib.sha1(digest.encode()).hexdigest()[:32]
+    assert rows[0] == (first, "tag", "tier", 7, "entered", None, '"gold"', "event m-1", 2, at, 1)
+    assert [r[4:8] for r in rows[1:]] == [
+        ("changed", '"gold"', '"silver"', "timer: passed"),
+        ("left", "true", None, "timer: passed"),
+    ]
+    assert "realtime_change_rows_wide" not in tables
+    # Opened again: nothing moves twice.
+    again = Store(path)
+    try:
+        assert query(again, "SELECT count(*) FROM realtime_change_rows") == [(3,)]
+    finally:
+        again.close()

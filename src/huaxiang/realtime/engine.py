@@ -186,6 +186,11 @@ class RealtimeEngine:
         self._moved = False
         """Leaf states moved since the last snapshot."""
         self._cause_base: int | None = None
+        self._subject_ids: dict[tuple[str, str, int], int] | None = None
+        """The numbers of the subjects (kind, name, version) in the change rows (None: not
+        read yet)."""
+        self._value_ids: dict[str, int] | None = None
+        """The numbers of the value texts in the change rows (None: not read yet)."""
         """The id of the first cause of the next batch written (``realtime_causes``; None: not
         read yet)."""
         self._timers: list[tuple[int, int, int]] = []
@@ -1127,7 +1132,7 @@ class RealtimeEngine:
         if changed and self._cause_base is None:
             found = con.execute("SELECT coalesce(max(cause), 0) + 1 FROM realtime_causes")
             self._cause_base = int(found.fetchall()[0][0])
-        table = self._change_table(outcome, changed) if changed else None
+        table = self._change_table(con, outcome, changed) if changed else None
         wanted: list[MembershipChange] = []
         if table is not None:
             low = min(p.moment for p in changed)
@@ -1144,7 +1149,7 @@ class RealtimeEngine:
                 if low > self._changes_until
                 else "FROM (SELECT DISTINCT * FROM _rt_in) i WHERE NOT EXISTS ("
                 "SELECT 1 FROM realtime_change_rows c WHERE c.changed_at = i.moment"
-                " AND c.person_id = i.person_id AND c.name = i.name AND c.subject = i.subject"
+                " AND c.person_id = i.person_id AND c.subject_id = i.subject_id"
                 " AND c.kind = i.kind)"
             )
             # The causes the changes name (a batch's events cause many changes each).
@@ -1161,15 +1166,15 @@ class RealtimeEngine:
                         ),
                     }
                 ),
-                "INSERT INTO realtime_causes SELECT cause, text FROM _rt_in",
+                "INSERT INTO realtime_causes SELECT cause, text, ? FROM _rt_in",
+                [recorded],
             )
             self._cause_base = base + len(outcome.causes)
             _insert(
                 con,
                 table,
-                "INSERT INTO realtime_change_rows SELECT subject, name, person_id, kind,"
-                " old_value, new_value, moment, cause, version, ?, seq " + new,
-                [recorded],
+                "INSERT INTO realtime_change_rows SELECT subject_id, person_id, kind,"
+                " old_value, new_value, moment, cause, seq " + new,
             )
             self._changes_until = max(self._changes_until, high)
             self._unfolded += table.num_rows
@@ -1184,25 +1189,32 @@ class RealtimeEngine:
                 listener(wanted)
         return wanted
 
-    def _change_table(self, outcome: Outcome, parts: list[Part]) -> pa.Table:
-        """The change rows, from the settled arrays (strings as dictionaries: no Python work
-        per change; the change id and the person key are computed when read)."""
+    def _change_table(
+        self, con: duckdb.DuckDBPyConnection, outcome: Outcome, parts: list[Part]
+    ) -> pa.Table:
+        """The change rows, from the settled arrays: numbers only (subjects and value texts
+        are numbered, new ones stored here; the change id, the texts and the person key are
+        joined when read)."""
         sizes = [len(p.settled.persons) for p in parts]
         subjects = [self.subjects[p.sid] for p in parts]
-        helds = [s.held for s in subjects]
+        numbers, values = self._numbers(con, subjects)
+        olds = np.concatenate([p.settled.old for p in parts])
+        news = np.concatenate([p.settled.new for p in parts])
+        old_ids = np.concatenate(
+            [values[id(s.held)][p.settled.old] for s, p in zip(subjects, parts, strict=True)]
+        )
+        new_ids = np.concatenate(
+            [values[id(s.held)][p.settled.new] for s, p in zip(subjects, parts, strict=True)]
+        )
         return pa.table(
             {
-                "subject": _labels([s.kind.value for s in subjects], sizes),
-                "name": _labels([s.name for s in subjects], sizes),
+                "subject_id": pa.array(np.repeat(np.array(numbers, np.int32), sizes)),
                 "person_id": pa.array(
                     np.concatenate([p.settled.persons for p in parts]).astype(np.uint32)
                 ),
-                "kind": pa.DictionaryArray.from_arrays(
-                    pa.array(np.concatenate([p.settled.kinds for p in parts]).astype(np.int32)),
-                    pa.array(list(KIND_NAMES)),
-                ),
-                "old_value": _coded(helds, [p.settled.old for p in parts]),
-                "new_value": _coded(helds, [p.settled.new for p in parts]),
+                "kind": pa.array(np.concatenate([p.settled.kinds for p in parts]).astype(np.uint8)),
+                "old_value": pa.array(old_ids, mask=olds < 0),
+                "new_value": pa.array(new_ids, mask=news < 0),
                 "moment": pa.array(
                     np.repeat(np.array([p.moment for p in parts], np.int64), sizes),
                     pa.timestamp("us"),
@@ -1210,12 +1222,54 @@ class RealtimeEngine:
                 "cause": pa.array(
                     np.concatenate([p.causes for p in parts]) + (self._cause_base or 0)
                 ),
-                "version": pa.array(
-                    np.repeat(np.array([s.version for s in subjects], np.int32), sizes)
-                ),
                 "seq": pa.array(np.repeat(np.array([p.seq for p in parts], np.int64), sizes)),
             }
         )
+
+    def _numbers(
+        self, con: duckdb.DuckDBPyConnection, subjects: list[CompiledSubject]
+    ) -> tuple[list[int], dict[int, NDArray[np.int32]]]:
+        """The number of each subject (with its version), and per held values (by ``id``) the
+        numbers of its value texts by code (the last one, at index -1 for NONE, unused);
+        numbers not stored yet are stored."""
+        if self._subject_ids is None or self._value_ids is None:
+            self._subject_ids = {
+                (str(a), str(b), int(c)): int(d)
+                for a, b, c, d in con.execute(
+                    "SELECT subject, name, version, subject_id FROM realtime_subject_ids"
+                ).fetchall()
+            }
+            self._value_ids = {
+                str(t): int(v)
+                for v, t in con.execute("SELECT value_id, text FROM realtime_values").fetchall()
+            }
+        ids, texts = self._subject_ids, self._value_ids
+        fresh_subjects: list[tuple[int, str, str, int]] = []
+        fresh_values: list[tuple[int, str]] = []
+        numbers: list[int] = []
+        values: dict[int, NDArray[np.int32]] = {}
+        for subject in subjects:
+            key = (subject.kind.value, subject.name, subject.version)
+            number = ids.get(key)
+            if number is None:
+                number = ids[key] = max(ids.values(), default=0) + 1
+                fresh_subjects.append((number, *key))
+            numbers.append(number)
+            held = subject.held
+            if id(held) not in values:
+                codes = []
+                for text in held.texts:
+                    found = texts.get(text)
+                    if found is None:
+                        found = texts[text] = max(texts.values(), default=0) + 1
+                        fresh_values.append((found, text))
+                    codes.append(found)
+                values[id(held)] = np.array([*codes, 0], np.int32)
+        if fresh_subjects:
+            con.executemany("INSERT INTO realtime_subject_ids VALUES (?, ?, ?, ?)", fresh_subjects)
+        if fresh_values:
+            con.executemany("INSERT INTO realtime_values VALUES (?, ?)", fresh_values)
+        return numbers, values
 
     def _handed_on(
         self, con: duckdb.DuckDBPyConnection, outcome: Outcome, everything: bool
@@ -1663,6 +1717,8 @@ class RealtimeEngine:
         self._seq, self._unfolded = int(found[0][0]), int(found[0][1])
         self._written = self._seq
         self._cause_base = None
+        self._subject_ids = None
+        self._value_ids = None
         self._loaded_held = held  # subjects compiled next pick their held values by key
 
     # -- the timer thread ------------------------------------------------------------------
@@ -1772,10 +1828,12 @@ class RealtimeEngine:
 
 _NEWER_HELD = """
     SELECT subject, person_id, value, qualified, expires, seq FROM (
-        SELECT c.subject || ':' || c.name AS subject, c.person_id,
-               c.new_value AS value, epoch_us(c.changed_at) AS qualified,
+        SELECT s.subject || ':' || s.name AS subject, c.person_id,
+               v.text AS value, epoch_us(c.changed_at) AS qualified,
                9223372036854775807 AS expires, c.seq
         FROM realtime_change_rows c
+        JOIN realtime_subject_ids s USING (subject_id)
+        LEFT JOIN realtime_values v ON v.value_id = c.new_value
         WHERE c.seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
         UNION ALL
         SELECT subject, person_id, value, qualified, expires, seq FROM realtime_held_log

@@ -1,10 +1,12 @@
 """Tables of the real-time engine: its changes (enter/exit history), its state snapshot, and the
 audiences marked real-time.
 
-The held values (``realtime_held`` plus ``realtime_held_log``, appended per batch) are written
-in the same transaction as the changes that announced them: a restart never announces a change
-twice. The leaves' state is written every few seconds with the newest load of events it covers;
-at start the events stored since are folded in again.
+Change rows hold numbers only (subjects, values and causes are numbered in tables of their
+own): a batch writes many of them. The held values (``realtime_held`` plus
+``realtime_held_log``, appended per batch) are written in the same transaction as the changes
+that announced them: a restart never announces a change twice. The leaves' state is written
+every few seconds with the newest load of events it covers; at start the events stored since
+are folded in again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,65 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import duckdb
+
+KINDS = "['entered', 'left', 'changed', 'expired']"
+"""The change kinds by code (a change row's ``kind``, from 0)."""
+
+
+def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {
+        str(r[0])
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+        ).fetchall()
+    }
+
+
+def _store_changes(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Append changes given as text (``source``: a query with subject, name, version,
+    person_id, kind, old_value, new_value (JSON texts), changed_at, cause, recorded_at and seq)
+    to the change rows, numbering their subjects and values."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE hx_rt_flat AS {source}")
+    con.execute(
+        """
+        INSERT INTO realtime_subject_ids
+        SELECT (SELECT coalesce(max(subject_id), 0) FROM realtime_subject_ids)
+               + row_number() OVER (ORDER BY subject, name, version), subject, name, version
+        FROM (SELECT DISTINCT subject, name, version FROM hx_rt_flat) f
+        WHERE NOT EXISTS (SELECT 1 FROM realtime_subject_ids s
+                          WHERE s.subject = f.subject AND s.name = f.name
+                            AND s.version = f.version)
+        """
+    )
+    con.execute(
+        """
+        INSERT INTO realtime_values
+        SELECT (SELECT coalesce(max(value_id), 0) FROM realtime_values)
+               + row_number() OVER (ORDER BY text), text
+        FROM (SELECT old_value AS text FROM hx_rt_flat UNION SELECT new_value FROM hx_rt_flat) f
+        WHERE text IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM realtime_values v WHERE v.text = f.text)
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO realtime_change_rows
+        SELECT s.subject_id, f.person_id, list_position({KINDS}, f.kind) - 1, o.value_id,
+               n.value_id, f.changed_at, f.cause, f.seq
+        FROM hx_rt_flat f
+        JOIN realtime_subject_ids s USING (subject, name, version)
+        LEFT JOIN realtime_values o ON o.text = f.old_value
+        LEFT JOIN realtime_values n ON n.text = f.new_value
+        """
+    )
+    con.execute(
+        """
+        UPDATE realtime_causes SET recorded_at = f.recorded_at
+        FROM (SELECT cause, min(recorded_at) AS recorded_at FROM hx_rt_flat GROUP BY cause) f
+        WHERE realtime_causes.cause = f.cause AND realtime_causes.recorded_at IS NULL
+        """
+    )
+    con.execute("DROP TABLE hx_rt_flat")
 
 
 def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
@@ -30,45 +91,91 @@ def _earlier_changes(con: duckdb.DuckDBPyConnection) -> None:
         FROM (SELECT DISTINCT cause FROM realtime_changes)
         """
     )
-    con.execute("INSERT INTO realtime_causes SELECT cause, text FROM hx_rt_causes")
-    con.execute(
+    con.execute("INSERT INTO realtime_causes SELECT cause, text, NULL FROM hx_rt_causes")
+    _store_changes(
+        con,
         """
-        INSERT INTO realtime_change_rows
-        SELECT c.subject, c.name, c.person_id, c.kind, CAST(c.old_value AS VARCHAR),
-               CAST(c.new_value AS VARCHAR), c.changed_at, k.cause, c.version, c.recorded_at, 0
+        SELECT c.subject, c.name, c.version, c.person_id, c.kind,
+               CAST(c.old_value AS VARCHAR) AS old_value,
+               CAST(c.new_value AS VARCHAR) AS new_value, c.changed_at, k.cause,
+               c.recorded_at, 0 AS seq
         FROM realtime_changes c JOIN hx_rt_causes k ON k.text = c.cause
-        """
+        """,
     )
     con.execute("DROP TABLE hx_rt_causes")
     con.execute("DROP TABLE realtime_changes")
     con.execute("DELETE FROM tag_value_history WHERE cause LIKE 'realtime: %'")
 
 
+def _wide_changes_aside(con: duckdb.DuckDBPyConnection) -> None:
+    """Change rows of the previous version held their subject, name, kind and values as text
+    in every row: set them aside (moved by :func:`_wide_changes_moved`)."""
+    if "name" in _columns_of(con, "realtime_change_rows"):
+        con.execute("ALTER TABLE realtime_change_rows RENAME TO realtime_change_rows_wide")
+
+
+def _wide_changes_moved(con: duckdb.DuckDBPyConnection) -> None:
+    if not _columns_of(con, "realtime_change_rows_wide"):
+        return
+    _store_changes(
+        con,
+        """
+        SELECT subject, name, version, person_id, kind, old_value, new_value, changed_at,
+               cause, recorded_at, seq
+        FROM realtime_change_rows_wide
+        """,
+    )
+    con.execute("DROP TABLE realtime_change_rows_wide")
+
+
 DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
-    # Every change of a real-time value (enter/exit history), appended per batch. Rows made at
-    # one moment by a restart are not stored twice (the writer checks when it must). Values are
-    # JSON texts written by the engine (the views read them as JSON).
+    # Every change of a real-time value (enter/exit history), appended per batch: numbers only
+    # (the subject with its version, the kind, the values and the cause are numbered), so that
+    # a batch's many changes are cheap to write. Rows made at one moment by a restart are not
+    # stored twice (the writer checks when it must).
     """
-    CREATE TABLE IF NOT EXISTS realtime_change_rows (
+    CREATE TABLE IF NOT EXISTS realtime_subject_ids (
+        subject_id INTEGER NOT NULL,
         subject VARCHAR NOT NULL,
         name VARCHAR NOT NULL,
+        version INTEGER NOT NULL
+    )
+    """,
+    # Value texts (JSON) by number.
+    "CREATE TABLE IF NOT EXISTS realtime_values (value_id INTEGER NOT NULL, text VARCHAR NOT NULL)",
+    _wide_changes_aside,
+    """
+    CREATE TABLE IF NOT EXISTS realtime_change_rows (
+        subject_id INTEGER NOT NULL,
         person_id UINTEGER NOT NULL,
-        kind VARCHAR NOT NULL,
-        old_value VARCHAR,
-        new_value VARCHAR,
+        kind UTINYINT NOT NULL,
+        old_value INTEGER,
+        new_value INTEGER,
         changed_at TIMESTAMP NOT NULL,
         cause BIGINT NOT NULL,
-        version INTEGER NOT NULL,
-        recorded_at TIMESTAMP NOT NULL,
-        seq BIGINT NOT NULL DEFAULT 0
+        seq BIGINT NOT NULL
     )
     """,
     # Why changes happened ("event <messageId>", "timer: ..."): one row per cause, the change
-    # rows refer to it (a batch's events cause many changes each).
+    # rows refer to it (a batch's events cause many changes each), with when it was written.
     "CREATE TABLE IF NOT EXISTS realtime_causes (cause BIGINT NOT NULL, text VARCHAR NOT NULL)",
+    "ALTER TABLE realtime_causes ADD COLUMN IF NOT EXISTS recorded_at TIMESTAMP",
+    _wide_changes_moved,
     _earlier_changes,
-    # The changes with their stable id (the webhook id: a digest of subject, name, version,
-    # person, kind, moment and new value, as the engine computes it) and the person's key.
+    # The changes as text ...
+    f"""
+    CREATE OR REPLACE VIEW realtime_change_texts AS
+    SELECT s.subject, s.name, c.person_id, list_extract({KINDS}, c.kind + 1) AS kind,
+           o.text AS old_value, n.text AS new_value, c.changed_at, c.cause, s.version,
+           k.text AS cause_text, k.recorded_at, c.seq
+    FROM realtime_change_rows c
+    JOIN realtime_subject_ids s USING (subject_id)
+    LEFT JOIN realtime_values o ON o.value_id = c.old_value
+    LEFT JOIN realtime_values n ON n.value_id = c.new_value
+    LEFT JOIN realtime_causes k ON k.cause = c.cause
+    """,
+    # ... with their stable id (the webhook id: a digest of subject, name, version, person,
+    # kind, moment and new value, as the engine computes it) and the person's key.
     """
     CREATE OR REPLACE VIEW realtime_changes AS
     SELECT 'rtc_' || left(sha1(c.subject || '|' || c.name || '|' || c.version || '|'
@@ -76,9 +183,8 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
                || coalesce(c.new_value, 'None')), 32) AS change_id,
            c.subject, c.name, c.person_id, p.person_key, c.kind,
            CAST(c.old_value AS JSON) AS old_value, CAST(c.new_value AS JSON) AS new_value,
-           c.changed_at, k.text AS cause, c.version, c.recorded_at
-    FROM realtime_change_rows c LEFT JOIN persons p USING (person_id)
-    LEFT JOIN realtime_causes k ON k.cause = c.cause
+           c.changed_at, c.cause_text AS cause, c.version, c.recorded_at, c.seq
+    FROM realtime_change_texts c LEFT JOIN persons p USING (person_id)
     """,
     # Every change of a tag's values: batch refreshes and manual values (tag_value_history)
     # and the real-time engine (its change rows).
@@ -89,9 +195,8 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     FROM tag_value_history
     UNION ALL
     SELECT c.name, c.person_id, c.kind, CAST(c.old_value AS JSON), CAST(c.new_value AS JSON),
-           c.version, c.changed_at,
-           'realtime: ' || k.text, NULL, c.recorded_at
-    FROM realtime_change_rows c LEFT JOIN realtime_causes k ON k.cause = c.cause
+           c.version, c.changed_at, 'realtime: ' || c.cause_text, NULL, c.recorded_at
+    FROM realtime_change_texts c
     WHERE c.subject = 'tag'
     """,
     # The values persons hold for the real-time subjects (subject: tag:NAME or audience:NAME;

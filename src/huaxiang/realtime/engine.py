@@ -82,7 +82,7 @@ SNAPSHOT_INTERVAL_S = 5.0
 #: often: writing it takes at most about a tenth of the time).
 SNAPSHOT_SPACING = 10.0
 #: ... and the held values' log is folded into ``realtime_held`` past this many rows.
-COMPACT_ROWS = 100_000
+COMPACT_ROWS = 1_000_000
 TIMER_CAUSE: Final = "timer: window, deadline or ttl passed"
 DEFINITION_CAUSE: Final = "definition activated, changed or reloaded"
 
@@ -1194,27 +1194,32 @@ class RealtimeEngine:
     ) -> pa.Table:
         """The change rows, from the settled arrays: numbers only (subjects and value texts
         are numbered, new ones stored here; the change id, the texts and the person key are
-        joined when read)."""
+        joined when read). A write can hold many decisions (events folded ahead of the
+        loader): the work per decision is a few list items, the rest is array calls."""
         sizes = [len(p.settled.persons) for p in parts]
-        subjects = [self.subjects[p.sid] for p in parts]
-        numbers, values = self._numbers(con, subjects)
+        sids = sorted({p.sid for p in parts})
+        numbers, maps = self._numbers(con, [self.subjects[sid] for sid in sids])
+        # Each subject's value numbers by code, one after the other (a code of NONE reads the
+        # number after the subject's last: never used, the value is null).
+        offsets = dict(
+            zip(sids, np.cumsum([0] + [len(m) for m in maps[:-1]]).tolist(), strict=True)
+        )
+        joined = np.concatenate([*maps, np.zeros(1, np.int32)])
+        start = np.repeat(np.array([offsets[p.sid] for p in parts], np.int64), sizes)
         olds = np.concatenate([p.settled.old for p in parts])
         news = np.concatenate([p.settled.new for p in parts])
-        old_ids = np.concatenate(
-            [values[id(s.held)][p.settled.old] for s, p in zip(subjects, parts, strict=True)]
-        )
-        new_ids = np.concatenate(
-            [values[id(s.held)][p.settled.new] for s, p in zip(subjects, parts, strict=True)]
-        )
+        number_of = dict(zip(sids, numbers, strict=True))
         return pa.table(
             {
-                "subject_id": pa.array(np.repeat(np.array(numbers, np.int32), sizes)),
+                "subject_id": pa.array(
+                    np.repeat(np.array([number_of[p.sid] for p in parts], np.int32), sizes)
+                ),
                 "person_id": pa.array(
                     np.concatenate([p.settled.persons for p in parts]).astype(np.uint32)
                 ),
                 "kind": pa.array(np.concatenate([p.settled.kinds for p in parts]).astype(np.uint8)),
-                "old_value": pa.array(old_ids, mask=olds < 0),
-                "new_value": pa.array(new_ids, mask=news < 0),
+                "old_value": pa.array(joined[start + np.maximum(olds, 0)], mask=olds < 0),
+                "new_value": pa.array(joined[start + np.maximum(news, 0)], mask=news < 0),
                 "moment": pa.array(
                     np.repeat(np.array([p.moment for p in parts], np.int64), sizes),
                     pa.timestamp("us"),
@@ -1228,10 +1233,9 @@ class RealtimeEngine:
 
     def _numbers(
         self, con: duckdb.DuckDBPyConnection, subjects: list[CompiledSubject]
-    ) -> tuple[list[int], dict[int, NDArray[np.int32]]]:
-        """The number of each subject (with its version), and per held values (by ``id``) the
-        numbers of its value texts by code (the last one, at index -1 for NONE, unused);
-        numbers not stored yet are stored."""
+    ) -> tuple[list[int], list[NDArray[np.int32]]]:
+        """The number of each subject (with its version) and the numbers of its value texts
+        by code; numbers not stored yet are stored."""
         if self._subject_ids is None or self._value_ids is None:
             self._subject_ids = {
                 (str(a), str(b), int(c)): int(d)
@@ -1246,30 +1250,52 @@ class RealtimeEngine:
         ids, texts = self._subject_ids, self._value_ids
         fresh_subjects: list[tuple[int, str, str, int]] = []
         fresh_values: list[tuple[int, str]] = []
+        next_subject = max(ids.values(), default=0) + 1
+        next_value = max(texts.values(), default=0) + 1
         numbers: list[int] = []
-        values: dict[int, NDArray[np.int32]] = {}
+        maps: list[NDArray[np.int32]] = []
         for subject in subjects:
             key = (subject.kind.value, subject.name, subject.version)
             number = ids.get(key)
             if number is None:
-                number = ids[key] = max(ids.values(), default=0) + 1
+                number = ids[key] = next_subject
+                next_subject += 1
                 fresh_subjects.append((number, *key))
             numbers.append(number)
-            held = subject.held
-            if id(held) not in values:
-                codes = []
-                for text in held.texts:
-                    found = texts.get(text)
-                    if found is None:
-                        found = texts[text] = max(texts.values(), default=0) + 1
-                        fresh_values.append((found, text))
-                    codes.append(found)
-                values[id(held)] = np.array([*codes, 0], np.int32)
+            codes = []
+            for text in subject.held.texts:
+                found = texts.get(text)
+                if found is None:
+                    found = texts[text] = next_value
+                    next_value += 1
+                    fresh_values.append((found, text))
+                codes.append(found)
+            maps.append(np.array(codes, np.int32))
         if fresh_subjects:
-            con.executemany("INSERT INTO realtime_subject_ids VALUES (?, ?, ?, ?)", fresh_subjects)
+            _insert(
+                con,
+                pa.table(
+                    {
+                        "subject_id": pa.array([r[0] for r in fresh_subjects], pa.int32()),
+                        "subject": [r[1] for r in fresh_subjects],
+                        "name": [r[2] for r in fresh_subjects],
+                        "version": pa.array([r[3] for r in fresh_subjects], pa.int32()),
+                    }
+                ),
+                "INSERT INTO realtime_subject_ids SELECT * FROM _rt_in",
+            )
         if fresh_values:
-            con.executemany("INSERT INTO realtime_values VALUES (?, ?)", fresh_values)
-        return numbers, values
+            _insert(
+                con,
+                pa.table(
+                    {
+                        "value_id": pa.array([r[0] for r in fresh_values], pa.int32()),
+                        "text": [r[1] for r in fresh_values],
+                    }
+                ),
+                "INSERT INTO realtime_values SELECT * FROM _rt_in",
+            )
+        return numbers, maps
 
     def _handed_on(
         self, con: duckdb.DuckDBPyConnection, outcome: Outcome, everything: bool
@@ -1674,23 +1700,41 @@ class RealtimeEngine:
     def _load_held(self, con: duckdb.DuckDBPyConnection) -> None:
         """Held values (newest per subject and person) as the engine's subjects start them."""
         held: dict[str, Held] = {}
-        for key, pid, value, qualified, expires in con.execute(
-            f"""
-            SELECT subject, person_id, value, qualified, expires FROM (
-                SELECT subject, person_id, value, qualified, expires, 0 AS seq
-                FROM realtime_held
-                UNION ALL
-                SELECT subject, person_id, value, qualified, expires, seq FROM ({_NEWER_HELD})
-            ) QUALIFY row_number() OVER (PARTITION BY subject, person_id ORDER BY seq DESC) = 1
-              AND value IS NOT NULL
-            """
-        ).fetchall():
+        found_held = _arrow(
+            con.sql(
+                f"""
+                SELECT subject, value, list(person_id) AS persons, list(qualified) AS qualified,
+                       list(expires) AS expires
+                FROM (
+                    SELECT * FROM (
+                        SELECT subject, person_id, value, qualified, expires, 0 AS seq
+                        FROM realtime_held
+                        UNION ALL
+                        SELECT subject, person_id, value, qualified, expires, seq
+                        FROM ({_NEWER_HELD})
+                    ) QUALIFY row_number() OVER (
+                        PARTITION BY subject, person_id ORDER BY seq DESC) = 1
+                )
+                WHERE value IS NOT NULL
+                GROUP BY subject, value ORDER BY subject, value
+                """
+            )
+        )
+        columns = found_held.to_pydict()
+        for key, value, persons_, qualified_, expires_ in zip(
+            columns["subject"],
+            columns["value"],
+            found_held.column("persons").to_numpy(zero_copy_only=False),
+            found_held.column("qualified").to_numpy(zero_copy_only=False),
+            found_held.column("expires").to_numpy(zero_copy_only=False),
+            strict=True,
+        ):
             h = held.setdefault(str(key), Held())
-            pid = int(pid)
-            h.grow(pid + 1)
-            h.code[pid] = h.code_of(str(value))
-            h.qualified[pid] = int(qualified)
-            h.expires[pid] = int(expires)
+            pids = np.asarray(persons_, np.int64)
+            h.grow(int(pids.max()) + 1)
+            h.code[pids] = h.code_of(str(value))
+            h.qualified[pids] = np.asarray(qualified_, np.int64)
+            h.expires[pids] = np.asarray(expires_, np.int64)
         if not held:
             earlier = _earlier_held(con)
             for key, pid, value, qualified, expires in earlier:

@@ -1841,7 +1841,6 @@ class RealtimeEngine:
                         "subject": subject.kind.value,
                         "name": subject.name,
                         "value": orjson.loads(held.texts[int(held.code[person_id])]),
-                        "qualified_at": from_us(int(held.qualified[person_id])).isoformat(),
                         "expires_at": None if expires == NEVER else from_us(expires).isoformat(),
                         "version": subject.version,
                     }

@@ -172,6 +172,11 @@ class Loader:
     def loaded_seq(self) -> int:
         return self._loaded_seq
 
+    @property
+    def loading(self) -> bool:
+        """A batch is being read, stored or committed (its limit was read as it began)."""
+        return self._load_lock.locked()
+
     def backlog(self) -> int:
         """Events appended to the log (since this loader started) and not loaded yet."""
         with self._cond:

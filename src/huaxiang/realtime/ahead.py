@@ -144,8 +144,12 @@ class Ahead:
 
     def _run(self) -> None:
         con = self.store.cursor()
+        unlimited = True  # the loader may have begun a batch before this thread ran
         try:
             while not self._stop.is_set():
+                if unlimited:
+                    self._settle_loader()
+                    unlimited = False
                 with self._cond:
                     self._cond.wait_for(
                         lambda: self._stop.is_set() or self._appended > self.followed,
@@ -155,10 +159,9 @@ class Ahead:
                     break
                 try:
                     self.follow(con)
-                    self._failing = False
                 except Exception as e:  # the loader folds what this could not
                     logger.error("reading the ingest log ahead failed: %s", e, exc_info=e)
-                    self._failing = True
+                    self._failing = unlimited = True
                     self._blocked = 0
                     self.loader.wake()
                     self._drop_reader()
@@ -221,6 +224,7 @@ class Ahead:
                     self._leave(last)
                 finally:
                     self._behind = False
+                self._settle_loader()
                 continue
             began = time.monotonic()
             handled = self._fold(con, records) if records else 0
@@ -239,6 +243,16 @@ class Ahead:
             for listener in self.listeners:
                 listener(self.followed)
         return folded
+
+    def _settle_loader(self) -> None:
+        """While the loader took records without a limit (this thread not running, failing or
+        behind), a batch of it may hold records this thread has not seen, and duplicates of
+        them would not be found in the store before it commits: with the limit back, wait for
+        such a batch to end. A batch begun later reads the limit first."""
+        self._failing = False
+        while not self._stop.is_set() and self.loader.loading:
+            self.loader.wait_loaded(self.loader.loaded_seq + 1, 0.01)
+        self.followed = max(self.followed, self.loader.loaded_seq)
 
     def _busy(self) -> float:
         """The share of the last :data:`BUSY_WINDOW_S` spent folding."""

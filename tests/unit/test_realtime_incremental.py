@@ -85,6 +85,30 @@ def check(
         assert found == evaluate(rule, history, moment), (person, n, moment, arrived)
 
 
+def one_by_one(
+    engine: RealtimeEngine,
+    rules: list[a.Condition],
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]],
+    times: list[tuple[datetime, int, int]],
+    *,
+    compact: bool = False,
+) -> None:
+    """Events folded one by one as they arrive (leaves compacted after each with
+    ``compact``), timers fired at the moments to check, each rule checked there."""
+    arrived: list[HistoryEvent] = []
+    for moment, what, i in times:
+        engine.clock.set(moment)  # type: ignore[attr-defined]
+        if what == 0:
+            _arrival, stamp, name, props = stream[i]
+            arrived.append(HistoryEvent(name, stamp, props))
+            step(engine, [(stamp, name, props)])
+            if compact:
+                engine._compact_leaves()
+            continue
+        engine._due(engine._now())
+        check(engine, rules, arrived, moment)
+
+
 def held(engine: RealtimeEngine, n: int) -> bool:
     return engine.held_value(PID, Subject.TAG, f"t{n}") is True
 
@@ -108,17 +132,7 @@ def test_incremental_values_match_the_reference_evaluator(
     rules = [first, second, a.And((first, second)), a.Or((a.Not(first), second))]
     times = timeline([arrival for arrival, *_ in stream], offsets)
     install(engine, rules, times[0][0])
-    arrived: list[HistoryEvent] = []
-    for moment, what, i in times:
-        engine.clock.set(moment)  # type: ignore[attr-defined]
-        if what == 0:
-            _arrival, stamp, name, props = stream[i]
-            arrived.append(HistoryEvent(name, stamp, props))
-            step(engine, [(stamp, name, props)])
-            engine._compact_leaves()
-            continue
-        engine._due(engine._now())
-        check(engine, rules, arrived, moment)
+    one_by_one(engine, rules, stream, times, compact=True)
 
 
 @settings(
@@ -205,16 +219,7 @@ def test_leaves_sharing_a_state_across_windows(
     install(engine, rules, times[0][0])
     if engine.columns is columns_for:  # the columnar states share (four states, nine leaves)
         assert (len(engine.program.states), len(engine.program.leaves)) == (4, 9)
-    arrived: list[HistoryEvent] = []
-    for moment, what, i in times:
-        engine.clock.set(moment)  # type: ignore[attr-defined]
-        if what == 0:
-            _arrival, stamp, name, props = stream[i]
-            arrived.append(HistoryEvent(name, stamp, props))
-            step(engine, [(stamp, name, props)])
-            continue
-        engine._due(engine._now())
-        check(engine, rules, arrived, moment)
+    one_by_one(engine, rules, stream, times)
 
 
 @settings(

@@ -244,7 +244,6 @@ class IdentityResolver:
             keys[i] = i  # never equal to a pair: each notable event is handled on its own
         first = dict(zip(reversed(keys), range(count - 1, -1, -1), strict=True))
         todo = sorted(i for key, i in first.items() if key not in settled)
-        value = self.normalizer.value
         for i in todo:
             key = keys[i]
             if key.__class__ is int:
@@ -254,20 +253,23 @@ class IdentityResolver:
                     at = to_naive_utc(event["timestamp"])
                     self._link(found, event["source"], event["messageId"], at)
                 continue
-            user, anon = key
-            found = []
-            if user is not None:
-                normalized = value("user_id", user)
-                if isinstance(normalized, str):
-                    found.append(("user_id", normalized))
-            if anon is not None:
-                normalized = value("anonymous_id", anon)
-                if isinstance(normalized, str):
-                    found.append(("anonymous_id", normalized))
+            found = self._pair(*key)
             if found and not self._linked(found):
                 at = naive_from_micros(batch.timestamp[i])
                 self._link(found, batch.source[i], batch.message_id[i], at)
             settled.add(key)
+
+    def _pair(self, user: str | None, anonymous: str | None) -> list[tuple[str, str]]:
+        """The valid identifiers of a userId / anonymousId pair, normalized (ids of a type the
+        workspace does not know are passed as None by the callers)."""
+        value = self.normalizer.value
+        found: list[tuple[str, str]] = []
+        for id_type, raw in (("user_id", user), ("anonymous_id", anonymous)):
+            if raw is not None:
+                normalized = value(id_type, raw)
+                if isinstance(normalized, str):
+                    found.append((id_type, normalized))
+        return found
 
     def _linked(self, found: list[tuple[str, str]]) -> bool:
         """True when every identifier is known and linked already (observing changes nothing)."""
@@ -604,16 +606,10 @@ class IdentityResolver:
         """The person of an event carrying only this userId / anonymousId, when loading it would
         change nothing in the graph (each identifier known, all linked already); else None."""
         extractor = self.extractor
-        value = self.normalizer.value
-        found: list[tuple[str, str]] = []
-        for id_type, raw, kept in (
-            ("user_id", user, extractor.has_user),
-            ("anonymous_id", anonymous, extractor.has_anonymous),
-        ):
-            if raw is not None and kept:
-                normalized = value(id_type, raw)
-                if isinstance(normalized, str):
-                    found.append((id_type, normalized))
+        found = self._pair(
+            user if extractor.has_user else None,
+            anonymous if extractor.has_anonymous else None,
+        )
         if not found or not self._linked(found):
             return None
         graph = self.graph

@@ -106,8 +106,10 @@ class Ahead:
         return max(self.followed, self._blocked)
 
     def _on_append(self, records: Sequence[tuple[int, bytes]]) -> None:
+        if not records:
+            return
         with self._cond:
-            self._appended = max(self._appended, records[-1][0]) if records else self._appended
+            self._appended = max(self._appended, records[-1][0])
             self._cond.notify_all()
 
     # -- the thread ------------------------------------------------------------------------
@@ -183,14 +185,12 @@ class Ahead:
         while not self._stop.is_set():
             loaded = self.loader.loaded_seq
             if self.followed < loaded:
-                self.followed = loaded  # the loader took those
+                self._advance(loaded)  # the loader took those
                 self._drop_reader()
-                for listener in self.listeners:
-                    listener(self.followed)
             if self.followed >= self.log.last_seq:
                 break
             if not self.engine.subjects:  # nothing kept in real time: the loader goes on
-                self.followed = self.log.last_seq
+                self._advance(self.log.last_seq)
                 self.loader.wake()
                 continue
             # Duplicates are looked up in the store: a batch the loader is storing with records
@@ -232,19 +232,25 @@ class Ahead:
             # The processor time the round took (waiting for the loader or the interpreter
             # does not count: it is not taken from the loader).
             self._rounds.append((time.monotonic(), time.thread_time() - began))
-            if handled == len(records):
-                self.followed = max(self.followed, last)
-            else:
-                # The loader folds this record: wait for it, then read on after it.
-                self.followed = max(self.followed, records[handled - 1][0] if handled else 0)
-                self.left += 1
-                self._leave(records[handled][0])
             folded += handled
             self.folded += handled
-            self.loader.wake()
-            for listener in self.listeners:
-                listener(self.followed)
+            if handled == len(records):
+                self._advance(last)
+                self.loader.wake()
+            else:
+                # The loader folds this record: wait for it, then read on after it.
+                if handled:
+                    self._advance(records[handled - 1][0])
+                self.left += 1
+                self._leave(records[handled][0])
         return folded
+
+    def _advance(self, seq: int) -> None:
+        """The values are current up to record ``seq``: tell the listeners."""
+        if seq > self.followed:
+            self.followed = seq
+            for listener in self.listeners:
+                listener(seq)
 
     def _settle_loader(self) -> None:
         """While the loader took records without a limit (this thread not running, failing or
@@ -254,7 +260,7 @@ class Ahead:
         self._failing = False
         while not self._stop.is_set() and self.loader.loading:
             self.loader.wait_loaded(self.loader.loaded_seq + 1, 0.01)
-        self.followed = max(self.followed, self.loader.loaded_seq)
+        self._advance(self.loader.loaded_seq)
 
     def _busy(self) -> float:
         """The share of the last :data:`BUSY_WINDOW_S` spent folding."""
@@ -272,9 +278,7 @@ class Ahead:
             pass
         self._blocked = 0
         # The loader's batch may have taken more: its values are current too.
-        self.followed = max(self.followed, seq, self.loader.loaded_seq)
-        for listener in self.listeners:
-            listener(self.followed)
+        self._advance(max(seq, self.loader.loaded_seq))
 
     def _fold(self, con: duckdb.DuckDBPyConnection, records: list[tuple[int, EventBatch]]) -> int:
         """Fold records ahead (those stored already skipped); how many, from the first."""

@@ -635,11 +635,7 @@ class RealtimeEngine:
 
     def _split_restored(self, events: Sequence[Event]) -> tuple[Sequence[Event], Sequence[Event]]:
         """(the events, those of them the loaded snapshot holds already)."""
-        messages = (
-            list(events.message_id)
-            if isinstance(events, EventBatch)
-            else [e["messageId"] for e in events]
-        )
+        messages = _message_ids(events)
         found = [i for i, m in enumerate(messages) if m in self._restored]
         if not found:
             return events, ()
@@ -662,12 +658,7 @@ class RealtimeEngine:
         if not self._ahead:
             return None
         ahead = self._ahead
-        messages = (
-            list(events.message_id)
-            if isinstance(events, EventBatch)
-            else [e["messageId"] for e in events]
-        )
-        taken = [i for i, m in enumerate(messages) if m not in ahead]
+        taken = [i for i, m in enumerate(_message_ids(events)) if m not in ahead]
         return None if len(taken) == len(events) else taken
 
     def fold_ahead(
@@ -684,7 +675,6 @@ class RealtimeEngine:
         consent ...) or names identifiers the graph does not hold linked yet. ``stored``:
         messageIds stored already (duplicates, skipped); ``loaded``: the last record the loader
         committed. Profiles are read on ``con``."""
-        known = self.identity.known_person
         with self._lock, gc_paused():
             order = self._ahead_order
             while order and order[0][0] <= loaded:  # committed: seen_messages knows them
@@ -696,31 +686,22 @@ class RealtimeEngine:
             taken: list[tuple[int, Rows, list[int]]] = []
             handled = 0
             for seq, events in records:
-                if seq <= self._claimed:
-                    handled += 1
-                    continue
-                notable = set(events.notable)
-                persons: list[int] = []
-                keep: list[int] = []
-                for i, (user, anonymous, message) in enumerate(
-                    zip(events.user_id, events.anonymous_id, events.message_id, strict=True)
-                ):
-                    pid = None if i in notable else known(user, anonymous)
-                    if pid is None:
+                if seq > self._claimed:  # else the loader took it
+                    persons = self._known_persons(events)
+                    if persons is None:
                         break
-                    if message not in stored and message not in ahead and message not in met:
-                        met.add(message)
-                        persons.append(pid)
-                        keep.append(i)
-                else:
-                    handled += 1
+                    keep: list[int] = []
+                    for i, message in enumerate(events.message_id):
+                        if message not in stored and message not in ahead and message not in met:
+                            met.add(message)
+                            keep.append(i)
                     if keep:
                         part = events.take(keep) if len(keep) < len(events) else events
-                        taken.append((seq, _columns(part), persons))
-                    continue
-                break
+                        taken.append((seq, _columns(part), [persons[i] for i in keep]))
+                handled += 1
+            if handled:
+                self._claimed = max(self._claimed, records[handled - 1][0])
             if not taken:
-                self._claimed = max(self._claimed, records[handled - 1][0] if handled else 0)
                 return handled
             rows = cast(Rows, tuple([v for _, r, _ in taken for v in r[k]] for k in range(6)))
             now = self._now()
@@ -730,8 +711,22 @@ class RealtimeEngine:
                 ahead.update(part_rows[4])
                 order.append((seq, part_rows[4]))
                 self._ahead_rows.append((seq, part_rows, persons))
-            self._claimed = max(self._claimed, records[handled - 1][0])
         return handled
+
+    def _known_persons(self, events: EventBatch) -> list[int] | None:
+        """The person of each event, when every event is plain and names identifiers the graph
+        holds linked (loading them changes no person); else None."""
+        notable = set(events.notable)
+        known = self.identity.known_person
+        persons: list[int] = []
+        for i, (user, anonymous) in enumerate(
+            zip(events.user_id, events.anonymous_id, strict=True)
+        ):
+            pid = None if i in notable else known(user, anonymous)
+            if pid is None:
+                return None
+            persons.append(pid)
+        return persons
 
     def _take_pending(self) -> Outcome:
         outcome, self._pending = self._pending, Outcome()
@@ -2040,6 +2035,12 @@ Rows = tuple[
     list[str],
     list[str],
 ]
+
+
+def _message_ids(events: Sequence[Event]) -> list[str]:
+    if isinstance(events, EventBatch):
+        return list(events.message_id)
+    return [e["messageId"] for e in events]
 
 
 def _subset(events: Sequence[Event], positions: list[int]) -> Sequence[Event]:

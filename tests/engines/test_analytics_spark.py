@@ -63,7 +63,7 @@ def _history(store: Store) -> None:
             [[p, f"u{p}", p, loaded] for p in range(1, 41)],
         )
         con.executemany(
-            "INSERT INTO tag_values VALUES (?, 'tier', ?, 1, ?, ?, NULL)",
+            "INSERT INTO tag_value_rows VALUES (?, 'tier', ?, 1, ?, ?, NULL)",
             [[p, '"gold"' if p % 3 == 0 else '"silver"', loaded, loaded] for p in range(1, 41, 2)],
         )
         rows: list[list[Any]] = []

@@ -64,3 +64,15 @@ def test_a_long_calendar_merges_its_tail_and_folds_duplicates() -> None:
     moments, persons = calendar.pop(1_000)
     assert sorted(persons.tolist()) == list(range(100)) and (moments == 1_000).all()
     assert calendar.first > 1_000
+
+
+def test_a_moment_after_a_pending_one_is_not_added_until_that_one_fires() -> None:
+    calendar = Calendar()
+    calendar.push(np.array([1, 2], np.int64), np.array([100, 100], np.int64))
+    calendar.push(np.array([1, 2], np.int64), np.array([150, 50], np.int64))
+    assert len(calendar) == 3  # person 1's 150 waits behind its 100; person 2's 50 is earlier
+    moments, persons = calendar.pop(100)
+    assert moments.tolist() == [50, 100, 100] and sorted(persons.tolist()) == [1, 2, 2]
+    assert len(calendar) == 0 and calendar.first == NEVER
+    calendar.push(np.array([1], np.int64), np.array([150], np.int64))  # the re-read's next
+    assert calendar.pop(200)[1].tolist() == [1]

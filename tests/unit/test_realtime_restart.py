@@ -183,7 +183,7 @@ def test_a_store_of_the_earlier_engine_is_moved_once(tmp_path: Path) -> None:
     )
     at = AS_OF.replace(tzinfo=None)
     raw = duckdb.connect(str(path))
-    raw.execute(next(s for s in TAG_DDL if "tag_value_history (" in s))
+    raw.execute(next(s for s in TAG_DDL if isinstance(s, str) and "tag_value_history (" in s))
     raw.execute(
         """
         CREATE TABLE realtime_changes (
@@ -293,3 +293,92 @@ def test_change_rows_of_the_previous_version_are_numbered_once(tmp_path: Path) -
         assert query(again, "SELECT count(*) FROM realtime_change_rows") == [(3,)]
     finally:
         again.close()
+
+
+def tag_rows(store: Store) -> list[tuple[Any, ...]]:
+    return query(
+        store, "SELECT tag, person_id, CAST(value AS VARCHAR) FROM tag_values ORDER BY ALL"
+    )
+
+
+def test_values_of_real_time_tags_written_as_other_tags_are_moved_once(store: Store) -> None:
+    """The engine writes its tags' values to a table of its own; at start it moves there those
+    kept where an earlier version wrote them (the one table of every tag's values)."""
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(1, "a"), (1, "a")])
+    before = tag_rows(store)
+    assert before == [("fans", 1, "true"), ("regulars", 1, "true")]
+    with store.transaction() as con:
+        con.execute("INSERT INTO tag_value_rows SELECT * FROM tag_values")
+        con.execute("DELETE FROM realtime_tag_values")
+    opened(store, clock)
+    assert tag_rows(store) == before
+    assert query(store, "SELECT count(*) FROM tag_value_rows") == [(0,)]
+
+
+def test_a_store_keeping_every_value_in_one_table_is_read_as_before(tmp_path: Path) -> None:
+    """Earlier versions kept every tag's values in the table ``tag_values`` (now a view over
+    the rows of refreshes and those of the real-time engine)."""
+    from tags_support import add_event
+
+    path = tmp_path / "db.duckdb"
+    at = AS_OF.replace(tzinfo=None)
+    raw = duckdb.connect(str(path))
+    raw.execute(
+        """
+        CREATE TABLE tag_values (
+            person_id UINTEGER NOT NULL, tag VARCHAR NOT NULL, value JSON NOT NULL,
+            version INTEGER NOT NULL, computed_at TIMESTAMP NOT NULL,
+            qualified_at TIMESTAMP NOT NULL, expires_at TIMESTAMP)
+        """
+    )
+    raw.execute(
+        "INSERT INTO tag_values VALUES (7, 'fans', 'true', 1, ?, ?, NULL),"
+        " (8, 'tier', '\"gold\"', 1, ?, ?, NULL)",
+        [at, at, at, at],
+    )
+    raw.close()
+    expected = [("fans", 7, "true"), ("tier", 8, '"gold"')]
+    store = Store(path)
+    try:
+        assert tag_rows(store) == expected
+        with store.transaction() as con:
+            add_persons(con, [7, 8])
+            add_event(con, 7, "a", AS_OF)
+            add_realtime_tag(con, "fans", "did(a)", None)
+        opened(store, ManualClock(AS_OF + timedelta(hours=1)))
+        assert tag_rows(store) == expected
+        assert query(store, "SELECT tag FROM tag_value_rows") == [("tier",)]
+        assert query(store, "SELECT count(*) FROM realtime_tag_values") == [(1,)]
+    finally:
+        store.close()
+
+
+def test_a_tag_made_a_batch_tag_keeps_its_values_until_a_refresh_replaces_them(
+    store: Store,
+) -> None:
+    from huaxiang.tags.refresh import refresh_tags
+
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(1, "a"), (1, "a"), (2, "a")])
+    assert tag_rows(store) == [
+        ("fans", 1, "true"),
+        ("fans", 2, "true"),
+        ("regulars", 1, "true"),
+    ]
+    with store.transaction() as con:
+        con.execute("UPDATE tag_definitions SET refresh_mode = 'daily' WHERE name = 'regulars'")
+        engine.sync(con)
+    assert ("regulars", 1, "true") in tag_rows(store)
+    clock.advance(timedelta(minutes=1))
+    step_stored(engine, [(2, "a")])  # fans only: regulars is refreshed now
+    with store.transaction() as con:
+        refresh_tags(con, ["regulars"], as_of=clock.now())
+    assert [r for r in tag_rows(store) if r[0] == "regulars"] == [
+        ("regulars", 1, "true"),
+        ("regulars", 2, "true"),
+    ]
+    regulars = "SELECT count(*) FROM realtime_tag_values JOIN realtime_subject_ids USING (subject_id) WHERE name = 'regulars'"
+    assert query(store, regulars) == [(0,)]

@@ -11,6 +11,10 @@ has grown past a quarter of it (so each entry is sorted a few times, at most). D
 folded at a merge (the earliest moment per person stays) when the calendar holds more than
 twice as many entries as persons. ``watch`` is told whenever the earliest moment moves, so the
 engine keeps all calendars in one heap instead of scanning them.
+
+Each person's earliest pending moment is kept too, and an entry at or after it is not added: the
+earlier entry fires first, and its re-read schedules whatever comes next. (Events re-read the same
+persons again and again, and most of them would push the moment already pending.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from huaxiang.realtime.columns.base import NEVER, Moments, Persons
+from huaxiang.realtime.columns.base import NEVER, Moments, Persons, grown
 
 _TAIL = 256
 """The tail is merged past this many entries (or a quarter of the sorted part)."""
@@ -30,6 +34,7 @@ class Calendar:
 
     __slots__ = (
         "_distinct",
+        "_due",
         "_head",
         "_sorted_moments",
         "_sorted_persons",
@@ -49,6 +54,8 @@ class Calendar:
         self._tail_persons = np.empty(0, np.int64)
         self._tail = 0
         self._distinct = 0
+        self._due = np.empty(0, np.int64)
+        """Per person: a moment at or after which an entry is pending (NEVER: none known)."""
         self.first = NEVER
         """The earliest moment in the calendar (NEVER: empty)."""
         self.watch: Callable[[int], None] | None = None
@@ -63,13 +70,20 @@ class Calendar:
             self.watch(first)
 
     def push(self, persons: Persons, moments: Moments) -> None:
-        """Add entries (moments equal to NEVER are skipped)."""
-        keep = moments < NEVER
+        """Add entries (moments equal to NEVER, and those at or after a pending entry of the
+        same person, are skipped)."""
+        if not len(persons):
+            return
+        top = int(persons.max()) + 1
+        if top > len(self._due):
+            self._due = grown(self._due, top, NEVER)
+        keep = moments < self._due[persons]
         if not keep.all():
             persons, moments = persons[keep], moments[keep]
         n = len(moments)
         if not n:
             return
+        self._due[persons] = moments
         end = self._tail + n
         if end > len(self._tail_moments):
             size = max(end, 2 * len(self._tail_moments), 64)
@@ -131,6 +145,9 @@ class Calendar:
                 self._tail_persons[:kept] = tail_p[rest]
                 self._tail = kept
         self._distinct = min(self._distinct, len(self))
+        if len(out_p):
+            fired = out_p[self._due[out_p] <= until]
+            self._due[fired] = NEVER
         first = NEVER
         if self._head < len(self._sorted_moments):
             first = int(self._sorted_moments[self._head])

@@ -66,6 +66,7 @@ from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.json_form import from_json
 from huaxiang.store import Store
 from huaxiang.tags.compute import TRUE, value_text
+from huaxiang.tags.values import clear_values
 
 logger = logging.getLogger(__name__)
 
@@ -1351,49 +1352,76 @@ class RealtimeEngine:
         recorded: datetime,
         rewrite: set[str],
     ) -> None:
-        """Tag values and bitmaps of the changed persons, a few statements in all (their
-        history is the change rows, read through ``tag_changes``). The engine's held values
-        are the truth for real-time tags: a row of ``tag_values`` is deleted only where the
-        person held a value (left, changed, expired, TTL restamped)."""
-        stale_tags: list[str] = []
-        stale_persons: list[NDArray[np.int64]] = []
-        new_rows: list[tuple[CompiledSubject, HeldRows, int]] = []
+        """Tag values (``realtime_tag_values``, numbers only) and bitmaps of the changed
+        persons, a few statements in all (their history is the change rows, read through
+        ``tag_changes``). The engine's held values are the truth for real-time tags: a row is
+        deleted only where the person held a value (left, changed, expired, TTL restamped).
+        ``rewrite``: tags whose values are all written afresh, wherever they were."""
         landings = self._landings(outcome, rewrite)
+        stale: list[tuple[CompiledSubject, Persons]] = []
+        fresh: list[tuple[CompiledSubject, HeldRows]] = []
         for final in landings:
-            stale_tags += [final.subject.name] * len(final.stale)
-            stale_persons.append(final.stale)
+            stale.append((final.subject, final.stale))
             holding = final.rows[1] >= 0
-            new_rows.append(
-                (final.subject, cast(HeldRows, tuple(a[holding] for a in final.rows)), 0)
-            )
+            fresh.append((final.subject, cast(HeldRows, tuple(a[holding] for a in final.rows))))
         if rewrite:
-            con.execute(
-                "DELETE FROM tag_values WHERE list_contains(?::VARCHAR[], tag)", [sorted(rewrite)]
-            )
+            clear_values(con, sorted(rewrite))
             for subject in self.subjects.values():
                 if subject.kind is Subject.TAG and subject.name in rewrite:
-                    new_rows.append((subject, _holding(subject.held, subject.held.holders()), 0))
-        if stale_tags:
+                    fresh.append((subject, _holding(subject.held, subject.held.holders())))
+        stale = [(s, p) for s, p in stale if len(p)]
+        fresh = [(s, r) for s, r in fresh if len(r[0])]
+        subjects = {s.sid: s for s, _ in stale + fresh}
+        sids = list(subjects)
+        numbers, maps = self._numbers(con, [subjects[sid] for sid in sids])
+        number_of = dict(zip(sids, numbers, strict=True))
+        if stale:
             _insert(
                 con,
                 pa.table(
                     {
-                        "tag": pa.array(stale_tags, pa.string()),
-                        "person_id": pa.array(np.concatenate(stale_persons).astype(np.uint32)),
+                        "subject_id": pa.array(
+                            np.repeat(
+                                np.array([number_of[s.sid] for s, _ in stale], np.int32),
+                                [len(p) for _, p in stale],
+                            )
+                        ),
+                        "person_id": pa.array(
+                            np.concatenate([p for _, p in stale]).astype(np.uint32)
+                        ),
                     }
                 ),
-                "DELETE FROM tag_values USING _rt_in k "
-                "WHERE tag_values.tag = k.tag AND tag_values.person_id = k.person_id",
+                "DELETE FROM realtime_tag_values USING _rt_in k"
+                " WHERE realtime_tag_values.subject_id = k.subject_id"
+                " AND realtime_tag_values.person_id = k.person_id",
             )
-        rows = _held_rows([r for r in new_rows if len(r[1][0])], key=False)
-        if rows is not None:
+        if fresh:
+            map_of = dict(zip(sids, maps, strict=True))
+            expires = np.concatenate([r[3] for _, r in fresh])
             _insert(
                 con,
-                rows,
-                "INSERT INTO tag_values SELECT person_id, subject, CAST(value AS JSON), version,"
-                " ?, make_timestamp(qualified),"
-                " CASE WHEN expires < 9223372036854775807 THEN make_timestamp(expires) END"
-                " FROM _rt_in",
+                pa.table(
+                    {
+                        "subject_id": pa.array(
+                            np.repeat(
+                                np.array([number_of[s.sid] for s, _ in fresh], np.int32),
+                                [len(r[0]) for _, r in fresh],
+                            )
+                        ),
+                        "person_id": pa.array(
+                            np.concatenate([r[0] for _, r in fresh]).astype(np.uint32)
+                        ),
+                        "value_id": pa.array(
+                            np.concatenate([map_of[s.sid][r[1]] for s, r in fresh])
+                        ),
+                        "qualified": pa.array(
+                            np.concatenate([r[2] for _, r in fresh]), pa.timestamp("us")
+                        ),
+                        "expires": pa.array(expires, pa.timestamp("us"), mask=expires == NEVER),
+                    }
+                ),
+                "INSERT INTO realtime_tag_values"
+                " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
                 [recorded],
             )
         self._write_bitmaps(con, landings, recorded, rewrite)
@@ -1525,8 +1553,7 @@ class RealtimeEngine:
                 )
                 for p in outcome.parts
                 if len(p.settled.restamped)
-            ],
-            key=True,
+            ]
         )
         if rows is not None:
             self._log_held(con, rows)
@@ -1550,7 +1577,7 @@ class RealtimeEngine:
                 self._seq += 1
                 parts.append((subject, _holding(subject.held, holders), self._seq))
                 self._written = self._seq
-        rows = _held_rows(parts, key=True)
+        rows = _held_rows(parts)
         if rows is not None:
             self._log_held(con, rows)
 
@@ -1690,7 +1717,17 @@ class RealtimeEngine:
         self._note_persons(con)
         self.subjects = subjects
         outcome = self.install(program, subjects, now, con)
-        self._write(con, outcome, now)
+        # Values of served tags written as other tags' are (by earlier versions, which kept
+        # them in one table) move to the engine's table.
+        served = sorted({s.name for s in subjects.values() if s.kind is Subject.TAG})
+        elsewhere = {
+            str(r[0])
+            for r in con.execute(
+                "SELECT DISTINCT tag FROM tag_value_rows WHERE list_contains(?::VARCHAR[], tag)",
+                [served],
+            ).fetchall()
+        }
+        self._write(con, outcome, now, rewrite=elsewhere)
 
     def _load_held(self, con: duckdb.DuckDBPyConnection) -> None:
         """Held values (newest per subject and person) as the engine's subjects start them."""
@@ -1904,18 +1941,16 @@ def _holding(held: Held, persons: Persons) -> HeldRows:
     return persons, held.code[persons], held.qualified[persons], held.expires[persons]
 
 
-def _held_rows(
-    parts: Sequence[tuple[CompiledSubject, HeldRows, int]], *, key: bool
-) -> pa.Table | None:
-    """Held value rows, one per person: ``subject`` (the subject's key, or its name with
-    ``key`` False), person_id, value (JSON text, null: none), version, qualified and expires
-    (epoch us), and the decision's ``seq``."""
+def _held_rows(parts: Sequence[tuple[CompiledSubject, HeldRows, int]]) -> pa.Table | None:
+    """Held value rows, one per person: ``subject`` (the subject's key), person_id, value
+    (JSON text, null: none), version, qualified and expires (epoch us), and the decision's
+    ``seq``."""
     if not parts:
         return None
     sizes = [len(r[0]) for _, r, _ in parts]
     return pa.table(
         {
-            "subject": _labels([s.key if key else s.name for s, _, _ in parts], sizes),
+            "subject": _labels([s.key for s, _, _ in parts], sizes),
             "person_id": pa.array(np.concatenate([r[0] for _, r, _ in parts]).astype(np.uint32)),
             "value": _coded([s.held for s, _, _ in parts], [r[1] for _, r, _ in parts]),
             "version": pa.array(

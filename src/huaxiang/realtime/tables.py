@@ -199,6 +199,19 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     FROM realtime_change_texts c
     WHERE c.subject = 'tag'
     """,
+    # The values of the real-time tags, as SQL reads them (through the view tag_values, with
+    # the other tags' values): one row per person holding a value. Numbers only, like the
+    # change rows; the held values below are what the engine starts from.
+    """
+    CREATE TABLE IF NOT EXISTS realtime_tag_values (
+        subject_id INTEGER NOT NULL,
+        person_id UINTEGER NOT NULL,
+        value_id INTEGER NOT NULL,
+        computed_at TIMESTAMP NOT NULL,
+        qualified_at TIMESTAMP NOT NULL,
+        expires_at TIMESTAMP
+    )
+    """,
     # The values persons hold for the real-time subjects (subject: tag:NAME or audience:NAME;
     # moments in epoch microseconds; expires 9223372036854775807: no TTL running).
     """

@@ -32,6 +32,7 @@ STAGES: tuple[tuple[Statement, ...], ...] = (
     tag_tables.DDL,
     audience_tables.DDL,
     realtime_tables.DDL,
+    tag_tables.VIEWS,
     activation_tables.DDL,
     analytics_value_tables.DDL,
 )

@@ -29,6 +29,7 @@ from huaxiang.rules.compile import Sources
 from huaxiang.tags.compute import TRUE, value_text
 from huaxiang.tags.definition import TagDefinition, TagKind
 from huaxiang.tags.sources import TAG_SOURCES, workspace_rules
+from huaxiang.tags.values import take_over
 
 #: Kinds this module recomputes.
 BULK_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED})
@@ -162,6 +163,9 @@ def settle_all(
     con.register("hx_bulk_params", params)
     con.register("hx_bulk_fresh", fresh)
     try:
+        # Values the real-time engine kept for these tags (no longer real-time) are the rows
+        # written below from now on.
+        take_over(con, "SELECT tag FROM hx_bulk_params")
         # The unified rule of settle(): a fresh case value (not expired at once) wins; else an
         # old value still within its TTL, of this version, not the default; else the default.
         # ``o``: the stored rows (r*: their raw times) with their times as they are now.
@@ -233,18 +237,18 @@ def settle_all(
         # version or times) are deleted, the held ones among them inserted again.
         if scope is not None:
             con.execute(
-                "DELETE FROM tag_values WHERE tag IN (SELECT tag FROM hx_bulk_params) "
+                "DELETE FROM tag_value_rows WHERE tag IN (SELECT tag FROM hx_bulk_params) "
                 f"AND person_id IN (SELECT person_id FROM {scope})"
             )
         else:
             con.execute(
-                "DELETE FROM tag_values USING hx_bulk_held h "
+                "DELETE FROM tag_value_rows USING hx_bulk_held h "
                 "WHERE h.old_value IS NOT NULL AND NOT h.keep "
-                "AND tag_values.tag = h.tag AND tag_values.person_id = h.person_id"
+                "AND tag_value_rows.tag = h.tag AND tag_value_rows.person_id = h.person_id"
             )
         con.execute(
             """
-            INSERT INTO tag_values
+            INSERT INTO tag_value_rows
             SELECT person_id, tag, CAST(value AS JSON), version, computed_at, qualified_at,
                    expires_at
             FROM hx_bulk_held WHERE source IS NOT NULL AND NOT keep

@@ -1,14 +1,33 @@
 """Tables of the tag engine: definitions, versions, values, history, runs and bitmaps.
 
 ``tag_values`` holds the current value of every person for every tag that has one (a yes/no tag
-stores ``true`` for its members only); ``tag_value_history`` keeps every change with its time and
-cause, including values removed when a tag goes offline. ``tag_bitmaps`` keeps one serialized
-roaring bitmap of person ids per (tag, value), rebuilt from ``tag_values`` on every change.
+stores ``true`` for its members only). It is a view: refreshes, imports and manual values write
+``tag_value_rows``; the real-time engine writes ``realtime_tag_values`` (numbers only: a batch of
+events changes many values, and rows of text cost several times more to write).
+``tag_value_history`` keeps every change with its time and cause, including values removed when
+a tag goes offline. ``tag_bitmaps`` keeps one serialized roaring bitmap of person ids per (tag,
+value), rebuilt from the values on every change.
 """
 
 from __future__ import annotations
 
-DDL: tuple[str, ...] = (
+from collections.abc import Callable
+
+import duckdb
+
+
+def _values_set_aside(con: duckdb.DuckDBPyConnection) -> None:
+    """Earlier versions kept every value in a table named ``tag_values`` (now the view over
+    both kinds of rows): it becomes ``tag_value_rows``. The real-time engine moves the rows of
+    its tags to its own table when it opens."""
+    found = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'tag_values'"
+    ).fetchall()
+    if found and found[0][0] == "BASE TABLE":
+        con.execute("ALTER TABLE tag_values RENAME TO tag_value_rows")
+
+
+DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     # One row per tag: the current definition. spec: the kind-specific part (rule, cases,
     # labels) as JSON. refresh_every_hours: only for refresh_mode every_n_hours.
     """
@@ -44,9 +63,10 @@ DDL: tuple[str, ...] = (
     # matched, the import time of a label, the time a manual value was set); expires_at:
     # qualified_at + ttl (NULL without a TTL). version: the tag version that produced the value.
     # Read the times through tag_values_now (rule and enumerated tags keep the time of their
-    # qualifying values in tag_qualified).
+    # qualifying values in tag_qualified). Values of real-time tags are in realtime_tag_values.
+    _values_set_aside,
     """
-    CREATE TABLE IF NOT EXISTS tag_values (
+    CREATE TABLE IF NOT EXISTS tag_value_rows (
         person_id UINTEGER NOT NULL,
         tag VARCHAR NOT NULL,
         value JSON NOT NULL,
@@ -184,6 +204,22 @@ DDL: tuple[str, ...] = (
         as_of TIMESTAMP NOT NULL,
         expires_at TIMESTAMP
     )
+    """,
+)
+
+VIEWS: tuple[str, ...] = (
+    # Every current value: the rows written by refreshes, imports and manual values, and those
+    # the real-time engine writes (its subjects and value texts are numbered).
+    """
+    CREATE OR REPLACE VIEW tag_values AS
+    SELECT person_id, tag, value, version, computed_at, qualified_at, expires_at
+    FROM tag_value_rows
+    UNION ALL
+    SELECT r.person_id, s.name, CAST(v.text AS JSON), s.version, r.computed_at, r.qualified_at,
+           r.expires_at
+    FROM realtime_tag_values r
+    JOIN realtime_subject_ids s USING (subject_id)
+    JOIN realtime_values v USING (value_id)
     """,
     # The values with their times as they are now: what every reader of the times uses.
     """

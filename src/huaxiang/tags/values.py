@@ -33,9 +33,42 @@ def read_held(con: duckdb.DuckDBPyConnection, tag: str) -> dict[int, Held]:
     return {int(pid): Held(str(v), int(ver), c, q, e) for pid, v, ver, c, q, e in rows}
 
 
+_REALTIME_ROWS = (
+    "SELECT subject_id FROM realtime_subject_ids WHERE subject = 'tag' AND name IN ({names})"
+)
+"""The numbers under which the real-time engine wrote the values of the tags ``names`` (a
+query of tag names), in any version."""
+
+
+def take_over(con: duckdb.DuckDBPyConnection, names: str) -> None:
+    """The values the real-time engine wrote for the tags ``names`` (a query of tag names)
+    become rows of ``tag_value_rows``, which refreshes, imports and manual values write: a tag
+    no longer real-time keeps its values until its first refresh replaces them."""
+    realtime = _REALTIME_ROWS.format(names=names)
+    con.execute(
+        f"""
+        INSERT INTO tag_value_rows
+        SELECT r.person_id, s.name, CAST(v.text AS JSON), s.version, r.computed_at,
+               r.qualified_at, r.expires_at
+        FROM realtime_tag_values r
+        JOIN realtime_subject_ids s USING (subject_id)
+        JOIN realtime_values v USING (value_id)
+        WHERE r.subject_id IN ({realtime})
+        """
+    )
+    con.execute(f"DELETE FROM realtime_tag_values WHERE subject_id IN ({realtime})")
+
+
+def clear_values(con: duckdb.DuckDBPyConnection, tags: list[str]) -> None:
+    """Delete every value of ``tags``, whoever wrote it."""
+    con.execute("DELETE FROM tag_value_rows WHERE list_contains(?::VARCHAR[], tag)", [tags])
+    realtime = _REALTIME_ROWS.format(names="SELECT unnest(?::VARCHAR[])")
+    con.execute(f"DELETE FROM realtime_tag_values WHERE subject_id IN ({realtime})", [tags])
+
+
 def write_held(con: duckdb.DuckDBPyConnection, tag: str, held: Mapping[int, Held]) -> None:
     """Replace every value of ``tag`` with ``held``."""
-    con.execute("DELETE FROM tag_values WHERE tag = ?", [tag])
+    clear_values(con, [tag])
     if not held:
         return
     pids = sorted(held)
@@ -52,7 +85,7 @@ def write_held(con: duckdb.DuckDBPyConnection, tag: str, held: Mapping[int, Held
     con.register("tag_values_in", rows)
     try:
         con.execute(
-            "INSERT INTO tag_values SELECT person_id, ?, CAST(value AS JSON), version, "
+            "INSERT INTO tag_value_rows SELECT person_id, ?, CAST(value AS JSON), version, "
             "computed_at, qualified_at, expires_at FROM tag_values_in",
             [tag],
         )

@@ -57,13 +57,13 @@ def test_entries_come_back_in_time_order_and_none_is_lost(
 
 def test_a_long_calendar_merges_its_tail_and_folds_duplicates() -> None:
     calendar = Calendar()
-    for round_ in range(40):
-        persons = np.arange(100, dtype=np.int64)
-        calendar.push(persons, np.full(100, 1_000 + round_, np.int64))
-    assert len(calendar) < 4_000  # the same persons again and again are folded
-    moments, persons = calendar.pop(1_000)
-    assert sorted(persons.tolist()) == list(range(100)) and (moments == 1_000).all()
-    assert calendar.first > 1_000
+    persons = np.arange(200, dtype=np.int64)
+    for round_ in range(40):  # earlier and earlier: every entry is added
+        calendar.push(persons, np.full(200, 2_000 - round_, np.int64))
+    assert len(calendar) < 8_000  # the same persons again and again are folded
+    moments, popped = calendar.pop(2_000)
+    assert set(popped.tolist()) == set(range(200)) and moments[0] == 1_961
+    assert len(calendar) == 0 and calendar.first == NEVER
 
 
 def test_a_moment_after_a_pending_one_is_not_added_until_that_one_fires() -> None:

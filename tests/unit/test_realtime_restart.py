@@ -380,5 +380,54 @@ def test_a_tag_made_a_batch_tag_keeps_its_values_until_a_refresh_replaces_them(
         ("regulars", 1, "true"),
         ("regulars", 2, "true"),
     ]
-    regulars = "SELECT count(*) FROM realtime_tag_values JOIN realtime_subject_ids USING (subject_id) WHERE name = 'regulars'"
+    regulars = (
+        "SELECT count(*) FROM realtime_tag_values JOIN realtime_subject_ids USING (subject_id)"
+        " WHERE name = 'regulars'"
+    )
     assert query(store, regulars) == [(0,)]
+
+
+def test_held_values_of_the_previous_version_are_numbered_once(tmp_path: Path) -> None:
+    """The previous version kept held values with their subject key and value as text; they
+    are numbered once when the store opens and read back the same."""
+    path = tmp_path / "db.duckdb"
+    moment = int(AS_OF.timestamp() * 1_000_000)
+    never = int(np.iinfo(np.int64).max)
+    raw = duckdb.connect(str(path))
+    raw.execute(
+        "CREATE TABLE realtime_held (subject VARCHAR NOT NULL, person_id UINTEGER NOT NULL,"
+        " value VARCHAR NOT NULL, qualified BIGINT NOT NULL, expires BIGINT NOT NULL)"
+    )
+    raw.execute(
+        "CREATE TABLE realtime_held_log (seq BIGINT NOT NULL, subject VARCHAR NOT NULL,"
+        " person_id UINTEGER NOT NULL, value VARCHAR, qualified BIGINT NOT NULL,"
+        " expires BIGINT NOT NULL)"
+    )
+    raw.execute(
+        "INSERT INTO realtime_held VALUES ('tag:fans', 7, 'true', ?, ?),"
+        " ('tag:tier', 7, '\"gold\"', ?, ?), ('tag:tier', 8, '\"gold\"', ?, ?)",
+        [moment, never, moment, never, moment, never],
+    )
+    raw.execute(
+        "INSERT INTO realtime_held_log VALUES (3, 'tag:fans', 7, 'true', ?, ?),"
+        " (4, 'tag:tier', 8, NULL, ?, ?)",
+        [moment, moment + 86_400_000_000, moment, never],
+    )
+    raw.close()
+    for _ in range(2):  # opened twice: moved once
+        store = Store(path)
+        try:
+            engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(AS_OF))
+            with store.transaction() as con:
+                engine._load_held(con)
+            loaded = {
+                key: [(int(p), h.texts[h.code[p]], int(h.expires[p])) for p in h.holders().tolist()]
+                for key, h in engine._loaded_held.items()
+            }
+            assert loaded == {
+                "tag:fans": [(7, "true", moment + 86_400_000_000)],
+                "tag:tier": [(7, '"gold"', never)],
+            }
+            assert query(store, "SELECT count(*) FROM realtime_held") == [(3,)]
+        finally:
+            store.close()

@@ -5,12 +5,13 @@ One calendar per leaf (a window slides, a deadline passes, a future-stamped even
 re-reads the person at that moment, and the reading schedules the next one, so an entry made
 stale by later events costs a re-read and nothing else.
 
-Entries live in a part sorted by moment (popped from its head by a binary search) and a small
-unsorted tail that new entries are appended to; the tail is merged into the sorted part when it
-has grown past a quarter of it (so each entry is sorted a few times, at most). Duplicates are
-folded at a merge (the earliest moment per person stays) when the calendar holds more than
-twice as many entries as persons. ``watch`` is told whenever the earliest moment moves, so the
-engine keeps all calendars in one heap instead of scanning them.
+Entries live in a part sorted by moment (popped from its head by a binary search) and an
+unsorted tail that new entries are appended to (a pop scans it); the tail is merged into the
+sorted part when it has grown past the sorted part's size and 4,096 entries (so each entry is
+sorted a few times, at most, and a calendar of a few thousand persons is rarely sorted).
+Duplicates are folded at a merge (the earliest moment per person stays) when the calendar holds
+more than twice as many entries as persons. ``watch`` is told whenever the earliest moment
+moves, so the engine keeps all calendars in one heap instead of scanning them.
 
 Each person's earliest pending moment is kept too, and an entry at or after it is not added: the
 earlier entry fires first, and its re-read schedules whatever comes next. (Events re-read the same
@@ -25,8 +26,8 @@ import numpy as np
 
 from huaxiang.realtime.columns.base import NEVER, Moments, Persons, grown
 
-_TAIL = 256
-"""The tail is merged past this many entries (or a quarter of the sorted part)."""
+_TAIL = 4096
+"""The tail is merged past this many entries (or the sorted part's size)."""
 
 
 class Calendar:
@@ -93,7 +94,7 @@ class Calendar:
         self._tail_persons[self._tail : end] = persons
         self._tail = end
         low = int(moments.min())
-        if end > max(_TAIL, (len(self._sorted_moments) - self._head) // 4):
+        if end > max(_TAIL, len(self._sorted_moments) - self._head):
             self._merge()
         if low < self.first:
             self._moved(low)

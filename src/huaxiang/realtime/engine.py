@@ -50,6 +50,7 @@ from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
 from huaxiang.realtime.program import Profile, Unsupported
+from huaxiang.realtime.tables import store_held
 from huaxiang.realtime.vector import (
     Columns,
     ColumnsFactory,
@@ -187,13 +188,17 @@ class RealtimeEngine:
         self._moved = False
         """Leaf states moved since the last snapshot."""
         self._cause_base: int | None = None
+        """The id of the first cause of the next batch written (``realtime_causes``; None: not
+        read yet)."""
         self._subject_ids: dict[tuple[str, str, int], int] | None = None
         """The numbers of the subjects (kind, name, version) in the change rows (None: not
         read yet)."""
+        self._key_ids: dict[tuple[str, str], int] = {}
+        """The number of each subject's key (kind, name): its first version's number."""
         self._value_ids: dict[str, int] | None = None
         """The numbers of the value texts in the change rows (None: not read yet)."""
-        """The id of the first cause of the next batch written (``realtime_causes``; None: not
-        read yet)."""
+        self._value_maps: dict[int, tuple[Held, NDArray[np.int32]]] = {}
+        """By held values (their id; kept alive here): the numbers of their texts by code."""
         self._timers: list[tuple[int, int, int]] = []
         """(earliest moment, kind: 0 leaf / 1 subject, index) of the calendars (a heap)."""
         self._loaded_held: dict[str, Held] = {}
@@ -346,6 +351,7 @@ class RealtimeEngine:
         self.program = program
         self.subjects = subjects
         self._bitmaps = None
+        self._value_maps = {}
         size = self._size()
         program.grow(size)
         for subject in subjects.values():
@@ -1228,21 +1234,31 @@ class RealtimeEngine:
         )
 
     def _numbers(
-        self, con: duckdb.DuckDBPyConnection, subjects: list[CompiledSubject]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        subjects: list[CompiledSubject],
+        *,
+        keys: bool = False,
     ) -> tuple[list[int], list[NDArray[np.int32]]]:
-        """The number of each subject (with its version) and the numbers of its value texts
-        by code; numbers not stored yet are stored."""
+        """The number of each subject (with its version; ``keys``: of its key, see
+        ``realtime_keys``) and the numbers of its value texts by code; numbers not stored yet
+        are stored."""
         if self._subject_ids is None or self._value_ids is None:
             self._subject_ids = {
                 (str(a), str(b), int(c)): int(d)
                 for a, b, c, d in con.execute(
                     "SELECT subject, name, version, subject_id FROM realtime_subject_ids"
+                    " ORDER BY subject_id"
                 ).fetchall()
             }
+            self._key_ids = {}
+            for (kind, name, _), number in self._subject_ids.items():
+                self._key_ids.setdefault((kind, name), number)
             self._value_ids = {
                 str(t): int(v)
                 for v, t in con.execute("SELECT value_id, text FROM realtime_values").fetchall()
             }
+            self._value_maps = {}
         ids, texts = self._subject_ids, self._value_ids
         fresh_subjects: list[tuple[int, str, str, int]] = []
         fresh_values: list[tuple[int, str]] = []
@@ -1251,22 +1267,36 @@ class RealtimeEngine:
         numbers: list[int] = []
         maps: list[NDArray[np.int32]] = []
         for subject in subjects:
-            key = (subject.kind.value, subject.name, subject.version)
-            number = ids.get(key)
-            if number is None:
-                number = ids[key] = next_subject
-                next_subject += 1
-                fresh_subjects.append((number, *key))
-            numbers.append(number)
+            kind, name = subject.kind.value, subject.name
+            # A subject's key may be numbered without its version (held values loaded).
+            found_key = self._key_ids.get((kind, name)) if keys else None
+            if found_key is not None:
+                numbers.append(found_key)
+            else:
+                key = (kind, name, subject.version)
+                known = ids.get(key)
+                if known is None:
+                    known = ids[key] = next_subject
+                    next_subject += 1
+                    fresh_subjects.append((known, *key))
+                    self._key_ids.setdefault((kind, name), known)
+                numbers.append(self._key_ids[(kind, name)] if keys else known)
+            held = subject.held
+            cached = self._value_maps.get(id(held))
+            if cached is not None and len(cached[1]) == len(held.texts):
+                maps.append(cached[1])
+                continue
             codes = []
-            for text in subject.held.texts:
+            for text in held.texts:
                 found = texts.get(text)
                 if found is None:
                     found = texts[text] = next_value
                     next_value += 1
                     fresh_values.append((found, text))
                 codes.append(found)
-            maps.append(np.array(codes, np.int32))
+            mapped = np.array(codes, np.int32)
+            self._value_maps[id(held)] = (held, mapped)
+            maps.append(mapped)
         if fresh_subjects:
             _insert(
                 con,
@@ -1544,7 +1574,8 @@ class RealtimeEngine:
     def _write_held(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
         """Append the TTLs that moved to ``realtime_held_log``. With the change rows, this is
         what the persons hold: a restart reads it and never announces a change twice."""
-        rows = _held_rows(
+        self._log_held(
+            con,
             [
                 (
                     self.subjects[p.sid],
@@ -1553,18 +1584,40 @@ class RealtimeEngine:
                 )
                 for p in outcome.parts
                 if len(p.settled.restamped)
-            ]
+            ],
         )
-        if rows is not None:
-            self._log_held(con, rows)
 
-    def _log_held(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
-        self._unfolded += rows.num_rows
+    def _log_held(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        parts: Sequence[tuple[CompiledSubject, HeldRows, int]],
+    ) -> None:
+        """Append held value rows (those of a subject ``parts[i][0]``, made by the decision
+        ``parts[i][2]``) to ``realtime_held_log``, as numbers (value_id null: none)."""
+        if not parts:
+            return
+        keys, maps = self._numbers(con, [s for s, _, _ in parts], keys=True)
+        sizes = [len(r[0]) for _, r, _ in parts]
+        codes = np.concatenate([r[1] for _, r, _ in parts])
+        values = np.concatenate(
+            [m[np.maximum(r[1], 0)] for m, (_, r, _) in zip(maps, parts, strict=True)]
+        )
+        self._unfolded += len(codes)
         _insert(
             con,
-            rows,
-            "INSERT INTO realtime_held_log SELECT seq, subject, person_id, value, qualified,"
-            " expires FROM _rt_in",
+            pa.table(
+                {
+                    "seq": pa.array(np.repeat(np.array([q for _, _, q in parts], np.int64), sizes)),
+                    "key_id": pa.array(np.repeat(np.array(keys, np.int32), sizes)),
+                    "person_id": pa.array(
+                        np.concatenate([r[0] for _, r, _ in parts]).astype(np.uint32)
+                    ),
+                    "value_id": pa.array(values, mask=codes < 0),
+                    "qualified": pa.array(np.concatenate([r[2] for _, r, _ in parts])),
+                    "expires": pa.array(np.concatenate([r[3] for _, r, _ in parts])),
+                }
+            ),
+            "INSERT INTO realtime_held_log SELECT * FROM _rt_in",
         )
 
     def _forget_held(self, con: duckdb.DuckDBPyConnection, removed: list[CompiledSubject]) -> None:
@@ -1577,9 +1630,7 @@ class RealtimeEngine:
                 self._seq += 1
                 parts.append((subject, _holding(subject.held, holders), self._seq))
                 self._written = self._seq
-        rows = _held_rows(parts)
-        if rows is not None:
-            self._log_held(con, rows)
+        self._log_held(con, parts)
 
     def compact_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
         """Fold the change rows and the log written since the last fold into
@@ -1587,13 +1638,13 @@ class RealtimeEngine:
         con.execute(f"CREATE OR REPLACE TEMP TABLE hx_rt_newer AS {_NEWER_HELD}")
         con.execute(
             """
-            DELETE FROM realtime_held WHERE (subject, person_id) IN (
-                SELECT subject, person_id FROM hx_rt_newer)
+            DELETE FROM realtime_held USING hx_rt_newer n
+            WHERE realtime_held.key_id = n.key_id AND realtime_held.person_id = n.person_id
             """
         )
         con.execute(
-            "INSERT INTO realtime_held SELECT subject, person_id, value, qualified, expires"
-            " FROM hx_rt_newer WHERE value IS NOT NULL"
+            "INSERT INTO realtime_held SELECT key_id, person_id, value_id, qualified, expires"
+            " FROM hx_rt_newer WHERE value_id IS NOT NULL"
         )
         con.execute("DROP TABLE hx_rt_newer")
         con.execute("DELETE FROM realtime_held_log")
@@ -1735,20 +1786,27 @@ class RealtimeEngine:
         found_held = _arrow(
             con.sql(
                 f"""
-                SELECT subject, value, list(person_id) AS persons, list(qualified) AS qualified,
-                       list(expires) AS expires
+                SELECT k.key AS subject, v.text AS value, list(n.person_id) AS persons,
+                       list(n.qualified) AS qualified, list(n.expires) AS expires
                 FROM (
-                    SELECT * FROM (
-                        SELECT subject, person_id, value, qualified, expires, 0 AS seq
-                        FROM realtime_held
-                        UNION ALL
-                        SELECT subject, person_id, value, qualified, expires, seq
-                        FROM ({_NEWER_HELD})
-                    ) QUALIFY row_number() OVER (
-                        PARTITION BY subject, person_id ORDER BY seq DESC) = 1
-                )
-                WHERE value IS NOT NULL
-                GROUP BY subject, value ORDER BY subject, value
+                    SELECT key_id, person_id, h.value_id AS value_id,
+                           h.qualified AS qualified, h.expires AS expires
+                    FROM (
+                        SELECT key_id, person_id, arg_max({{'value_id': value_id,
+                            'qualified': qualified, 'expires': expires}}, seq) AS h
+                        FROM (
+                            SELECT key_id, person_id, value_id, qualified, expires, 0 AS seq
+                            FROM realtime_held
+                            UNION ALL
+                            SELECT key_id, person_id, value_id, qualified, expires, seq
+                            FROM ({_NEWER_HELD})
+                        )
+                        GROUP BY key_id, person_id
+                    )
+                ) n
+                JOIN (SELECT DISTINCT key_id, key FROM realtime_keys) k USING (key_id)
+                JOIN realtime_values v USING (value_id)
+                GROUP BY k.key, v.text ORDER BY k.key, v.text
                 """
             )
         )
@@ -1776,7 +1834,21 @@ class RealtimeEngine:
                 h.qualified[pid] = qualified
                 h.expires[pid] = expires
             if earlier:  # kept from now on as this version keeps them
-                con.executemany("INSERT INTO realtime_held VALUES (?, ?, ?, ?, ?)", earlier)
+                con.register(
+                    "_rt_earlier",
+                    pa.table(
+                        {
+                            name: [row[n] for row in earlier]
+                            for n, name in enumerate(
+                                ("subject", "person_id", "value", "qualified", "expires")
+                            )
+                        }
+                    ),
+                )
+                try:
+                    store_held(con, "SELECT * FROM _rt_earlier")
+                finally:
+                    con.unregister("_rt_earlier")
                 con.execute("DROP TABLE realtime_state")
                 con.execute("DROP TABLE realtime_state_log")
         found = con.execute(
@@ -1902,21 +1974,25 @@ class RealtimeEngine:
 
 
 _NEWER_HELD = """
-    SELECT subject, person_id, value, qualified, expires, seq FROM (
-        SELECT s.subject || ':' || s.name AS subject, c.person_id,
-               v.text AS value, epoch_us(c.changed_at) AS qualified,
-               9223372036854775807 AS expires, c.seq
-        FROM realtime_change_rows c
-        JOIN realtime_subject_ids s USING (subject_id)
-        LEFT JOIN realtime_values v ON v.value_id = c.new_value
-        WHERE c.seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
-        UNION ALL
-        SELECT subject, person_id, value, qualified, expires, seq FROM realtime_held_log
-        WHERE seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
-    ) QUALIFY row_number() OVER (PARTITION BY subject, person_id ORDER BY seq DESC) = 1
+    SELECT key_id, person_id, h.value_id, h.qualified, h.expires, newest AS seq FROM (
+        SELECT key_id, person_id,
+               arg_max({'value_id': value_id, 'qualified': qualified, 'expires': expires},
+                       seq) AS h,
+               max(seq) AS newest
+        FROM (
+            SELECT k.key_id, c.person_id, c.new_value AS value_id,
+                   epoch_us(c.changed_at) AS qualified, 9223372036854775807 AS expires, c.seq
+            FROM realtime_change_rows c JOIN realtime_keys k USING (subject_id)
+            WHERE c.seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
+            UNION ALL
+            SELECT key_id, person_id, value_id, qualified, expires, seq FROM realtime_held_log
+            WHERE seq > (SELECT coalesce(max(seq), 0) FROM realtime_folded)
+        )
+        GROUP BY key_id, person_id
+    )
 """
 """What the persons hold by the change rows and the log written since the last fold: the
-newest decision per subject and person (value NULL: none)."""
+newest decision per subject key and person (value_id NULL: none)."""
 
 
 HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]
@@ -1939,50 +2015,6 @@ class Landing:
 def _holding(held: Held, persons: Persons) -> HeldRows:
     """What ``persons`` hold now, as held value rows."""
     return persons, held.code[persons], held.qualified[persons], held.expires[persons]
-
-
-def _held_rows(parts: Sequence[tuple[CompiledSubject, HeldRows, int]]) -> pa.Table | None:
-    """Held value rows, one per person: ``subject`` (the subject's key), person_id, value
-    (JSON text, null: none), version, qualified and expires (epoch us), and the decision's
-    ``seq``."""
-    if not parts:
-        return None
-    sizes = [len(r[0]) for _, r, _ in parts]
-    return pa.table(
-        {
-            "subject": _labels([s.key for s, _, _ in parts], sizes),
-            "person_id": pa.array(np.concatenate([r[0] for _, r, _ in parts]).astype(np.uint32)),
-            "value": _coded([s.held for s, _, _ in parts], [r[1] for _, r, _ in parts]),
-            "version": pa.array(
-                np.repeat(np.array([s.version for s, _, _ in parts], np.int32), sizes)
-            ),
-            "qualified": pa.array(np.concatenate([r[2] for _, r, _ in parts])),
-            "expires": pa.array(np.concatenate([r[3] for _, r, _ in parts])),
-            "seq": pa.array(np.repeat(np.array([q for _, _, q in parts], np.int64), sizes)),
-        }
-    )
-
-
-def _labels(labels: list[str], sizes: list[int]) -> pa.DictionaryArray:
-    """``labels[i]`` repeated ``sizes[i]`` times, as a dictionary of the distinct labels."""
-    distinct = sorted(set(labels))
-    index = {label: n for n, label in enumerate(distinct)}
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.array([index[x] for x in labels], np.int32), sizes)),
-        pa.array(distinct, pa.string()),
-    )
-
-
-def _coded(helds: Sequence[Held], codes: Sequence[NDArray[np.int32]]) -> pa.DictionaryArray:
-    """Value codes of several subjects (``codes[i]`` of ``helds[i]``; NONE: null) as one
-    dictionary of their value texts."""
-    offsets = np.cumsum([0] + [len(h.texts) for h in helds])
-    joined = np.concatenate([c + offsets[n] for n, c in enumerate(codes)])
-    absent = np.concatenate(codes) < 0
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.where(absent, 0, joined).astype(np.int32), mask=absent),
-        pa.array([t for h in helds for t in h.texts], pa.string()),
-    )
 
 
 def _earlier_held(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str, int, int]]:

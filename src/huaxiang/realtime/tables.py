@@ -128,6 +128,73 @@ def _wide_changes_moved(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE realtime_change_rows_wide")
 
 
+def store_held(con: duckdb.DuckDBPyConnection, held: str, log: str | None = None) -> None:
+    """Append held values given as text (``held``: a query of subject key, person_id, value,
+    qualified and expires; ``log``: of seq and the same, value NULL: none) to ``realtime_held``
+    and ``realtime_held_log``, numbering their keys (a key no version of which is numbered
+    gets version 0) and values."""
+    sources = [held] if log is None else [held, log]
+    keys = " UNION ".join(f"SELECT subject FROM ({q})" for q in sources)
+    con.execute(
+        f"""
+        INSERT INTO realtime_subject_ids
+        SELECT (SELECT coalesce(max(subject_id), 0) FROM realtime_subject_ids)
+               + row_number() OVER (ORDER BY key), split_part(key, ':', 1),
+               substr(key, length(split_part(key, ':', 1)) + 2), 0
+        FROM ({keys}) k(key)
+        WHERE key NOT IN (SELECT key FROM realtime_keys)
+        """
+    )
+    texts = " UNION ".join(f"SELECT value FROM ({q})" for q in sources)
+    con.execute(
+        f"""
+        INSERT INTO realtime_values
+        SELECT (SELECT coalesce(max(value_id), 0) FROM realtime_values)
+               + row_number() OVER (ORDER BY text), text
+        FROM ({texts}) f(text)
+        WHERE text IS NOT NULL AND text NOT IN (SELECT text FROM realtime_values)
+        """
+    )
+    keyed = "(SELECT DISTINCT key_id, key FROM realtime_keys)"
+    con.execute(
+        f"""
+        INSERT INTO realtime_held
+        SELECT k.key_id, h.person_id, v.value_id, h.qualified, h.expires
+        FROM ({held}) h JOIN {keyed} k ON k.key = h.subject
+        JOIN realtime_values v ON v.text = h.value
+        """
+    )
+    if log is not None:
+        con.execute(
+            f"""
+            INSERT INTO realtime_held_log
+            SELECT h.seq, k.key_id, h.person_id, v.value_id, h.qualified, h.expires
+            FROM ({log}) h JOIN {keyed} k ON k.key = h.subject
+            LEFT JOIN realtime_values v ON v.text = h.value
+            """
+        )
+
+
+def _texts_of_held_aside(con: duckdb.DuckDBPyConnection) -> None:
+    """Held values of the previous version named their subject and value as text: set them
+    aside (moved by :func:`_texts_of_held_moved`)."""
+    if "subject" in _columns_of(con, "realtime_held"):
+        con.execute("ALTER TABLE realtime_held RENAME TO realtime_held_text")
+        con.execute("ALTER TABLE realtime_held_log RENAME TO realtime_held_log_text")
+
+
+def _texts_of_held_moved(con: duckdb.DuckDBPyConnection) -> None:
+    if not _columns_of(con, "realtime_held_text"):
+        return
+    store_held(
+        con,
+        "SELECT subject, person_id, value, qualified, expires FROM realtime_held_text",
+        "SELECT seq, subject, person_id, value, qualified, expires FROM realtime_held_log_text",
+    )
+    con.execute("DROP TABLE realtime_held_text")
+    con.execute("DROP TABLE realtime_held_log_text")
+
+
 DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     # Every change of a real-time value (enter/exit history), appended per batch: numbers only
     # (the subject with its version, the kind, the values and the cause are numbered), so that
@@ -212,30 +279,40 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         expires_at TIMESTAMP
     )
     """,
-    # The values persons hold for the real-time subjects (subject: tag:NAME or audience:NAME;
-    # moments in epoch microseconds; expires 9223372036854775807: no TTL running).
+    # Each subject's key: the number of its first version (held values carry over versions).
+    """
+    CREATE OR REPLACE VIEW realtime_keys AS
+    SELECT subject_id, min(subject_id) OVER (PARTITION BY subject, name) AS key_id,
+           subject || ':' || name AS key
+    FROM realtime_subject_ids
+    """,
+    # The values persons hold for the real-time subjects (key_id: see realtime_keys; value_id:
+    # realtime_values; moments in epoch microseconds; expires 9223372036854775807: no TTL
+    # running). Numbers only: a fold writes most of them again.
+    _texts_of_held_aside,
     """
     CREATE TABLE IF NOT EXISTS realtime_held (
-        subject VARCHAR NOT NULL,
+        key_id INTEGER NOT NULL,
         person_id UINTEGER NOT NULL,
-        value VARCHAR NOT NULL,
+        value_id INTEGER NOT NULL,
         qualified BIGINT NOT NULL,
         expires BIGINT NOT NULL
     )
     """,
-    # Held values that moved without a change (a TTL started or stopped; value NULL: none held
-    # any more). With the change rows written since the last fold (realtime_folded), the row of
-    # the newest decision (seq) of a subject and person wins over realtime_held.
+    # Held values that moved without a change (a TTL started or stopped; value_id NULL: none
+    # held any more). With the change rows written since the last fold (realtime_folded), the
+    # row of the newest decision (seq) of a subject and person wins over realtime_held.
     """
     CREATE TABLE IF NOT EXISTS realtime_held_log (
         seq BIGINT NOT NULL,
-        subject VARCHAR NOT NULL,
+        key_id INTEGER NOT NULL,
         person_id UINTEGER NOT NULL,
-        value VARCHAR,
+        value_id INTEGER,
         qualified BIGINT NOT NULL,
         expires BIGINT NOT NULL
     )
     """,
+    _texts_of_held_moved,
     "CREATE TABLE IF NOT EXISTS realtime_folded (seq BIGINT NOT NULL)",
     # The leaves' states (Arrow IPC streams, by leaf key and the class that wrote them) ...
     """

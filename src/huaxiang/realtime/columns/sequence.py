@@ -45,6 +45,43 @@ class _Gathered(NamedTuple):
     lengths: NDArray[np.int64]
 
 
+class _Steps(NamedTuple):
+    """What the gathered entries say whatever the window: each ``first`` entry (``which``, its
+    time, its owner) and the next ``then`` after it (NEVER: none); the non-empty persons and
+    where their entries begin."""
+
+    which: NDArray[np.int64]
+    starts: Moments
+    owner: NDArray[np.int64]
+    followed: Moments
+    some: NDArray[np.int64]
+    offsets: NDArray[np.int64]
+
+
+def _steps(gathered: _Gathered) -> _Steps:
+    query, times, firsts, lengths = gathered
+    size = len(times)
+    # Next ``then`` at or after each position (thens sort before firsts at equal times, so
+    # for a ``first`` it is the next ``then`` strictly after it, as bisect_right).
+    positions = np.where(firsts, size, np.arange(size, dtype=np.int64))
+    following = np.minimum.accumulate(positions[::-1])[::-1]
+    which = np.flatnonzero(firsts)
+    owner = query[which]
+    after = following[which]
+    found = after < size
+    after = np.minimum(after, size - 1)
+    found &= query[after] == owner
+    some = np.flatnonzero(lengths)
+    return _Steps(
+        which,
+        times[which],
+        owner,
+        np.where(found, times[after], NEVER),
+        some,
+        (np.cumsum(lengths) - lengths)[some],
+    )
+
+
 class _Answer(NamedTuple):
     value: NDArray[np.bool_]
     next: Moments
@@ -188,30 +225,19 @@ class SequenceColumns:
         now: int,
         spec: SequenceSpec | None = None,
         span: Span | None = None,
+        steps: _Steps | None = None,
     ) -> _Answer:
         """Value (without ``held``) and next change of each person gathered (``spec``,
         ``span``: another sequence of the same steps over a last-N window no longer than this
-        one's, read from these entries)."""
+        one's, read from these entries; ``steps``: the gathered entries' steps, if known)."""
         spec, span = spec or self.spec, span or self.span
-        query, times, firsts, lengths = gathered
+        query, times, _, lengths = gathered
         count = len(lengths)
-        size = len(times)
         value = np.zeros(count, dtype=np.bool_)
         nxt = np.full(count, NEVER, dtype=np.int64)
-        if size == 0:
+        if len(times) == 0:
             return _Answer(value, nxt, times, query, times)
-        # Next ``then`` at or after each position (thens sort before firsts at equal times,
-        # so for a ``first`` it is the next ``then`` strictly after it, as bisect_right).
-        positions = np.where(firsts, size, np.arange(size, dtype=np.int64))
-        following = np.minimum.accumulate(positions[::-1])[::-1]
-        which = np.flatnonzero(firsts)
-        starts = times[which]
-        owner = query[which]
-        after = following[which]
-        found = after < size
-        after = np.minimum(after, size - 1)
-        found &= query[after] == owner
-        followed = np.where(found, times[after], NEVER)
+        which, starts, owner, followed, some, offsets = steps or _steps(gathered)
         deadline = starts + spec.within_us
         inside = starts <= now
         if span.length is not None:
@@ -233,8 +259,6 @@ class SequenceColumns:
         if spec.absent:
             due = np.where(deadline > now, np.minimum(due, deadline), due)
         moments[which] = np.where(starts > now, starts, due)
-        some = np.flatnonzero(lengths)
-        offsets = (np.cumsum(lengths) - lengths)[some]
         nxt[some] = np.minimum.reduceat(moments, offsets)
         return _Answer(value, nxt, starts, owner, followed)
 
@@ -269,19 +293,21 @@ class SequenceColumns:
         every = np.ones(count, np.bool_)
         if count == 0 or int(persons.max()) < size:
             gathered = self._gather(persons)
+            steps = _steps(gathered) if len(gathered.times) else None
             held = self.held[persons]
             out = []
             for spec, span in windows:
-                answer = self._answer(gathered, now, spec, span)
+                answer = self._answer(gathered, now, spec, span, steps)
                 out.append(Reading(answer.value | held, every, answer.next))
             return out
         known = persons < size
         people = persons[known]
         gathered = self._gather(people)
+        steps = _steps(gathered) if len(gathered.times) else None
         held = self.held[people]
         out = []
         for spec, span in windows:
-            answer = self._answer(gathered, now, spec, span)
+            answer = self._answer(gathered, now, spec, span, steps)
             value_all = np.zeros(count, dtype=np.bool_)
             next_all = np.full(count, NEVER, dtype=np.int64)
             value_all[known], next_all[known] = answer.value | held, answer.next

@@ -137,10 +137,12 @@ class DeliveryWorker:
 
     @property
     def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = guarded_client(
-                self.policy, resolver=self._resolver, max_connections=self.parallel * 2
-            )
+        return self._client or self._open()
+
+    def _open(self) -> httpx.Client:
+        self._client = guarded_client(
+            self.policy, resolver=self._resolver, max_connections=self.parallel * 2
+        )
         return self._client
 
     def start(self) -> None:
@@ -173,6 +175,9 @@ class DeliveryWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        # Made before the first message: a client loads its TLS settings (tens of ms).
+        if self._client is None:
+            self._open()
         while not self._stop.is_set():
             self._wake.clear()
             try:

@@ -363,15 +363,13 @@ def test_a_tag_made_a_batch_tag_keeps_its_values_until_a_refresh_replaces_them(
     clock = ManualClock(AS_OF)
     engine = opened(store, clock)
     step_stored(engine, [(1, "a"), (1, "a"), (2, "a")])
-    assert tag_rows(store) == [
-        ("fans", 1, "true"),
-        ("fans", 2, "true"),
-        ("regulars", 1, "true"),
-    ]
+    before = tag_rows(store)
+    assert before == [("fans", 1, "true"), ("fans", 2, "true"), ("regulars", 1, "true")]
     with store.transaction() as con:
         con.execute("UPDATE tag_definitions SET refresh_mode = 'daily' WHERE name = 'regulars'")
         engine.sync(con)
-    assert ("regulars", 1, "true") in tag_rows(store)
+    assert tag_rows(store) == before
+    assert query(store, "SELECT tag, person_id FROM tag_value_rows") == [("regulars", 1)]
     clock.advance(timedelta(minutes=1))
     step_stored(engine, [(2, "a")])  # fans only: regulars is refreshed now
     with store.transaction() as con:
@@ -380,11 +378,35 @@ def test_a_tag_made_a_batch_tag_keeps_its_values_until_a_refresh_replaces_them(
         ("regulars", 1, "true"),
         ("regulars", 2, "true"),
     ]
-    regulars = (
-        "SELECT count(*) FROM realtime_tag_values JOIN realtime_subject_ids USING (subject_id)"
-        " WHERE name = 'regulars'"
-    )
-    assert query(store, regulars) == [(0,)]
+
+
+def test_a_refresh_before_the_engine_lets_a_tag_go_leaves_one_value_per_person(
+    store: Store,
+) -> None:
+    """A tag made a batch tag is refreshed before the engine has followed the definitions,
+    and the engine still decides it meanwhile: once it lets the tag go, each person has one
+    value (the engine's newer row replaces the refresh's)."""
+    from tags_support import add_event
+
+    from huaxiang.tags.refresh import refresh_tags
+
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(1, "a"), (1, "a"), (3, "a")])
+    with store.transaction() as con:
+        con.execute("UPDATE tag_definitions SET refresh_mode = 'daily' WHERE name = 'regulars'")
+        add_event(con, 3, "a", clock.now())  # stored, not yet handed to the engine
+        refresh_tags(con, ["regulars"], as_of=clock.now())
+    step_stored(engine, [(3, "a")])  # the engine still serves regulars: 3 enters
+    with store.transaction() as con:
+        engine.sync(con)
+    rows = [r for r in tag_rows(store) if r[0] == "regulars"]
+    assert rows == [("regulars", 1, "true"), ("regulars", 3, "true")]
+    assert query(
+        store,
+        "SELECT count(*) FROM realtime_tag_values r JOIN realtime_subject_ids s"
+        " USING (subject_id) WHERE s.name = 'regulars'",
+    ) == [(0,)]
 
 
 def test_held_values_of_the_previous_version_are_numbered_once(tmp_path: Path) -> None:

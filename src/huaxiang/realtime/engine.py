@@ -67,7 +67,7 @@ from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.json_form import from_json
 from huaxiang.store import Store
 from huaxiang.tags.compute import TRUE, value_text
-from huaxiang.tags.values import clear_values
+from huaxiang.tags.values import clear_values, take_over
 
 logger = logging.getLogger(__name__)
 
@@ -1621,7 +1621,12 @@ class RealtimeEngine:
         )
 
     def _forget_held(self, con: duckdb.DuckDBPyConnection, removed: list[CompiledSubject]) -> None:
-        """Subjects no longer real-time hold nothing from now on (one row per holder)."""
+        """Subjects no longer real-time hold nothing from now on (one row per holder); the
+        values of such tags are handed to the rows refreshes write (they stay until a refresh,
+        an import or the tag going offline replaces them)."""
+        tags = sorted({s.name for s in removed if s.kind is Subject.TAG})
+        if tags:
+            take_over(con, tags)
         parts = []
         for subject in removed:
             holders = subject.held.holders()

@@ -165,7 +165,7 @@ def settle_all(
     try:
         # Values the real-time engine kept for these tags (no longer real-time) are the rows
         # written below from now on.
-        take_over(con, "SELECT tag FROM hx_bulk_params")
+        take_over(con, [t.name for t in tags])
         # The unified rule of settle(): a fresh case value (not expired at once) wins; else an
         # old value still within its TTL, of this version, not the default; else the default.
         # ``o``: the stored rows (r*: their raw times) with their times as they are now.

@@ -40,23 +40,31 @@ _REALTIME_ROWS = (
 query of tag names), in any version."""
 
 
-def take_over(con: duckdb.DuckDBPyConnection, names: str) -> None:
-    """The values the real-time engine wrote for the tags ``names`` (a query of tag names)
-    become rows of ``tag_value_rows``, which refreshes, imports and manual values write: a tag
-    no longer real-time keeps its values until its first refresh replaces them."""
-    realtime = _REALTIME_ROWS.format(names=names)
+def take_over(con: duckdb.DuckDBPyConnection, tags: list[str]) -> None:
+    """The values the real-time engine wrote for ``tags`` become rows of ``tag_value_rows``,
+    which refreshes, imports and manual values write: a tag no longer real-time keeps its
+    values until its first refresh replaces them. A row the engine wrote replaces one of the
+    same tag and person (written by a refresh that ran before the engine let the tag go)."""
+    realtime = _REALTIME_ROWS.format(names="SELECT unnest(?::VARCHAR[])")
     con.execute(
         f"""
-        INSERT INTO tag_value_rows
-        SELECT r.person_id, s.name, CAST(v.text AS JSON), s.version, r.computed_at,
-               r.qualified_at, r.expires_at
+        CREATE OR REPLACE TEMP TABLE hx_taken AS
+        SELECT r.person_id, s.name AS tag, CAST(v.text AS JSON) AS value, s.version,
+               r.computed_at, r.qualified_at, r.expires_at
         FROM realtime_tag_values r
         JOIN realtime_subject_ids s USING (subject_id)
         JOIN realtime_values v USING (value_id)
         WHERE r.subject_id IN ({realtime})
-        """
+        """,
+        [tags],
     )
-    con.execute(f"DELETE FROM realtime_tag_values WHERE subject_id IN ({realtime})")
+    con.execute(
+        "DELETE FROM tag_value_rows USING hx_taken t"
+        " WHERE tag_value_rows.tag = t.tag AND tag_value_rows.person_id = t.person_id"
+    )
+    con.execute("INSERT INTO tag_value_rows SELECT * FROM hx_taken")
+    con.execute("DROP TABLE hx_taken")
+    con.execute(f"DELETE FROM realtime_tag_values WHERE subject_id IN ({realtime})", [tags])
 
 
 def clear_values(con: duckdb.DuckDBPyConnection, tags: list[str]) -> None:

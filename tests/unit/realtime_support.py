@@ -56,9 +56,16 @@ def step(
     engine.step(rows, now, outcome, persons=persons or [PID] * len(events))
 
 
-def step_stored(engine: RealtimeEngine, events: list[tuple[int, str]]) -> None:
+class StageFailed(Exception):
+    """Raised by ``step_stored(..., fail=True)``: a later stage of the batch failed."""
+
+
+def step_stored(
+    engine: RealtimeEngine, events: list[tuple[int, str]], *, fail: bool = False
+) -> None:
     """As the loader does: store (person, event name) events at the clock's time and hand them
-    to the engine in the same transaction."""
+    to the engine in the same transaction (``fail``: which then rolls back, as when a later
+    stage of the batch fails)."""
     from tags_support import add_event
 
     moment = engine.clock.now()
@@ -77,3 +84,5 @@ def step_stored(engine: RealtimeEngine, events: list[tuple[int, str]]) -> None:
         )
         engine.step(rows, now, outcome, con, persons=[p for p, _ in events])
         engine._write(con, outcome, now)
+        if fail:
+            raise StageFailed("a later stage failed")

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import orjson
 import pytest
-from realtime_support import step_stored
+from realtime_support import StageFailed, step_stored
 from tags_support import AS_OF, add_persons
 
 from huaxiang.clock import ManualClock
@@ -453,3 +453,43 @@ def test_held_values_of_the_previous_version_are_numbered_once(tmp_path: Path) -
             assert query(store, "SELECT count(*) FROM realtime_held") == [(3,)]
         finally:
             store.close()
+
+
+def test_a_rolled_back_batch_is_neither_snapshot_nor_announced(store: Store) -> None:
+    """A batch the engine folded rolls back (a later stage failed) and the timer thread runs
+    before the loader has reloaded the engine: the engine loads its state from the store
+    first, so the rolled-back events are neither in its snapshot nor behind any change."""
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(1, "a")])
+    with pytest.raises(StageFailed):
+        step_stored(engine, [(2, "a"), (2, "a")], fail=True)
+    count = changes(store)
+    engine.snapshot()
+    clock.advance(timedelta(hours=49))  # fans: 1 stops qualifying, then its TTL ends
+    engine.process_due()
+    assert query(store, "SELECT DISTINCT person_id FROM realtime_changes") == [(1,)]
+    assert changes(store) == count + 1
+    again = opened(store, clock)  # from the snapshot
+    step_stored(again, [(2, "a")])  # 2's first event: regulars wants two
+    assert [p for p, _, _ in held(again)["fans"]] == [2]
+    assert held(again)["regulars"] == []
+
+
+def test_a_batch_after_a_rolled_back_write_waits_for_the_engine_to_reload(store: Store) -> None:
+    """The loader's next batch is refused (the loader reloads its stages and retries it)."""
+    from huaxiang.realtime.engine import RealtimeStale
+
+    engine = opened(store, ManualClock(AS_OF))
+    with pytest.raises(StageFailed):
+        step_stored(engine, [(2, "a"), (2, "a")], fail=True)
+    with pytest.raises(RealtimeStale, match="rolled-back write"), store.transaction() as con:
+        engine.apply(con, [])
+    cursor = store.cursor()
+    try:
+        engine.reload(cursor)  # as the loader does before retrying
+    finally:
+        cursor.close()
+    with store.transaction() as con:
+        engine.apply(con, [])
+    assert held(engine) == {"fans": [], "regulars": []}

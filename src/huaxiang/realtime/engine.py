@@ -40,6 +40,7 @@ from huaxiang.activation import outbox
 from huaxiang.activation.destinations import load_all
 from huaxiang.clock import Clock, to_naive_utc
 from huaxiang.collect.records import EventBatch
+from huaxiang.errors import TransientIngestError
 from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
 from huaxiang.identity.resolver import IdentityResolver
@@ -95,6 +96,11 @@ def to_us(moment: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
+
+
+class RealtimeStale(TransientIngestError):
+    """The engine's memory holds what a rolled-back write decided: the loader reloads it from
+    the store and retries the batch."""
 
 
 @dataclass(slots=True)
@@ -187,6 +193,9 @@ class RealtimeEngine:
         self._snapshot_took = 0.0
         self._moved = False
         """Leaf states moved since the last snapshot."""
+        self._writes = 0
+        """The engine's writes since it loaded, counted from ``realtime_writes`` (which counts
+        those committed)."""
         self._cause_base: int | None = None
         """The id of the first cause of the next batch written (``realtime_causes``; None: not
         read yet)."""
@@ -606,6 +615,13 @@ class RealtimeEngine:
             self._apply(con, events)
 
     def _apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
+        if self._stale(con):
+            # The batch's events are stored in this transaction already: reloading here would
+            # fold them twice. The loader reloads the engine and retries the batch.
+            raise RealtimeStale(
+                "the real-time engine holds what a rolled-back write decided",
+                hint="the loader reloads it from the store and retries the batch",
+            )
         with self._lock:
             taken = self._claim(events)
         # The loader stored this batch before calling the sinks: leaves rebuilt from the stored
@@ -1094,6 +1110,7 @@ class RealtimeEngine:
         """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
         ManualClock call it after moving the clock). Returns the changes."""
         with self.store.transaction() as con, gc_paused():
+            self._recover(con)
             self.sync(con)
             with self._lock:
                 now = self._now()
@@ -1125,6 +1142,8 @@ class RealtimeEngine:
         ``rewrite``: tags whose values are written afresh (a definition activated or changed).
         Returns the changes handed to activation as objects: those a destination or a listener
         wants, or (``everything``) all of them."""
+        self._writes += 1
+        con.execute("UPDATE realtime_writes SET count = count + 1")
         if outcome.touched:
             self._moved = True
         if outcome.parts:
@@ -1684,6 +1703,7 @@ class RealtimeEngine:
         """Write the leaves' snapshot now (the timer thread does it every few seconds)."""
         began = time.monotonic()
         with self.store.transaction() as con, self._lock:
+            self._recover(con)
             self._compact_leaves()
             self._write_snapshot(con)
         self._snapshot_took = time.monotonic() - began
@@ -1702,6 +1722,20 @@ class RealtimeEngine:
             self._load(con)
             self.sync(con)
 
+    def _stale(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether a transaction the engine wrote in rolled back (a loader batch, a timer
+        round) since it loaded: its memory then holds what was never stored."""
+        found = con.execute("SELECT max(count) FROM realtime_writes").fetchall()[0][0]
+        return found is not None and int(found) != self._writes
+
+    def _recover(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Load the state from the store again if it is stale, before it is written or
+        snapshot (the loader reloads it too, after its own failed batches)."""
+        if self._stale(con):
+            logger.warning("a real-time write rolled back: state is loaded from the store")
+            with self._lock:
+                self.open(con)
+
     def reload(self, con: duckdb.DuckDBPyConnection) -> None:
         """After a rolled-back batch: state comes back from the store (in a transaction of its
         own: timers due meanwhile are written like any others)."""
@@ -1709,6 +1743,8 @@ class RealtimeEngine:
             self.open(own)
 
     def _load(self, con: duckdb.DuckDBPyConnection) -> None:
+        written = con.execute("SELECT max(count) FROM realtime_writes").fetchall()[0][0]
+        self._writes = int(written or 0)
         checkpoint = con.execute("SELECT load_id FROM realtime_checkpoint").fetchall()
         applied = int(checkpoint[0][0]) if checkpoint else 0
         fingerprints = {

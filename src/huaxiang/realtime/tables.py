@@ -325,6 +325,10 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
     # ... the newest load of events they cover, and the events they hold that were folded
     # ahead of the loader and not stored yet (messageIds).
     "CREATE TABLE IF NOT EXISTS realtime_checkpoint (load_id BIGINT NOT NULL)",
+    # Counts the engine's writes: each transaction that writes what its memory decided moves
+    # it. A count behind the engine's means one of them rolled back: its memory is reloaded.
+    "CREATE TABLE IF NOT EXISTS realtime_writes (count BIGINT NOT NULL)",
+    "INSERT INTO realtime_writes SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM realtime_writes)",
     "CREATE TABLE IF NOT EXISTS realtime_ahead (message_id VARCHAR NOT NULL)",
     # The subjects (fingerprints of name, version and definition) the engine last served.
     "CREATE TABLE IF NOT EXISTS realtime_subjects (fingerprint VARCHAR NOT NULL)",

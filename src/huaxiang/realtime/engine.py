@@ -1142,8 +1142,10 @@ class RealtimeEngine:
         ``rewrite``: tags whose values are written afresh (a definition activated or changed).
         Returns the changes handed to activation as objects: those a destination or a listener
         wants, or (``everything``) all of them."""
-        self._writes += 1
-        con.execute("UPDATE realtime_writes SET count = count + 1")
+        if outcome.parts or outcome.touched or rewrite:
+            # Memory moved (states fed, values decided): counted, so that a roll-back is seen.
+            self._writes += 1
+            con.execute("UPDATE realtime_writes SET count = count + 1")
         if outcome.touched:
             self._moved = True
         if outcome.parts:

@@ -211,15 +211,20 @@ VIEWS: tuple[str, ...] = (
     # Every current value: the rows written by refreshes, imports and manual values, and those
     # the real-time engine writes (its subjects and value texts are numbered).
     """
+    CREATE OR REPLACE VIEW realtime_tag_value_texts AS
+    SELECT r.subject_id, r.person_id, s.name AS tag, CAST(v.text AS JSON) AS value, s.version,
+           r.computed_at, r.qualified_at, r.expires_at
+    FROM realtime_tag_values r
+    JOIN realtime_subject_ids s USING (subject_id)
+    JOIN realtime_values v USING (value_id)
+    """,
+    """
     CREATE OR REPLACE VIEW tag_values AS
     SELECT person_id, tag, value, version, computed_at, qualified_at, expires_at
     FROM tag_value_rows
     UNION ALL
-    SELECT r.person_id, s.name, CAST(v.text AS JSON), s.version, r.computed_at, r.qualified_at,
-           r.expires_at
-    FROM realtime_tag_values r
-    JOIN realtime_subject_ids s USING (subject_id)
-    JOIN realtime_values v USING (value_id)
+    SELECT person_id, tag, value, version, computed_at, qualified_at, expires_at
+    FROM realtime_tag_value_texts
     """,
     # The values with their times as they are now: what every reader of the times uses.
     """

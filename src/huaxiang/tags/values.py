@@ -49,12 +49,8 @@ def take_over(con: duckdb.DuckDBPyConnection, tags: list[str]) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE hx_taken AS
-        SELECT r.person_id, s.name AS tag, CAST(v.text AS JSON) AS value, s.version,
-               r.computed_at, r.qualified_at, r.expires_at
-        FROM realtime_tag_values r
-        JOIN realtime_subject_ids s USING (subject_id)
-        JOIN realtime_values v USING (value_id)
-        WHERE r.subject_id IN ({realtime})
+        SELECT person_id, tag, value, version, computed_at, qualified_at, expires_at
+        FROM realtime_tag_value_texts WHERE subject_id IN ({realtime})
         """,
         [tags],
     )

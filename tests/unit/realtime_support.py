@@ -18,21 +18,36 @@ PID = 1
 """The person the events belong to."""
 
 
-def install(engine: RealtimeEngine, rules: list[a.Condition], start: datetime) -> None:
-    """Activate ``rules`` as real-time tags t0, t1, ... with person PID already known (the
-    subjects holding without events hold for it, as a rebuild decides for every person)."""
+def install(
+    engine: RealtimeEngine,
+    rules: list[a.Condition],
+    start: datetime,
+    ttls: list[int | None] | None = None,
+    *,
+    cases: bool = False,
+) -> None:
+    """Activate ``rules`` as real-time tags t0, t1, ... (``ttls``: their TTLs in days) with
+    person PID already known (the subjects holding without events hold for it, as a rebuild
+    decides for every person); ``cases``: and an enumerated tag ``cases`` whose value is the
+    number of the first rule holding (default -1)."""
     engine.clock = ManualClock(start)
     engine.subjects = {}
     engine.seen = np.zeros(64, np.bool_)
     engine.seen[PID : PID + 3] = True  # PID and the two persons after it
     engine._time = 0
     rows = [
-        ("tag", f"t{n}", 1, "rule", orjson.dumps({"rule": to_json(rule)}).decode(), None)
-        for n, rule in enumerate(rules)
+        ("tag", f"t{n}", 1, "rule", orjson.dumps({"rule": to_json(rule)}).decode(), ttl)
+        for n, (rule, ttl) in enumerate(zip(rules, ttls or [None] * len(rules), strict=True))
     ]
+    if cases:
+        spec = {
+            "cases": [{"value": n, "rule": to_json(rule)} for n, rule in enumerate(rules)],
+            "default": -1,
+        }
+        rows.append(("tag", "cases", 1, "enumerated", orjson.dumps(spec).decode(), None))
     program = VectorProgram(engine.columns)
     subjects = engine.compile(program, rows)
-    assert len(subjects) == len(rules)
+    assert len(subjects) == len(rows)
     engine.install(program, subjects, engine._now())
 
 

@@ -13,7 +13,7 @@ from huaxiang.clock import ManualClock
 from huaxiang.config import Settings
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.columns.base import NEVER
-from huaxiang.realtime.engine import Outcome, Part, RealtimeEngine, to_us
+from huaxiang.realtime.engine import Outcome, Part, RealtimeEngine, from_us, to_us
 from huaxiang.realtime.held import ENTERED, LEFT, NONE, Settled
 from huaxiang.realtime.vector import VectorProgram
 from huaxiang.rules.json_form import to_json
@@ -22,6 +22,7 @@ from huaxiang.store import Store
 
 T = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 RULE = orjson.dumps(to_json(parse("did(a)"))).decode()
+RECENT = to_json(parse("did(a, 1h)"))
 
 
 def _engine(store: Store) -> RealtimeEngine:
@@ -165,5 +166,55 @@ def test_several_decisions_of_one_tag_in_one_write_keep_the_last(tmp_path: Path)
             engine._write(con, went_and_came, now)
         assert _tag_state(store) == ([("fans_tag", 8)], {"true": 1})
         assert len(_stored(store)) == 5
+    finally:
+        store.close()
+
+
+def test_decisions_of_one_event_each_are_written_with_their_own_moments(tmp_path: Path) -> None:
+    """Events decided one at a time (the log follower's rounds) and a timer between them, in
+    one write: every change keeps its moment, cause and order; the values are the last."""
+    store = Store(tmp_path / "db.duckdb")
+    try:
+        engine = _engine(store)
+        engine.subjects = {}
+        rows = [("tag", "recent", 1, "rule", orjson.dumps({"rule": RECENT}).decode(), None)]
+        program = VectorProgram()
+        engine.install(program, engine.compile(program, rows), to_us(T))
+        outcome = Outcome()
+        hour = 3_600_000_000
+
+        def event(person: int, at: int, message: str) -> None:
+            engine.clock.set(from_us(at))  # type: ignore[attr-defined]
+            now = engine._now()
+            engine._due(now, None, outcome)
+            columns = ([("u", None)], ["a"], [at], ["{}"], [message], ["track"])
+            engine.step(columns, now, outcome, persons=[person])
+
+        start = to_us(T)
+        event(7, start, "m1")
+        event(8, start + 1, "m2")
+        event(7, start + 2 * hour, "m3")  # 7 left at start + 1 h (a timer), enters again
+        # The first two decisions make one part (at two moments); each timer one; then one.
+        assert [p.settled.persons.tolist() for p in outcome.parts] == [[7, 8], [7], [8], [7]]
+        with store.transaction() as con:
+            engine._write(con, outcome, engine._now())
+        con = store.cursor()
+        try:
+            changes = con.execute(
+                "SELECT person_id, change, epoch_us(changed_at), cause FROM tag_changes"
+                " ORDER BY changed_at, person_id"
+            ).fetchall()
+            values = con.execute("SELECT person_id FROM tag_values ORDER BY 1").fetchall()
+        finally:
+            con.close()
+        timer = "realtime: timer: window, deadline or ttl passed"
+        assert changes == [
+            (7, "entered", start, "realtime: event m1"),
+            (8, "entered", start + 1, "realtime: event m2"),
+            (7, "left", start + hour, timer),
+            (8, "left", start + 1 + hour, timer),
+            (7, "entered", start + 2 * hour, "realtime: event m3"),
+        ]
+        assert values == [(7,)]
     finally:
         store.close()

@@ -5,6 +5,8 @@ times, sequences with and without absence, attributes, consent, and/or/not) and 
 streams that arrive out of order (late by up to two days, a few stamped ahead of the clock). At
 chosen moments the engine's value equals the reference evaluator at that as_of over the events
 that had arrived; on a smaller set, also the compiled SQL run by DuckDB on the same events.
+An event met alone is decided with scalars: against arrays of one person, every change, truth,
+held value, timer and leaf reading is the same.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from realtime_support import PID, install, step
 from huaxiang.clock import ManualClock
 from huaxiang.engines.duckdb import DuckDBEngine
 from huaxiang.identity.resolver import IdentityResolver
-from huaxiang.realtime.engine import RealtimeEngine
+from huaxiang.realtime.calendar import Calendar
+from huaxiang.realtime.columns.base import NEVER
+from huaxiang.realtime.engine import Outcome, RealtimeEngine, _read_one, to_us
 from huaxiang.realtime.program import Profile
-from huaxiang.realtime.vector import Context
+from huaxiang.realtime.vector import Context, WindowView
 from huaxiang.rules import ast as a
 from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
 from huaxiang.store import Store
@@ -246,3 +250,120 @@ def test_realtime_matches_duckdb_sql(
     finally:
         cur.close()
     assert value == (found == [1])
+
+
+# -- an event met alone: scalars against arrays of one person ------------------------------
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeEngine]:
+    from huaxiang.config import Settings
+
+    store = Store(tmp_path_factory.mktemp("arrays") / "db.duckdb")
+    engine = RealtimeEngine(
+        store, IdentityResolver(Settings()), ManualClock(BASE), late_tolerance=timedelta(days=3)
+    )
+    engine.single = False
+    yield engine
+    store.close()
+
+
+def _changes(outcome: Outcome) -> list[Any]:
+    """What an outcome holds, in plain values (the decision numbers aside)."""
+    parts = []
+    for part in outcome.parts:
+        settled = part.settled
+        parts.append(
+            (
+                part.sid,
+                part.changed_at().tolist(),
+                [outcome.causes[c] for c in part.causes.tolist()],
+                settled.persons.tolist(),
+                settled.old.tolist(),
+                settled.new.tolist(),
+                settled.kinds.tolist(),
+                settled.at.tolist(),
+                settled.restamped.tolist(),
+                [column.tolist() for column in settled.rows],
+            )
+        )
+    return parts
+
+
+def _entries(calendar: Calendar) -> tuple[int, list[tuple[int, int]]]:
+    moments, persons = calendar.pop(2**62)
+    return calendar.first, sorted(zip(moments.tolist(), persons.tolist(), strict=True))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rules=st.lists(st.tuples(RULES, st.none() | st.integers(1, 3)), min_size=1, max_size=3),
+    stream=streams(),
+    who=st.lists(st.sampled_from([PID, PID + 1, PID + 2, PID + 7]), min_size=12, max_size=12),
+    offsets=st.lists(st.integers(0, 8 * 24 * 60), max_size=3),
+)
+def test_an_event_met_alone_is_decided_with_scalars_as_with_arrays(
+    engine: RealtimeEngine,
+    arrays: RealtimeEngine,
+    rules: list[tuple[a.Condition, int | None]],
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]],
+    who: list[int],
+    offsets: list[int],
+) -> None:
+    moments = [BASE + timedelta(minutes=m) for m in offsets]
+    timeline = sorted(
+        [(arr, 0, i) for i, (arr, *_rest) in enumerate(stream)]
+        + [(m, 1, i) for i, m in enumerate(moments)]
+    )
+    start = min([t for t, _, _ in timeline], default=BASE)
+    engine.single = True
+    for each in (engine, arrays):
+        install(each, [r for r, _ in rules], start, [t for _, t in rules], cases=True)
+    for moment, what, i in timeline:
+        found = []
+        for each in (engine, arrays):
+            each.clock.set(moment)  # type: ignore[attr-defined]
+            now = each._now()
+            outcome = each._due(now)
+            if what == 0:
+                _arrival, stamp, name, props = stream[i]
+                rows = (
+                    [("u", None)],
+                    [name],
+                    [to_us(stamp)],
+                    [orjson.dumps(props).decode()],
+                    [f"m{i}"],
+                    ["track"],
+                )
+                each.step(rows, now, outcome, persons=[who[i]])
+            found.append(_changes(outcome))
+        assert found[0] == found[1], (moment, what)
+    persons = np.array([PID, PID + 1, PID + 2, PID + 7], np.int64)
+    now = engine._now()
+    for mine, theirs in zip(engine.program.atoms, arrays.program.atoms, strict=True):
+        assert mine.truth[persons].tolist() == theirs.truth[persons].tolist(), mine.key
+    for sid, subject in engine.subjects.items():
+        held, other = subject.held, arrays.subjects[sid].held
+        for column in ("code", "qualified", "expires"):
+            assert (
+                getattr(held, column)[persons].tolist() == getattr(other, column)[persons].tolist()
+            )
+        assert _entries(held.ttl) == _entries(other.ttl)
+    for mine_leaf, their_leaf in zip(engine.program.leaves, arrays.program.leaves, strict=True):
+        reading = their_leaf.columns.read(persons, now)
+        mine = mine_leaf.columns
+        base, window = (mine.base, mine.window) if isinstance(mine, WindowView) else (mine, None)
+        # Read at the engine's time, at every moment a reading can change at, and just before.
+        later = {int(t) for t in reading.next.tolist() if t < NEVER}
+        for moment in sorted({now} | later | {t - 1 for t in later if t - 1 > now}):
+            reading = their_leaf.columns.read(persons, moment)
+            for n, pid in enumerate(persons.tolist()):
+                value, present, nxt = _read_one(base, pid, moment, [window])[0]
+                assert present == bool(reading.present[n]), (mine_leaf.key, pid, moment)
+                assert nxt == int(reading.next[n]), (mine_leaf.key, pid, moment)
+                if present:
+                    expected = reading.value[n].item()
+                    assert value == expected or (value != value and expected != expected)
+        assert _entries(mine_leaf.timers) == _entries(their_leaf.timers), mine_leaf.key

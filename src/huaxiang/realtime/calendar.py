@@ -99,6 +99,26 @@ class Calendar:
         if low < self.first:
             self._moved(low)
 
+    def push_one(self, person: int, moment: int) -> None:
+        """:meth:`push` of one entry, without array calls."""
+        if person >= len(self._due):
+            self._due = grown(self._due, person + 1, NEVER)
+        if moment >= self._due[person]:
+            return
+        self._due[person] = moment
+        end = self._tail + 1
+        if end > len(self._tail_moments):
+            size = max(end, 2 * len(self._tail_moments), 64)
+            self._tail_moments = np.resize(self._tail_moments, size)
+            self._tail_persons = np.resize(self._tail_persons, size)
+        self._tail_moments[self._tail] = moment
+        self._tail_persons[self._tail] = person
+        self._tail = end
+        if end > max(_TAIL, len(self._sorted_moments) - self._head):
+            self._merge()
+        if moment < self.first:
+            self._moved(moment)
+
     def _merge(self) -> None:
         """Sort the tail into the sorted part (folding duplicates when there are many)."""
         moments = np.concatenate(

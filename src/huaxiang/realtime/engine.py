@@ -47,6 +47,9 @@ from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.calendar import Calendar
 from huaxiang.realtime.changes import ChangeKind, MembershipChange, Subject
 from huaxiang.realtime.columns.base import NEVER, Persons, Reading
+from huaxiang.realtime.columns.metric import MetricColumns
+from huaxiang.realtime.columns.sequence import SequenceColumns
+from huaxiang.realtime.columns.times import TimeColumns
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
@@ -56,7 +59,9 @@ from huaxiang.realtime.vector import (
     Columns,
     ColumnsFactory,
     Context,
+    ContextOne,
     Expr,
+    ExprOne,
     VectorProgram,
     VLeaf,
     WindowView,
@@ -98,6 +103,11 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+ONE_BY_ONE = 64
+"""Events folded ahead of the loader in one round up to this many are decided one by one, with
+scalars (:meth:`RealtimeEngine._step_one`); more, as one batch of arrays."""
+
+
 class RealtimeStale(TransientIngestError):
     """The engine's memory holds what a rolled-back write decided: the loader reloads it from
     the store and retries the batch."""
@@ -112,6 +122,8 @@ class CompiledSubject:
     fingerprint: str
     cases: list[tuple[int, Expr]]
     """(value code, expression): the first case that holds gives the value."""
+    cases_one: list[tuple[int, ExprOne]]
+    """The cases for one person at a time (:meth:`RealtimeEngine._step_one`)."""
     default: int
     """The default value's code (NONE: no default)."""
     ttl_us: int | None
@@ -126,15 +138,45 @@ class CompiledSubject:
         self.digest_prefix = f"{self.kind.value}|{self.name}|{self.version}|"
 
 
-@dataclass(slots=True)
+One = tuple[int, int, int, int, int, int, bool, int, int, int, int]
+"""A decision of one person (:meth:`RealtimeEngine._step_one`): subject, moment, person, old
+code, new code, kind, changed (else only its TTL moved), qualified, expires, cause, number."""
+
+
 class Outcome:
     """What a batch or a timer round changed, as arrays per subject and moment."""
 
-    parts: list[Part] = field(default_factory=list)
-    """What each decision changed (those without a change or a TTL moved are left out)."""
-    causes: list[str] = field(default_factory=list)
-    touched: bool = False
-    """Whether any leaf state moved (the snapshot is due)."""
+    __slots__ = ("_ones", "_parts", "causes", "touched")
+
+    def __init__(
+        self,
+        parts: list[Part] | None = None,
+        causes: list[str] | None = None,
+        touched: bool = False,
+    ) -> None:
+        self._parts = parts if parts is not None else []
+        self._ones: list[One] = []
+        self.causes = causes if causes is not None else []
+        self.touched = touched
+        """Whether any leaf state moved (the snapshot is due)."""
+
+    @property
+    def parts(self) -> list[Part]:
+        """What each decision changed (those without a change or a TTL moved are left out)."""
+        if self._ones:
+            self._parts += _grouped(self._ones)
+            self._ones = []
+        return self._parts
+
+    @parts.setter
+    def parts(self, parts: list[Part]) -> None:
+        self.parts  # noqa: B018 (decisions of one person first)
+        self._parts = parts
+
+    def add_one(self, one: One) -> None:
+        """A decision of one person: kept as a tuple, and grouped with the others of its
+        subject and moment into arrays when the parts are read."""
+        self._ones.append(one)
 
     def __len__(self) -> int:
         return sum(len(p.settled.persons) for p in self.parts)
@@ -151,6 +193,78 @@ class Part:
     """The cause of each change: an index in the outcome's causes."""
     seq: int
     """Orders decisions (the newest held value of a person wins when the store is read)."""
+    seqs: NDArray[np.int64] | None = None
+    """The decision of each row of ``settled.rows``, when they differ (decisions of one person
+    grouped); None: all ``seq``."""
+    moments: NDArray[np.int64] | None = None
+    """The moment of each change, when they differ (decisions of one person grouped); None:
+    all ``moment``."""
+
+    def row_seqs(self) -> NDArray[np.int64]:
+        if self.seqs is not None:
+            return self.seqs
+        return np.full(len(self.settled.rows[0]), self.seq, np.int64)
+
+    def changed_at(self) -> NDArray[np.int64]:
+        """The moment of each change."""
+        if self.moments is not None:
+            return self.moments
+        return np.full(len(self.settled.persons), self.moment, np.int64)
+
+
+def _grouped(ones: list[One]) -> list[Part]:
+    """Decisions of one person each as parts: one per subject, in the order they were made, a
+    new one when a person comes back (a part holds distinct persons)."""
+    groups: list[tuple[int, list[int]]] = []
+    open_: dict[int, tuple[set[int], list[int]]] = {}
+    for i, one in enumerate(ones):
+        sid, person = one[0], one[2]
+        group = open_.get(sid)
+        if group is None or person in group[0]:
+            group = open_[sid] = (set(), [])
+            groups.append((sid, group[1]))
+        group[0].add(person)
+        group[1].append(i)
+    columns = [np.array(column) for column in zip(*ones, strict=True)]
+    moments = columns[1].astype(np.int64)
+    persons, olds, news, kinds, changed, qualified, expires, causes, seqs = columns[2:]
+    persons = persons.astype(np.int64)
+    out = []
+    for sid, members in groups:
+        at = np.array(members, np.int64)
+        moved = changed[at]
+        order = np.concatenate([at[moved], at[~moved]])
+        rows = (
+            persons[order],
+            news[order].astype(np.int32),
+            qualified[order].astype(np.int64),
+            expires[order].astype(np.int64),
+        )
+        both = at[moved]
+        settled = Settled(
+            persons[both],
+            olds[both].astype(np.int32),
+            news[both].astype(np.int32),
+            kinds[both].astype(np.int8),
+            moved,
+            persons[at[~moved]],
+            rows,
+        )
+        row_seqs = seqs[order].astype(np.int64)
+        part_causes = causes[both].astype(np.int64)
+        times = moments[at]
+        out.append(
+            Part(
+                sid,
+                settled,
+                int(times.min()),
+                part_causes,
+                int(row_seqs.max()),
+                row_seqs,
+                moments[both],
+            )
+        )
+    return out
 
 
 Dirty = dict[int, list[tuple[Persons, NDArray[np.int64]]]]
@@ -174,6 +288,9 @@ class RealtimeEngine:
         self.late_us = int(late_tolerance.total_seconds() * 1_000_000)
         self.columns: ColumnsFactory | None = None
         """What makes a leaf's state (None: the columnar states)."""
+        self.single = True
+        """Whether an event met alone (a round of the log follower, mostly) is decided with
+        scalars (:meth:`_step_one`) rather than arrays of one person."""
         self.program = VectorProgram()
         self.subjects: dict[int, CompiledSubject] = {}
         self.unsupported: dict[str, str] = {}
@@ -309,14 +426,11 @@ class RealtimeEngine:
             try:
                 if kind == "audience" or tag_kind == "rule":
                     rule = spec if kind == "audience" else spec["rule"]
-                    cases = [(held.code_of(TRUE), program.compile(from_json(rule), sid, uses))]
+                    rules = [(held.code_of(TRUE), from_json(rule))]
                     default = NONE
                 elif tag_kind == "enumerated":
-                    cases = [
-                        (
-                            held.code_of(value_text(c["value"])),
-                            program.compile(from_json(c["rule"]), sid, uses),
-                        )
+                    rules = [
+                        (held.code_of(value_text(c["value"])), from_json(c["rule"]))
                         for c in spec["cases"]
                     ]
                     default = (
@@ -324,6 +438,8 @@ class RealtimeEngine:
                     )
                 else:
                     raise Unsupported(f"{tag_kind} tags are not evaluated in real time")
+                cases = [(code, program.compile(rule, sid, uses)) for code, rule in rules]
+                cases_one = [(code, program.compile_one(rule)) for code, rule in rules]
             except Unsupported as e:
                 self.unsupported[f"{kind}:{name}"] = str(e)
                 for leaf in program.leaves:
@@ -338,6 +454,7 @@ class RealtimeEngine:
                 int(version),
                 fingerprint,
                 cases,
+                cases_one,
                 default,
                 None if ttl is None else int(ttl) * 86_400_000_000,
                 held,
@@ -727,9 +844,17 @@ class RealtimeEngine:
             if not taken:
                 return handled
             rows = cast(Rows, tuple([v for _, r, _ in taken for v in r[k]] for k in range(6)))
+            persons = [p for _, _, ps in taken for p in ps]
             now = self._now()
             self._due(now, con, self._pending)
-            self.step(rows, now, self._pending, con, [p for _, _, ps in taken for p in ps])
+            if self.single and len(persons) <= ONE_BY_ONE:
+                # Each event decided on its own: with scalars, a few events cost less so than
+                # as arrays (and each change names its own event).
+                for i, person in enumerate(persons):
+                    one = cast(Rows, tuple([column[i]] for column in rows))
+                    self.step(one, now, self._pending, con, [person])
+            else:
+                self.step(rows, now, self._pending, con, persons)
             for seq, part_rows, persons in taken:
                 ahead.update(part_rows[4])
                 order.append((seq, part_rows[4]))
@@ -778,6 +903,14 @@ class RealtimeEngine:
         known = [i for i, p in enumerate(persons) if p is not None]
         if not known:
             return
+        if len(known) == 1 and self.single and not skip:
+            i = known[0]
+            pid = persons[i]
+            assert pid is not None
+            self._step_one(
+                int(pid), names[i], times[i], props[i], messages[i], kinds[i], now, outcome, con
+            )
+            return
         pids = np.array([persons[i] for i in known], np.int64)
         self._grow(int(pids.max()) + 1)
         causes = [f"event {messages[i]}" for i in known]
@@ -825,6 +958,185 @@ class RealtimeEngine:
         if fed:
             outcome.touched = True
         self._decide(con, dirty, now, causes, outcome)
+
+    # -- one event ------------------------------------------------------------------------------
+
+    def _step_one(
+        self,
+        pid: int,
+        name: str | None,
+        moment: int,
+        props: str | None,
+        message: str,
+        kind: str,
+        now: int,
+        outcome: Outcome,
+        con: duckdb.DuckDBPyConnection | None,
+    ) -> None:
+        """:meth:`step` of one event, with scalars: the same states fed, truths kept, timers
+        armed and decisions settled as arrays of one person give, without their calls (a
+        round of the log follower, mostly, holds one event)."""
+        self._grow(pid + 1)
+        cause = f"event {message}"
+        dirty: dict[int, None] = {}
+        if not self.seen[pid]:
+            self.seen[pid] = True
+            dirty.update(dict.fromkeys(self._wide))
+        if self._profile_subjects and kind == "identify":
+            dirty.update(dict.fromkeys(self._profile_subjects))
+            cause = f"profile update {message}"
+        fed = self._fold_one(pid, name, moment, props, now)
+        leaves = self.program.leaves
+        by_state: dict[int, list[VLeaf]] = {}
+        for leaf_id in fed:
+            leaf = leaves[leaf_id]
+            by_state.setdefault(leaf.state, []).append(leaf)
+        for members in by_state.values():
+            self._react_one(members, pid, now, dirty)
+        if fed:
+            outcome.touched = True
+        self._decide_one(con, dirty, pid, now, cause, outcome)
+
+    def _fold_one(
+        self, pid: int, name: str | None, moment: int, props: str | None, now: int
+    ) -> list[int]:
+        """:meth:`_fold` of one event: the leaves fed."""
+        program = self.program
+        entries = program.by_event.get(name) if name is not None else None
+        if not entries:
+            return []
+        parsed: dict[str, Any] | None = None
+        tested: dict[EventMatch, bool] = {}
+        roles: dict[int, list[bool]] = {}
+        for leaf_id, match, role in entries:
+            if match.where:
+                ok = tested.get(match)
+                if ok is None:
+                    if parsed is None:
+                        parsed = orjson.loads(props) if props else {}
+                        if not isinstance(parsed, dict):
+                            parsed = {}
+                    ok = tested[match] = bool(program.matchers[match](parsed))
+                if not ok:
+                    continue
+            roles.setdefault(leaf_id, []).append(role != "b")
+        states_fed: set[int] = set()
+        for leaf_id, steps in roles.items():
+            leaf = program.leaves[leaf_id]
+            if leaf.state in states_fed:  # leaves sharing a state: fed once
+                continue
+            states_fed.add(leaf.state)
+            count = len(steps)
+            values = None
+            if leaf.property is not None:
+                if parsed is None:
+                    parsed = orjson.loads(props) if props else {}
+                    if not isinstance(parsed, dict):
+                        parsed = {}
+                values = [parsed.get(leaf.property)] * count
+            columns = program.states[leaf.state].columns
+            if count == 1 and isinstance(columns, MetricColumns | TimeColumns):
+                columns.feed_one(
+                    pid, moment, None if values is None else values[0], now, self.late_us
+                )
+                continue
+            if count == 1 and isinstance(columns, SequenceColumns):
+                columns.feed_one(pid, moment, steps[0], now)
+                continue
+            first = np.array(steps, np.bool_) if isinstance(leaf.spec, SequenceSpec) else None
+            columns.feed(
+                np.full(count, pid, np.int64),
+                np.full(count, moment, np.int64),
+                values,
+                now,
+                self.late_us,
+                first=first,
+            )
+        return list(roles)
+
+    def _react_one(self, leaves: list[VLeaf], pid: int, now: int, dirty: dict[int, None]) -> None:
+        """:meth:`_react_state` of one person: read the leaves of one state whose atoms can
+        still change, judge them, mark the subjects."""
+        needed = [
+            leaf
+            for leaf in leaves
+            if not (leaf.rising and leaf.judged and all(a.truth[pid] for a in leaf.judged))
+        ]
+        if not needed:
+            return
+        views = [leaf.columns for leaf in needed]
+        if len(needed) > 1 and all(isinstance(v, WindowView) for v in views):
+            windows = cast(list[WindowView], views)
+            readings = _read_one(windows[0].base, pid, now, [v.window for v in windows])
+        else:
+            readings = []
+            for view in views:
+                if isinstance(view, WindowView):
+                    readings += _read_one(view.base, pid, now, [view.window])
+                else:
+                    readings += _read_one(view, pid, now, [None])
+        for leaf, (value, present, nxt) in zip(needed, readings, strict=True):
+            for atom in leaf.judged:
+                truth, own = atom.judge_one(value, present, now)
+                if own < nxt:
+                    nxt = own
+                if truth != atom.truth[pid]:
+                    atom.truth[pid] = truth
+                    for sid in atom.subjects:
+                        dirty.setdefault(sid)
+            if nxt > now:
+                leaf.timers.push_one(pid, nxt)
+
+    def _decide_one(
+        self,
+        con: duckdb.DuckDBPyConnection | None,
+        dirty: dict[int, None],
+        pid: int,
+        now: int,
+        cause: str,
+        outcome: Outcome,
+    ) -> None:
+        """:meth:`_decide` of one person."""
+        if not dirty:
+            return
+        base = len(outcome.causes)
+        outcome.causes.append(cause)
+        decided = [s for s in map(self.subjects.get, dirty) if s is not None]
+        profile = Profile()
+        if con is not None and any(s.uses for s in decided):
+            needs = {use.split(":", 1)[0] for s in decided for use in s.uses}
+            profile = self._profiles(con, needs, np.array([pid], np.int64)).get(pid) or profile
+        ctx = ContextOne(pid, now, self.program.atoms, profile)
+        for subject in decided:
+            code, defaulted = NONE, False
+            for case, expr in subject.cases_one:
+                if expr(ctx):
+                    code = case
+                    break
+            else:
+                if subject.default != NONE:
+                    code, defaulted = subject.default, True
+            settled = subject.held.settle_one(
+                pid, code, defaulted, now, subject.ttl_us, subject.default
+            )
+            if settled is not None:
+                self._seq += 1
+                old, new, kind, changed, qualified, expires = settled
+                outcome.add_one(
+                    (
+                        subject.sid,
+                        now,
+                        pid,
+                        old,
+                        new,
+                        kind,
+                        changed,
+                        qualified,
+                        expires,
+                        base,
+                        self._seq,
+                    )
+                )
 
     def _react(
         self,
@@ -1158,8 +1470,8 @@ class RealtimeEngine:
         table = self._change_table(con, outcome, changed) if changed else None
         wanted: list[MembershipChange] = []
         if table is not None:
-            low = min(p.moment for p in changed)
-            high = max(p.moment for p in changed)
+            low = min(int(p.changed_at().min()) for p in changed)
+            high = max(int(p.changed_at().max()) for p in changed)
             if self._changes_until is None:
                 found = con.execute(
                     "SELECT epoch_us(max(changed_at)) FROM realtime_change_rows"
@@ -1244,13 +1556,14 @@ class RealtimeEngine:
                 "old_value": pa.array(joined[start + np.maximum(olds, 0)], mask=olds < 0),
                 "new_value": pa.array(joined[start + np.maximum(news, 0)], mask=news < 0),
                 "moment": pa.array(
-                    np.repeat(np.array([p.moment for p in parts], np.int64), sizes),
-                    pa.timestamp("us"),
+                    np.concatenate([p.changed_at() for p in parts]), pa.timestamp("us")
                 ),
                 "cause": pa.array(
                     np.concatenate([p.causes for p in parts]) + (self._cause_base or 0)
                 ),
-                "seq": pa.array(np.repeat(np.array([p.seq for p in parts], np.int64), sizes)),
+                "seq": pa.array(
+                    np.concatenate([p.row_seqs()[: len(p.settled.persons)] for p in parts])
+                ),
             }
         )
 
@@ -1360,18 +1673,18 @@ class RealtimeEngine:
                 return []
         out: list[MembershipChange] = []
         for part in outcome.parts:
-            sid, settled, moment, why = part.sid, part.settled, part.moment, part.causes
+            sid, settled, why = part.sid, part.settled, part.causes
             subject = self.subjects[sid]
             if wanted is not None and (subject.kind.value, subject.name) not in wanted:
                 continue
             texts = subject.held.texts
-            at = from_us(moment)
-            for p, old, new, kind, cause in zip(
+            for p, old, new, kind, cause, moment in zip(
                 settled.persons.tolist(),
                 settled.old.tolist(),
                 settled.new.tolist(),
                 settled.kinds.tolist(),
                 [outcome.causes[i] for i in why.tolist()],
+                part.changed_at().tolist(),
                 strict=True,
             ):
                 new_text = None if new < 0 else texts[new]
@@ -1389,7 +1702,7 @@ class RealtimeEngine:
                         kind=ChangeKind(kind_name),
                         old_value=None if old < 0 else _parsed(texts[old]),
                         new_value=None if new_text is None else _parsed(new_text),
-                        at=at,
+                        at=from_us(moment),
                         cause=cause,
                         version=subject.version,
                     )
@@ -1601,7 +1914,7 @@ class RealtimeEngine:
                 (
                     self.subjects[p.sid],
                     cast(HeldRows, tuple(a[-len(p.settled.restamped) :] for a in p.settled.rows)),
-                    p.seq,
+                    p.row_seqs()[-len(p.settled.restamped) :],
                 )
                 for p in outcome.parts
                 if len(p.settled.restamped)
@@ -1611,9 +1924,9 @@ class RealtimeEngine:
     def _log_held(
         self,
         con: duckdb.DuckDBPyConnection,
-        parts: Sequence[tuple[CompiledSubject, HeldRows, int]],
+        parts: Sequence[tuple[CompiledSubject, HeldRows, NDArray[np.int64]]],
     ) -> None:
-        """Append held value rows (those of a subject ``parts[i][0]``, made by the decision
+        """Append held value rows (those of a subject ``parts[i][0]``, made by the decisions
         ``parts[i][2]``) to ``realtime_held_log``, as numbers (value_id null: none)."""
         if not parts:
             return
@@ -1628,7 +1941,7 @@ class RealtimeEngine:
             con,
             pa.table(
                 {
-                    "seq": pa.array(np.repeat(np.array([q for _, _, q in parts], np.int64), sizes)),
+                    "seq": pa.array(np.concatenate([q for _, _, q in parts])),
                     "key_id": pa.array(np.repeat(np.array(keys, np.int32), sizes)),
                     "person_id": pa.array(
                         np.concatenate([r[0] for _, r, _ in parts]).astype(np.uint32)
@@ -1654,7 +1967,8 @@ class RealtimeEngine:
             if len(holders):
                 subject.held.code[holders] = NONE
                 self._seq += 1
-                parts.append((subject, _holding(subject.held, holders), self._seq))
+                seqs = np.full(len(holders), self._seq, np.int64)
+                parts.append((subject, _holding(subject.held, holders), seqs))
                 self._written = self._seq
         self._log_held(con, parts)
 
@@ -2055,6 +2369,24 @@ class Landing:
     """The codes held before each change (NONE: none)."""
 
 
+def _read_one(
+    columns: Columns, pid: int, now: int, windows: list[Any]
+) -> list[tuple[Any, bool, int]]:
+    """(value, present, next) of one person in each window of a state (``windows``: what its
+    ``read_many`` takes; None: its own), without array calls where the state has a scalar
+    reader."""
+    reader = getattr(columns, "read_one", None)
+    if reader is not None:
+        found: list[tuple[Any, bool, int]] = reader(pid, now, windows)
+        return found
+    persons = np.array([pid], np.int64)
+    if windows == [None]:
+        readings = [columns.read(persons, now)]
+    else:
+        readings = columns.read_many(persons, now, windows)  # type: ignore[attr-defined]
+    return [(r.value.item(0), bool(r.present[0]), int(r.next[0])) for r in readings]
+
+
 def _holding(held: Held, persons: Persons) -> HeldRows:
     """What ``persons`` hold now, as held value rows."""
     return persons, held.code[persons], held.qualified[persons], held.expires[persons]
@@ -2099,7 +2431,7 @@ def _earlier_held(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str, i
 def _holder(key: str, held: Held) -> CompiledSubject:
     """A placeholder subject carrying loaded held values until the definitions compile."""
     kind, name = key.split(":", 1)
-    return CompiledSubject(-1, Subject(kind), name, 0, "", [], NONE, None, held)
+    return CompiledSubject(-1, Subject(kind), name, 0, "", [], [], NONE, None, held)
 
 
 _PARSED: dict[str, Any] = {}
@@ -2185,13 +2517,14 @@ def changes_of(
 ) -> Iterable[tuple[str, int, str, Any, Any, int]]:
     """(subject key, person, kind, old value, new value, moment) of each change (tests)."""
     for part in outcome.parts:
-        subject, settled, moment = engine.subjects[part.sid], part.settled, part.moment
+        subject, settled = engine.subjects[part.sid], part.settled
         texts = subject.held.texts
-        for p, old, new, kind in zip(
+        for p, old, new, kind, moment in zip(
             settled.persons.tolist(),
             settled.old.tolist(),
             settled.new.tolist(),
             settled.kinds.tolist(),
+            part.changed_at().tolist(),
             strict=True,
         ):
             yield (

@@ -157,3 +157,60 @@ class Held:
         count = len(moved)
         rows = (moved, new, np.full(count, now, np.int64), np.full(count, NEVER, np.int64))
         return Settled(moved, old, new, kinds, changed, moved[:0], rows)
+
+    def settle_one(
+        self,
+        person: int,
+        fresh: int,
+        defaulted: bool,
+        now: int,
+        ttl_us: int | None,
+        default: int,
+    ) -> tuple[int, int, int, bool, int, int] | None:
+        """:meth:`settle` for one person, without array calls: (old code, new code, kind,
+        changed (else only the TTL moved), qualified, expires) of its row, or None when nothing
+        changed and no TTL moved."""
+        self.grow(person + 1)
+        old = int(self.code[person])
+        if ttl_us is None:
+            new = max(fresh, NONE)
+            self.code[person] = new
+            self.qualified[person] = now
+            self.expires[person] = NEVER
+            if old == new:
+                return None
+            kind = LEFT if new < 0 else ENTERED if old < 0 else CHANGED
+            return old, new, kind, True, now, NEVER
+        old_expires = int(self.expires[person])
+        has_old = old >= 0
+        qualifies = fresh >= 0 and not defaulted
+        new = fresh if fresh >= 0 else NONE
+        new_qualified = now
+        new_expires = NEVER
+        # Held, not qualifying (any more): the TTL runs from the moment it stopped.
+        lingering = not qualifies and has_old and old != default
+        starts = lingering and old_expires == NEVER
+        running = lingering and old_expires != NEVER and old_expires > now
+        if starts:
+            new, new_expires = old, now + ttl_us
+        elif running:
+            new, new_expires = old, old_expires
+            new_qualified = int(self.qualified[person])
+        restamped = starts or (
+            has_old and old_expires != NEVER and new >= 0 and new_expires == NEVER and old == new
+        )
+        self.code[person] = new
+        self.qualified[person] = new_qualified
+        self.expires[person] = new_expires if new >= 0 else NEVER
+        if new >= 0 and new_expires != NEVER and new_expires > now:
+            self.ttl.push_one(person, new_expires)
+        changed = old != new
+        if not changed and not restamped:
+            return None
+        gone = new < 0
+        if gone:
+            expired = old_expires != NEVER and old_expires <= now
+            kind = EXPIRED if expired else LEFT
+        else:
+            kind = CHANGED if has_old else ENTERED
+        return old, new, kind, changed, new_qualified, NEVER if gone else new_expires

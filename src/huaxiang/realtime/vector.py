@@ -115,6 +115,10 @@ def load_columns(spec: LeafSpec, span: Span, table: pa.Table, kind: str) -> Colu
 Judge = Callable[[Reading, int], tuple[Truths, Moments | None]]
 """(the leaf's reading, now) -> (truths, the moments each can change at besides the leaf's)."""
 
+JudgeOne = Callable[[Any, bool, int], tuple[bool, int]]
+""":data:`Judge` for one person: (value, present, now) -> (truth, a moment it can change at
+besides the leaf's, NEVER: none)."""
+
 
 @dataclass(slots=True)
 class VLeaf:
@@ -124,6 +128,10 @@ class VLeaf:
     columns: Columns
     subjects: set[int] = field(default_factory=set)
     atoms: list[int] = field(default_factory=list)
+    judged: list[VAtom] = field(default_factory=list)
+    """The atoms themselves (as ``atoms`` numbers them)."""
+    rising: bool = True
+    """Whether every atom on the leaf is rising (a true one stays true as events come)."""
     property: str | None = None
     """The event property the leaf's aggregate reads (None: none)."""
     timers: Calendar = field(default_factory=lambda: Calendar())
@@ -143,6 +151,7 @@ class VAtom:
 
     leaf: int
     judge: Judge
+    judge_one: JudgeOne
     key: str
     rising: bool
     empty: bool
@@ -166,6 +175,19 @@ class Context:
 
 
 Expr = Callable[[Context], Truths]
+
+
+@dataclass(slots=True)
+class ContextOne:
+    """:class:`Context` of one person."""
+
+    person: int
+    now: int
+    atoms: list[VAtom]
+    profile: Profile
+
+
+ExprOne = Callable[[ContextOne], bool]
 
 
 @dataclass(slots=True)
@@ -204,6 +226,13 @@ class WindowView:
         self.spec = leaf.spec
         self.span = leaf.span
         self.length = leaf.span.length
+
+    @property
+    def window(self) -> Any:
+        """What the state's ``read_many`` takes for this window."""
+        if isinstance(self.spec, SequenceSpec):
+            return (self.spec, self.span)
+        return self.length
 
     def read(self, persons: Persons, now: int) -> Reading:
         if isinstance(self.spec, SequenceSpec):
@@ -277,7 +306,10 @@ class VectorProgram:
         if match.where and match not in self.matchers:
             self.matchers[match] = matcher(match)
 
-    def atom(self, node: Condition, leaf_id: int, judge: Judge, subject: int) -> Expr:
+    def atom(
+        self, node: Condition, leaf_id: int, judges: tuple[Judge, JudgeOne], subject: int
+    ) -> Expr:
+        judge, judge_one = judges
         key = repr(node)
         found = self._atom_keys.get(key)
         if found is None:
@@ -287,9 +319,20 @@ class VectorProgram:
             empty = self.columns(leaf.spec, leaf.span).read(np.zeros(1, np.int64), 0)
             truth0 = bool(judge(empty, 0)[0][0])
             self.atoms.append(
-                VAtom(leaf_id, judge, key, rising(node), truth0, np.full(64, truth0, np.bool_))
+                VAtom(
+                    leaf_id,
+                    judge,
+                    judge_one,
+                    key,
+                    rising(node),
+                    truth0,
+                    np.full(64, truth0, np.bool_),
+                )
             )
-            self.leaves[leaf_id].atoms.append(found)
+            leaf = self.leaves[leaf_id]
+            leaf.atoms.append(found)
+            leaf.judged.append(self.atoms[found])
+            leaf.rising = leaf.rising and self.atoms[found].rising
         self.atoms[found].subjects.add(subject)
         atom_id = found
 
@@ -303,6 +346,10 @@ class VectorProgram:
         """An expression deciding ``rule`` for many persons; ``uses`` collects what it reads
         besides events (``attributes:<name>``, ``consent``, ``tags``)."""
         return _compile(self, rule, subject, uses)
+
+    def compile_one(self, rule: Rule) -> ExprOne:
+        """:meth:`compile` for one person at a time, over the atoms ``compile`` made."""
+        return _compile_one(self, rule)
 
     def finish(self, existing: Callable[[str, LeafSpec, Span], Columns | None]) -> list[int]:
         """Decide the states the leaves read, once every subject is compiled; return the leaves
@@ -392,7 +439,7 @@ def _compile(program: VectorProgram, node: Condition, subject: int, uses: set[st
             raise Unsupported("in_audience is not supported in real time")
         case Did(match, window):
             leaf = program.leaf(MetricSpec(COUNT, None, match, window), subject)
-            return program.atom(node, leaf, _did, subject)
+            return program.atom(node, leaf, (_did, _did_one), subject)
         case MetricCondition(metric, metric_op, value):
             if isinstance(metric, EventCount):
                 spec = MetricSpec(COUNT, None, metric.match, metric.window)
@@ -414,7 +461,7 @@ def _compile(program: VectorProgram, node: Condition, subject: int, uses: set[st
         case SequenceNode(first, then, within, window, absent):
             spec_seq = SequenceSpec(first, then, within.seconds * 1_000_000, window, absent)
             leaf = program.leaf(spec_seq, subject)
-            return program.atom(node, leaf, _sequence, subject)
+            return program.atom(node, leaf, (_sequence, _sequence_one), subject)
     raise Unsupported(f"not a rule condition: {node!r}")
 
 
@@ -422,8 +469,16 @@ def _did(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
     return reading.present & (reading.value > 0), None
 
 
+def _did_one(value: Any, present: bool, now: int) -> tuple[bool, int]:
+    return present and value > 0, NEVER
+
+
 def _sequence(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
     return reading.present & reading.value.astype(np.bool_), None
+
+
+def _sequence_one(value: Any, present: bool, now: int) -> tuple[bool, int]:
+    return present and bool(value), NEVER
 
 
 _OPS: dict[CompareOp, Callable[[Any, Any], Any]] = {
@@ -436,7 +491,7 @@ _OPS: dict[CompareOp, Callable[[Any, Any], Any]] = {
 }
 
 
-def _compare(op: CompareOp, expected: float) -> Judge:
+def _compare(op: CompareOp, expected: float) -> tuple[Judge, JudgeOne]:
     holds = _OPS[op]
 
     def compare(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
@@ -444,10 +499,13 @@ def _compare(op: CompareOp, expected: float) -> Judge:
         with np.errstate(invalid="ignore"):
             return reading.present & holds(values, expected), None
 
-    return compare
+    def compare_one(value: Any, present: bool, now: int) -> tuple[bool, int]:
+        return present and bool(holds(float(value), expected)), NEVER
+
+    return compare, compare_one
 
 
-def _recency(ago_us: int, before: bool) -> Judge:
+def _recency(ago_us: int, before: bool) -> tuple[Judge, JudgeOne]:
     def recency(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
         moments = reading.value.astype(np.int64, copy=False)
         present = reading.present
@@ -456,15 +514,55 @@ def _recency(ago_us: int, before: bool) -> Judge:
         turns = np.where(present, moments + ago_us, NEVER)
         return truth, np.where(turns > now, turns, NEVER)
 
-    return recency
+    def recency_one(value: Any, present: bool, now: int) -> tuple[bool, int]:
+        if not present:
+            return False, NEVER
+        moment = int(value)
+        boundary = now - ago_us
+        turns = moment + ago_us
+        return (moment <= boundary) if before else (moment > boundary), (
+            turns if turns > now else NEVER
+        )
+
+    return recency, recency_one
 
 
-def _time_at(at_us: int, before: bool) -> Judge:
+def _time_at(at_us: int, before: bool) -> tuple[Judge, JudgeOne]:
     def time_at(reading: Reading, now: int) -> tuple[Truths, Moments | None]:
         moments = reading.value.astype(np.int64, copy=False)
         return reading.present & ((moments < at_us) if before else (moments >= at_us)), None
 
-    return time_at
+    def time_at_one(value: Any, present: bool, now: int) -> tuple[bool, int]:
+        if not present:
+            return False, NEVER
+        return (int(value) < at_us) if before else (int(value) >= at_us), NEVER
+
+    return time_at, time_at_one
+
+
+def _compile_one(program: VectorProgram, node: Condition) -> ExprOne:
+    match node:
+        case And(conditions):
+            parts = [_compile_one(program, c) for c in conditions]
+            return lambda ctx: all(part(ctx) for part in parts)
+        case Or(conditions):
+            parts = [_compile_one(program, c) for c in conditions]
+            return lambda ctx: any(part(ctx) for part in parts)
+        case Not(condition):
+            inner = _compile_one(program, condition)
+            return lambda ctx: not inner(ctx)
+        case AttributeCondition(attribute, test):
+            return lambda ctx: passes(test, lookup(ctx.profile.attributes, attribute))
+        case Consent(purpose, status):
+            allows = _consent(purpose, status)
+            return lambda ctx: allows(ctx.profile)
+        case HasTag(tag, value):
+            return lambda ctx: _has_tag(ctx.profile.tags, tag, value)
+    found = program._atom_keys.get(repr(node))
+    if found is None:
+        raise Unsupported(f"not a compiled rule condition: {node!r}")
+    atom_id = found
+    return lambda ctx: bool(ctx.atoms[atom_id].truth[ctx.person])
 
 
 def _consent(purpose: str, status: ConsentStatus) -> Callable[[Profile], bool]:

@@ -38,6 +38,7 @@ pool is rewritten tight (and the text ids renumbered).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Self, cast
 
@@ -108,6 +109,16 @@ def _take(array: NDArray[Any], persons: Persons, fill: Any, top: int | None = No
         return np.full(len(persons), fill, dtype=array.dtype)
     inside = persons < len(array)
     return np.where(inside, array[np.where(inside, persons, 0)], fill)
+
+
+def _number(value: Any) -> float:
+    """The number of one event's value as :meth:`MetricColumns._converted` gives it (NaN:
+    none)."""
+    if type(value) is int or type(value) is float:
+        number = float(value)
+        return number if math.isfinite(number) else math.nan
+    found = as_number(value)
+    return math.nan if found is None else found
 
 
 class _Pool:
@@ -182,6 +193,25 @@ class _Pool:
         self.live += n
         if late.any():
             self._sort(who[late])
+
+    def insert_one(self, person: int, time: int, num: float, text_id: int) -> None:
+        """:meth:`insert` of one entry, without array calls unless its segment moves or the
+        entry arrives out of order."""
+        self._persons(person + 1)
+        old = int(self.length[person])
+        if old + 1 > self.cap[person]:
+            self._move(np.array([person], np.int64), np.array([old + 1], np.int64))
+        pos = int(self.start[person]) + old
+        late = old > 0 and time < self.times[pos - 1]
+        self.times[pos] = time
+        if self.nums is not None:
+            self.nums[pos] = num
+        if self.ids is not None:
+            self.ids[pos] = text_id
+        self.length[person] = old + 1
+        self.live += 1
+        if late:
+            self._sort(np.array([person], np.int64))
 
     def _move(self, who: Persons, need: Ints) -> None:
         """Give ``who`` new segments at the end of the pool with twice the room they need."""
@@ -444,6 +474,71 @@ class MetricColumns:
             self._absorb(persons[past], *self._converted(values, past))
         self._insert(persons, times, values, keep & ~past)
 
+    def feed_one(self, person: int, time: int, value: Any, now: int, late_us: int) -> None:
+        """:meth:`feed` of one event, without array calls (mostly)."""
+        span = self.span
+        if span.length is not None:
+            if time > now - span.length:  # else older than the window: never counts again
+                self._insert_one(person, time, value)
+            return
+        if (span.start is not None and time < span.start) or (
+            span.end is not None and time >= span.end
+        ):
+            return
+        if time > now:
+            self._insert_one(person, time, value)
+            return
+        self._grow(person + 1)
+        self.count[person] += 1
+        if self.distinct:
+            text = text_form(value) if is_scalar(value) else None
+            if text is not None:
+                seen = self.sets.get(person)
+                if seen is None:
+                    seen = self.sets[person] = set()
+                if len(seen) < DISTINCT_LIMIT:
+                    seen.add(text)
+                self.ndistinct[person] = len(seen)
+            return
+        if not self.numeric:
+            return
+        number = _number(value)
+        if number != number:  # NaN: no number
+            return
+        self.numbers[person] += 1
+        function = self.spec.function
+        if function == Aggregation.MIN:
+            self.low[person] = min(float(self.low[person]), number)
+        elif function == Aggregation.MAX:
+            self.high[person] = max(float(self.high[person]), number)
+        elif (
+            number == math.floor(number)
+            and not self.inexact[person]
+            and self.bound[person] + abs(number) < _EXACT
+        ):
+            self.total[person] += number
+            self.bound[person] += abs(number)
+        else:
+            parts = self.partials.get(person)
+            if parts is None:
+                parts = self.partials[person] = [float(self.total[person])]
+                self.inexact[person] = True
+            add_partial(parts, number)
+            self.total[person] = math.fsum(parts)
+
+    def _insert_one(self, person: int, time: int, value: Any) -> None:
+        num, text_id = math.nan, -1
+        if self.distinct:
+            text = text_form(value) if is_scalar(value) else None
+            if text is not None:
+                text_id = self.text_ids.get(text, -1)
+                if text_id < 0:
+                    text_id = self.text_ids[text] = len(self.texts)
+                    self.texts.append(text)
+        elif self.numeric:
+            num = _number(value)
+        self.pool.insert_one(person, time, num, text_id)
+
     def _insert(
         self,
         persons: Persons,
@@ -500,6 +595,74 @@ class MetricColumns:
             value, present = self._values(persons, top, first, inside)
             out.append(Reading(value, present, nxt))
         return out
+
+    def read_one(
+        self, person: int, now: int, lengths: Sequence[int | None]
+    ) -> list[tuple[Any, bool, int]]:
+        """:meth:`read_many` of one person, without array calls: (value, present, next) per
+        window length."""
+        pool = self.pool
+        start = count = 0
+        if person < len(pool.start):
+            start, count = int(pool.start[person]), int(pool.length[person])
+        times: list[int] = pool.times[start : start + count].tolist() if count else []
+        hi = bisect_right(times, now)
+        coming = times[hi] if hi < count else NEVER
+        out = []
+        for length in lengths:
+            if length is None:
+                length = self.span.length
+            if length is not None:
+                lo = bisect_right(times, now - length, 0, hi)
+                nxt = times[lo] + length if lo < hi else NEVER
+            else:
+                lo, nxt = 0, NEVER
+            value, present = self._value_one(person, start + lo, hi - lo)
+            out.append((value, present, min(nxt, coming)))
+        return out
+
+    def _value_one(self, person: int, start: int, count: int) -> tuple[Any, bool]:
+        """:meth:`_values` of one person over the window entries ``start .. start + count``."""
+        function = self.spec.function
+        folded = self.span.length is None
+        if function == COUNT:
+            if folded and person < len(self.count):
+                return int(self.count[person]) + count, True
+            return count, True
+        pool = self.pool
+        if self.distinct:
+            assert pool.ids is not None
+            ids = [k for k in pool.ids[start : start + count].tolist() if k >= 0]
+            if not folded:
+                return len(set(ids)), True
+            seen = set(self.sets.get(person, ()))
+            seen.update(self.texts[k] for k in ids)
+            return len(seen), True
+        assert pool.nums is not None
+        nums = [x for x in pool.nums[start : start + count].tolist() if x == x]  # not NaN
+        known = folded and person < len(self.count)
+        if function == Aggregation.SUM:
+            return self._sum_one(person, known, nums), True
+        numbers = len(nums) + (int(self.numbers[person]) if known else 0)
+        present = numbers > 0
+        if function == Aggregation.MIN:
+            low = float(self.low[person]) if known else math.inf
+            return min([low, *nums]), present
+        if function == Aggregation.MAX:
+            high = float(self.high[person]) if known else -math.inf
+            return max([high, *nums]), present
+        total = self._sum_one(person, known, nums)
+        return (total / numbers if numbers else math.nan), present
+
+    def _sum_one(self, person: int, known: bool, nums: list[float]) -> float:
+        """The exact sum (as ``math.fsum``) of a person's folded total and window numbers."""
+        if not known:
+            return math.fsum(nums)
+        parts = self.partials.get(person)
+        if parts is None:
+            total = float(self.total[person])
+            return math.fsum([total, *nums]) if nums else total
+        return math.fsum(parts + nums) if nums else float(self.total[person])
 
     def _values(
         self, persons: Persons, top: int, starts: Ints, lengths: Ints

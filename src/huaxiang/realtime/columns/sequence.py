@@ -189,6 +189,29 @@ class SequenceColumns:
         if mixed.any():
             self._sort(owners[mixed])
 
+    def feed_one(self, person: int, time: int, first: bool, now: int) -> None:
+        """:meth:`feed` of one event in one role, without array calls unless its slot moves
+        or the event arrives out of order."""
+        span = self.span
+        accepted = time > now - span.length if span.length is not None else span.accepts(time)
+        if first and not accepted:
+            return
+        self._grow(person + 1)
+        used = int(self.length[person])
+        if used + 1 > self.capacity[person]:
+            one = np.array([person], np.int64)
+            self._move(one, np.array([used], np.int64), np.array([used + 1], np.int64))
+        at = int(self.start[person]) + used
+        mixed = False
+        if used:
+            old_time, old_first = int(self.times[at - 1]), bool(self.firsts[at - 1])
+            mixed = not (old_time < time or (old_time == time and first >= old_first))
+        self.times[at] = time
+        self.firsts[at] = first
+        self.length[person] = used + 1
+        if mixed:
+            self._sort(np.array([person], np.int64))
+
     def _move(self, moved: Persons, used: NDArray[np.int64], need: NDArray[np.int64]) -> None:
         """Move full slots to the end of the pool, with twice the room they need."""
         room = np.maximum(2 * need, 4)
@@ -312,6 +335,62 @@ class SequenceColumns:
             next_all = np.full(count, NEVER, dtype=np.int64)
             value_all[known], next_all[known] = answer.value | held, answer.next
             out.append(Reading(value_all, every, next_all))
+        return out
+
+    def read_one(
+        self,
+        person: int,
+        now: int,
+        windows: Sequence[tuple[SequenceSpec | None, Span | None] | None],
+    ) -> list[tuple[Any, bool, int]]:
+        """:meth:`read_many` of one person, without array calls: (value, True, next) per
+        window (None: this sequence's own)."""
+        if person >= len(self.length):
+            return [(False, True, NEVER) for _ in windows]
+        start, count = int(self.start[person]), int(self.length[person])
+        times: list[int] = self.times[start : start + count].tolist()
+        firsts: list[bool] = self.firsts[start : start + count].tolist()
+        held = bool(self.held[person])
+        # Each ``first`` and the time of the next ``then`` after it (NEVER: none); entries sort
+        # ``then`` before ``first`` at equal times.
+        steps: list[tuple[int, int]] = []
+        following = NEVER
+        for t, is_first in zip(reversed(times), reversed(firsts), strict=True):
+            if is_first:
+                steps.append((t, following))
+            else:
+                following = t
+        ahead = NEVER  # the next ``then`` ahead of now
+        for t, is_first in zip(times, firsts, strict=True):
+            if t > now and not is_first:
+                ahead = t
+                break
+        out = []
+        for window in windows:
+            spec, span = window or (None, None)
+            spec, span = spec or self.spec, span or self.span
+            length, within = span.length, spec.within_us
+            value = False
+            nxt = ahead
+            for t, followed in steps:
+                deadline = t + within
+                if length is not None:
+                    inside = now - length < t <= now
+                else:
+                    inside = t <= now and self.span.accepts(t)
+                if inside and not value:
+                    if spec.absent:
+                        value = deadline <= now and not followed <= deadline
+                    else:
+                        value = followed <= min(deadline, now)
+                if t > now:
+                    due = t
+                else:
+                    due = t + length if length is not None and t > now - length else NEVER
+                    if spec.absent and deadline > now:
+                        due = min(due, deadline)
+                nxt = min(nxt, due)
+            out.append((value or held, True, nxt))
         return out
 
     def compact(self, now: int, late_us: int) -> None:

@@ -82,6 +82,18 @@ class TimeColumns:
         order = np.lexsort((all_moments, all_people))
         self.pending_person, self.pending_time = all_people[order], all_moments[order]
 
+    def feed_one(self, person: int, time: int, value: Any, now: int, late_us: int) -> None:
+        """:meth:`feed` of one event, without array calls unless it is stamped ahead."""
+        if time > now:
+            self.feed(np.array([person], np.int64), np.array([time], np.int64), None, now, late_us)
+            return
+        self._grow(person + 1)
+        if time < self.first[person]:
+            self.first[person] = time
+        if time > self.last[person]:
+            self.last[person] = time
+        self.has[person] = True
+
     def read(self, persons: Persons, now: int) -> Reading:
         """First/last time at ``now`` and the next pending time after it, per person asked."""
         count = len(persons)
@@ -110,6 +122,23 @@ class TimeColumns:
         if len(some):
             self._read_pending(people[some], waiting[some], some, now, value, present, nxt)
         return Reading(value, present, nxt)
+
+    def read_one(
+        self, person: int, now: int, windows: Sequence[Any]
+    ) -> list[tuple[Any, bool, int]]:
+        """:meth:`read` of one person (as often as ``windows`` has entries), without array
+        calls unless the person has events pending."""
+        if person < len(self.has) and self.pending_count[person]:
+            reading = self.read(np.array([person], np.int64), now)
+            answer = (reading.value.item(0), bool(reading.present[0]), int(reading.next[0]))
+            return [answer for _ in windows]
+        has = person < len(self.has) and bool(self.has[person])
+        if self.spec.which is Which.FIRST:
+            first = int(self.first[person]) if has else NEVER
+            answer = (first, has and first <= now, NEVER)
+        else:
+            answer = (int(self.last[person]) if person < len(self.has) else 0, has, NEVER)
+        return [answer for _ in windows]
 
     def _read_pending(
         self,

@@ -147,8 +147,10 @@ def steady_latencies(
     durable: dict[int, float] = {}
     sizes: dict[int, int] = {}
     lock = threading.Lock()
-    updated: list[float] = []
-    committed: list[float] = []
+    # When each record's events were updated / committed (counted once the run is over: a
+    # record may be followed before its producer has noted how many events it holds).
+    updated_at: dict[int, float] = {}
+    committed_at: dict[int, float] = {}
     followed = [rt.ahead.followed]
 
     def on_durable(records: Sequence[tuple[int, bytes]]) -> None:
@@ -161,8 +163,7 @@ def steady_latencies(
         at = time.perf_counter()
         with lock:
             for s in range(followed[0] + 1, seq + 1):
-                if s in durable:
-                    updated.extend([(at - durable[s]) * 1000] * sizes.get(s, 1))
+                updated_at.setdefault(s, at)
             followed[0] = max(followed[0], seq)
 
     rt.log.add_listener(on_durable)
@@ -199,8 +200,7 @@ def steady_latencies(
             at = time.perf_counter()
             with lock:
                 for seq in range(measured + 1, rt.loader.loaded_seq + 1):
-                    if seq in durable:
-                        committed.extend([(at - durable[seq]) * 1000] * sizes.get(seq, 1))
+                    committed_at.setdefault(seq, at)
                 measured = rt.loader.loaded_seq
         elif finished and measured >= rt.log.last_seq:
             break
@@ -208,6 +208,12 @@ def steady_latencies(
     rt.ahead.stop()
     rt.loader.stop()
     rt.ahead.listeners.remove(on_followed)
+    updated: list[float] = []
+    committed: list[float] = []
+    for seq, size in sizes.items():
+        if seq in updated_at:
+            updated += [(updated_at[seq] - durable[seq]) * 1000] * size
+        committed += [(committed_at[seq] - durable[seq]) * 1000] * size
     return updated, committed
 
 

@@ -103,7 +103,7 @@ class Calendar:
         """:meth:`push` of one entry, without array calls."""
         if person >= len(self._due):
             self._due = grown(self._due, person + 1, NEVER)
-        if moment >= self._due[person]:
+        if moment >= self._due.item(person):
             return
         self._due[person] = moment
         end = self._tail + 1

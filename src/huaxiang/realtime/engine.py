@@ -103,7 +103,7 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-ONE_BY_ONE = 64
+ONE_BY_ONE = 256
 """Events folded ahead of the loader in one round up to this many are decided one by one, with
 scalars (:meth:`RealtimeEngine._step_one`); more, as one batch of arrays."""
 
@@ -979,7 +979,7 @@ class RealtimeEngine:
         self._grow(pid + 1)
         cause = f"event {message}"
         dirty: dict[int, None] = {}
-        if not self.seen[pid]:
+        if not self.seen.item(pid):
             self.seen[pid] = True
             dirty.update(dict.fromkeys(self._wide))
         if self._profile_subjects and kind == "identify":
@@ -1060,7 +1060,7 @@ class RealtimeEngine:
         needed = [
             leaf
             for leaf in leaves
-            if not (leaf.rising and leaf.judged and all(a.truth[pid] for a in leaf.judged))
+            if not (leaf.rising and leaf.judged and all(a.truth.item(pid) for a in leaf.judged))
         ]
         if not needed:
             return
@@ -1080,7 +1080,7 @@ class RealtimeEngine:
                 truth, own = atom.judge_one(value, present, now)
                 if own < nxt:
                     nxt = own
-                if truth != atom.truth[pid]:
+                if truth != atom.truth.item(pid):
                     atom.truth[pid] = truth
                     for sid in atom.subjects:
                         dirty.setdefault(sid)

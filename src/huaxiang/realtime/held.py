@@ -171,7 +171,7 @@ class Held:
         changed (else only the TTL moved), qualified, expires) of its row, or None when nothing
         changed and no TTL moved."""
         self.grow(person + 1)
-        old = int(self.code[person])
+        old: int = self.code.item(person)
         if ttl_us is None:
             new = max(fresh, NONE)
             self.code[person] = new
@@ -181,7 +181,7 @@ class Held:
                 return None
             kind = LEFT if new < 0 else ENTERED if old < 0 else CHANGED
             return old, new, kind, True, now, NEVER
-        old_expires = int(self.expires[person])
+        old_expires: int = self.expires.item(person)
         has_old = old >= 0
         qualifies = fresh >= 0 and not defaulted
         new = fresh if fresh >= 0 else NONE
@@ -195,7 +195,7 @@ class Held:
             new, new_expires = old, now + ttl_us
         elif running:
             new, new_expires = old, old_expires
-            new_qualified = int(self.qualified[person])
+            new_qualified = self.qualified.item(person)
         restamped = starts or (
             has_old and old_expires != NEVER and new >= 0 and new_expires == NEVER and old == new
         )

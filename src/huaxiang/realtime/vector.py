@@ -562,7 +562,7 @@ def _compile_one(program: VectorProgram, node: Condition) -> ExprOne:
     if found is None:
         raise Unsupported(f"not a compiled rule condition: {node!r}")
     atom_id = found
-    return lambda ctx: bool(ctx.atoms[atom_id].truth[ctx.person])
+    return lambda ctx: bool(ctx.atoms[atom_id].truth.item(ctx.person))
 
 
 def _consent(purpose: str, status: ConsentStatus) -> Callable[[Profile], bool]:

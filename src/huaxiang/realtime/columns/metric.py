@@ -198,11 +198,11 @@ class _Pool:
         """:meth:`insert` of one entry, without array calls unless its segment moves or the
         entry arrives out of order."""
         self._persons(person + 1)
-        old = int(self.length[person])
-        if old + 1 > self.cap[person]:
+        old: int = self.length.item(person)
+        if old + 1 > self.cap.item(person):
             self._move(np.array([person], np.int64), np.array([old + 1], np.int64))
-        pos = int(self.start[person]) + old
-        late = old > 0 and time < self.times[pos - 1]
+        pos = self.start.item(person) + old
+        late = old > 0 and time < self.times.item(pos - 1)
         self.times[pos] = time
         if self.nums is not None:
             self.nums[pos] = num
@@ -513,8 +513,8 @@ class MetricColumns:
             self.high[person] = max(float(self.high[person]), number)
         elif (
             number == math.floor(number)
-            and not self.inexact[person]
-            and self.bound[person] + abs(number) < _EXACT
+            and not self.inexact.item(person)
+            and self.bound.item(person) + abs(number) < _EXACT
         ):
             self.total[person] += number
             self.bound[person] += abs(number)
@@ -604,7 +604,7 @@ class MetricColumns:
         pool = self.pool
         start = count = 0
         if person < len(pool.start):
-            start, count = int(pool.start[person]), int(pool.length[person])
+            start, count = pool.start.item(person), pool.length.item(person)
         times: list[int] = pool.times[start : start + count].tolist() if count else []
         hi = bisect_right(times, now)
         coming = times[hi] if hi < count else NEVER
@@ -627,7 +627,7 @@ class MetricColumns:
         folded = self.span.length is None
         if function == COUNT:
             if folded and person < len(self.count):
-                return int(self.count[person]) + count, True
+                return self.count.item(person) + count, True
             return count, True
         pool = self.pool
         if self.distinct:

@@ -197,14 +197,14 @@ class SequenceColumns:
         if first and not accepted:
             return
         self._grow(person + 1)
-        used = int(self.length[person])
-        if used + 1 > self.capacity[person]:
+        used: int = self.length.item(person)
+        if used + 1 > self.capacity.item(person):
             one = np.array([person], np.int64)
             self._move(one, np.array([used], np.int64), np.array([used + 1], np.int64))
         at = int(self.start[person]) + used
         mixed = False
         if used:
-            old_time, old_first = int(self.times[at - 1]), bool(self.firsts[at - 1])
+            old_time, old_first = self.times.item(at - 1), bool(self.firsts.item(at - 1))
             mixed = not (old_time < time or (old_time == time and first >= old_first))
         self.times[at] = time
         self.firsts[at] = first
@@ -347,10 +347,10 @@ class SequenceColumns:
         window (None: this sequence's own)."""
         if person >= len(self.length):
             return [(False, True, NEVER) for _ in windows]
-        start, count = int(self.start[person]), int(self.length[person])
+        start, count = self.start.item(person), self.length.item(person)
         times: list[int] = self.times[start : start + count].tolist()
         firsts: list[bool] = self.firsts[start : start + count].tolist()
-        held = bool(self.held[person])
+        held = bool(self.held.item(person))
         # Each ``first`` and the time of the next ``then`` after it (NEVER: none); entries sort
         # ``then`` before ``first`` at equal times.
         steps: list[tuple[int, int]] = []

@@ -88,9 +88,9 @@ class TimeColumns:
             self.feed(np.array([person], np.int64), np.array([time], np.int64), None, now, late_us)
             return
         self._grow(person + 1)
-        if time < self.first[person]:
+        if time < self.first.item(person):
             self.first[person] = time
-        if time > self.last[person]:
+        if time > self.last.item(person):
             self.last[person] = time
         self.has[person] = True
 
@@ -128,16 +128,16 @@ class TimeColumns:
     ) -> list[tuple[Any, bool, int]]:
         """:meth:`read` of one person (as often as ``windows`` has entries), without array
         calls unless the person has events pending."""
-        if person < len(self.has) and self.pending_count[person]:
+        if person < len(self.has) and self.pending_count.item(person):
             reading = self.read(np.array([person], np.int64), now)
             answer = (reading.value.item(0), bool(reading.present[0]), int(reading.next[0]))
             return [answer for _ in windows]
-        has = person < len(self.has) and bool(self.has[person])
+        has = person < len(self.has) and bool(self.has.item(person))
         if self.spec.which is Which.FIRST:
-            first = int(self.first[person]) if has else NEVER
+            first = self.first.item(person) if has else NEVER
             answer = (first, has and first <= now, NEVER)
         else:
-            answer = (int(self.last[person]) if person < len(self.has) else 0, has, NEVER)
+            answer = (self.last.item(person) if person < len(self.has) else 0, has, NEVER)
         return [answer for _ in windows]
 
     def _read_pending(

@@ -3,18 +3,18 @@ each event); p50/p99 from durable ingest to the updated tag value, at a steady 1
 events/s the evaluator sustains at full load; p99 from an event sent to its signed webhook
 received on 127.0.0.1.
 
-``p50_ms``/``p99_ms``: a producer appends the events to the ingest log at 1,000 events/s (one
-record per group commit, as the collector does), with the loader and the engine's log follower
-running as when serving. The clock of an event starts when its record is durable (fsync'd) and
-stops when its real-time values are updated: the follower has folded it and the engine decided
-(what ``huaxiang realtime person`` reads). ``stored_p50_ms``/``stored_p99_ms``: to the commit
-of the loader transaction that stored the event with its tag values, bitmaps and enter/exit
+``p50_ms``/``p99_ms``: a producer appends the events to the ingest log at 1,000 events/s (one record
+per group commit, as the collector does), with the loader, the engine's log follower and its timer
+thread (timers, snapshots) running as when serving. The clock of an event starts when its record is
+durable (fsync'd) and stops when its real-time values are updated: the follower has folded it and
+the engine decided (what ``huaxiang realtime person`` reads). ``stored_p50_ms``/``stored_p99_ms``:
+to the commit of the transaction that stored the event with its tag values, bitmaps and enter/exit
 changes. ``events_per_s``: the engine's sink hook on batches of 5,000 stored events, writes and
-commit included, and the timer thread's round after each batch (timers due, and the folding of
-held values past 1,000,000 change rows, which the full run reaches once). ``webhook_p99_ms``:
-an event for a new person appended to the log -> loader -> engine (the person enters a
-real-time tag) -> outbox -> delivery worker (woken when the transaction commits) -> signed
-POST received and verified by a receiver on 127.0.0.1.
+commit included, and the timer thread's round after each batch (timers due, and the folding of held
+values past 1,000,000 change rows, which the full run reaches once). ``webhook_p99_ms``: an event
+for a new person appended to the log -> loader -> engine (the person enters a real-time tag) ->
+outbox -> delivery worker (woken when the transaction commits) -> signed POST received and verified
+by a receiver on 127.0.0.1.
 
     .venv/bin/python benchmarks/realtime.py [--quick]
 """
@@ -140,10 +140,10 @@ class Receiver:
 def steady_latencies(
     rt: Runtime, count: int, rate: float, rng: random.Random
 ) -> tuple[list[float], list[float]]:
-    """Append ``count`` events at ``rate``/s, with the loader and the engine's log follower
-    running as when serving. Per event, the milliseconds from its record being durable to (1)
-    its real-time values updated (the follower has folded it) and (2) the commit of the loader
-    transaction that stored it with what it changed."""
+    """Append ``count`` events at ``rate``/s, with the loader, the engine's log follower and
+    its timer thread running as when serving. Per event, the milliseconds from its record
+    being durable to (1) its real-time values updated (the follower has folded it) and (2) the
+    commit of the loader transaction that stored it with what it changed."""
     durable: dict[int, float] = {}
     sizes: dict[int, int] = {}
     lock = threading.Lock()
@@ -169,6 +169,7 @@ def steady_latencies(
     rt.log.add_listener(on_durable)
     rt.ahead.listeners.append(on_followed)
     rt.loader.start()
+    rt.realtime.start()  # the timer thread: timers due, snapshots
     rt.ahead.start()
     done = threading.Event()
 
@@ -206,6 +207,7 @@ def steady_latencies(
             break
     producer.join()
     rt.ahead.stop()
+    rt.realtime.stop()
     rt.loader.stop()
     rt.ahead.listeners.remove(on_followed)
     updated: list[float] = []

@@ -278,3 +278,37 @@ def test_a_snapshot_holding_events_not_stored_yet_survives_a_restart(
         last = again.log.append_sync(encode_record([event("view", T0, "u1")]))
         wait_until(lambda: again.ahead.followed >= last, "the follower")
         assert tags_of(again, "u1") == {"viewer", "keen"}
+
+
+def test_a_message_sent_again_is_not_folded_twice(workspace: Workspace) -> None:
+    """The follower looks up only the messageIds its filter may hold: a message stored before
+    (in this run, or before a restart: the filter is filled from the store) is not folded
+    again."""
+    clock = ManualClock(T0)
+    buy = event("buy", T0, "u2", amount=60)  # twice would make a big spender
+    buy["receivedAt"] = datetime.now(UTC)  # inside the dedupe window (purged by the real date)
+    with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
+        runtime.ahead.busy_share = float("inf")
+        runtime.log.append_sync(encode_record([event("visit", T0, "u2")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        wait_until(lambda: runtime.ahead.seen.ready, "the messageId filter")
+        first = runtime.log.append_sync(encode_record([buy]))
+        wait_until(lambda: runtime.ahead.followed >= first, "the follower")
+        assert runtime.loader.drain(30)
+        assert runtime.ahead.seen.maybe([buy["messageId"]]) == [buy["messageId"]]
+        folded = runtime.ahead.folded
+        again = runtime.log.append_sync(encode_record([buy]))
+        wait_until(lambda: runtime.ahead.followed >= again, "the follower")
+        assert runtime.ahead.folded == folded + 1  # its record: handled ahead, the event skipped
+        assert tags_of(runtime, "u2") == {"buyer"}
+    with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
+        runtime.ahead.busy_share = float("inf")
+        wait_until(lambda: runtime.ahead.seen.ready, "the messageId filter")
+        once_more = runtime.log.append_sync(encode_record([buy]))
+        wait_until(lambda: runtime.ahead.followed >= once_more, "the follower")
+        assert tags_of(runtime, "u2") == {"buyer"}
+        assert runtime.loader.drain(30)
+        count = "SELECT count(*) FROM events WHERE message_id = ?"
+        assert stored(runtime, count, [buy["messageId"]]) == [(1,)]
+        assert tags_of(runtime, "u2") == {"buyer"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,27 @@ def test_identifier_tuples_of_a_clean_file_link_as_single_observations(
         "WHERE a.id_value = 'u1' AND b.id_value = 'a1'",
     )
     assert first == [("m0",)]  # the first row showing the pair, whatever its raw spelling
+
+
+def test_an_import_refills_the_followers_filter_of_stored_ids(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Imported events inside the dedupe window join ``seen_messages``: the real-time log
+    follower's filter of stored messageIds is filled anew, so that an SDK sending one of them
+    again is looked up (and not folded twice)."""
+    seen = runtime.ahead.seen
+
+    def wait_ready() -> None:
+        deadline = time.monotonic() + 30
+        while not seen.ready:
+            assert time.monotonic() < deadline, "the filter was not filled"
+            time.sleep(0.01)
+
+    wait_ready()
+    recent = datetime.now(UTC).isoformat()
+    rows: list[dict[str, Any] | str] = [
+        {"message_id": "m-recent", "event": "buy", "user_id": "u9", "timestamp": recent}
+    ]
+    run_import(runtime, jsonl(tmp_path / "recent.jsonl", rows), "events")
+    wait_ready()
+    assert seen.maybe(["m-recent"]) == ["m-recent"]

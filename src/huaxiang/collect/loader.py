@@ -34,6 +34,7 @@ from huaxiang.collect.records import (
     decode_batch_at,
     record_event_count,
 )
+from huaxiang.collect.seen_filter import SeenFilter
 from huaxiang.collect.tables import next_load_id
 from huaxiang.config import Settings
 from huaxiang.errors import HuaxiangError, StoreError, TransientIngestError
@@ -121,6 +122,9 @@ class Loader:
         self.limit: Callable[[], int | None] | None = None
         """The last record a stage reading the log ahead lets the loader take (None: any): the
         loader stores what that stage has seen."""
+        self.seen_filter: SeenFilter | None = None
+        """Told every messageId inserted into ``seen_messages`` (a stage reading the log ahead
+        sets it, to look up only the ids it may hold)."""
 
         cur = store.cursor()
         try:
@@ -324,6 +328,8 @@ class Loader:
             ).fetchall()
         finally:
             con.unregister("_hx_batch")
+        if self.seen_filter is not None:
+            self.seen_filter.add([str(row[0]) for row in inserted])
         if not inserted:
             return None
         new = unique

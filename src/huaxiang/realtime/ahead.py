@@ -37,6 +37,7 @@ import duckdb
 from huaxiang.collect.loader import Loader
 from huaxiang.collect.log import IngestLog, LogReader
 from huaxiang.collect.records import EventBatch, decode_batch_at
+from huaxiang.collect.seen_filter import SeenFilter
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.store import Store
 
@@ -55,6 +56,9 @@ would starve the loader, and with it the commits that webhooks and SQL readers w
 round decides its events one by one, with scalars (on the benchmark's 1,000 rules, about 0.4 ms
 an event), so at 1,000 events/s the follower spends about half of each second folding."""
 BUSY_WINDOW_S = 1.0
+FILL_RETRY_S = 60.0
+"""After failing to fill the messageId filter, how long to look every id up before trying
+again."""
 
 
 class Ahead:
@@ -93,6 +97,8 @@ class Ahead:
         loader."""
         self._rounds: deque[tuple[float, float]] = deque()
         """(end, duration) of the recent rounds that folded."""
+        self.seen = loader.seen_filter = SeenFilter(store.path)
+        """The messageIds stored, as a Bloom filter: only those it may hold are looked up."""
         engine.loading = lambda: loader.loading_seq
         loader.limit = self.limit
         log.add_listener(self._on_append)
@@ -147,8 +153,12 @@ class Ahead:
     def _run(self) -> None:
         con = self.store.cursor()
         unlimited = True  # the loader may have begun a batch before this thread ran
+        retry = 0.0  # when to fill the messageId filter again after a failure
         try:
             while not self._stop.is_set():
+                due = (not self.seen.ready or self.seen.overfull) and time.monotonic() >= retry
+                if due and not self._fill_seen():
+                    retry = time.monotonic() + FILL_RETRY_S
                 if unlimited:
                     self._settle_loader()
                     unlimited = False
@@ -170,6 +180,19 @@ class Ahead:
                     self._stop.wait(WAIT_S)
         finally:
             con.close()
+
+    def _fill_seen(self) -> bool:
+        """Fill the messageId filter from ``seen_messages``, under the store's writer lock (no
+        loader batch half way). On failure the filter stays as it was (not filled: every id is
+        looked up) and False is returned."""
+        try:
+            with self.store.transaction() as con:
+                found = con.sql("SELECT message_id FROM seen_messages").to_arrow_table()
+                self.seen.fill(found.column(0).to_pylist())
+        except Exception as e:  # every id is looked up meanwhile
+            logger.error("reading the stored messageIds failed: %s", e, exc_info=e)
+            return False
+        return True
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
@@ -283,11 +306,15 @@ class Ahead:
         """Fold records ahead (those stored already skipped); how many, from the first."""
         messages = [m for _, batch in records for m in batch.message_id]
         loaded = self.loader.loaded_seq  # before the lookup: what it committed is seen there
-        stored = {
-            str(r[0])
-            for r in con.execute(
-                "SELECT message_id FROM seen_messages WHERE message_id IN (SELECT unnest(?))",
-                [messages],
-            ).fetchall()
-        }
+        # Only the ids the filter may hold are looked up (mostly none: no query).
+        maybe = self.seen.maybe(messages)
+        stored: set[str] = set()
+        if maybe:
+            stored = {
+                str(r[0])
+                for r in con.execute(
+                    "SELECT message_id FROM seen_messages WHERE message_id IN (SELECT unnest(?))",
+                    [maybe],
+                ).fetchall()
+            }
         return self.engine.fold_ahead(records, stored, con, loaded)

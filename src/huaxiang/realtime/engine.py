@@ -985,97 +985,85 @@ class RealtimeEngine:
         if self._profile_subjects and kind == "identify":
             dirty.update(dict.fromkeys(self._profile_subjects))
             cause = f"profile update {message}"
-        fed = self._fold_one(pid, name, moment, props, now)
-        leaves = self.program.leaves
-        by_state: dict[int, list[VLeaf]] = {}
-        for leaf_id in fed:
-            leaf = leaves[leaf_id]
-            by_state.setdefault(leaf.state, []).append(leaf)
-        for members in by_state.values():
-            self._react_one(members, pid, now, dirty)
-        if fed:
-            outcome.touched = True
+        if name is not None and name in self.program.by_event:
+            plan, parsed = self._plan(name, props)
+            if plan.feeds:
+                self._feed_one(plan, pid, moment, parsed, now)
+                outcome.touched = True
+            for state, leaves, windows in plan.groups:
+                self._react_one(state, leaves, windows, pid, now, dirty)
         self._decide_one(con, dirty, pid, now, cause, outcome)
 
-    def _fold_one(
-        self, pid: int, name: str | None, moment: int, props: str | None, now: int
-    ) -> list[int]:
-        """:meth:`_fold` of one event: the leaves fed."""
+    def _plan(self, name: str, props: str | None) -> tuple[EventPlan, dict[str, Any]]:
+        """What an event of ``name`` with these properties feeds and reads (kept per name and
+        outcome of the ``where`` tests it meets), and its properties."""
         program = self.program
-        entries = program.by_event.get(name) if name is not None else None
-        if not entries:
-            return []
-        parsed: dict[str, Any] | None = None
-        tested: dict[EventMatch, bool] = {}
-        roles: dict[int, list[bool]] = {}
-        for leaf_id, match, role in entries:
-            if match.where:
-                ok = tested.get(match)
-                if ok is None:
-                    if parsed is None:
-                        parsed = orjson.loads(props) if props else {}
-                        if not isinstance(parsed, dict):
-                            parsed = {}
-                    ok = tested[match] = bool(program.matchers[match](parsed))
-                if not ok:
+        tests = program.tests.get(name)
+        if tests is None:
+            distinct = {match: None for _, match, _ in program.by_event[name] if match.where}
+            tests = program.tests[name] = list(distinct)
+        parsed: dict[str, Any] = {}
+        if props and (tests or program.reads_values.get(name, True)):
+            found = orjson.loads(props)
+            parsed = found if isinstance(found, dict) else {}
+        met = tuple([bool(program.matchers[match](parsed)) for match in tests])
+        plan = program.plans.get((name, met))
+        if plan is None:
+            plan = program.plans[(name, met)] = _event_plan(
+                program, name, dict(zip(tests, met, strict=True))
+            )
+            program.reads_values[name] = program.reads_values.get(name, False) or any(
+                prop is not None for _, prop, _ in plan.feeds
+            )
+        return plan, parsed
+
+    def _feed_one(
+        self, plan: EventPlan, pid: int, moment: int, parsed: dict[str, Any], now: int
+    ) -> None:
+        """:meth:`_fold` of one event: each state reading it fed once."""
+        states = self.program.states
+        for state, prop, steps in plan.feeds:
+            columns = states[state].columns
+            value = None if prop is None else parsed.get(prop)
+            if len(steps) == 1:
+                if isinstance(columns, MetricColumns | TimeColumns):
+                    columns.feed_one(pid, moment, value, now, self.late_us)
                     continue
-            roles.setdefault(leaf_id, []).append(role != "b")
-        states_fed: set[int] = set()
-        for leaf_id, steps in roles.items():
-            leaf = program.leaves[leaf_id]
-            if leaf.state in states_fed:  # leaves sharing a state: fed once
-                continue
-            states_fed.add(leaf.state)
+                if isinstance(columns, SequenceColumns):
+                    columns.feed_one(pid, moment, steps[0], now)
+                    continue
             count = len(steps)
-            values = None
-            if leaf.property is not None:
-                if parsed is None:
-                    parsed = orjson.loads(props) if props else {}
-                    if not isinstance(parsed, dict):
-                        parsed = {}
-                values = [parsed.get(leaf.property)] * count
-            columns = program.states[leaf.state].columns
-            if count == 1 and isinstance(columns, MetricColumns | TimeColumns):
-                columns.feed_one(
-                    pid, moment, None if values is None else values[0], now, self.late_us
-                )
-                continue
-            if count == 1 and isinstance(columns, SequenceColumns):
-                columns.feed_one(pid, moment, steps[0], now)
-                continue
-            first = np.array(steps, np.bool_) if isinstance(leaf.spec, SequenceSpec) else None
+            is_sequence = isinstance(states[state].spec, SequenceSpec)
             columns.feed(
                 np.full(count, pid, np.int64),
                 np.full(count, moment, np.int64),
-                values,
+                None if prop is None else [value] * count,
                 now,
                 self.late_us,
-                first=first,
+                first=np.array(steps, np.bool_) if is_sequence else None,
             )
-        return list(roles)
 
-    def _react_one(self, leaves: list[VLeaf], pid: int, now: int, dirty: dict[int, None]) -> None:
+    def _react_one(
+        self,
+        state: int,
+        leaves: list[VLeaf],
+        windows: list[Any],
+        pid: int,
+        now: int,
+        dirty: dict[int, None],
+    ) -> None:
         """:meth:`_react_state` of one person: read the leaves of one state whose atoms can
-        still change, judge them, mark the subjects."""
-        needed = [
-            leaf
+        still change (all of its windows at once), judge them, mark the subjects."""
+        settled = [
+            leaf.rising and bool(leaf.judged) and all(a.truth.item(pid) for a in leaf.judged)
             for leaf in leaves
-            if not (leaf.rising and leaf.judged and all(a.truth.item(pid) for a in leaf.judged))
         ]
-        if not needed:
+        if all(settled):
             return
-        views = [leaf.columns for leaf in needed]
-        if len(needed) > 1 and all(isinstance(v, WindowView) for v in views):
-            windows = cast(list[WindowView], views)
-            readings = _read_one(windows[0].base, pid, now, [v.window for v in windows])
-        else:
-            readings = []
-            for view in views:
-                if isinstance(view, WindowView):
-                    readings += _read_one(view.base, pid, now, [view.window])
-                else:
-                    readings += _read_one(view, pid, now, [None])
-        for leaf, (value, present, nxt) in zip(needed, readings, strict=True):
+        readings = _read_one(self.program.states[state].columns, pid, now, windows)
+        for leaf, done, (value, present, nxt) in zip(leaves, settled, readings, strict=True):
+            if done:  # a true rising atom stays true as events come: not judged again
+                continue
             for atom in leaf.judged:
                 truth, own = atom.judge_one(value, present, now)
                 if own < nxt:
@@ -1418,16 +1406,23 @@ class RealtimeEngine:
                     dirty[index].append((persons, np.zeros(len(persons), np.int64)))
             self._decide(con, dirty, moment, [TIMER_CAUSE], outcome)
 
-    def process_due(self) -> list[MembershipChange]:
+    def process_due(self, *, report: bool = True) -> list[MembershipChange]:
         """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
-        ManualClock call it after moving the clock). Returns the changes."""
+        ManualClock call it after moving the clock), and write what is pending. Returns the
+        changes (``report`` False: only those activation or a listener takes; the timer thread
+        does not read them)."""
         with self.store.transaction() as con, gc_paused():
             self._recover(con)
             self.sync(con)
             with self._lock:
                 now = self._now()
+                if not report and self._claimed > self._loader_claimed:
+                    # Records folded ahead wait for a loader batch, which writes what is
+                    # pending: the timers' decisions join them, in order, in that write.
+                    self._due(now, con, self._pending)
+                    return []
                 outcome = self._due(now, con, self._take_pending())
-            changes = self._write(con, outcome, now, everything=True)
+            changes = self._write(con, outcome, now, everything=report)
             if self._unfolded > COMPACT_ROWS:
                 self.compact_snapshot(con)
         return changes
@@ -1992,9 +1987,9 @@ class RealtimeEngine:
         con.execute("INSERT INTO realtime_folded VALUES (?)", [self._written])
         self._unfolded = 0
 
-    def _write_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write every leaf's state (Arrow IPC) with the newest load it covers."""
-        con.execute("DELETE FROM realtime_leaf_state")
+    def _dump_snapshot(self) -> tuple[list[list[Any]], list[str]]:
+        """Every leaf's state (Arrow IPC bytes: a copy, which later folds do not move) and the
+        events folded ahead of the loader that it holds (under the engine's lock)."""
         rows = []
         for state in self.program.states:
             table = state.columns.dump()
@@ -2002,6 +1997,18 @@ class RealtimeEngine:
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
             rows.append([state.key, type(state.columns).__name__, sink.getvalue()])
+        ahead = sorted({m for _, rows_, _ in self._ahead_rows for m in rows_[4]})
+        self._moved = False
+        return rows, ahead
+
+    def _write_snapshot(
+        self, con: duckdb.DuckDBPyConnection, dumped: tuple[list[list[Any]], list[str]]
+    ) -> None:
+        """Write a dump of every leaf's state with the newest load it covers (the statements
+        need not hold the engine's lock: events folded ahead meanwhile are not in the dump, nor
+        named in it, and the loader folds them after a restart)."""
+        rows, ahead = dumped
+        con.execute("DELETE FROM realtime_leaf_state")
         if rows:
             con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
         # Under the store's writer lock: every batch the engine folded in has committed; the
@@ -2009,19 +2016,19 @@ class RealtimeEngine:
         con.execute("DELETE FROM realtime_checkpoint")
         con.execute("INSERT INTO realtime_checkpoint SELECT coalesce(max(load_id), 0) FROM events")
         con.execute("DELETE FROM realtime_ahead")
-        ahead = sorted({m for _, rows, _ in self._ahead_rows for m in rows[4]})
         if ahead:
             con.execute("INSERT INTO realtime_ahead SELECT unnest(?::VARCHAR[])", [ahead])
-        self._moved = False
         self._snapshot_at = time.monotonic()
 
     def snapshot(self) -> None:
         """Write the leaves' snapshot now (the timer thread does it every few seconds)."""
         began = time.monotonic()
-        with self.store.transaction() as con, self._lock:
-            self._recover(con)
-            self._compact_leaves()
-            self._write_snapshot(con)
+        with self.store.transaction() as con:
+            with self._lock:
+                self._recover(con)
+                self._compact_leaves()
+                dumped = self._dump_snapshot()
+            self._write_snapshot(con, dumped)
         self._snapshot_took = time.monotonic() - began
 
     def _compact_leaves(self) -> None:
@@ -2264,7 +2271,7 @@ class RealtimeEngine:
             if self._stop.is_set():
                 break
             try:  # also follows definition changes (activations) within a tick
-                self.process_due()
+                self.process_due(report=False)
                 spacing = max(SNAPSHOT_INTERVAL_S, SNAPSHOT_SPACING * self._snapshot_took)
                 if self._moved and time.monotonic() - self._snapshot_at >= spacing:
                     self.snapshot()
@@ -2367,6 +2374,39 @@ class Landing:
     """The last row of each person touched (code NONE: holds none now)."""
     olds: NDArray[np.int32]
     """The codes held before each change (NONE: none)."""
+
+
+def _event_plan(program: VectorProgram, name: str, met: dict[EventMatch, bool]) -> EventPlan:
+    """The states an event of ``name`` feeds (given which ``where`` tests it meets) and the
+    leaves it makes read, grouped by state, as :meth:`RealtimeEngine._fold` and
+    :meth:`RealtimeEngine.step` find them."""
+    roles: dict[int, list[bool]] = {}
+    for leaf_id, match, role in program.by_event[name]:
+        if match.where and not met[match]:
+            continue
+        roles.setdefault(leaf_id, []).append(role != "b")
+    feeds: list[tuple[int, str | None, list[bool]]] = []
+    fed: set[int] = set()
+    groups: dict[int, tuple[list[VLeaf], list[Any]]] = {}
+    for leaf_id, steps in roles.items():
+        leaf = program.leaves[leaf_id]
+        if leaf.state not in fed:  # leaves sharing a state: fed once
+            fed.add(leaf.state)
+            feeds.append((leaf.state, leaf.property, steps))
+        leaves, windows = groups.setdefault(leaf.state, ([], []))
+        leaves.append(leaf)
+        windows.append(leaf.columns.window if isinstance(leaf.columns, WindowView) else None)
+    return EventPlan(feeds, [(state, *group) for state, group in groups.items()])
+
+
+@dataclass(slots=True)
+class EventPlan:
+    """What one event feeds and reads (see :func:`_event_plan`)."""
+
+    feeds: list[tuple[int, str | None, list[bool]]]
+    """(state, the property its leaves read, the event's roles in it: True for a ``first``)."""
+    groups: list[tuple[int, list[VLeaf], list[Any]]]
+    """(state, the leaves fed reading it, the window each reads)."""
 
 
 def _read_one(

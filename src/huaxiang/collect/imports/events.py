@@ -18,6 +18,7 @@ from huaxiang.collect.imports.context import LoadContext
 from huaxiang.collect.imports.readers import ROW
 from huaxiang.collect.imports.sql import arrow, first_row, ident, str_list
 from huaxiang.collect.imports.validate import STAGE, STAGE_ALL
+from huaxiang.collect.seen_filter import stale
 from huaxiang.collect.tables import next_load_id
 from huaxiang.identity.extract import TRAIT_ALIASES
 from huaxiang.profiles.attributes import write_attribute_table
@@ -112,6 +113,7 @@ def load_events(ctx: LoadContext) -> None:
     if pending is not None:
         ctx.identity.flush(con)
     window_start = ctx.now - timedelta(days=ctx.settings.dedupe_days)
+    stale(con)  # the follower's filter of stored ids is filled anew once this commits
     con.execute(
         'INSERT INTO seen_messages SELECT message_id, coalesce(received_at, "timestamp") '
         f'FROM {new_keys} WHERE coalesce(received_at, "timestamp") >= ?',

@@ -138,9 +138,10 @@ class CompiledSubject:
         self.digest_prefix = f"{self.kind.value}|{self.name}|{self.version}|"
 
 
-One = tuple[int, int, int, int, int, int, bool, int, int, int, int]
+One = tuple[int, int, int, int, int, int, int, int, int, int, int]
 """A decision of one person (:meth:`RealtimeEngine._step_one`): subject, moment, person, old
-code, new code, kind, changed (else only its TTL moved), qualified, expires, cause, number."""
+code, new code, kind, changed (1; 0: only its TTL moved), qualified, expires, cause, number."""
+ONE_FIELDS = 11
 
 
 class Outcome:
@@ -155,7 +156,9 @@ class Outcome:
         touched: bool = False,
     ) -> None:
         self._parts = parts if parts is not None else []
-        self._ones: list[One] = []
+        self._ones = array.array("q")
+        """Decisions of one person (:data:`One`), flat: numbers in a buffer, not objects (the
+        garbage collector does not see them)."""
         self.causes = causes if causes is not None else []
         self.touched = touched
         """Whether any leaf state moved (the snapshot is due)."""
@@ -165,7 +168,7 @@ class Outcome:
         """What each decision changed (those without a change or a TTL moved are left out)."""
         if self._ones:
             self._parts += _grouped(self._ones)
-            self._ones = []
+            self._ones = array.array("q")
         return self._parts
 
     @parts.setter
@@ -176,7 +179,7 @@ class Outcome:
     def add_one(self, one: One) -> None:
         """A decision of one person: kept as a tuple, and grouped with the others of its
         subject and moment into arrays when the parts are read."""
-        self._ones.append(one)
+        self._ones.extend(one)
 
     def __len__(self) -> int:
         return sum(len(p.settled.persons) for p in self.parts)
@@ -212,35 +215,42 @@ class Part:
         return np.full(len(self.settled.persons), self.moment, np.int64)
 
 
-def _grouped(ones: list[One]) -> list[Part]:
-    """Decisions of one person each as parts: one per subject, in the order they were made, a
-    new one when a person comes back (a part holds distinct persons)."""
-    groups: list[tuple[int, list[int]]] = []
-    open_: dict[int, tuple[set[int], list[int]]] = {}
-    for i, one in enumerate(ones):
-        sid, person = one[0], one[2]
-        group = open_.get(sid)
-        if group is None or person in group[0]:
-            group = open_[sid] = (set(), [])
-            groups.append((sid, group[1]))
-        group[0].add(person)
-        group[1].append(i)
-    columns = [np.array(column) for column in zip(*ones, strict=True)]
-    moments = columns[1].astype(np.int64)
-    persons, olds, news, kinds, changed, qualified, expires, causes, seqs = columns[2:]
-    persons = persons.astype(np.int64)
+def _grouped(ones: array.array[int]) -> list[Part]:
+    """Decisions of one person each as parts: per subject, the first decision of each person,
+    then the second of each ... (a part holds distinct persons; a person's decisions keep their
+    order), in the order of each part's first decision."""
+    table = np.frombuffer(ones, np.int64).reshape(-1, ONE_FIELDS)
+    sids, moments, persons, olds, news, kinds, changed, qualified, expires, causes, seqs = table.T
+    count = len(table)
+    # The rank of each decision among those of its subject and person.
+    key = sids * (int(persons.max()) + 1) + persons
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.ones(count, np.bool_)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    first = np.maximum.accumulate(np.where(starts, np.arange(count), 0))
+    rank = np.empty(count, np.int64)
+    rank[order] = np.arange(count) - first
+    # Parts: by subject and rank, each in the order the decisions were made.
+    order = np.lexsort((np.arange(count), rank, sids))
+    bounds = np.flatnonzero(
+        np.concatenate(([True], (np.diff(sids[order]) != 0) | (np.diff(rank[order]) != 0), [True]))
+    )
+    # Parts in the order of their first decision.
+    heads, tails = bounds[:-1], bounds[1:]
+    emit = np.argsort(order[heads], kind="stable")
     out = []
-    for sid, members in groups:
-        at = np.array(members, np.int64)
-        moved = changed[at]
-        order = np.concatenate([at[moved], at[~moved]])
-        rows = (
-            persons[order],
-            news[order].astype(np.int32),
-            qualified[order].astype(np.int64),
-            expires[order].astype(np.int64),
-        )
+    for begin, end in zip(heads[emit].tolist(), tails[emit].tolist(), strict=True):
+        at = order[begin:end]
+        moved = changed[at] != 0
         both = at[moved]
+        row_order = np.concatenate([both, at[~moved]])
+        rows = (
+            persons[row_order],
+            news[row_order].astype(np.int32),
+            qualified[row_order],
+            expires[row_order],
+        )
         settled = Settled(
             persons[both],
             olds[both].astype(np.int32),
@@ -250,20 +260,17 @@ def _grouped(ones: list[One]) -> list[Part]:
             persons[at[~moved]],
             rows,
         )
-        row_seqs = seqs[order].astype(np.int64)
-        part_causes = causes[both].astype(np.int64)
-        times = moments[at]
-        out.append(
-            Part(
-                sid,
-                settled,
-                int(times.min()),
-                part_causes,
-                int(row_seqs.max()),
-                row_seqs,
-                moments[both],
-            )
+        row_seqs = seqs[row_order]
+        part = Part(
+            int(sids[at[0]]),
+            settled,
+            int(moments[at].min()),
+            causes[both],
+            int(row_seqs.max()),
+            row_seqs,
+            moments[both],
         )
+        out.append(part)
     return out
 
 
@@ -1118,7 +1125,7 @@ class RealtimeEngine:
                         old,
                         new,
                         kind,
-                        changed,
+                        int(changed),
                         qualified,
                         expires,
                         base,

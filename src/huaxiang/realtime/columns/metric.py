@@ -200,7 +200,7 @@ class _Pool:
         self._persons(person + 1)
         old: int = self.length.item(person)
         if old + 1 > self.cap.item(person):
-            self._move(np.array([person], np.int64), np.array([old + 1], np.int64))
+            self._move_one(person, old)
         pos = self.start.item(person) + old
         late = old > 0 and time < self.times.item(pos - 1)
         self.times[pos] = time
@@ -212,6 +212,20 @@ class _Pool:
         self.live += 1
         if late:
             self._sort(np.array([person], np.int64))
+
+    def _move_one(self, person: int, used: int) -> None:
+        """:meth:`_move` of one person's full segment (``used`` entries), with slices."""
+        cap = max(2 * (used + 1), 8)
+        self._reserve(cap)
+        start, old = self.used, self.start.item(person)
+        self.times[start : start + used] = self.times[old : old + used]
+        if self.nums is not None:
+            self.nums[start : start + used] = self.nums[old : old + used]
+        if self.ids is not None:
+            self.ids[start : start + used] = self.ids[old : old + used]
+        self.start[person] = start
+        self.cap[person] = cap
+        self.used += cap
 
     def _move(self, who: Persons, need: Ints) -> None:
         """Give ``who`` new segments at the end of the pool with twice the room they need."""

@@ -79,7 +79,8 @@ class SeenFilter:
         self.ready = False
         """Filled from the store: only then does it answer "not stored"."""
 
-    def _positions(self, ids: Sequence[str], size: int) -> NDArray[np.uint64]:
+    @staticmethod
+    def _positions(ids: Sequence[str], size: int) -> NDArray[np.uint64]:
         """The ``HASHES`` bit positions of each id (double hashing of ``hash(id)``)."""
         hashes = np.array([hash(i) for i in ids], dtype=np.int64).view(np.uint64)
         low = hashes & np.uint64(_MASK32)

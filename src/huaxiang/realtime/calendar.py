@@ -86,14 +86,22 @@ class Calendar:
             return
         self._due[persons] = moments
         end = self._tail + n
+        self._tail_room(end)
+        self._tail_moments[self._tail : end] = moments
+        self._tail_persons[self._tail : end] = persons
+        self._appended(end, int(moments.min()))
+
+    def _tail_room(self, end: int) -> None:
+        """Room in the tail for entries up to ``end``."""
         if end > len(self._tail_moments):
             size = max(end, 2 * len(self._tail_moments), 64)
             self._tail_moments = np.resize(self._tail_moments, size)
             self._tail_persons = np.resize(self._tail_persons, size)
-        self._tail_moments[self._tail : end] = moments
-        self._tail_persons[self._tail : end] = persons
+
+    def _appended(self, end: int, low: int) -> None:
+        """The tail now ends at ``end``, its new entries no earlier than ``low``: merge it when
+        due, tell the watcher when the earliest moment moved."""
         self._tail = end
-        low = int(moments.min())
         if end > max(_TAIL, len(self._sorted_moments) - self._head):
             self._merge()
         if low < self.first:
@@ -107,17 +115,10 @@ class Calendar:
             return
         self._due[person] = moment
         end = self._tail + 1
-        if end > len(self._tail_moments):
-            size = max(end, 2 * len(self._tail_moments), 64)
-            self._tail_moments = np.resize(self._tail_moments, size)
-            self._tail_persons = np.resize(self._tail_persons, size)
+        self._tail_room(end)
         self._tail_moments[self._tail] = moment
         self._tail_persons[self._tail] = person
-        self._tail = end
-        if end > max(_TAIL, len(self._sorted_moments) - self._head):
-            self._merge()
-        if moment < self.first:
-            self._moved(moment)
+        self._appended(end, moment)
 
     def _merge(self) -> None:
         """Sort the tail into the sorted part (folding duplicates when there are many)."""

@@ -177,8 +177,8 @@ class Outcome:
         self._parts = parts
 
     def add_one(self, one: One) -> None:
-        """A decision of one person: kept as a tuple, and grouped with the others of its
-        subject and moment into arrays when the parts are read."""
+        """A decision of one person: kept as numbers, and grouped with the others of its
+        subject into arrays when the parts are read (:func:`_grouped`)."""
         self._ones.extend(one)
 
     def __len__(self) -> int:
@@ -670,10 +670,7 @@ class RealtimeEngine:
         def properties(i: int) -> dict[str, Any]:
             found = parsed.get(i)
             if found is None:
-                text = props[i]
-                found = parsed[i] = orjson.loads(text) if text else {}
-                if not isinstance(found, dict):
-                    found = parsed[i] = {}
+                found = parsed[i] = _properties(props[i])
             return found
 
         fed: dict[int, list[tuple[NDArray[np.int64], bool]]] = defaultdict(list)
@@ -1010,18 +1007,16 @@ class RealtimeEngine:
             distinct = {match: None for _, match, _ in program.by_event[name] if match.where}
             tests = program.tests[name] = list(distinct)
         parsed: dict[str, Any] = {}
-        if props and (tests or program.reads_values.get(name, True)):
-            found = orjson.loads(props)
-            parsed = found if isinstance(found, dict) else {}
+        if tests:
+            parsed = _properties(props)
         met = tuple([bool(program.matchers[match](parsed)) for match in tests])
         plan = program.plans.get((name, met))
         if plan is None:
             plan = program.plans[(name, met)] = _event_plan(
                 program, name, dict(zip(tests, met, strict=True))
             )
-            program.reads_values[name] = program.reads_values.get(name, False) or any(
-                prop is not None for _, prop, _ in plan.feeds
-            )
+        if not tests and plan.reads_values:
+            parsed = _properties(props)
         return plan, parsed
 
     def _feed_one(
@@ -2403,7 +2398,8 @@ def _event_plan(program: VectorProgram, name: str, met: dict[EventMatch, bool]) 
         leaves, windows = groups.setdefault(leaf.state, ([], []))
         leaves.append(leaf)
         windows.append(leaf.columns.window if isinstance(leaf.columns, WindowView) else None)
-    return EventPlan(feeds, [(state, *group) for state, group in groups.items()])
+    reads_values = any(prop is not None for _, prop, _ in feeds)
+    return EventPlan(feeds, [(state, *group) for state, group in groups.items()], reads_values)
 
 
 @dataclass(slots=True)
@@ -2414,6 +2410,15 @@ class EventPlan:
     """(state, the property its leaves read, the event's roles in it: True for a ``first``)."""
     groups: list[tuple[int, list[VLeaf], list[Any]]]
     """(state, the leaves fed reading it, the window each reads)."""
+
+    reads_values: bool
+    """Whether a state it feeds reads a property of the event."""
+
+
+def _properties(text: str | None) -> dict[str, Any]:
+    """An event's properties from their JSON text ({} when none)."""
+    found = orjson.loads(text) if text else {}
+    return found if isinstance(found, dict) else {}
 
 
 def _read_one(

@@ -286,8 +286,6 @@ class VectorProgram:
         """The leaves whose state :meth:`finish` made new."""
         self.tests: dict[str, list[EventMatch]] = {}
         """event name -> its distinct matches with ``where`` tests (filled as events come)."""
-        self.reads_values: dict[str, bool] = {}
-        """event name -> whether a state it feeds reads a property."""
         self.plans: dict[tuple[str, tuple[bool, ...]], Any] = {}
         """(event name, the outcome of its tests) -> what one such event feeds and reads
         (``realtime.engine.EventPlan``, filled as events come)."""

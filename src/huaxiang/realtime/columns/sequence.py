@@ -201,7 +201,7 @@ class SequenceColumns:
         if used + 1 > self.capacity.item(person):
             one = np.array([person], np.int64)
             self._move(one, np.array([used], np.int64), np.array([used + 1], np.int64))
-        at = int(self.start[person]) + used
+        at = self.start.item(person) + used
         mixed = False
         if used:
             old_time, old_first = self.times.item(at - 1), bool(self.firsts.item(at - 1))
@@ -374,11 +374,7 @@ class SequenceColumns:
             nxt = ahead
             for t, followed in steps:
                 deadline = t + within
-                if length is not None:
-                    inside = now - length < t <= now
-                else:
-                    inside = t <= now and self.span.accepts(t)
-                if inside and not value:
+                if not value and span.inside(t, now):
                     if spec.absent:
                         value = deadline <= now and not followed <= deadline
                     else:

@@ -21,6 +21,7 @@ from huaxiang.runtime import Runtime
 from huaxiang.store import Store
 from huaxiang.tags.catalog import insert_tag
 from huaxiang.tags.definition import RefreshKind, RefreshMode, TagDefinition, TagKind
+from huaxiang.tags.refresh import refresh_tags
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULES = {
@@ -150,8 +151,8 @@ def test_events_are_folded_ahead_of_the_loader_and_written_once(workspace: Works
 def _stream(rng: random.Random) -> list[list[Event]]:
     """Records of a random stream: known and new persons, anonymous visitors who sign up
     later (identify calls with traits), and retried messages. Users u6..u11 browse as
-    a0..a5 until they sign up, so no two persons with events merge: the real-time state
-    of a merged person follows the merge only from the next rebuild (docs/realtime.md)."""
+    a0..a5 until they sign up, and some of them send events signed in on another device
+    meanwhile: signing up merges two persons with events."""
     records: list[list[Event]] = []
     sent: list[Event] = []
     signed_up: set[int] = set()
@@ -164,7 +165,7 @@ def _stream(rng: random.Random) -> list[list[Event]]:
             name = rng.choice(["view", "view", "buy"])
             if roll < 0.1 and sent:
                 batch.append(rng.choice(sent))  # a retry
-            elif user < 6 or user in signed_up:
+            elif user < 6 or user in signed_up or roll > 0.8:
                 batch.append(event(name, at, f"u{user}", None, amount=rng.randrange(80)))
             elif roll < 0.3:
                 signed_up.add(user)
@@ -227,6 +228,30 @@ def _run(workspace: Workspace, records: list[list[Event]], mode: str) -> dict[st
             JOIN identity_map i ON i.person_id = t.person_id
             WHERE i.id_type = 'user_id' ORDER BY ALL
             """,
+            [],
+        )
+        # The batch evaluator, on the same rules at the same moment, agrees.
+        with runtime.store.transaction() as con:
+            for name, text in RULES.items():
+                insert_tag(
+                    con, TagDefinition(name=f"batch_{name}", kind=TagKind.RULE, rule=parse(text))
+                )
+                con.execute(
+                    "UPDATE tag_definitions SET status = 'active' WHERE name = ?", [f"batch_{name}"]
+                )
+            refresh_tags(con, [f"batch_{name}" for name in RULES], as_of=clock.now())
+        batch = stored(
+            runtime,
+            """
+            SELECT person_id, substr(tag, 7) FROM tag_values
+            WHERE starts_with(tag, 'batch_') ORDER BY ALL
+            """,
+            [],
+        )
+        assert batch == stored(
+            runtime,
+            "SELECT person_id, tag FROM tag_values"
+            " WHERE NOT starts_with(tag, 'batch_') ORDER BY ALL",
             [],
         )
     return {"values": values, "changes": rows, "tag_values": tag_values}

@@ -81,6 +81,8 @@ OPERATIONS = st.lists(
         st.tuples(st.just("compact"), st.none()),
         st.tuples(st.just("read"), st.integers(min_value=0, max_value=30)),
         st.tuples(st.just("reload"), st.none()),
+        # the persons' events go to another person (an identity merge or split)
+        st.tuples(st.just("forget"), st.lists(st.integers(min_value=0, max_value=7), max_size=3)),
     ),
     min_size=1,
     max_size=25,
@@ -167,6 +169,10 @@ def test_columns_equal_object_states(
             objects.compact(now)
         elif kind == "read":
             assert_same(columns, objects, now + arg * STEP)
+        elif kind == "forget":
+            columns.forget(np.array(sorted(set(arg)), dtype=np.int64))
+            for person in arg:
+                objects.states.pop(person, None)
         else:
             columns = MetricColumns.load(spec, span, columns.dump())
         assert_same(columns, objects, now)

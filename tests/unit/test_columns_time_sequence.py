@@ -71,6 +71,11 @@ class Reload:
 
 
 @dataclass(frozen=True)
+class Forget:
+    persons: list[int]  # their events go to another person (an identity merge or split)
+
+
+@dataclass(frozen=True)
 class Read:
     halves: int  # the moment read, after the clock
     persons: list[int]
@@ -94,6 +99,7 @@ STEPS = st.lists(
         st.builds(Advance, st.integers(min_value=0, max_value=6).map(lambda h: 2 * h) | st.just(1)),
         st.just(Compact()),
         st.just(Reload()),
+        st.builds(Forget, st.lists(st.integers(min_value=0, max_value=4), max_size=3)),
         st.builds(
             Read,
             st.integers(min_value=0, max_value=20),
@@ -154,6 +160,10 @@ def _time_run(which: a.Which, late: int, steps: list[Any]) -> None:
                     state.compact(now)
             case Reload():
                 columns = TimeColumns.load(spec, span, columns.dump())
+            case Forget(persons):
+                columns.forget(np.array(sorted(set(persons)), dtype=np.int64))
+                for person in persons:
+                    states.pop(person, None)
             case Read(halves, persons):
                 moment = now + halves * HALF
                 reading = columns.read(np.array(persons, dtype=np.int64), moment)
@@ -186,6 +196,10 @@ def _sequence_run(window: a.Window, within: int, absent: bool, late: int, steps:
                     state.compact(spec, span, now, late)
             case Reload():
                 columns = SequenceColumns.load(spec, span, columns.dump())
+            case Forget(persons):
+                columns.forget(np.array(sorted(set(persons)), dtype=np.int64))
+                for person in persons:
+                    states.pop(person, None)
             case Read(halves, persons):
                 moment = now + halves * HALF
                 reading = columns.read(np.array(persons, dtype=np.int64), moment)

@@ -33,6 +33,7 @@ from huaxiang.identity.graph import (
     STATUS_CODES,
     STATUS_NAMES,
     IdentityGraph,
+    LogEntry,
 )
 from huaxiang.identity.identifiers import Identifier, InvalidIdentifier, Observation
 from huaxiang.identity.normalize import PLAIN_PATTERN, Normalizer, normalizer_for
@@ -45,6 +46,8 @@ _M2: Final = 0xBF58476D1CE4E5B9
 _M1_INV: Final = pow(_M1, -1, 1 << 64)
 _M2_INV: Final = pow(_M2, -1, 1 << 64)
 _SETTLED_LIMIT: Final = 200_000
+#: Merge-log actions that move identifiers from one person to another.
+REGROUPING: Final = frozenset({"merge", "split", "unmerge"})
 _ALL_ZERO_PATTERN: Final = "^[0-]*0[0-]*$"
 _PERSON_REF_HINT: Final = (
     "use a person key (p_...), a person id, or type:value such as phone:13912345678"
@@ -112,6 +115,9 @@ class IdentityResolver:
         # ``_apply_batch``); dropped when the graph is rebuilt.
         self._settled: set[tuple[str | None, str | None]] = set()
         self._settled_graph: IdentityGraph | None = None
+        self.regroups = 0
+        """How many writes named persons whose identifiers changed owner (``identity_regroups``):
+        a reader of that table looks again when this moved."""
 
     # ------------------------------------------------------------------------------- set-up
     @classmethod
@@ -863,6 +869,33 @@ class IdentityResolver:
         return Identifier(id_type, value)
 
     # -------------------------------------------------------------------------------- flush
+    def _note_regroups(self, con: duckdb.DuckDBPyConnection, log: Sequence[LogEntry]) -> None:
+        """Name the persons a merge, split or unmerge of this write moved identifiers between
+        (``identity_regroups``, one new batch number)."""
+        persons = sorted(
+            {
+                p
+                for e in log
+                if e.action in REGROUPING
+                for p in (e.person_id, e.other_person_id)
+                if p is not None
+            }
+        )
+        if not persons:
+            return
+        found = con.execute(
+            "UPDATE identity_regroup_batches SET last = last + 1 RETURNING last"
+        ).fetchall()
+        _insert(
+            con,
+            "identity_regroups",
+            {
+                "batch": pa.array([int(found[0][0])] * len(persons), pa.int64()),
+                "person_id": pa.array(persons, pa.uint32()),
+            },
+        )
+        self.regroups += 1
+
     def _flush(self, con: duckdb.DuckDBPyConnection) -> None:
         """Write the journal of the graph into the tables (in the caller's transaction)."""
         graph = self.graph
@@ -974,6 +1007,7 @@ class IdentityResolver:
             )
         if graph.log:
             log = graph.log
+            self._note_regroups(con, log)
             ends = [
                 (None, None, None, None)
                 if e.link_id is None

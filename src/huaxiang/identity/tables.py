@@ -82,6 +82,18 @@ DDL: tuple[str, ...] = (
         reason VARCHAR
     )
     """,
+    # Persons whose identifiers changed owner (a merge, split or unmerge named them), for what
+    # keeps per-person state derived from events (the real-time engine folds their events again
+    # and deletes the rows it has snapshotted). batch: one number per write of the graph, rising.
+    """
+    CREATE TABLE IF NOT EXISTS identity_regroups (
+        batch BIGINT NOT NULL,
+        person_id UINTEGER NOT NULL
+    )
+    """,
+    "CREATE TABLE IF NOT EXISTS identity_regroup_batches (last BIGINT NOT NULL)",
+    "INSERT INTO identity_regroup_batches SELECT 0"
+    " WHERE NOT EXISTS (SELECT 1 FROM identity_regroup_batches)",
     # Events keep their raw ids; the person is read through identity_map, so merges and unmerges
     # apply to history without rewriting it. The resolver re-creates this view at start to match the
     # configured normalizers (see ``view_sql``).

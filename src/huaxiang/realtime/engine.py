@@ -93,6 +93,7 @@ SNAPSHOT_SPACING = 10.0
 COMPACT_ROWS = 1_000_000
 TIMER_CAUSE: Final = "timer: window, deadline or ttl passed"
 DEFINITION_CAUSE: Final = "definition activated, changed or reloaded"
+REGROUP_CAUSE: Final = "identity: persons merged or split"
 
 
 def to_us(moment: datetime) -> int:
@@ -350,12 +351,18 @@ class RealtimeEngine:
         self._ahead_order: deque[tuple[int, list[str]]] = deque()
         """(record, messageIds) in :attr:`_ahead`, oldest first."""
         self._ahead_rows: list[tuple[int, Rows, list[int]]] = []
+        """(record, rows, persons) folded ahead of the loader (refolded into rebuilt leaves)."""
         self._restored: set[str] = set()
         """messageIds of events the loaded snapshot holds (folded ahead of the loader before
         a stop) that were not stored yet: the loader stores them at start."""
         self._lacking: set[str] = set()
         """Keys of the states without the :attr:`_restored` events (rebuilt from the store)."""
-        """(record, rows, persons) folded ahead of the loader (refolded into rebuilt leaves)."""
+        self._regroups_seen = -1
+        """The identity resolver's count of regrouping writes when ``identity_regroups`` was
+        last read."""
+        self._regrouped = 0
+        """The newest batch of ``identity_regroups`` folded again (the snapshot deletes those up
+        to it: it holds them)."""
         self._claimed = 0
         """The last ingest log record folded, ahead of the loader or by it."""
         self._loader_claimed = 0
@@ -584,10 +591,11 @@ class RealtimeEngine:
         *,
         after_load: int | None = None,
         skip: Sequence[str] = (),
+        only: Sequence[int] | None = None,
     ) -> None:
         """Fold the stored events into the given leaves (a rule activated or changed; or,
         with ``after_load``, the events stored since the snapshot, but those ``skip`` names:
-        the snapshot holds them)."""
+        the snapshot holds them; ``only``: the events of these persons)."""
         wanted = set(leaf_ids)
         names = sorted(
             name
@@ -609,6 +617,9 @@ class RealtimeEngine:
         if skip:
             sql += " AND NOT list_contains(?::VARCHAR[], message_id)"
             params.append(list(skip))
+        if only is not None:
+            sql += " AND list_contains(?::UINTEGER[], person_id)"
+            params.append(list(only))
         reader = con.sql(sql, params=params).to_arrow_reader(200_000)
         assert reader is not None
         for batch in reader:
@@ -773,6 +784,8 @@ class RealtimeEngine:
                 }
                 others = set(range(len(self.program.leaves))) - (lacking - rebuilt)
                 self.step(_columns(restored), now, outcome, con, skip=others)
+            # The batch's merges and splits: stored with it, so read back with it.
+            self._regroup(con, now, outcome)
         # Writing reads only the outcome (and the store's writer lock keeps writers apart):
         # events folded ahead meanwhile are not held up by the statements.
         self._write(con, outcome, now)
@@ -1422,12 +1435,99 @@ class RealtimeEngine:
                     # Records folded ahead wait for a loader batch, which writes what is
                     # pending: the timers' decisions join them, in order, in that write.
                     self._due(now, con, self._pending)
+                    self._regroup(con, now, self._pending)
                     return []
                 outcome = self._due(now, con, self._take_pending())
+                self._regroup(con, now, outcome)  # an unmerge, an import ...
             changes = self._write(con, outcome, now, everything=report)
             if self._unfolded > COMPACT_ROWS:
                 self.compact_snapshot(con)
         return changes
+
+    # -- identity merges and splits ----------------------------------------------------------
+
+    def _regroup(self, con: duckdb.DuckDBPyConnection, now: int, outcome: Outcome) -> None:
+        """Persons whose identifiers changed owner since the last look (merged, split or
+        unmerged: ``identity_regroups``): their states folded again from their events under
+        the persons who own them now, and decided (persons merged away hold nothing)."""
+        if self.identity.regroups == self._regroups_seen:
+            return
+        self._regroups_seen = self.identity.regroups
+        live, gone = self._refold(con, self.program, now)
+        if not len(live) and not len(gone):
+            return
+        everyone = np.concatenate([live, gone])
+        ignored: Dirty = defaultdict(list)
+        for leaf_id in range(len(self.program.leaves)):  # truths and timers from the new states
+            self._react(leaf_id, everyone, np.zeros(len(everyone), np.int64), now, ignored, True)
+        if len(live):
+            dirty: Dirty = defaultdict(list)
+            for sid in self.subjects:
+                dirty[sid].append((live, np.zeros(len(live), np.int64)))
+            self._decide(con, dirty, now, [REGROUP_CAUSE], outcome)
+        self._settle_gone(gone, now, outcome)
+
+    def _refold(
+        self, con: duckdb.DuckDBPyConnection, program: VectorProgram, now: int
+    ) -> tuple[Persons, Persons]:
+        """The states of the persons ``identity_regroups`` names (and of those they belong to
+        now) folded again from the stored events (and those folded ahead of the loader).
+        Returns (the current persons among them, the persons merged away)."""
+        found = con.execute(
+            "SELECT max(batch), list(DISTINCT person_id) FROM identity_regroups WHERE batch > ?",
+            [self._regrouped],
+        ).fetchall()
+        if not found or found[0][0] is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self._regrouped = int(found[0][0])
+        if not self.subjects and not program.leaves:  # nothing kept per person: nothing to do
+            con.execute("DELETE FROM identity_regroups WHERE batch <= ?", [self._regrouped])
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        current = self.identity.current_person
+        named = {int(p) for p in found[0][1]}
+        named |= {current(p) for p in named}
+        who = np.array(sorted(named), np.int64)
+        self._grow(int(who.max()) + 1)
+        program.grow(self._size())
+        for state in program.states:
+            state.columns.forget(who)
+        live = np.array([p for p in who.tolist() if current(p) == p], np.int64)
+        gone = np.setdiff1d(who, live)
+        self.seen[gone] = False
+        self.seen[live] = True
+        every = range(len(program.leaves))
+        if len(live) and program.leaves:
+            self._replay_history(con, program, every, now, only=live.tolist())
+            mine = set(live.tolist())
+            for _, (_, names, times, props, _, _), persons in self._ahead_rows:
+                owners = [current(p) for p in persons]
+                keep = [i for i, p in enumerate(owners) if p in mine]
+                if keep:
+                    self._fold(
+                        program,
+                        [names[i] for i in keep],
+                        np.array([owners[i] for i in keep], np.int64),
+                        np.array([times[i] for i in keep], np.int64),
+                        [props[i] for i in keep],
+                        now,
+                        set(every),
+                    )
+        return live, gone
+
+    def _settle_gone(self, gone: Persons, now: int, outcome: Outcome) -> None:
+        """Persons merged into others hold nothing: every value leaves now (no TTL runs)."""
+        if not len(gone):
+            return
+        base = len(outcome.causes)
+        outcome.causes.append(REGROUP_CAUSE)
+        fresh = np.full(len(gone), NONE, np.int32)
+        plain = np.zeros(len(gone), np.bool_)
+        causes = np.full(len(gone), base, np.int64)
+        for sid, subject in self.subjects.items():
+            settled = subject.held.settle(gone, fresh, plain, now, None, subject.default)
+            if len(settled.persons) or len(settled.restamped):
+                self._seq += 1
+                outcome.parts.append(Part(sid, settled, now, causes[settled.at], self._seq))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -1989,7 +2089,7 @@ class RealtimeEngine:
         con.execute("INSERT INTO realtime_folded VALUES (?)", [self._written])
         self._unfolded = 0
 
-    def _dump_snapshot(self) -> tuple[list[list[Any]], list[str]]:
+    def _dump_snapshot(self) -> tuple[list[list[Any]], list[str], int]:
         """Every leaf's state (Arrow IPC bytes: a copy, which later folds do not move) and the
         events folded ahead of the loader that it holds (under the engine's lock)."""
         rows = []
@@ -2001,15 +2101,15 @@ class RealtimeEngine:
             rows.append([state.key, type(state.columns).__name__, sink.getvalue()])
         ahead = sorted({m for _, rows_, _ in self._ahead_rows for m in rows_[4]})
         self._moved = False
-        return rows, ahead
+        return rows, ahead, self._regrouped
 
     def _write_snapshot(
-        self, con: duckdb.DuckDBPyConnection, dumped: tuple[list[list[Any]], list[str]]
+        self, con: duckdb.DuckDBPyConnection, dumped: tuple[list[list[Any]], list[str], int]
     ) -> None:
         """Write a dump of every leaf's state with the newest load it covers (the statements
         need not hold the engine's lock: events folded ahead meanwhile are not in the dump, nor
         named in it, and the loader folds them after a restart)."""
-        rows, ahead = dumped
+        rows, ahead, regrouped = dumped
         con.execute("DELETE FROM realtime_leaf_state")
         if rows:
             con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
@@ -2020,6 +2120,8 @@ class RealtimeEngine:
         con.execute("DELETE FROM realtime_ahead")
         if ahead:
             con.execute("INSERT INTO realtime_ahead SELECT unnest(?::VARCHAR[])", [ahead])
+        # The persons regrouped up to the dump are folded again in it.
+        con.execute("DELETE FROM identity_regroups WHERE batch <= ?", [regrouped])
         self._snapshot_at = time.monotonic()
 
     def snapshot(self) -> None:
@@ -2133,7 +2235,14 @@ class RealtimeEngine:
             self._replay_history(con, program, present, now, after_load=applied, skip=ahead)
         self._note_persons(con)
         self.subjects = subjects
+        # Merges and splits the snapshot does not hold: those persons' states folded again.
+        self._regrouped = 0
+        self._regroups_seen = self.identity.regroups
+        _, gone = self._refold(con, program, now)
+        regrouped = Outcome()
+        self._settle_gone(gone, now, regrouped)
         outcome = self.install(program, subjects, now, con)
+        outcome.parts = regrouped.parts + outcome.parts
         # Values of served tags written as other tags' are (by earlier versions, which kept
         # them in one table) move to the engine's table.
         served = sorted({s.name for s in subjects.values() if s.kind is Subject.TAG})

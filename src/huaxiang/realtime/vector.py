@@ -89,6 +89,8 @@ class Columns(Protocol):
 
     def holders(self) -> Persons: ...
 
+    def forget(self, persons: Persons) -> None: ...
+
     def dump(self) -> pa.Table: ...
 
 
@@ -247,6 +249,9 @@ class WindowView:
 
     def compact(self, now: int, late_us: int) -> None:
         raise TypeError("a window view is compacted through its state")
+
+    def forget(self, persons: Persons) -> None:
+        raise TypeError("a window view forgets through its state")
 
     def dump(self) -> pa.Table:
         raise TypeError("a window view is written through its state")

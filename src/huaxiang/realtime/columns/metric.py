@@ -213,6 +213,13 @@ class _Pool:
         if late:
             self._sort(np.array([person], np.int64))
 
+    def forget(self, who: Persons) -> None:
+        """Empty the segments of ``who`` (their room stays dead until :meth:`tidy`)."""
+        who = who[who < len(self.length)]
+        self.live -= int(self.length[who].sum())
+        self.length[who] = 0
+        self.cap[who] = 0
+
     def _move_one(self, person: int, used: int) -> None:
         """:meth:`_move` of one person's full segment (``used`` entries), with slices."""
         cap = max(2 * (used + 1), 8)
@@ -801,6 +808,28 @@ class MetricColumns:
         self.pool.ids = remap[self.pool.ids]
         self.texts = [self.texts[k] for k in used.tolist()]
         self.text_ids = {text: k for k, text in enumerate(self.texts)}
+
+    def forget(self, persons: Persons) -> None:
+        """Drop everything ``persons`` hold (their events are folded again, under the persons
+        an identity merge or split gave them to)."""
+        self.pool.forget(persons)
+        inside = persons[persons < len(self.count)]
+        self.count[inside] = 0
+        if self.numeric:
+            self.numbers[inside] = 0
+        if self.sums:
+            self.total[inside] = 0.0
+            self.bound[inside] = 0.0
+            self.inexact[inside] = False
+        if self.spec.function == Aggregation.MIN:
+            self.low[inside] = np.inf
+        if self.spec.function == Aggregation.MAX:
+            self.high[inside] = -np.inf
+        if self.distinct:
+            self.ndistinct[inside] = 0
+        for person in persons.tolist():
+            self.partials.pop(person, None)
+            self.sets.pop(person, None)
 
     def holders(self) -> Persons:
         """Sorted persons holding any state (the object state's ``empty()`` is False)."""

@@ -108,6 +108,10 @@ class ObjectColumns:
             if state.empty():
                 del self.states[p]
 
+    def forget(self, persons: Persons) -> None:
+        for p in persons.tolist():
+            self.states.pop(p, None)
+
     def holders(self) -> Persons:
         return np.array(sorted(p for p, s in self.states.items() if not s.empty()), np.int64)
 

@@ -435,6 +435,14 @@ class SequenceColumns:
         self.times[at] = times
         self.firsts[at] = firsts
 
+    def forget(self, persons: Persons) -> None:
+        """Drop everything ``persons`` hold (see :meth:`MetricColumns.forget`): their slots
+        are left as holes, as a moved slot's are."""
+        inside = persons[persons < len(self.length)]
+        self.length[inside] = 0
+        self.capacity[inside] = 0
+        self.held[inside] = False
+
     def holders(self) -> Persons:
         """Persons with entries or a sequence held for good."""
         return np.flatnonzero((self.length > 0) | self.held).astype(np.int64)

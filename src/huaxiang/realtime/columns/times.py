@@ -186,6 +186,18 @@ class TimeColumns:
         self.pending_person = self.pending_person[keep]
         self.pending_time = self.pending_time[keep]
 
+    def forget(self, persons: Persons) -> None:
+        """Drop everything ``persons`` hold (see :meth:`MetricColumns.forget`)."""
+        inside = persons[persons < len(self.has)]
+        self.first[inside] = NEVER
+        self.last[inside] = _LOW
+        self.has[inside] = False
+        self.pending_count[inside] = 0
+        if len(self.pending_person):
+            keep = ~np.isin(self.pending_person, persons)
+            self.pending_person = self.pending_person[keep]
+            self.pending_time = self.pending_time[keep]
+
     def holders(self) -> Persons:
         """Persons with a time or a pending event."""
         return np.flatnonzero(self.has | (self.pending_count > 0)).astype(np.int64)

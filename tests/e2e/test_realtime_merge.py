@@ -1,0 +1,283 @@
+"""Identity merges and splits reach the real-time state at once: when a person is merged into
+another, the survivor's values count the events of both (in the loader batch that merged them),
+the person merged away holds nothing, an unmerge gives each part its own events back, and the
+values equal a batch refresh of the same rules. A restart before the next snapshot folds the
+regrouped persons again the same way."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from huaxiang.clock import ManualClock
+from huaxiang.collect.keys import write_keys
+from huaxiang.collect.records import encode_record
+from huaxiang.config import Workspace
+from huaxiang.events import Event
+from huaxiang.identity.identifiers import Identifier
+from huaxiang.identity.resolver import IdentityResolver
+from huaxiang.profiles.unmerge import unmerge_person
+from huaxiang.realtime.changes import Subject
+from huaxiang.realtime.engine import REGROUP_CAUSE, RealtimeEngine
+from huaxiang.rules.text import parse
+from huaxiang.runtime import Runtime
+from huaxiang.tags.catalog import insert_tag
+from huaxiang.tags.definition import RefreshKind, RefreshMode, TagDefinition, TagKind
+from huaxiang.tags.refresh import refresh_tags
+from live import LiveServer, serve_runtime
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+RULES = {
+    "hot_python": 'count(view_course where category = "python", 1d) >= 3',
+    "sql_fan": 'did(view_course where category = "sql", 1d)',
+    "idle": "not did(view_course, 1d)",
+    "bought_after_view": "seq(view_course, then checkout within 1h, 1d)",
+}
+
+
+def message(kind: str, at: datetime, user: str | None, anonymous: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": kind, "messageId": uuid.uuid4().hex}
+    out["timestamp"] = at.isoformat()
+    if user is not None:
+        out["userId"] = user
+    if anonymous is not None:
+        out["anonymousId"] = anonymous
+    return out
+
+
+def track(
+    name: str, at: datetime, user: str | None = None, anonymous: str | None = None, **props: Any
+) -> dict[str, Any]:
+    return {**message("track", at, user, anonymous), "event": name, "properties": props}
+
+
+def history() -> list[dict[str, Any]]:
+    """u1 viewed an SQL course; the anonymous a1 (u1 on another device, not signed in) viewed
+    a Python course three times, and u1 checked out half an hour after the last view; u3
+    viewed two days ago."""
+    return [
+        track("view_course", T0 - timedelta(days=2), user="u3", category="sql"),
+        track("view_course", T0 - timedelta(hours=3), user="u1", category="sql"),
+        *[
+            track("view_course", T0 - timedelta(minutes=m), anonymous="a1", category="python")
+            for m in (120, 90, 60)
+        ],
+        track("checkout", T0 - timedelta(minutes=30), user="u1"),
+    ]
+
+
+def signed_in() -> dict[str, Any]:
+    return message("identify", T0, "u1", "a1")
+
+
+def as_events(messages: list[dict[str, Any]]) -> list[Event]:
+    """The wire messages as the collector stores them (for the log, without the server)."""
+    out: list[Event] = []
+    for m in messages:
+        at = datetime.fromisoformat(m["timestamp"])
+        out.append(
+            {
+                "messageId": m["messageId"],
+                "type": m["type"],
+                "event": m.get("event"),
+                "userId": m.get("userId"),
+                "anonymousId": m.get("anonymousId"),
+                "timestamp": at,
+                "originalTimestamp": at,
+                "sentAt": None,
+                "receivedAt": at,
+                "channel": "server",
+                "properties": m.get("properties", {}),
+                "context": {},
+                "traits": {},
+                "source": "sdk:test",
+            }
+        )
+    return out
+
+
+def add_rules(runtime: Runtime) -> None:
+    """The rules as real-time tags, and again as batch tags ``batch_<name>``."""
+    with runtime.store.transaction() as con:
+        for name, text in RULES.items():
+            for tag, kind in ((name, RefreshKind.REALTIME), (f"batch_{name}", RefreshKind.MANUAL)):
+                insert_tag(
+                    con,
+                    TagDefinition(
+                        name=tag, kind=TagKind.RULE, refresh=RefreshMode(kind), rule=parse(text)
+                    ),
+                )
+                con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = ?", [tag])
+    with runtime.store.transaction() as con:
+        runtime.realtime.sync(con)
+
+
+def pid(runtime: Runtime, kind: str, value: str) -> int:
+    found = runtime.identity.person_of(Identifier(kind, value))
+    assert found is not None
+    return found
+
+
+def names(engine: RealtimeEngine, person: int) -> set[str]:
+    return {v["name"] for v in engine.values_of(person)}
+
+
+def holders(runtime: Runtime, tag: str) -> set[int]:
+    con = runtime.store.cursor()
+    try:
+        rows = con.execute("SELECT person_id FROM tag_values WHERE tag = ?", [tag]).fetchall()
+    finally:
+        con.close()
+    return {int(r[0]) for r in rows}
+
+
+def assert_equal_to_batch(runtime: Runtime, at: datetime) -> None:
+    """Every real-time tag's holders (stored and in memory) are the batch refresh's."""
+    with runtime.store.transaction() as con:
+        refresh_tags(con, [f"batch_{name}" for name in RULES], as_of=at, full=True)
+    for name in RULES:
+        batch = holders(runtime, f"batch_{name}")
+        assert holders(runtime, name) == batch, name
+        in_memory = {
+            p for p in range(64) if runtime.realtime.held_value(p, Subject.TAG, name) is not None
+        }
+        assert in_memory == batch, name
+
+
+def changes(runtime: Runtime, person: int) -> list[tuple[str, str, str]]:
+    con = runtime.store.cursor()
+    try:
+        rows = con.execute(
+            "SELECT c.name, c.kind, w.text FROM realtime_change_texts c"
+            " JOIN realtime_causes w ON w.cause = c.cause WHERE c.person_id = ? ORDER BY c.seq",
+            [person],
+        ).fetchall()
+    finally:
+        con.close()
+    return [(str(n), str(k), str(c)) for n, k, c in rows]
+
+
+def send(server: LiveServer, key: str, *messages: dict[str, Any]) -> None:
+    answer = httpx.post(
+        server.url + "/v1/batch", json={"batch": list(messages)}, auth=(key, ""), timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    assert server.runtime.loader.drain(timeout=30)
+
+
+def test_signing_in_on_a_second_device_brings_its_events_to_the_person(
+    workspace: Workspace,
+) -> None:
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
+        key = write_keys(runtime.store).create(name="web").key
+        send(server, key, *history())
+        add_rules(runtime)
+        u1, a1, u3 = (
+            pid(runtime, "user_id", "u1"),
+            pid(runtime, "anonymous_id", "a1"),
+            pid(runtime, "user_id", "u3"),
+        )
+        assert u1 < a1  # the older person survives a merge
+        assert names(runtime.realtime, u1) == {"sql_fan"}
+        assert names(runtime.realtime, a1) == {"hot_python"}
+        assert names(runtime.realtime, u3) == {"idle"}
+        assert_equal_to_batch(runtime, T0)
+
+        send(server, key, signed_in())
+        assert runtime.identity.current_person(a1) == u1
+        # The views of a1 count for u1 now, with u1's own checkout after them.
+        assert names(runtime.realtime, u1) == {"sql_fan", "hot_python", "bought_after_view"}
+        # The person merged away holds nothing (not even a rule holding without events).
+        assert names(runtime.realtime, a1) == set()
+        assert names(runtime.realtime, u3) == {"idle"}
+        assert_equal_to_batch(runtime, T0)
+        assert changes(runtime, a1)[-1] == ("hot_python", "left", REGROUP_CAUSE)
+        assert sorted(changes(runtime, u1)[-2:]) == [
+            ("bought_after_view", "entered", REGROUP_CAUSE),
+            ("hot_python", "entered", REGROUP_CAUSE),
+        ]
+        # What the person holds now, through the API, by either identifier.
+        for ref in ("user_id:u1", "anonymous_id:a1"):
+            answer = httpx.get(
+                f"{server.url}/admin/realtime/persons/{ref}", headers=server.admin_headers
+            )
+            assert answer.status_code == 200, answer.text
+            assert {v["name"] for v in answer.json()["values"]} == {
+                "sql_fan",
+                "hot_python",
+                "bought_after_view",
+            }
+
+        # Later events of either device fold into the survivor's state.
+        clock.advance(timedelta(minutes=1))
+        send(server, key, track("view_course", clock.now(), anonymous="a1", category="sql"))
+        assert names(runtime.realtime, u1) == {"sql_fan", "hot_python", "bought_after_view"}
+        assert names(runtime.realtime, a1) == set()
+        assert_equal_to_batch(runtime, clock.now())
+
+
+def test_a_restart_before_the_next_snapshot_folds_the_merged_persons_again(
+    workspace: Workspace,
+) -> None:
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock, start_loader=False) as runtime:
+        runtime.log.append_sync(encode_record(as_events(history())))
+        assert runtime.loader.drain(30)
+        add_rules(runtime)
+        runtime.realtime.snapshot()  # holds a1's views as a1's
+        u1, a1 = pid(runtime, "user_id", "u1"), pid(runtime, "anonymous_id", "a1")
+        runtime.log.append_sync(encode_record(as_events([signed_in()])))
+        assert runtime.loader.drain(30)
+        assert runtime.identity.current_person(a1) == u1
+        merged = {"sql_fan", "hot_python", "bought_after_view"}
+        assert names(runtime.realtime, u1) == merged
+        assert_equal_to_batch(runtime, T0)
+
+        def reopened() -> RealtimeEngine:
+            engine = RealtimeEngine(
+                runtime.store, IdentityResolver.load(runtime.store, runtime.settings), clock
+            )
+            with runtime.store.transaction() as con:
+                engine.open(con)
+            return engine
+
+        # A crash now (no snapshot since the merge): the start folds u1 and a1 again.
+        again = reopened()
+        assert names(again, u1) == merged
+        assert names(again, a1) == set()
+        # A snapshot holds the merge: the regrouped persons are done with.
+        runtime.realtime.snapshot()
+        con = runtime.store.cursor()
+        try:
+            assert con.execute("SELECT count(*) FROM identity_regroups").fetchall() == [(0,)]
+        finally:
+            con.close()
+        third = reopened()
+        assert names(third, u1) == merged
+        assert names(third, a1) == set()
+
+
+def test_an_unmerge_gives_each_part_its_own_events_back(workspace: Workspace) -> None:
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock, start_loader=False) as runtime:
+        runtime.log.append_sync(encode_record(as_events(history())))
+        assert runtime.loader.drain(30)
+        u1, a1 = pid(runtime, "user_id", "u1"), pid(runtime, "anonymous_id", "a1")
+        runtime.log.append_sync(encode_record(as_events([signed_in()])))
+        assert runtime.loader.drain(30)
+        add_rules(runtime)  # activated after the merge: built from the events as merged
+        assert names(runtime.realtime, u1) == {"sql_fan", "hot_python", "bought_after_view"}
+        assert names(runtime.realtime, a1) == set()
+
+        clock.advance(timedelta(minutes=1))
+        unmerge_person(runtime, "user_id:u1", ["anonymous_id:a1"], reason="a shared tablet")
+        runtime.realtime.process_due()  # the timer thread's next tick
+        assert runtime.identity.current_person(pid(runtime, "anonymous_id", "a1")) == a1
+        assert names(runtime.realtime, u1) == {"sql_fan"}
+        assert names(runtime.realtime, a1) == {"hot_python"}
+        assert changes(runtime, a1)[-1] == ("hot_python", "entered", REGROUP_CAUSE)
+        assert_equal_to_batch(runtime, clock.now())

@@ -199,6 +199,7 @@ def _run(workspace: Workspace, records: list[list[Event]], mode: str) -> dict[st
             wait_until(lambda: runtime.ahead.followed >= last, "the follower")
             assert runtime.ahead.left > 0
             assert (runtime.ahead.folded > 0) is (mode == "ahead")
+        runtime.realtime.process_due()  # merged persons folded again (the next tick does it)
         values = {
             user: sorted(
                 (v["name"], str(v["value"]))

@@ -72,6 +72,7 @@ from huaxiang.rules.ast import EventMatch
 from huaxiang.rules.compile import epoch_us
 from huaxiang.rules.json_form import from_json
 from huaxiang.store import Store
+from huaxiang.tags import event_index
 from huaxiang.tags.compute import TRUE, value_text
 from huaxiang.tags.values import clear_values, take_over
 
@@ -618,8 +619,21 @@ class RealtimeEngine:
             sql += " AND NOT list_contains(?::VARCHAR[], message_id)"
             params.append(list(skip))
         if only is not None:
-            sql += " AND list_contains(?::UINTEGER[], person_id)"
-            params.append(list(only))
+            if event_index.update(con):
+                # Their events by identity node (tag_event_nodes), fetched by rowid: no scan
+                # of every event's identifiers.
+                sql = f"""
+                    WITH hx_rt_only AS (SELECT unnest(?::UINTEGER[]) AS person_id)
+                    SELECT r.person_id, e.event, epoch_us(e."timestamp") AS t,
+                           CAST(e.properties AS VARCHAR) AS properties
+                    FROM ({event_index.rows_of("hx_rt_only")}) r
+                    JOIN events e ON e.rowid = r.row_id
+                    WHERE list_contains(?::VARCHAR[], e.event)
+                """
+                params = [list(only), names]
+            else:
+                sql += " AND list_contains(?::UINTEGER[], person_id)"
+                params.append(list(only))
         reader = con.sql(sql, params=params).to_arrow_reader(200_000)
         assert reader is not None
         for batch in reader:
@@ -784,8 +798,6 @@ class RealtimeEngine:
                 }
                 others = set(range(len(self.program.leaves))) - (lacking - rebuilt)
                 self.step(_columns(restored), now, outcome, con, skip=others)
-            # The batch's merges and splits: stored with it, so read back with it.
-            self._regroup(con, now, outcome)
         # Writing reads only the outcome (and the store's writer lock keeps writers apart):
         # events folded ahead meanwhile are not held up by the statements.
         self._write(con, outcome, now)
@@ -1438,7 +1450,7 @@ class RealtimeEngine:
                     self._regroup(con, now, self._pending)
                     return []
                 outcome = self._due(now, con, self._take_pending())
-                self._regroup(con, now, outcome)  # an unmerge, an import ...
+                self._regroup(con, now, outcome)
             changes = self._write(con, outcome, now, everything=report)
             if self._unfolded > COMPACT_ROWS:
                 self.compact_snapshot(con)
@@ -1449,7 +1461,9 @@ class RealtimeEngine:
     def _regroup(self, con: duckdb.DuckDBPyConnection, now: int, outcome: Outcome) -> None:
         """Persons whose identifiers changed owner since the last look (merged, split or
         unmerged: ``identity_regroups``): their states folded again from their events under
-        the persons who own them now, and decided (persons merged away hold nothing)."""
+        the persons who own them now, and decided (persons merged away hold nothing). The
+        timer thread does it at its next tick, in a transaction of its own: the loader's batch
+        that merged them has committed, so their events are found through the event index."""
         if self.identity.regroups == self._regroups_seen:
             return
         self._regroups_seen = self.identity.regroups

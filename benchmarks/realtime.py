@@ -5,7 +5,8 @@ received on 127.0.0.1.
 
 ``p50_ms``/``p99_ms``: a producer appends the events to the ingest log at 1,000 events/s (one record
 per group commit, as the collector does), with the loader, the engine's log follower and its timer
-thread (timers, snapshots) running as when serving. The clock of an event starts when its record is
+thread (timers, snapshots) running, and the interpreter set up (GIL switch interval, collector
+thresholds, frozen heap) as when serving. The clock of an event starts when its record is
 durable (fsync'd) and stops when its real-time values are updated: the follower has folded it and
 the engine decided (what ``huaxiang realtime person`` reads). ``stored_p50_ms``/``stored_p99_ms``:
 to the commit of the transaction that stored the event with its tag values, bitmaps and enter/exit
@@ -45,6 +46,7 @@ from huaxiang.config import Workspace
 from huaxiang.events import Event
 from huaxiang.rules.text import parse
 from huaxiang.runtime import Runtime
+from huaxiang.serve.interpreter import freeze_loaded_heap, short_switch_interval
 from huaxiang.tags.catalog import insert_tag
 from huaxiang.tags.definition import RefreshKind, RefreshMode, Status, TagDefinition, TagKind
 
@@ -269,6 +271,7 @@ def measure(folder: Path) -> None:
     )
     start = datetime.now(UTC)
     receiver = Receiver()
+    short_switch_interval()  # the interpreter set up as `huaxiang serve` does
     with Runtime(ws, start_loader=False, start_delivery=False, start_scheduler=False) as rt:
         seed = [event(p, EVENT_TYPES[p % 20], start - timedelta(days=1), 1) for p in range(PERSONS)]
         rt.log.append_sync(encode_record(seed))
@@ -290,6 +293,7 @@ def measure(folder: Path) -> None:
         activation_s = time.perf_counter() - began
         engine = rt.realtime
         described = engine.describe()
+        freeze_loaded_heap()
 
         # Steady 1,000 events/s through the ingest log and the loader.
         latencies, stored = steady_latencies(rt, steady_events, 1000.0, rng)

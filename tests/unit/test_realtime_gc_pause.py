@@ -12,6 +12,7 @@ import pytest
 
 from huaxiang.realtime import gc_pause
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
+from huaxiang.serve.interpreter import freeze_loaded_heap
 
 
 class Node:
@@ -22,9 +23,11 @@ class Node:
 @pytest.fixture(autouse=True)
 def collector() -> Iterator[None]:
     was = gc.isenabled()
+    thresholds = gc.get_threshold()
     gc.enable()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
     if not was:
         gc.disable()
 
@@ -76,3 +79,21 @@ def test_the_full_collection_comes_when_frozen_objects_doubled(
     assert gc_pause._frozen_after_full > 1000
     assert gc_pause._grown == 0
     assert len(keep) == 1000
+
+
+def test_a_heap_frozen_by_a_serving_process_is_the_baseline() -> None:
+    """``huaxiang serve`` collects and freezes its loaded runtime: the first batch after it does
+    not walk that heap again, a batch leaving as much alive again does."""
+    freeze_loaded_heap()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    assert gc_pause._frozen_after_full == frozen
+    with gc_paused():
+        small = [Node() for _ in range(10)]
+    assert gc_pause._frozen_after_full == frozen  # no full collection
+    assert gc_pause._grown > 0
+    with gc_paused():
+        large = [Node() for _ in range(frozen + 1000)]
+    assert gc_pause._grown == 0  # the frozen objects doubled: collected, a new baseline
+    assert gc_pause._frozen_after_full > frozen
+    assert len(small) + len(large) > frozen

@@ -12,11 +12,9 @@ process owns the store (see :mod:`huaxiang.serve.split`).
 from __future__ import annotations
 
 import errno
-import gc
 import importlib.util
 import signal
 import socket
-import sys
 import tomllib
 from collections.abc import Callable
 from types import FrameType
@@ -26,10 +24,6 @@ import typer
 import uvicorn
 
 from huaxiang.config import Workspace
-
-SWITCH_INTERVAL_S = 0.001
-#: Cyclic garbage collector thresholds while serving (the defaults are 700, 10, 10).
-GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def _fastest(module: str, fast: str, fallback: str) -> str:
@@ -89,6 +83,7 @@ def serve(
     from huaxiang.collect.keys import write_keys
     from huaxiang.errors import HuaxiangError
     from huaxiang.runtime import Runtime
+    from huaxiang.serve.interpreter import freeze_loaded_heap, short_switch_interval
 
     workspace: Workspace = ctx.obj
     workspace.require()
@@ -105,19 +100,9 @@ def serve(
         store_nice = _serve_setting(workspace, "store_nice", STORE_NICE)
         serve_split(workspace, host, port, store_nice=store_nice)
         return
-    # The loader thread runs Python code (identity, profiles) beside the event loop; a shorter
-    # GIL switch interval than the default 5 ms lets the loop answer requests without waiting
-    # for the loader's time slice to end.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    short_switch_interval()  # see huaxiang.serve.interpreter
     runtime = Runtime(workspace)
-    # A batch request allocates thousands of short-lived dicts: with the default thresholds the
-    # cyclic collector ran many times a second, and each full pass walked the whole in-memory
-    # identity graph (a tenth of a second, holding the GIL). The objects of the loaded runtime
-    # are long-lived and acyclic: freeze them out of collection, and collect the young
-    # generation only after a large net growth (request data is freed by reference counting).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    freeze_loaded_heap()
     try:
         keys = write_keys(runtime.store)
         key = keys.first_active() or keys.create(name="default")

@@ -64,6 +64,16 @@ def gc_paused() -> Iterator[None]:
                     gc.enable()
 
 
+def frozen_now() -> None:
+    """The process froze its heap after a full collection of its own (a serving process, once
+    loaded): growth counts from here."""
+    global _last_full, _frozen_after_full, _grown
+    with _lock:
+        _frozen_after_full = gc.get_freeze_count()
+        _grown = 0
+        _last_full = time.monotonic()
+
+
 def collect_if_due(*, force: bool = False) -> bool:
     """A full collection when due (or ``force``), not while a batch runs (the engine's timer
     thread looks every tick). Returns whether it collected."""

@@ -17,7 +17,6 @@ Started by :mod:`huaxiang.serve.split`; not a command of its own.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -42,14 +41,13 @@ from huaxiang.collect.log import IngestLog
 from huaxiang.collect.records import record_event_count
 from huaxiang.config import Settings, Workspace
 from huaxiang.errors import StoreLocked
+from huaxiang.serve.interpreter import freeze_loaded_heap, short_switch_interval
 from huaxiang.serve.proxy import Proxy
 
 logger = logging.getLogger("huaxiang.collector")
 
 KEYS_SNAPSHOT = "keys.json"
 LOCK_WAIT_S = 30.0
-SWITCH_INTERVAL_S = 0.001
-GC_THRESHOLDS = (50_000, 20, 20)
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -229,10 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name="huaxiang-lifeline",
                 daemon=True,
             ).start()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        short_switch_interval()
+        freeze_loaded_heap()
         server.run()
     finally:
         log.close()  # everything queued is written and fsync'd

@@ -24,7 +24,6 @@ kernel's per-session scheduling groups (autogroup) do not cancel the difference.
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import os
 import signal
@@ -47,8 +46,8 @@ from huaxiang.config import Workspace
 from huaxiang.errors import HuaxiangError
 from huaxiang.runtime import Runtime
 from huaxiang.serve.collector import KEYS_SNAPSHOT
+from huaxiang.serve.interpreter import freeze_loaded_heap
 
-GC_THRESHOLDS = (50_000, 20, 20)
 #: How much nicer than the collector the store process runs (``[serve] store_nice``).
 STORE_NICE = 10
 STOP_WAIT_S = 60.0
@@ -261,9 +260,7 @@ def serve_split(
         wake_collector.close()
         raise
     follower.skip_to(runtime.loader.loaded_seq + 1)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    freeze_loaded_heap()
     status: StatusPublisher | None = None
     keys = write_keys(runtime.store)
     supervisor: Supervisor | None = None

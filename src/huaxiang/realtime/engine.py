@@ -358,6 +358,9 @@ class RealtimeEngine:
         a stop) that were not stored yet: the loader stores them at start."""
         self._lacking: set[str] = set()
         """Keys of the states without the :attr:`_restored` events (rebuilt from the store)."""
+        self._refolded: set[int] = set()
+        """Persons folded again at start (regrouped since the snapshot): the snapshot's
+        :attr:`_restored` events of theirs are folded when stored, as they are not held."""
         self._regroups_seen = -1
         """The identity resolver's count of regrouping writes when ``identity_regroups`` was
         last read."""
@@ -809,8 +812,13 @@ class RealtimeEngine:
         if not found:
             return events, ()
         self._restored.difference_update(messages[i] for i in found)
+        if self._refolded:  # their states were emptied at start: these are not held any more
+            users, anonymous = _identifiers(events)
+            refolded = self._refolded
+            found = [i for i in found if self._person_of(users[i], anonymous[i]) not in refolded]
         if not self._restored:
             self._lacking = set()
+            self._refolded = set()
         held = set(found)
         rest = [i for i in range(len(messages)) if i not in held]
         return _subset(events, rest), _subset(events, found)
@@ -2252,7 +2260,8 @@ class RealtimeEngine:
         # Merges and splits the snapshot does not hold: those persons' states folded again.
         self._regrouped = 0
         self._regroups_seen = self.identity.regroups
-        _, gone = self._refold(con, program, now)
+        live, gone = self._refold(con, program, now)
+        self._refolded = set(live.tolist())
         regrouped = Outcome()
         self._settle_gone(gone, now, regrouped)
         outcome = self.install(program, subjects, now, con)
@@ -2658,6 +2667,13 @@ def _message_ids(events: Sequence[Event]) -> list[str]:
     if isinstance(events, EventBatch):
         return list(events.message_id)
     return [e["messageId"] for e in events]
+
+
+def _identifiers(events: Sequence[Event]) -> tuple[list[str | None], list[str | None]]:
+    """The userId and anonymousId of each event."""
+    if isinstance(events, EventBatch):
+        return list(events.user_id), list(events.anonymous_id)
+    return [e["userId"] for e in events], [e["anonymousId"] for e in events]
 
 
 def _subset(events: Sequence[Event], positions: list[int]) -> Sequence[Event]:

@@ -206,6 +206,8 @@ def test_signing_in_on_a_second_device_brings_its_events_to_the_person(
         assert names(runtime.realtime, a1) == set()
         assert names(runtime.realtime, u3) == {"idle"}
         assert_equal_to_batch(runtime, T0)
+        status = httpx.get(server.url + "/admin/realtime/status", headers=server.admin_headers)
+        assert status.json()["persons_regrouped"] == 2  # u1 and a1
         assert changes(runtime, a1)[-1] == ("hot_python", "left", REGROUP_CAUSE)
         assert sorted(changes(runtime, u1)[-2:]) == [
             ("bought_after_view", "entered", REGROUP_CAUSE),

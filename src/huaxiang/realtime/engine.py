@@ -367,6 +367,8 @@ class RealtimeEngine:
         self._regrouped = 0
         """The newest batch of ``identity_regroups`` folded again (the snapshot deletes those up
         to it: it holds them)."""
+        self.persons_regrouped = 0
+        """Persons folded again since start (merged, split or unmerged; ``realtime status``)."""
         self._claimed = 0
         """The last ingest log record folded, ahead of the loader or by it."""
         self._loader_claimed = 0
@@ -1515,6 +1517,7 @@ class RealtimeEngine:
             state.columns.forget(who)
         live = np.array([p for p in who.tolist() if current(p) == p], np.int64)
         gone = np.setdiff1d(who, live)
+        self.persons_regrouped += len(who)
         self.seen[gone] = False
         self.seen[live] = True
         every = range(len(program.leaves))
@@ -2468,6 +2471,7 @@ class RealtimeEngine:
                 "timers": sum(len(leaf.timers) for leaf in self.program.leaves)
                 + sum(len(s.held.ttl) for s in self.subjects.values()),
                 "next_due": None if (d := self.next_due()) is None else d.isoformat(),
+                "persons_regrouped": self.persons_regrouped,
             }
 
 

@@ -1480,7 +1480,7 @@ class RealtimeEngine:
         live, gone = self._refold(con, self.program, now)
         if not len(live) and not len(gone):
             return
-        everyone = np.concatenate([live, gone])
+        everyone = np.union1d(live, gone)  # sorted, as reads take them
         ignored: Dirty = defaultdict(list)
         for leaf_id in range(len(self.program.leaves)):  # truths and timers from the new states
             self._react(leaf_id, everyone, np.zeros(len(everyone), np.int64), now, ignored, True)

@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/audience.py --quick
 	$(BIN)/python benchmarks/tags.py --quick
 	$(BIN)/python benchmarks/realtime.py --quick
+	$(BIN)/python benchmarks/realtime_regroup.py --quick
 	$(BIN)/python benchmarks/analytics.py --quick
 
 clean:

@@ -336,3 +336,49 @@ def test_events_the_snapshot_holds_of_a_person_merged_before_they_are_stored(
         assert names(again.realtime, u1) == {"sql_fan", "hot_python"}
         assert names(again.realtime, a1) == set()
         assert_equal_to_batch(again, T0)
+
+
+def test_a_rule_activated_after_a_merge_counts_the_events_folded_ahead_for_the_survivor(
+    workspace: Workspace,
+) -> None:
+    """Events folded ahead of the loader keep the person they had then. A rule activated after
+    that person was merged away, before the loader stored them, counts them for the survivor."""
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
+        runtime.ahead.busy_share = float("inf")
+        runtime.log.append_sync(encode_record(as_events(history()[:4])))
+        assert runtime.loader.drain(30)
+        add_rules(runtime)
+        u1, a1 = pid(runtime, "user_id", "u1"), pid(runtime, "anonymous_id", "a1")
+        runtime.loader.stop()  # nothing is stored from here on
+        third = track("view_course", T0 - timedelta(hours=1), anonymous="a1", category="python")
+        seq = runtime.log.append_sync(encode_record(as_events([third])))
+        wait_until(lambda: runtime.ahead.followed >= seq, "the follower")
+        with runtime.store.transaction() as con:
+            runtime.identity.observe(
+                con,
+                [
+                    Observation(
+                        (Identifier("user_id", "u1"), Identifier("anonymous_id", "a1")),
+                        "import:crm.csv",
+                        "crm.csv:2",
+                        T0,
+                    )
+                ],
+            )
+        wait_until(lambda: names(runtime.realtime, u1) == {"sql_fan", "hot_python"}, "the tick")
+        with runtime.store.transaction() as con:
+            insert_tag(
+                con,
+                TagDefinition(
+                    name="python_weekly",
+                    kind=TagKind.RULE,
+                    refresh=RefreshMode(RefreshKind.REALTIME),
+                    rule=parse('count(view_course where category = "python", 7d) >= 3'),
+                ),
+            )
+            con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = 'python_weekly'")
+        with runtime.store.transaction() as con:
+            runtime.realtime.sync(con)
+        assert names(runtime.realtime, u1) == {"sql_fan", "hot_python", "python_weekly"}
+        assert names(runtime.realtime, a1) == set()

@@ -556,11 +556,12 @@ class RealtimeEngine:
         if fresh:
             self._replay_history(con, program, fresh, now)
             # Events folded ahead of the loader are not stored yet.
+            current = self.identity.current_person  # a merge since they were folded
             for _, (_, names, times, props, _, _), persons in self._ahead_rows:
                 self._fold(
                     program,
                     names,
-                    np.array(persons, np.int64),
+                    np.array([current(p) for p in persons], np.int64),
                     np.array(times, np.int64),
                     props,
                     now,

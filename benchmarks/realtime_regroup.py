@@ -80,10 +80,8 @@ def measure(folder: Path, events: int, users: int) -> dict[str, object]:
     visitors = users // 20
     ws = Workspace(folder / "ws")
     ws.create()
-    with Runtime(ws, start_loader=False, start_delivery=False, start_scheduler=False):
-        pass  # the tables
     at = datetime.now(UTC).replace(tzinfo=None)
-    store = Store(ws.db_path)
+    store = Store(ws.db_path)  # its tables made on open
     try:
         with store.transaction() as con:
             values = {"users": users, "visitors": visitors, "events": events, "at": at}

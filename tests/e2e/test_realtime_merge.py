@@ -169,6 +169,37 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
         time.sleep(0.01)
 
 
+def third_view_not_stored(runtime: Runtime) -> tuple[int, int]:
+    """u3's and u1's views and two of a1's stored, the rules active, then a1's third view
+    folded ahead of the loader, which stores nothing more. Returns (u1, a1)."""
+    runtime.ahead.busy_share = float("inf")
+    runtime.log.append_sync(encode_record(as_events(history()[:4])))
+    assert runtime.loader.drain(30)
+    add_rules(runtime)
+    u1, a1 = pid(runtime, "user_id", "u1"), pid(runtime, "anonymous_id", "a1")
+    runtime.loader.stop()
+    third = track("view_course", T0 - timedelta(hours=1), anonymous="a1", category="python")
+    seq = runtime.log.append_sync(encode_record(as_events([third])))
+    wait_until(lambda: runtime.ahead.followed >= seq, "the follower")
+    return u1, a1
+
+
+def link_by_import(runtime: Runtime) -> None:
+    """An import links u1 and a1 (its own transaction, not through the log): a merge."""
+    with runtime.store.transaction() as con:
+        runtime.identity.observe(
+            con,
+            [
+                Observation(
+                    (Identifier("user_id", "u1"), Identifier("anonymous_id", "a1")),
+                    "import:crm.csv",
+                    "crm.csv:2",
+                    T0,
+                )
+            ],
+        )
+
+
 def send(server: LiveServer, key: str, *messages: dict[str, Any]) -> None:
     answer = httpx.post(
         server.url + "/v1/batch", json={"batch": list(messages)}, auth=(key, ""), timeout=30
@@ -305,32 +336,12 @@ def test_events_the_snapshot_holds_of_a_person_merged_before_they_are_stored(
     folded again from the store (which lacks the event); when the loader stores the event, it
     is folded then, not skipped as one the snapshot holds."""
     clock = ManualClock(T0)
-    views = history()[:4]  # u3's and u1's views, and two of a1's
     with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
-        runtime.ahead.busy_share = float("inf")
-        runtime.log.append_sync(encode_record(as_events(views)))
-        assert runtime.loader.drain(30)
-        add_rules(runtime)
-        u1, a1 = pid(runtime, "user_id", "u1"), pid(runtime, "anonymous_id", "a1")
-        runtime.loader.stop()  # nothing is stored from here on
-        third = track("view_course", T0 - timedelta(hours=1), anonymous="a1", category="python")
-        seq = runtime.log.append_sync(encode_record(as_events([third])))
-        wait_until(lambda: runtime.ahead.followed >= seq, "the follower")
+        u1, a1 = third_view_not_stored(runtime)
         assert names(runtime.realtime, a1) == {"hot_python"}
         runtime.ahead.stop()
         runtime.realtime.stop()  # the snapshot: a1's third view, not stored
-        with runtime.store.transaction() as con:
-            runtime.identity.observe(
-                con,
-                [
-                    Observation(
-                        (Identifier("user_id", "u1"), Identifier("anonymous_id", "a1")),
-                        "import:crm.csv",
-                        "crm.csv:2",
-                        T0,
-                    )
-                ],
-            )
+        link_by_import(runtime)
     with Runtime(workspace, clock=clock, start_delivery=False) as again:
         assert again.identity.current_person(a1) == u1
         assert names(again.realtime, u1) == {"sql_fan", "hot_python"}
@@ -345,27 +356,8 @@ def test_a_rule_activated_after_a_merge_counts_the_events_folded_ahead_for_the_s
     that person was merged away, before the loader stored them, counts them for the survivor."""
     clock = ManualClock(T0)
     with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
-        runtime.ahead.busy_share = float("inf")
-        runtime.log.append_sync(encode_record(as_events(history()[:4])))
-        assert runtime.loader.drain(30)
-        add_rules(runtime)
-        u1, a1 = pid(runtime, "user_id", "u1"), pid(runtime, "anonymous_id", "a1")
-        runtime.loader.stop()  # nothing is stored from here on
-        third = track("view_course", T0 - timedelta(hours=1), anonymous="a1", category="python")
-        seq = runtime.log.append_sync(encode_record(as_events([third])))
-        wait_until(lambda: runtime.ahead.followed >= seq, "the follower")
-        with runtime.store.transaction() as con:
-            runtime.identity.observe(
-                con,
-                [
-                    Observation(
-                        (Identifier("user_id", "u1"), Identifier("anonymous_id", "a1")),
-                        "import:crm.csv",
-                        "crm.csv:2",
-                        T0,
-                    )
-                ],
-            )
+        u1, a1 = third_view_not_stored(runtime)
+        link_by_import(runtime)
         wait_until(lambda: names(runtime.realtime, u1) == {"sql_fan", "hot_python"}, "the tick")
         with runtime.store.transaction() as con:
             insert_tag(

@@ -555,18 +555,7 @@ class RealtimeEngine:
         now = self._now()
         if fresh:
             self._replay_history(con, program, fresh, now)
-            # Events folded ahead of the loader are not stored yet.
-            current = self.identity.current_person  # a merge since they were folded
-            for _, (_, names, times, props, _, _), persons in self._ahead_rows:
-                self._fold(
-                    program,
-                    names,
-                    np.array([current(p) for p in persons], np.int64),
-                    np.array(times, np.int64),
-                    props,
-                    now,
-                    set(fresh),
-                )
+            self._fold_unstored(program, set(fresh), now)
         self._note_persons(con)
         changed = {s.name for s in subjects.values() if s.fingerprint not in previous}
         outcome = self.install(program, subjects, now, con)
@@ -1524,21 +1513,29 @@ class RealtimeEngine:
         every = range(len(program.leaves))
         if len(live) and program.leaves:
             self._replay_history(con, program, every, now, only=live.tolist())
-            mine = set(live.tolist())
-            for _, (_, names, times, props, _, _), persons in self._ahead_rows:
-                owners = [current(p) for p in persons]
-                keep = [i for i, p in enumerate(owners) if p in mine]
-                if keep:
-                    self._fold(
-                        program,
-                        [names[i] for i in keep],
-                        np.array([owners[i] for i in keep], np.int64),
-                        np.array([times[i] for i in keep], np.int64),
-                        [props[i] for i in keep],
-                        now,
-                        set(every),
-                    )
+            self._fold_unstored(program, set(every), now, only=set(live.tolist()))
         return live, gone
+
+    def _fold_unstored(
+        self, program: VectorProgram, leaves: set[int], now: int, *, only: set[int] | None = None
+    ) -> None:
+        """Fold the events folded ahead of the loader and not stored yet (the store's replay
+        lacks them) into ``leaves``, under the person each belongs to now (a merge may have
+        come since; ``only``: the events of these persons)."""
+        current = self.identity.current_person
+        for _, (_, names, times, props, _, _), persons in self._ahead_rows:
+            owners = [current(p) for p in persons]
+            keep = [i for i, p in enumerate(owners) if only is None or p in only]
+            if keep:
+                self._fold(
+                    program,
+                    [names[i] for i in keep],
+                    np.array([owners[i] for i in keep], np.int64),
+                    np.array([times[i] for i in keep], np.int64),
+                    [props[i] for i in keep],
+                    now,
+                    leaves,
+                )
 
     def _settle_gone(self, gone: Persons, now: int, outcome: Outcome) -> None:
         """Persons merged into others hold nothing: every value leaves now (no TTL runs)."""

@@ -67,11 +67,8 @@ def gc_paused() -> Iterator[None]:
 def frozen_now() -> None:
     """The process froze its heap after a full collection of its own (a serving process, once
     loaded): growth counts from here."""
-    global _last_full, _frozen_after_full, _grown
     with _lock:
-        _frozen_after_full = gc.get_freeze_count()
-        _grown = 0
-        _last_full = time.monotonic()
+        _counted_from_here()
 
 
 def collect_if_due(*, force: bool = False) -> bool:
@@ -84,7 +81,6 @@ def collect_if_due(*, force: bool = False) -> bool:
 
 
 def _collect_if_due(*, force: bool) -> bool:
-    global _last_full, _frozen_after_full, _grown
     if not (
         force
         or _grown > (GROWTH - 1) * _frozen_after_full
@@ -94,7 +90,13 @@ def _collect_if_due(*, force: bool) -> bool:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _counted_from_here()
+    return True
+
+
+def _counted_from_here() -> None:
+    """A full collection just froze everything: growth counts from the heap frozen now."""
+    global _last_full, _frozen_after_full, _grown
     _frozen_after_full = gc.get_freeze_count()  # a walk, as long as the collection's
     _grown = 0
     _last_full = time.monotonic()
-    return True

@@ -4,6 +4,7 @@ frozen, nothing is lost (a full collection reclaims cycles that were frozen)."""
 from __future__ import annotations
 
 import gc
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ def test_a_frozen_cycle_is_reclaimed_by_the_full_collection() -> None:
     assert ref() is None
 
 
-def test_the_full_collection_comes_when_frozen_objects_doubled(
+def test_the_full_collection_comes_when_the_heap_doubled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with gc_paused():
@@ -73,12 +74,43 @@ def test_the_full_collection_comes_when_frozen_objects_doubled(
     before = time.monotonic()  # the last full pass just now: the interval is not due
     monkeypatch.setattr(gc_pause, "_last_full", before)
     monkeypatch.setattr(gc_pause, "_frozen_after_full", 100)
-    with gc_paused():  # a batch leaving more than that alive: the frozen objects doubled
+    monkeypatch.setattr(gc_pause, "_blocks_after_full", 1000)
+    with gc_paused():  # a batch leaving more than that alive: the heap doubled
         keep = [Node() for _ in range(1000)]
     assert gc_pause._last_full > before
     assert gc_pause._frozen_after_full > 1000
+    assert gc_pause._blocks_after_full > 2000
     assert gc_pause._grown == 0
     assert len(keep) == 1000
+
+
+def test_what_later_batches_free_does_not_make_a_full_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches leaving objects alive that a later batch frees (events folded ahead of the loader,
+    freed once it has stored them): the sum of what each left alive passes the heap, the heap
+    itself does not grow. No full collection; the sum starts again."""
+    assert collect_if_due(force=True)
+    before = gc_pause._last_full
+    monkeypatch.setattr(gc_pause, "_frozen_after_full", 1000)
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            collections.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        held: list[Node] = []
+        for _ in range(20):
+            with gc_paused():
+                held.clear()  # what the previous batch left, freed
+                held.extend(Node() for _ in range(500))
+            assert gc_pause._grown <= 1000 + 600
+    finally:
+        gc.callbacks.remove(count)
+    assert gc_pause._last_full == before
+    assert collections == []
 
 
 def test_a_heap_frozen_by_a_serving_process_is_the_baseline(
@@ -95,8 +127,12 @@ def test_a_heap_frozen_by_a_serving_process_is_the_baseline(
         small = [Node() for _ in range(10)]
     assert gc_pause._frozen_after_full == frozen  # no full collection
     assert gc_pause._grown > 0
+    blocks = gc_pause._blocks_after_full
     with gc_paused():
-        large = [Node() for _ in range(frozen + 1000)]
-    assert gc_pause._grown == 0  # the frozen objects doubled: collected, a new baseline
+        large: list[Node] = []
+        while sys.getallocatedblocks() <= 2 * blocks:
+            large.extend(Node() for _ in range(10_000))
+    assert gc_pause._grown == 0  # the heap doubled: collected, a new baseline
     assert gc_pause._frozen_after_full > frozen
+    assert gc_pause._blocks_after_full > 2 * blocks
     assert len(small) + len(large) > frozen

@@ -17,6 +17,14 @@ for a new person appended to the log -> loader -> engine (the person enters a re
 outbox -> delivery worker (woken when the transaction commits) -> signed POST received and verified
 by a receiver on 127.0.0.1.
 
+``split_p50_ms``/``split_p99_ms``: the same steady rate with the producer in a process of its own,
+appending to the ingest log as the collector process of ``huaxiang serve --processes 2`` does
+(``DURABLE`` published and a wake-up datagram after each group commit), and the store process
+following the log. The producer no longer shares the interpreter, so when the store process is
+busy, events still become durable on time and wait for the follower instead (in one process, a
+busy interpreter also delays the producer, and the events it appends late are timed from then).
+Both processes read the same monotonic clock.
+
     .venv/bin/python benchmarks/realtime.py [--quick]
 """
 
@@ -25,7 +33,9 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +51,8 @@ import orjson
 
 from huaxiang.activation import verify
 from huaxiang.activation.service import create_destination
+from huaxiang.collect.follow import DurableMarker, LogFollower, send_wakeup
+from huaxiang.collect.log import IngestLog
 from huaxiang.collect.records import encode_record
 from huaxiang.config import Workspace
 from huaxiang.events import Event
@@ -172,7 +184,7 @@ def steady_latencies(
     rt.ahead.listeners.append(on_followed)
     rt.loader.start()
     rt.realtime.start()  # the timer thread: timers due, snapshots
-    rt.ahead.start()
+    follower_started(rt)
     done = threading.Event()
 
     def produce() -> None:
@@ -221,6 +233,119 @@ def steady_latencies(
     return updated, committed
 
 
+def follower_started(rt: Runtime) -> None:
+    """Start the log follower and wait until it has read the stored messageIds, as a server's
+    does when it starts, before traffic."""
+    rt.ahead.start()
+    deadline = time.monotonic() + 30
+    while not rt.ahead.seen.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def produce_elsewhere(folder: Path, fd: int, count: int, rate: float, seed: int) -> None:
+    """``--produce``: the producer process of the split measurement. It appends ``count`` events
+    at ``rate``/s to the ingest log in ``folder`` as the collector process does, and prints the
+    moment each record was durable and how many events it held (one JSON line)."""
+    wakeup = socket.socket(fileno=fd)
+    wakeup.setblocking(False)
+    short_switch_interval()
+    rng = random.Random(seed)
+    marker = DurableMarker(folder)
+    log = IngestLog(folder)
+    durable: dict[int, float] = {}
+    sizes: dict[int, int] = {}
+
+    def on_durable(records: Sequence[tuple[int, bytes]]) -> None:
+        at = time.perf_counter()
+        marker.publish(log)
+        send_wakeup(wakeup)
+        for seq, _ in records:
+            durable.setdefault(seq, at)
+
+    log.add_listener(on_durable)
+    marker.publish(log)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    began = time.perf_counter()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.perf_counter() - began) * rate) + 1)
+        if due <= sent:
+            time.sleep(max(0.0, began + sent / rate - time.perf_counter()))
+            continue
+        now = datetime.now(UTC)
+        batch = [
+            event(rng.randrange(PERSONS), rng.choice(EVENT_TYPES), now, rng.randrange(6))
+            for _ in range(due - sent)
+        ]
+        sizes[log.append_sync(encode_record(batch))] = len(batch)
+        sent = due
+    log.close()
+    marker.publish(log)
+    send_wakeup(wakeup)
+    answer = {"durable": durable, "sizes": sizes}
+    print(orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS).decode())
+
+
+def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
+    """Per event, the milliseconds from its record being durable (in the producer process) to
+    its real-time values updated (in this one, following the log as the store process of
+    ``huaxiang serve --processes 2`` does)."""
+    wake_store, wake_producer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fd = wake_producer.fileno()
+    producer = subprocess.Popen(
+        [sys.executable, __file__, "--produce", str(ws.log_dir), str(fd), str(count), str(rate)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        pass_fds=(fd,),
+    )
+    assert producer.stdin is not None and producer.stdout is not None
+    updated_at: dict[int, float] = {}
+    try:
+        if producer.stdout.readline().strip() != "ready":
+            raise RuntimeError("the producer process did not start")
+        follower = LogFollower(ws.log_dir, wakeup=wake_store)
+        with Runtime(
+            ws, log=follower, start_loader=False, start_delivery=False, start_scheduler=False
+        ) as rt:
+            freeze_loaded_heap()
+            followed = [rt.ahead.followed]
+            lock = threading.Lock()
+
+            def on_followed(seq: int) -> None:
+                at = time.perf_counter()
+                with lock:
+                    for s in range(followed[0] + 1, seq + 1):
+                        updated_at.setdefault(s, at)
+                    followed[0] = max(followed[0], seq)
+
+            rt.ahead.listeners.append(on_followed)
+            rt.loader.start()
+            rt.realtime.start()
+            follower_started(rt)
+            producer.stdin.write("go\n")
+            producer.stdin.flush()
+            produced = orjson.loads(producer.stdout.readline())
+            last = max(int(seq) for seq in produced["sizes"])
+            deadline = time.monotonic() + 60
+            while followed[0] < last and time.monotonic() < deadline:
+                time.sleep(0.01)
+            rt.ahead.stop()
+            rt.realtime.stop()
+            rt.loader.stop()
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+        producer.wait()
+        wake_store.close()
+        wake_producer.close()
+    out: list[float] = []
+    for seq, size in produced["sizes"].items():
+        out += [(updated_at[int(seq)] - produced["durable"][seq]) * 1000] * size
+    return out
+
+
 def webhook_latencies(rt: Runtime, receiver: Receiver, samples: int) -> list[float]:
     """Sequentially: an event for a new person -> its signed webhook received."""
     out: list[float] = []
@@ -255,13 +380,10 @@ def webhook_latencies(rt: Runtime, receiver: Receiver, samples: int) -> list[flo
     return out
 
 
-def measure(folder: Path) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="smaller run (under a minute)")
-    args = parser.parse_args()
-    steady_events = 600 if args.quick else 10_000
-    load_events = 15_000 if args.quick else 100_000
-    hooks = 20 if args.quick else 100
+def measure(folder: Path, quick: bool) -> None:
+    steady_events = 600 if quick else 10_000
+    load_events = 15_000 if quick else 100_000
+    hooks = 20 if quick else 100
     rng = random.Random(7)
     ws = Workspace(folder / "ws")
     ws.create()
@@ -300,7 +422,7 @@ def measure(folder: Path) -> None:
         p50 = statistics.median(latencies)
         p99 = percentile(latencies, 0.99)
         # For comparison: a rate of 100 events/s.
-        calm, calm_stored = steady_latencies(rt, 150 if args.quick else 2_000, 100.0, rng)
+        calm, calm_stored = steady_latencies(rt, 150 if quick else 2_000, 100.0, rng)
 
         # Full load: batches of 5,000 stored events per transaction at the sink hook.
         batch_size = 5_000
@@ -356,6 +478,8 @@ def measure(folder: Path) -> None:
         hook_ms = webhook_latencies(rt, receiver, hooks)
         rt.delivery.stop()
     receiver.close()
+    # The steady rate again, the producer in a process of its own (`serve --processes 2`).
+    split = split_latencies(ws, steady_events, 1000.0)
     webhook_p99 = percentile(hook_ms, 0.99) if len(hook_ms) == hooks else None
     print(
         f"# leaves {described['leaves']} (states {described['states']}), event names "
@@ -366,7 +490,8 @@ def measure(folder: Path) -> None:
         f"{statistics.median(calm):.2f} ms p99 {percentile(calm, 0.99):.2f} ms (committed p99 "
         f"{percentile(calm_stored, 0.99):.1f} ms); webhooks {len(hook_ms)}/{hooks} received"
         f" (bad signatures {receiver.bad}), p50 "
-        f"{statistics.median(hook_ms) if hook_ms else float('nan'):.1f} ms",
+        f"{statistics.median(hook_ms) if hook_ms else float('nan'):.1f} ms; producer in a "
+        f"process of its own: {len(split)} events, over 5 ms {sum(v > 5 for v in split)}",
         file=sys.stderr,
     )
     answer: dict[str, Any] = {
@@ -378,14 +503,24 @@ def measure(folder: Path) -> None:
         "stored_p99_ms": round(percentile(stored, 0.99), 3),
         "events_per_s": round(events_per_s),
         "webhook_p99_ms": None if webhook_p99 is None else round(webhook_p99, 3),
+        "split_p50_ms": round(statistics.median(split), 3),
+        "split_p99_ms": round(percentile(split, 0.99), 3),
     }
     print(orjson.dumps(answer).decode())
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller run (under a minute)")
+    parser.add_argument("--produce", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.produce:  # the producer process of the split measurement
+        log_dir, fd, count, rate = args.produce
+        produce_elsewhere(Path(log_dir), int(fd), int(count), float(rate), seed=11)
+        return
     folder = Path(tempfile.mkdtemp(prefix="hx-rt-bench-"))
     try:
-        measure(folder)
+        measure(folder, args.quick)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

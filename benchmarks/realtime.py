@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -151,6 +151,41 @@ class Receiver:
         self.server.server_close()
 
 
+class Followed:
+    """When each record's real-time values were updated: the log follower reports the last
+    record it has followed, and every record up to it is current from that moment."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.last = rt.ahead.followed
+        self.at: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def note(self, seq: int) -> None:
+        at = time.perf_counter()
+        with self._lock:
+            for s in range(self.last + 1, seq + 1):
+                self.at.setdefault(s, at)
+            self.last = max(self.last, seq)
+
+
+def paced(count: int, rate: float, rng: random.Random) -> Iterator[list[Event]]:
+    """``count`` events at a steady ``rate``/s: each batch holds the events come due since the
+    last one was taken (one record per group commit, as the collector appends them)."""
+    began = time.perf_counter()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.perf_counter() - began) * rate) + 1)
+        if due <= sent:
+            time.sleep(max(0.0, began + sent / rate - time.perf_counter()))
+            continue
+        now = datetime.now(UTC)
+        yield [
+            event(rng.randrange(PERSONS), rng.choice(EVENT_TYPES), now, rng.randrange(6))
+            for _ in range(due - sent)
+        ]
+        sent = due
+
+
 def steady_latencies(
     rt: Runtime, count: int, rate: float, rng: random.Random
 ) -> tuple[list[float], list[float]]:
@@ -163,9 +198,8 @@ def steady_latencies(
     lock = threading.Lock()
     # When each record's events were updated / committed (counted once the run is over: a
     # record may be followed before its producer has noted how many events it holds).
-    updated_at: dict[int, float] = {}
     committed_at: dict[int, float] = {}
-    followed = [rt.ahead.followed]
+    followed = Followed(rt)
 
     def on_durable(records: Sequence[tuple[int, bytes]]) -> None:
         at = time.perf_counter()
@@ -173,37 +207,18 @@ def steady_latencies(
             for seq, _ in records:
                 durable.setdefault(seq, at)
 
-    def on_followed(seq: int) -> None:
-        at = time.perf_counter()
-        with lock:
-            for s in range(followed[0] + 1, seq + 1):
-                updated_at.setdefault(s, at)
-            followed[0] = max(followed[0], seq)
-
     rt.log.add_listener(on_durable)
-    rt.ahead.listeners.append(on_followed)
+    rt.ahead.listeners.append(followed.note)
     rt.loader.start()
     rt.realtime.start()  # the timer thread: timers due, snapshots
     follower_started(rt)
     done = threading.Event()
 
     def produce() -> None:
-        began = time.perf_counter()
-        sent = 0
-        while sent < count:
-            due = min(count, int((time.perf_counter() - began) * rate) + 1)
-            if due <= sent:
-                time.sleep(max(0.0, began + sent / rate - time.perf_counter()))
-                continue
-            now = datetime.now(UTC)
-            batch = [
-                event(rng.randrange(PERSONS), rng.choice(EVENT_TYPES), now, rng.randrange(6))
-                for _ in range(due - sent)
-            ]
+        for batch in paced(count, rate, rng):
             seq = rt.log.append_sync(encode_record(batch))
             with lock:
                 sizes[seq] = len(batch)
-            sent = due
         done.set()
 
     producer = threading.Thread(target=produce)
@@ -223,12 +238,12 @@ def steady_latencies(
     rt.ahead.stop()
     rt.realtime.stop()
     rt.loader.stop()
-    rt.ahead.listeners.remove(on_followed)
+    rt.ahead.listeners.remove(followed.note)
     updated: list[float] = []
     committed: list[float] = []
     for seq, size in sizes.items():
-        if seq in updated_at:
-            updated += [(updated_at[seq] - durable[seq]) * 1000] * size
+        if seq in followed.at:
+            updated += [(followed.at[seq] - durable[seq]) * 1000] * size
         committed += [(committed_at[seq] - durable[seq]) * 1000] * size
     return updated, committed
 
@@ -266,20 +281,8 @@ def produce_elsewhere(folder: Path, fd: int, count: int, rate: float, seed: int)
     marker.publish(log)
     print("ready", flush=True)
     sys.stdin.readline()
-    began = time.perf_counter()
-    sent = 0
-    while sent < count:
-        due = min(count, int((time.perf_counter() - began) * rate) + 1)
-        if due <= sent:
-            time.sleep(max(0.0, began + sent / rate - time.perf_counter()))
-            continue
-        now = datetime.now(UTC)
-        batch = [
-            event(rng.randrange(PERSONS), rng.choice(EVENT_TYPES), now, rng.randrange(6))
-            for _ in range(due - sent)
-        ]
+    for batch in paced(count, rate, rng):
         sizes[log.append_sync(encode_record(batch))] = len(batch)
-        sent = due
     log.close()
     marker.publish(log)
     send_wakeup(wakeup)
@@ -301,7 +304,6 @@ def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
         pass_fds=(fd,),
     )
     assert producer.stdin is not None and producer.stdout is not None
-    updated_at: dict[int, float] = {}
     try:
         if producer.stdout.readline().strip() != "ready":
             raise RuntimeError("the producer process did not start")
@@ -310,17 +312,8 @@ def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
             ws, log=follower, start_loader=False, start_delivery=False, start_scheduler=False
         ) as rt:
             freeze_loaded_heap()
-            followed = [rt.ahead.followed]
-            lock = threading.Lock()
-
-            def on_followed(seq: int) -> None:
-                at = time.perf_counter()
-                with lock:
-                    for s in range(followed[0] + 1, seq + 1):
-                        updated_at.setdefault(s, at)
-                    followed[0] = max(followed[0], seq)
-
-            rt.ahead.listeners.append(on_followed)
+            followed = Followed(rt)
+            rt.ahead.listeners.append(followed.note)
             rt.loader.start()
             rt.realtime.start()
             follower_started(rt)
@@ -329,7 +322,7 @@ def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
             produced = orjson.loads(producer.stdout.readline())
             last = max(int(seq) for seq in produced["sizes"])
             deadline = time.monotonic() + 60
-            while followed[0] < last and time.monotonic() < deadline:
+            while followed.last < last and time.monotonic() < deadline:
                 time.sleep(0.01)
             rt.ahead.stop()
             rt.realtime.stop()
@@ -342,7 +335,7 @@ def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
         wake_producer.close()
     out: list[float] = []
     for seq, size in produced["sizes"].items():
-        out += [(updated_at[int(seq)] - produced["durable"][seq]) * 1000] * size
+        out += [(followed.at[int(seq)] - produced["durable"][seq]) * 1000] * size
     return out
 
 

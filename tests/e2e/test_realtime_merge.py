@@ -6,6 +6,7 @@ regrouped persons again the same way."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from huaxiang.clock import ManualClock
 from huaxiang.collect.keys import write_keys
@@ -26,6 +28,7 @@ from huaxiang.realtime.changes import Subject
 from huaxiang.realtime.engine import REGROUP_CAUSE, RealtimeEngine
 from huaxiang.rules.text import parse
 from huaxiang.runtime import Runtime
+from huaxiang.tags import event_index
 from huaxiang.tags.catalog import insert_tag
 from huaxiang.tags.definition import RefreshKind, RefreshMode, TagDefinition, TagKind
 from huaxiang.tags.refresh import refresh_tags
@@ -304,6 +307,48 @@ def test_a_restart_before_the_next_snapshot_folds_the_merged_persons_again(
         third = reopened()
         assert names(third, u1) == merged
         assert names(third, a1) == set()
+
+
+def test_the_event_index_is_built_outside_the_engines_lock(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regroup reads its persons' events through the event index, which the first time is
+    built from every event (seconds in a large store): that happens before the tick takes the
+    engine's lock, so the log follower goes on folding meanwhile."""
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock, start_loader=False) as runtime:
+        runtime.log.append_sync(encode_record(as_events(history())))
+        assert runtime.loader.drain(30)
+        add_rules(runtime)
+        engine = runtime.realtime
+        u1 = pid(runtime, "user_id", "u1")
+        lock_free: list[bool] = []
+        update = event_index.update
+
+        def watched(con: Any) -> bool:
+            free: list[bool] = []
+
+            def try_lock() -> None:  # as the follower would, from its own thread
+                took = engine._lock.acquire(blocking=False)
+                if took:
+                    engine._lock.release()
+                free.append(took)
+
+            other = threading.Thread(target=try_lock)
+            other.start()
+            other.join()
+            lock_free.append(free[0])
+            return update(con)
+
+        monkeypatch.setattr(event_index, "update", watched)
+        link_by_import(runtime)
+        engine.process_due()  # the timer thread's tick
+        assert names(engine, u1) == {"sql_fan", "hot_python", "bought_after_view"}
+        # The first update (the build) ran with the engine's lock free; the regroup's own
+        # look, under the lock, found the index up to date.
+        assert lock_free[:1] == [True]
+        monkeypatch.setattr(event_index, "update", update)
+        assert_equal_to_batch(runtime, T0)
 
 
 def test_an_unmerge_gives_each_part_its_own_events_back(workspace: Workspace) -> None:

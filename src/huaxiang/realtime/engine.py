@@ -1441,6 +1441,11 @@ class RealtimeEngine:
         with self.store.transaction() as con, gc_paused():
             self._recover(con)
             self.sync(con)
+            if self.identity.regroups != self._regroups_seen and self.program.leaves:
+                # The regroup reads its persons' events through the event index: brought up to
+                # date here, outside the engine's lock (the first time it reads every event),
+                # so that the log follower goes on folding meanwhile.
+                event_index.update(con)
             with self._lock:
                 now = self._now()
                 if not report and self._claimed > self._loader_claimed:

@@ -12,7 +12,11 @@ into the user's) and the engine's timer tick folds both persons again
   every event;
 - ``regroup_ms``: the median of the four ticks after it (the index brought up to date);
 - ``view_scan_ms``: the baseline, raw DuckDB SQL: the same two persons' events read by a scan of
-  ``events_with_person`` (what the engine falls back to without the index), median of three.
+  ``events_with_person`` (what the engine falls back to without the index), median of three;
+- ``many_merges``, ``many_ticks``, ``many_ms``, ``many_tick_max_ms``: then one import links every
+  other visitor to a user (``many_merges`` merges, twice as many persons), folded again over
+  ``many_ticks`` ticks (at most ``REGROUP_CHUNK`` rows each): all of them, and the longest (the
+  engine's lock is held for part of a tick).
 
 Ends with one JSON line. ``--quick``: 500,000 events of 20,000 users; full: 5,000,000 of
 200,000.
@@ -126,7 +130,29 @@ def measure(folder: Path, events: int, users: int) -> dict[str, object]:
             engine.process_due()
             ticks.append((time.perf_counter() - began) * 1000)
             assert engine.persons_regrouped == before + 2, "the merged persons were not regrouped"
-        survivor, gone = 1 + MERGES - 1, users + MERGES  # the last merge's persons
+        # One import linking every other visitor to a user: regrouped over several ticks.
+        with rt.store.transaction() as con:
+            rt.identity.observe(
+                con,
+                [
+                    Observation(
+                        (Identifier("user_id", f"u{n}"), Identifier("anonymous_id", f"a{n}")),
+                        "import:bench.csv",
+                        f"bench.csv:{n + 2}",
+                        datetime.now(UTC),
+                    )
+                    for n in range(MERGES, visitors)
+                ],
+            )
+        many: list[float] = []
+        before = engine.persons_regrouped
+        while engine.regrouping:
+            began = time.perf_counter()
+            engine.process_due()
+            many.append((time.perf_counter() - began) * 1000)
+        many_merges = visitors - MERGES
+        assert engine.persons_regrouped == before + 2 * many_merges, "persons not regrouped once"
+        survivor, gone = 1 + MERGES - 1, users + MERGES  # the last single merge's persons
         con = rt.store.cursor()
         try:
             for _ in range(3):
@@ -142,6 +168,10 @@ def measure(folder: Path, events: int, users: int) -> dict[str, object]:
         "regroup_first_ms": round(ticks[0], 3),
         "regroup_ms": round(statistics.median(ticks[1:]), 3),
         "view_scan_ms": round(statistics.median(scans), 3),
+        "many_merges": many_merges,
+        "many_ticks": len(many),
+        "many_ms": round(sum(many), 3),
+        "many_tick_max_ms": round(max(many), 3),
     }
 
 

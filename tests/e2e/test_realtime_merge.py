@@ -203,6 +203,16 @@ def link_by_import(runtime: Runtime) -> None:
         )
 
 
+def reopened(runtime: Runtime, clock: ManualClock) -> RealtimeEngine:
+    """The engine as a start after a crash now finds it (from the store and its snapshot)."""
+    engine = RealtimeEngine(
+        runtime.store, IdentityResolver.load(runtime.store, runtime.settings), clock
+    )
+    with runtime.store.transaction() as con:
+        engine.open(con)
+    return engine
+
+
 def send(server: LiveServer, key: str, *messages: dict[str, Any]) -> None:
     answer = httpx.post(
         server.url + "/v1/batch", json={"batch": list(messages)}, auth=(key, ""), timeout=30
@@ -285,16 +295,8 @@ def test_a_restart_before_the_next_snapshot_folds_the_merged_persons_again(
         assert names(runtime.realtime, u1) == merged
         assert_equal_to_batch(runtime, T0)
 
-        def reopened() -> RealtimeEngine:
-            engine = RealtimeEngine(
-                runtime.store, IdentityResolver.load(runtime.store, runtime.settings), clock
-            )
-            with runtime.store.transaction() as con:
-                engine.open(con)
-            return engine
-
         # A crash now (no snapshot since the merge): the start folds u1 and a1 again.
-        again = reopened()
+        again = reopened(runtime, clock)
         assert names(again, u1) == merged
         assert names(again, a1) == set()
         # A snapshot holds the merge: the regrouped persons are done with.
@@ -304,7 +306,7 @@ def test_a_restart_before_the_next_snapshot_folds_the_merged_persons_again(
             assert con.execute("SELECT count(*) FROM identity_regroups").fetchall() == [(0,)]
         finally:
             con.close()
-        third = reopened()
+        third = reopened(runtime, clock)
         assert names(third, u1) == merged
         assert names(third, a1) == set()
 
@@ -348,6 +350,128 @@ def test_the_event_index_is_built_outside_the_engines_lock(
         # look, under the lock, found the index up to date.
         assert lock_free[:1] == [True]
         monkeypatch.setattr(event_index, "update", update)
+        assert_equal_to_batch(runtime, T0)
+
+
+def many_merges(runtime: Runtime, pairs: int) -> tuple[list[int], list[int]]:
+    """v<n> viewed an SQL course signed in, w<n> (the same person on another device) three
+    Python courses; the rules active, then one import links every pair (each w<n> merged into
+    v<n>). Returns the persons (v<n>, w<n>) as they were before."""
+    views: list[dict[str, Any]] = []
+    for n in range(pairs):
+        views.append(track("view_course", T0 - timedelta(hours=3), user=f"v{n}", category="sql"))
+        views += [
+            track("view_course", T0 - timedelta(minutes=m), anonymous=f"w{n}", category="python")
+            for m in (120, 90, 60)
+        ]
+    runtime.log.append_sync(encode_record(as_events(views)))
+    assert runtime.loader.drain(30)
+    add_rules(runtime)
+    users = [pid(runtime, "user_id", f"v{n}") for n in range(pairs)]
+    visitors = [pid(runtime, "anonymous_id", f"w{n}") for n in range(pairs)]
+    with runtime.store.transaction() as con:
+        runtime.identity.observe(
+            con,
+            [
+                Observation(
+                    (Identifier("user_id", f"v{n}"), Identifier("anonymous_id", f"w{n}")),
+                    "import:crm.csv",
+                    f"crm.csv:{n + 2}",
+                    T0,
+                )
+                for n in range(pairs)
+            ],
+        )
+    assert [runtime.identity.current_person(w) for w in visitors] == users
+    return users, visitors
+
+
+def assert_merged(engine: RealtimeEngine, users: list[int], visitors: list[int]) -> None:
+    for v, w in zip(users, visitors, strict=True):
+        assert names(engine, v) == {"sql_fan", "hot_python"}
+        assert names(engine, w) == set()
+
+
+def test_an_import_merging_many_persons_is_regrouped_over_several_ticks(
+    workspace: Workspace,
+) -> None:
+    """Each tick folds again at most ``regroup_chunk`` rows of ``identity_regroups``: an import
+    merging many persons takes several ticks, the follower and the loader going on between
+    them."""
+    with Runtime(workspace, clock=ManualClock(T0), start_loader=False) as runtime:
+        engine = runtime.realtime
+        engine.regroup_chunk = 3
+        users, visitors = many_merges(runtime, 6)
+        engine.process_due()  # the first tick: three of the twelve persons named
+        assert engine.regrouping
+        done = [v for v in users if names(engine, v) == {"sql_fan", "hot_python"}]
+        assert 0 < len(done) < len(users)
+        ticks = 1
+        while engine.regrouping:
+            engine.process_due()
+            ticks += 1
+        assert ticks == 4  # twelve rows, three a tick
+        # Each person folded again once: a survivor folded with its own row is not folded
+        # again for the row of the person merged into it, a tick later.
+        assert engine.persons_regrouped == 12
+        assert_merged(engine, users, visitors)
+        assert_equal_to_batch(runtime, T0)
+        engine.snapshot()  # holds every regrouped person: the rows are done with
+        con = runtime.store.cursor()
+        try:
+            assert con.execute("SELECT count(*) FROM identity_regroups").fetchall() == [(0,)]
+        finally:
+            con.close()
+
+
+def test_a_merge_while_a_regroup_is_under_way_is_folded_too(workspace: Workspace) -> None:
+    """A survivor folded again at a tick is not folded again for the rows of the same merge
+    after it, but is for a later merge: z0 (who checked out) linked to v0 once v0 was folded
+    again gives v0 the view-then-checkout sequence."""
+    with Runtime(workspace, clock=ManualClock(T0), start_loader=False) as runtime:
+        engine = runtime.realtime
+        engine.regroup_chunk = 1
+        users, _ = many_merges(runtime, 2)
+        engine.process_due()  # v0's row: v0 folded again with w0's views
+        assert names(engine, users[0]) == {"sql_fan", "hot_python"}
+        runtime.log.append_sync(
+            encode_record(
+                as_events([track("checkout", T0 - timedelta(minutes=30), anonymous="z0")])
+            )
+        )
+        assert runtime.loader.drain(30)
+        with runtime.store.transaction() as con:
+            runtime.identity.observe(
+                con,
+                [
+                    Observation(
+                        (Identifier("user_id", "v0"), Identifier("anonymous_id", "z0")),
+                        "import:crm.csv",
+                        "crm.csv:9",
+                        T0,
+                    )
+                ],
+            )
+        while engine.regrouping:
+            engine.process_due()
+        assert names(engine, users[0]) == {"sql_fan", "hot_python", "bought_after_view"}
+        assert_equal_to_batch(runtime, T0)
+
+
+def test_a_stop_part_way_through_a_regroup_folds_the_rest_at_start(
+    workspace: Workspace,
+) -> None:
+    """The snapshot written at a stop holds the persons regrouped so far; the batch's rows stay
+    until all are done, and the next start folds them all again."""
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock, start_loader=False) as runtime:
+        runtime.realtime.regroup_chunk = 3
+        users, visitors = many_merges(runtime, 6)
+        runtime.realtime.process_due()
+        assert runtime.realtime.regrouping
+    with Runtime(workspace, clock=clock, start_loader=False) as runtime:
+        assert not runtime.realtime.regrouping
+        assert_merged(runtime.realtime, users, visitors)
         assert_equal_to_batch(runtime, T0)
 
 

@@ -92,6 +92,12 @@ SNAPSHOT_INTERVAL_S = 5.0
 SNAPSHOT_SPACING = 10.0
 #: ... and the held values' log is folded into ``realtime_held`` past this many rows.
 COMPACT_ROWS = 1_000_000
+REGROUP_CHUNK = 2_000
+"""Rows of ``identity_regroups`` (persons named by merges and splits) folded again per timer
+tick at most: an import merging many persons is regrouped over several ticks, one after the
+other, each its own transaction, so that the log follower and the loader go on in between."""
+REGROUP_PAUSE_S = 0.01
+"""The timer thread's pause between two such ticks (the loader takes the store meanwhile)."""
 TIMER_CAUSE: Final = "timer: window, deadline or ttl passed"
 DEFINITION_CAUSE: Final = "definition activated, changed or reloaded"
 REGROUP_CAUSE: Final = "identity: persons merged or split"
@@ -365,8 +371,15 @@ class RealtimeEngine:
         """The identity resolver's count of regrouping writes when ``identity_regroups`` was
         last read."""
         self._regrouped = 0
-        """The newest batch of ``identity_regroups`` folded again (the snapshot deletes those up
-        to it: it holds them)."""
+        """The newest batch of ``identity_regroups`` folded again completely (the snapshot
+        deletes those up to it: it holds them)."""
+        self._regroup_cursor: tuple[int, int] | None = None
+        """(batch, person) of the last row folded again, while rows remain (None: none)."""
+        self.regroup_chunk = REGROUP_CHUNK
+        """Rows of ``identity_regroups`` folded again per tick at most."""
+        self._regroup_folded: dict[int, int] = {}
+        """Persons folded again at a tick of the regroup under way, with the newest batch of
+        ``identity_regroups`` the identity graph held then."""
         self.persons_regrouped = 0
         """Persons folded again since start (merged, split or unmerged; ``realtime status``)."""
         self._claimed = 0
@@ -1441,7 +1454,7 @@ class RealtimeEngine:
         with self.store.transaction() as con, gc_paused():
             self._recover(con)
             self.sync(con)
-            if self.identity.regroups != self._regroups_seen and self.program.leaves:
+            if self.regrouping and self.program.leaves:
                 # The regroup reads its persons' events through the event index: brought up to
                 # date here, outside the engine's lock (the first time it reads every event),
                 # so that the log follower goes on folding meanwhile.
@@ -1463,16 +1476,22 @@ class RealtimeEngine:
 
     # -- identity merges and splits ----------------------------------------------------------
 
+    @property
+    def regrouping(self) -> bool:
+        """Persons merged, split or unmerged are waiting to be folded again."""
+        return self._regroup_cursor is not None or self.identity.regroups != self._regroups_seen
+
     def _regroup(self, con: duckdb.DuckDBPyConnection, now: int, outcome: Outcome) -> None:
         """Persons whose identifiers changed owner since the last look (merged, split or
         unmerged: ``identity_regroups``): their states folded again from their events under
-        the persons who own them now, and decided (persons merged away hold nothing). The
-        timer thread does it at its next tick, in a transaction of its own: the loader's batch
-        that merged them has committed, so their events are found through the event index."""
-        if self.identity.regroups == self._regroups_seen:
+        the persons who own them now, and decided (persons merged away hold nothing), up to
+        :attr:`regroup_chunk` rows a tick. The timer thread does it at its next tick, in a
+        transaction of its own: the loader's batch that merged them has committed, so their
+        events are found through the event index."""
+        if not self.regrouping:
             return
         self._regroups_seen = self.identity.regroups
-        live, gone = self._refold(con, self.program, now)
+        live, gone = self._refold(con, self.program, now, limit=self.regroup_chunk)
         if not len(live) and not len(gone):
             return
         everyone = np.union1d(live, gone)  # sorted, as reads take them
@@ -1486,25 +1505,78 @@ class RealtimeEngine:
             self._decide(con, dirty, now, [REGROUP_CAUSE], outcome)
         self._settle_gone(gone, now, outcome)
 
-    def _refold(
-        self, con: duckdb.DuckDBPyConnection, program: VectorProgram, now: int
-    ) -> tuple[Persons, Persons]:
-        """The states of the persons ``identity_regroups`` names (and of those they belong to
-        now) folded again from the stored events (and those folded ahead of the loader).
-        Returns (the current persons among them, the persons merged away)."""
-        found = con.execute(
-            "SELECT max(batch), list(DISTINCT person_id) FROM identity_regroups WHERE batch > ?",
-            [self._regrouped],
+    def _regroup_rows(
+        self, con: duckdb.DuckDBPyConnection, limit: int | None
+    ) -> list[tuple[int, int]]:
+        """The next rows (batch, person) of ``identity_regroups`` to fold again (all of them, or
+        ``limit`` rows), the batches done and the cursor moved past them."""
+        if limit is None:
+            found = con.execute(
+                "SELECT batch, person_id FROM identity_regroups WHERE batch > ?",
+                [self._regrouped],
+            ).fetchall()
+            self._regroup_cursor = None
+            if found:
+                self._regrouped = max(int(b) for b, _ in found)
+            return [(int(b), int(p)) for b, p in found]
+        # After the cursor; without one, after the batches done (no person id is that high).
+        batch, person = self._regroup_cursor or (self._regrouped, 1 << 40)
+        rows = con.execute(
+            "SELECT batch, person_id FROM identity_regroups"
+            " WHERE batch > ? OR (batch = ? AND person_id > ?)"
+            " ORDER BY batch, person_id LIMIT ?",
+            [batch, batch, person, limit + 1],
         ).fetchall()
-        if not found or found[0][0] is None:
+        taken = [(int(b), int(p)) for b, p in rows[:limit]]
+        if not taken:
+            self._regroup_cursor = None
+            return []
+        last = taken[-1]
+        if len(rows) > limit:  # more to come: the batches before the last one taken are done
+            self._regroup_cursor = last
+            following = int(rows[limit][0])
+            self._regrouped = max(self._regrouped, last[0] if following > last[0] else last[0] - 1)
+        else:
+            self._regroup_cursor = None
+            self._regrouped = max(self._regrouped, last[0])
+        return taken
+
+    def _refold(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        program: VectorProgram,
+        now: int,
+        *,
+        limit: int | None = None,
+    ) -> tuple[Persons, Persons]:
+        """The states of the persons ``identity_regroups`` names (all, or its next ``limit``
+        rows; and of those they belong to now) folded again from the stored events (and those
+        folded ahead of the loader). Returns (the current persons among them, the persons
+        merged away)."""
+        rows = self._regroup_rows(con, limit)
+        if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        self._regrouped = int(found[0][0])
         if not self.subjects and not program.leaves:  # nothing kept per person: nothing to do
             con.execute("DELETE FROM identity_regroups WHERE batch <= ?", [self._regrouped])
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         current = self.identity.current_person
-        named = {int(p) for p in found[0][1]}
-        named |= {current(p) for p in named}
+        # A person folded again at an earlier tick of this pass, under the identity graph as it
+        # was after a batch at least as new as a row's, is current for that row: a later merge
+        # writes rows of its own. (Chunks follow person ids: the survivor of a merge is often
+        # named again by the row of the person merged into it, chunks later.)
+        folded = self._regroup_folded
+        named: set[int] = set()
+        for batch, person in rows:
+            for one in (person, current(person)):
+                if folded.get(one, -1) < batch:
+                    named.add(one)
+        newest = max(batch for batch, _ in rows)
+        if self._regroup_cursor is None:
+            folded.clear()  # the pass is over
+        else:
+            folded.update(dict.fromkeys(named, newest))
+        if not named:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         who = np.array(sorted(named), np.int64)
         self._grow(int(who.max()) + 1)
         program.grow(self._size())
@@ -2265,6 +2337,7 @@ class RealtimeEngine:
         self.subjects = subjects
         # Merges and splits the snapshot does not hold: those persons' states folded again.
         self._regrouped = 0
+        self._regroup_cursor = None
         self._regroups_seen = self.identity.regroups
         live, gone = self._refold(con, program, now)
         self._refolded = set(live.tolist())
@@ -2402,9 +2475,9 @@ class RealtimeEngine:
     def _run(self) -> None:
         while not self._stop.is_set():
             due = self.next_due()
-            wait = TICK_S
+            wait = REGROUP_PAUSE_S if self._regroup_cursor is not None else TICK_S
             if due is not None:
-                wait = max(0.0, min(TICK_S, (due - self.clock.now()).total_seconds()))
+                wait = max(0.0, min(wait, (due - self.clock.now()).total_seconds()))
             if wait > 0:
                 with self._wake:
                     self._wake.wait(wait)

@@ -2338,6 +2338,7 @@ class RealtimeEngine:
         # Merges and splits the snapshot does not hold: those persons' states folded again.
         self._regrouped = 0
         self._regroup_cursor = None
+        self._regroup_folded.clear()
         self._regroups_seen = self.identity.regroups
         live, gone = self._refold(con, program, now)
         self._refolded = set(live.tolist())

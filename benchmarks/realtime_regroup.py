@@ -31,6 +31,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +81,23 @@ VIEW_SCAN = """
 """
 
 
+def link(rt: Runtime, numbers: Iterable[int]) -> None:
+    """An import linking user u<n> to visitor a<n> for each n: merges."""
+    with rt.store.transaction() as con:
+        rt.identity.observe(
+            con,
+            [
+                Observation(
+                    (Identifier("user_id", f"u{n}"), Identifier("anonymous_id", f"a{n}")),
+                    "import:bench.csv",
+                    f"bench.csv:{n + 2}",
+                    datetime.now(UTC),
+                )
+                for n in numbers
+            ],
+        )
+
+
 def measure(folder: Path, events: int, users: int) -> dict[str, object]:
     visitors = users // 20
     ws = Workspace(folder / "ws")
@@ -113,37 +131,14 @@ def measure(folder: Path, events: int, users: int) -> dict[str, object]:
         ticks: list[float] = []
         scans: list[float] = []
         for n in range(MERGES):
-            with rt.store.transaction() as con:
-                rt.identity.observe(
-                    con,
-                    [
-                        Observation(
-                            (Identifier("user_id", f"u{n}"), Identifier("anonymous_id", f"a{n}")),
-                            "import:bench.csv",
-                            f"bench.csv:{n + 2}",
-                            datetime.now(UTC),
-                        )
-                    ],
-                )
+            link(rt, [n])
             before = engine.persons_regrouped
             began = time.perf_counter()
             engine.process_due()
             ticks.append((time.perf_counter() - began) * 1000)
             assert engine.persons_regrouped == before + 2, "the merged persons were not regrouped"
         # One import linking every other visitor to a user: regrouped over several ticks.
-        with rt.store.transaction() as con:
-            rt.identity.observe(
-                con,
-                [
-                    Observation(
-                        (Identifier("user_id", f"u{n}"), Identifier("anonymous_id", f"a{n}")),
-                        "import:bench.csv",
-                        f"bench.csv:{n + 2}",
-                        datetime.now(UTC),
-                    )
-                    for n in range(MERGES, visitors)
-                ],
-            )
+        link(rt, range(MERGES, visitors))
         many: list[float] = []
         before = engine.persons_regrouped
         while engine.regrouping:

@@ -187,18 +187,20 @@ def third_view_not_stored(runtime: Runtime) -> tuple[int, int]:
     return u1, a1
 
 
-def link_by_import(runtime: Runtime) -> None:
-    """An import links u1 and a1 (its own transaction, not through the log): a merge."""
+def link_by_import(runtime: Runtime, *pairs: tuple[str, str]) -> None:
+    """An import links each (userId, anonymousId) pair, u1 and a1 by default (its own
+    transaction, not through the log): merges."""
     with runtime.store.transaction() as con:
         runtime.identity.observe(
             con,
             [
                 Observation(
-                    (Identifier("user_id", "u1"), Identifier("anonymous_id", "a1")),
+                    (Identifier("user_id", user), Identifier("anonymous_id", anonymous)),
                     "import:crm.csv",
-                    "crm.csv:2",
+                    f"crm.csv:{n + 2}",
                     T0,
                 )
+                for n, (user, anonymous) in enumerate(pairs or [("u1", "a1")])
             ],
         )
 
@@ -369,19 +371,7 @@ def many_merges(runtime: Runtime, pairs: int) -> tuple[list[int], list[int]]:
     add_rules(runtime)
     users = [pid(runtime, "user_id", f"v{n}") for n in range(pairs)]
     visitors = [pid(runtime, "anonymous_id", f"w{n}") for n in range(pairs)]
-    with runtime.store.transaction() as con:
-        runtime.identity.observe(
-            con,
-            [
-                Observation(
-                    (Identifier("user_id", f"v{n}"), Identifier("anonymous_id", f"w{n}")),
-                    "import:crm.csv",
-                    f"crm.csv:{n + 2}",
-                    T0,
-                )
-                for n in range(pairs)
-            ],
-        )
+    link_by_import(runtime, *[(f"v{n}", f"w{n}") for n in range(pairs)])
     assert [runtime.identity.current_person(w) for w in visitors] == users
     return users, visitors
 
@@ -440,18 +430,7 @@ def test_a_merge_while_a_regroup_is_under_way_is_folded_too(workspace: Workspace
             )
         )
         assert runtime.loader.drain(30)
-        with runtime.store.transaction() as con:
-            runtime.identity.observe(
-                con,
-                [
-                    Observation(
-                        (Identifier("user_id", "v0"), Identifier("anonymous_id", "z0")),
-                        "import:crm.csv",
-                        "crm.csv:9",
-                        T0,
-                    )
-                ],
-            )
+        link_by_import(runtime, ("v0", "z0"))
         while engine.regrouping:
             engine.process_due()
         assert names(engine, users[0]) == {"sql_fan", "hot_python", "bought_after_view"}

@@ -1570,11 +1570,10 @@ class RealtimeEngine:
             for one in (person, current(person)):
                 if folded.get(one, -1) < batch:
                     named.add(one)
-        newest = max(batch for batch, _ in rows)
         if self._regroup_cursor is None:
             folded.clear()  # the pass is over
         else:
-            folded.update(dict.fromkeys(named, newest))
+            folded.update(dict.fromkeys(named, max(batch for batch, _ in rows)))
         if not named:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         who = np.array(sorted(named), np.int64)

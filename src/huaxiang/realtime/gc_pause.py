@@ -10,7 +10,9 @@ frozen (``gc.freeze``: out of the collector's passes, still freed by reference c
 collection of everything, frozen or not, runs after a batch when the heap has doubled since the
 last one (``GROWTH``; CPython's own rule for its oldest generation is a quarter, counted per
 allocation) or ``FULL_INTERVAL_S`` has passed, so cyclic garbage anywhere in the process that was
-alive when a batch ended is reclaimed then.
+alive when a batch ended is reclaimed then. Nested and concurrent pauses keep the collector off
+until the last one ends, and it is turned back on only if it was on (the loader pauses it around
+its whole batch too: the freezing and the full collections happen all the same).
 
 Growth is counted in two steps. After each batch, cheaply: the objects it left alive (the
 collector's own count), added up. That sum only grows: what a batch leaves alive is mostly freed
@@ -20,10 +22,7 @@ heap itself is measured (``sys.getallocatedblocks``: tens of microseconds, too s
 round of the log follower), and only a heap twice as large as after the last full collection is
 collected; else the sum starts again. Counting the sum alone made a full collection (about 0.1 s
 holding the interpreter on the benchmark's heap) every four seconds at 1,000 events/s, of a heap
-that had grown by a twentieth. Nested and concurrent pauses
-keep the collector off until the last one ends, and it is turned back on only if it was on (the
-loader pauses it around its whole batch too: the freezing and the full collections happen all
-the same).
+that had grown by a twentieth.
 """
 
 from __future__ import annotations

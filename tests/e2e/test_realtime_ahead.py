@@ -343,3 +343,32 @@ def test_a_message_sent_again_is_not_folded_twice(workspace: Workspace) -> None:
         count = "SELECT count(*) FROM events WHERE message_id = ?"
         assert stored(runtime, count, [buy["messageId"]]) == [(1,)]
         assert tags_of(runtime, "u2") == {"buyer"}
+
+
+def test_a_busy_follower_leaves_records_to_the_loader_for_a_second(
+    workspace: Workspace,
+) -> None:
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
+        ahead = runtime.ahead
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        wait_until(lambda: ahead.followed >= runtime.log.last_seq, "the follower")
+        time.sleep(1.1)  # no round folded within the last second
+        ahead.busy_share = 1e-9  # any round folded within the last second makes it busy
+
+        def append(name: str) -> int:
+            seq = runtime.log.append_sync(encode_record([event(name, T0, "u1")]))
+            wait_until(lambda: ahead.followed >= seq, f"record {seq} to be followed")
+            return seq
+
+        folded, left = ahead.folded, ahead.left
+        append("view")
+        assert (ahead.folded, ahead.left) == (folded + 1, left)
+        append("view")  # a round folded less than a second ago: the loader takes this one
+        assert (ahead.folded, ahead.left) == (folded + 1, left + 1)
+        time.sleep(1.1)  # that round has left the window: the follower folds again
+        append("buy")
+        assert (ahead.folded, ahead.left) == (folded + 2, left + 1)
+        assert tags_of(runtime, "u1") == {"keen", "buyer"}

@@ -44,3 +44,16 @@ def test_it_asks_to_be_filled_again_past_twice_its_size() -> None:
     seen.fill(more)
     assert not seen.overfull
     assert seen.maybe(more) == more
+
+
+def test_a_few_ids_are_answered_as_many_are() -> None:
+    seen = SeenFilter()
+    stored = _ids(50_000)
+    seen.fill(stored)
+    asked = stored[:2_000] + _ids(20_000)
+    together = set(seen.maybe(asked))  # arrays
+    alone = {i for i in asked if seen.maybe([i])}  # integers, one id at a time
+    assert alone == together
+    assert set(stored[:2_000]) <= alone
+    pairs = [seen.maybe(asked[n : n + 2]) for n in range(0, len(asked), 2)]
+    assert {i for found in pairs for i in found} == together

@@ -36,6 +36,10 @@ SMALLEST = 1 << 20
 """Ids a filter is sized for at least."""
 
 _MASK32 = (1 << 32) - 1
+_MASK64 = (1 << 64) - 1
+FEW = 8
+"""Up to this many ids, :meth:`SeenFilter.maybe` tests them with integers (a round of the log
+follower mostly holds one event): the same positions as the arrays, without their calls."""
 
 _FILTERS: dict[str, weakref.WeakSet[SeenFilter]] = {}
 """The filters of each store (by its file's real path)."""
@@ -111,11 +115,24 @@ class SeenFilter:
         with self._lock:
             if not self.ready:
                 return list(ids)
+            if len(ids) <= FEW:
+                return [i for i in ids if self._holds(i)]
             positions = self._positions(ids, self._size)
             words = self._bits[positions >> np.uint64(6)]
             hit = (words >> (positions & np.uint64(63))) & np.uint64(1)
             found = hit.all(axis=1)
         return [i for i, f in zip(ids, found.tolist(), strict=True) if f]
+
+    def _holds(self, message: str) -> bool:
+        """Whether the bits of one id are all set (as :meth:`_positions`, in integers)."""
+        hashed = hash(message) & _MASK64
+        low, high = hashed & _MASK32, (hashed >> 32) | 1
+        mask, bits = self._size - 1, self._bits
+        for step in range(HASHES):
+            position = (low + step * high) & mask
+            if not (bits.item(position >> 6) >> (position & 63)) & 1:
+                return False
+        return True
 
     def forget(self) -> None:
         """Every id a maybe until filled anew."""

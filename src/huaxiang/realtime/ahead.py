@@ -97,6 +97,9 @@ class Ahead:
         loader."""
         self._rounds: deque[tuple[float, float]] = deque()
         """(end, duration) of the recent rounds that folded."""
+        self._rounds_total = 0.0
+        """The durations in :attr:`_rounds`, summed (kept as rounds come and go: a round
+        costs no walk over the last second's rounds)."""
         self.seen = loader.seen_filter = SeenFilter(store.path)
         """The messageIds stored, as a Bloom filter: only those it may hold are looked up."""
         engine.loading = lambda: loader.loading_seq
@@ -253,7 +256,9 @@ class Ahead:
             handled = self._fold(con, records) if records else 0
             # The processor time the round took (waiting for the loader or the interpreter
             # does not count: it is not taken from the loader).
-            self._rounds.append((time.monotonic(), time.thread_time() - began))
+            spent = time.thread_time() - began
+            self._rounds.append((time.monotonic(), spent))
+            self._rounds_total += spent
             folded += handled
             self.folded += handled
             if handled == len(records):
@@ -289,8 +294,10 @@ class Ahead:
         since = time.monotonic() - BUSY_WINDOW_S
         rounds = self._rounds
         while rounds and rounds[0][0] < since:
-            rounds.popleft()
-        return sum(d for _, d in rounds) / BUSY_WINDOW_S
+            self._rounds_total -= rounds.popleft()[1]
+        if not rounds:
+            self._rounds_total = 0.0  # no rounding error carried on
+        return max(0.0, self._rounds_total) / BUSY_WINDOW_S
 
     def _leave(self, seq: int) -> None:
         """Let the loader fold the records up to ``seq``; follow on once it has stored them."""

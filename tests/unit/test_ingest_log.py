@@ -456,3 +456,46 @@ def test_a_batch_marks_the_events_that_carry_more_than_ids() -> None:
     ]
     assert list(batch) == events
     assert batch.take([0, 6]).message_id == ["plain", "ip"]
+
+
+def test_a_reader_starts_at_any_record_from_the_positions_readers_noted(log_dir: Path) -> None:
+    from huaxiang.collect.follow import DurableMarker, LogFollower
+    from huaxiang.collect.log import MARK_EVERY
+
+    def body(i: int) -> bytes:
+        return payload(i, 20 + (i * 7919) % 90)  # records of many sizes
+
+    count = 3 * MARK_EVERY + 300
+    with IngestLog(log_dir, segment_bytes=(FRAME_HEADER + 65) * (MARK_EVERY + 500)) as opened:
+        for i in range(count):
+            assert opened.append_sync(body(i)) == i + 1
+        bases = [int(p.stem) for p in segments(log_dir)]
+        assert len(bases) >= 3 and any(b % MARK_EVERY != 1 for b in bases)
+        wanted = sorted(
+            {1, 2, count, count - 1}
+            | {b + d for b in bases for d in (-1, 0, 1, 2)}
+            | {m + d for m in range(MARK_EVERY, count, MARK_EVERY) for d in (-1, 0, 1)}
+            | set(range(1, count + 1, 211))
+        )
+
+        def starts(log: IngestLog) -> None:
+            for seq in wanted:
+                if 1 <= seq <= count:
+                    reader = log.reader(seq)
+                    assert reader.read() == (seq, body(seq - 1)), seq
+                    reader.close()
+
+        starts(opened)  # the first readers walk from the segments' starts, noting as they go
+        assert [seq for seq, _ in opened.read_from(1)] == list(range(1, count + 1))
+        deep = bases[0] + MARK_EVERY + 10
+        assert opened.marks.before(bases[0], deep)[0] > bases[0]
+        starts(opened)  # now from the notes
+        marker = DurableMarker(log_dir)  # as the collector process publishes its durable end
+        marker.publish(opened)
+        follower = LogFollower(log_dir)  # the store process's view, with notes of its own
+        try:
+            starts(follower)
+            starts(follower)
+        finally:
+            follower.close()
+            marker.close()

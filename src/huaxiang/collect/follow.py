@@ -38,6 +38,7 @@ from huaxiang.collect.log import (
     AppendListener,
     IngestLog,
     LogReader,
+    Marks,
     segment_name,
 )
 from huaxiang.errors import StoreError
@@ -180,6 +181,7 @@ class LogFollower(IngestLog):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._marker = DurableMarker(self.folder)
+        self.marks = Marks()
         self._lock = threading.Lock()
         self._listeners: list[AppendListener] = []
         self._bases: list[int] = []

@@ -31,6 +31,8 @@ from huaxiang.errors import StoreError, StoreLocked
 logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+MARK_EVERY = 1024
+"""Readers note where every 1,024th record starts (see :class:`Marks`)."""
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 _FRAME = struct.Struct("<II")
 FRAME_HEADER = _FRAME.size
@@ -133,6 +135,39 @@ def _resolve(waiters: Sequence[_Waiter]) -> None:
             loop.call_soon_threadsafe(_settle, group)
 
 
+class Marks:
+    """Where some records start in their segment, noted by the readers as they pass them.
+
+    A reader asked for a record inside a segment finds it by walking the record headers from a
+    known start; without notes that is the segment's start, and a 64 MiB segment of one-event
+    records holds some 200,000 of them (a second of the interpreter, for a reader made when
+    the store process starts or when the real-time follower reads again after the loader took
+    records). With a note every :data:`MARK_EVERY` records, a reader walks at most that many.
+    A durable record never moves, so a note stays true (a torn tail is cut off only when the
+    log is opened, before any reader)."""
+
+    def __init__(self) -> None:
+        self._by_segment: dict[int, dict[int, int]] = {}
+
+    def note(self, base: int, seq: int, offset: int) -> None:
+        """Record ``seq`` of the segment starting at ``base`` starts at byte ``offset``."""
+        if seq % MARK_EVERY == 0:
+            self._by_segment.setdefault(base, {})[seq] = offset
+
+    def before(self, base: int, seq: int) -> tuple[int, int]:
+        """The nearest noted (record, offset) of the segment at or before ``seq``
+        (``(base, 0)``: none)."""
+        notes = self._by_segment.get(base)
+        if notes:
+            at = seq - seq % MARK_EVERY
+            while at > base:
+                offset = notes.get(at)
+                if offset is not None:
+                    return at, offset
+                at -= MARK_EVERY
+        return base, 0
+
+
 class IngestLog:
     """Append-only, crash-safe log of ingest records in one folder."""
 
@@ -151,6 +186,7 @@ class IngestLog:
         self._offset = 0
         self._next_seq = 1
         self._durable = _Durable(0, 1, 0)
+        self.marks = Marks()
         self._broken = False
         self._lock_fd: int | None = None
         try:
@@ -506,11 +542,13 @@ class LogReader:
         if base > seq:
             self.next_seq = base  # older records were removed; continue at the oldest kept
         self._open(base)
-        cursor = base
+        marks = log.marks
+        cursor, self._offset = marks.before(base, self.next_seq)
         while cursor < self.next_seq:  # skip earlier records of this segment
             length = self._header(self._limit())
             if length is None:
                 break
+            marks.note(base, cursor, self._offset)
             self._offset += FRAME_HEADER + length
             cursor += 1
         self.next_seq = cursor
@@ -596,6 +634,7 @@ class LogReader:
             if zlib.crc32(payload) != crc:
                 raise self._corrupt("checksum mismatch")
             seq = self.next_seq
+            self._log.marks.note(self._base, seq, self._offset)
             self._offset += FRAME_HEADER + length
             self.next_seq = seq + 1
             return seq, payload

@@ -493,3 +493,25 @@ def test_a_batch_after_a_rolled_back_write_waits_for_the_engine_to_reload(store:
     with store.transaction() as con:
         engine.apply(con, [])
     assert held(engine) == {"fans": [], "regulars": []}
+
+
+def test_a_snapshot_is_what_the_states_held_under_the_lock(store: Store) -> None:
+    """The bytes of a snapshot are made after the engine's lock is let go: the tables dumped
+    under it must not move with the events folded meanwhile."""
+    from huaxiang.realtime.engine import snapshot_rows
+
+    with store.transaction() as con:
+        add_realtime_tag(con, "hesitant", "seq(a, then no b within 1h, 1d)", None)
+        add_realtime_tag(con, "recent", "last(a) within 2h", None)
+    clock = ManualClock(AS_OF)
+    engine = opened(store, clock)
+    step_stored(engine, [(1, "a"), (2, "a"), (2, "b")])
+    with engine._lock:
+        tables, _, _ = engine._dump_snapshot()
+    then = snapshot_rows(tables)
+    assert {kind for _, kind, _ in then} == {"MetricColumns", "TimeColumns", "SequenceColumns"}
+    clock.advance(timedelta(minutes=1))
+    step_stored(engine, [(1, "a"), (2, "a"), (3, "a"), (3, "b"), (1, "b")])
+    assert snapshot_rows(tables) == then
+    with engine._lock:
+        assert snapshot_rows(engine._dump_snapshot()[0]) != then  # the states did move

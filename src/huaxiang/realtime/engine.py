@@ -286,6 +286,11 @@ Dirty = dict[int, list[tuple[Persons, NDArray[np.int64]]]]
 """subject id -> (persons, the cause index of each) to decide."""
 
 
+Dumped = tuple[list[tuple[str, str, pa.Table]], list[list[str]], int]
+"""A snapshot taken under the engine's lock: (state key, columns kind, table) per leaf state,
+the messageIds of the records folded ahead of the loader, and the newest regroup batch."""
+
+
 class RealtimeEngine:
     """Incremental evaluation of the active real-time tags and real-time audiences."""
 
@@ -2188,27 +2193,25 @@ class RealtimeEngine:
         con.execute("INSERT INTO realtime_folded VALUES (?)", [self._written])
         self._unfolded = 0
 
-    def _dump_snapshot(self) -> tuple[list[list[Any]], list[str], int]:
-        """Every leaf's state (Arrow IPC bytes: a copy, which later folds do not move) and the
-        events folded ahead of the loader that it holds (under the engine's lock)."""
-        rows = []
-        for state in self.program.states:
-            table = state.columns.dump()
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            rows.append([state.key, type(state.columns).__name__, sink.getvalue()])
-        ahead = sorted({m for _, rows_, _ in self._ahead_rows for m in rows_[4]})
+    def _dump_snapshot(self) -> Dumped:
+        """Every leaf's state (tables of copies, which later folds do not move) and the
+        messageIds of the events folded ahead of the loader that it holds (under the engine's
+        lock; the bytes are made after, by :meth:`_write_snapshot`)."""
+        tables = [
+            (state.key, type(state.columns).__name__, state.columns.dump())
+            for state in self.program.states
+        ]
+        ahead = [rows_[4] for _, rows_, _ in self._ahead_rows]  # lists no fold changes
         self._moved = False
-        return rows, ahead, self._regrouped
+        return tables, ahead, self._regrouped
 
-    def _write_snapshot(
-        self, con: duckdb.DuckDBPyConnection, dumped: tuple[list[list[Any]], list[str], int]
-    ) -> None:
+    def _write_snapshot(self, con: duckdb.DuckDBPyConnection, dumped: Dumped) -> None:
         """Write a dump of every leaf's state with the newest load it covers (the statements
         need not hold the engine's lock: events folded ahead meanwhile are not in the dump, nor
         named in it, and the loader folds them after a restart)."""
-        rows, ahead, regrouped = dumped
+        tables, held, regrouped = dumped
+        rows = snapshot_rows(tables)
+        ahead = sorted({m for messages in held for m in messages})
         con.execute("DELETE FROM realtime_leaf_state")
         if rows:
             con.executemany("INSERT INTO realtime_leaf_state VALUES (?, ?, ?)", rows)
@@ -2741,6 +2744,17 @@ Rows = tuple[
     list[str],
     list[str],
 ]
+
+
+def snapshot_rows(tables: list[tuple[str, str, pa.Table]]) -> list[list[Any]]:
+    """The rows of ``realtime_leaf_state``: each state's table as Arrow IPC bytes."""
+    rows: list[list[Any]] = []
+    for key, kind, table in tables:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        rows.append([key, kind, sink.getvalue()])
+    return rows
 
 
 def _message_ids(events: Sequence[Event]) -> list[str]:

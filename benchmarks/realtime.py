@@ -25,6 +25,12 @@ busy, events still become durable on time and wait for the follower instead (in 
 busy interpreter also delays the producer, and the events it appends late are timed from then).
 Both processes read the same monotonic clock.
 
+``alone_p50_ms``/``alone_p99_ms``: a diagnostic, not a serving mode. The split measurement again
+with the loader not running: the follower folds every event ahead and nothing is stored, so the
+engine has the store process's interpreter to itself (the follower, the log's reader thread and
+the timer thread). It shows what the engine costs without the Python the loader runs beside it
+(see "Where p99 goes" in ``docs/realtime.md``).
+
     .venv/bin/python benchmarks/realtime.py [--quick]
 """
 
@@ -290,10 +296,11 @@ def produce_elsewhere(folder: Path, fd: int, count: int, rate: float, seed: int)
     print(orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS).decode())
 
 
-def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
+def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = True) -> list[float]:
     """Per event, the milliseconds from its record being durable (in the producer process) to
     its real-time values updated (in this one, following the log as the store process of
-    ``huaxiang serve --processes 2`` does)."""
+    ``huaxiang serve --processes 2`` does). ``store=False``: the loader does not run (the
+    events are folded ahead and left in the log)."""
     wake_store, wake_producer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     fd = wake_producer.fileno()
     producer = subprocess.Popen(
@@ -314,7 +321,8 @@ def split_latencies(ws: Workspace, count: int, rate: float) -> list[float]:
             freeze_loaded_heap()
             followed = Followed(rt)
             rt.ahead.listeners.append(followed.note)
-            rt.loader.start()
+            if store:
+                rt.loader.start()
             rt.realtime.start()
             follower_started(rt)
             producer.stdin.write("go\n")
@@ -473,6 +481,7 @@ def measure(folder: Path, quick: bool) -> None:
     receiver.close()
     # The steady rate again, the producer in a process of its own (`serve --processes 2`).
     split = split_latencies(ws, steady_events, 1000.0)
+    alone = split_latencies(ws, steady_events, 1000.0, store=False)
     webhook_p99 = percentile(hook_ms, 0.99) if len(hook_ms) == hooks else None
     print(
         f"# leaves {described['leaves']} (states {described['states']}), event names "
@@ -484,7 +493,8 @@ def measure(folder: Path, quick: bool) -> None:
         f"{percentile(calm_stored, 0.99):.1f} ms); webhooks {len(hook_ms)}/{hooks} received"
         f" (bad signatures {receiver.bad}), p50 "
         f"{statistics.median(hook_ms) if hook_ms else float('nan'):.1f} ms; producer in a "
-        f"process of its own: {len(split)} events, over 5 ms {sum(v > 5 for v in split)}",
+        f"process of its own: {len(split)} events, over 5 ms {sum(v > 5 for v in split)}; "
+        f"without the loader: {len(alone)} events, over 5 ms {sum(v > 5 for v in alone)}",
         file=sys.stderr,
     )
     answer: dict[str, Any] = {
@@ -498,6 +508,8 @@ def measure(folder: Path, quick: bool) -> None:
         "webhook_p99_ms": None if webhook_p99 is None else round(webhook_p99, 3),
         "split_p50_ms": round(statistics.median(split), 3),
         "split_p99_ms": round(percentile(split, 0.99), 3),
+        "alone_p50_ms": round(statistics.median(alone), 3),
+        "alone_p99_ms": round(percentile(alone, 0.99), 3),
     }
     print(orjson.dumps(answer).decode())
 

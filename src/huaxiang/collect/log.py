@@ -634,7 +634,8 @@ class LogReader:
             if zlib.crc32(payload) != crc:
                 raise self._corrupt("checksum mismatch")
             seq = self.next_seq
-            self._log.marks.note(self._base, seq, self._offset)
+            if not seq % MARK_EVERY:
+                self._log.marks.note(self._base, seq, self._offset)
             self._offset += FRAME_HEADER + length
             self.next_seq = seq + 1
             return seq, payload

@@ -485,11 +485,10 @@ def test_a_reader_starts_at_any_record_from_the_positions_readers_noted(log_dir:
                     assert reader.read() == (seq, body(seq - 1)), seq
                     reader.close()
 
-        starts(opened)  # the first readers walk from the segments' starts, noting as they go
-        assert [seq for seq, _ in opened.read_from(1)] == list(range(1, count + 1))
         deep = bases[0] + MARK_EVERY + 10
-        assert opened.marks.before(bases[0], deep)[0] > bases[0]
-        starts(opened)  # now from the notes
+        assert opened.marks.before(bases[0], deep)[0] > bases[0]  # noted as they were written
+        starts(opened)
+        assert [seq for seq, _ in opened.read_from(1)] == list(range(1, count + 1))
         marker = DurableMarker(log_dir)  # as the collector process publishes its durable end
         marker.publish(opened)
         follower = LogFollower(log_dir)  # the store process's view, with notes of its own
@@ -499,3 +498,7 @@ def test_a_reader_starts_at_any_record_from_the_positions_readers_noted(log_dir:
         finally:
             follower.close()
             marker.close()
+    with IngestLog(log_dir, segment_bytes=(FRAME_HEADER + 65) * (MARK_EVERY + 500)) as reopened:
+        last = bases[-1]
+        assert reopened.marks.before(last, count)[0] > last  # noted as the last segment is read
+        starts(reopened)

@@ -62,11 +62,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def scan_segment(data: bytes) -> tuple[int, int]:
-    """Walk whole, valid frames from the start: (records, byte length of the valid prefix)."""
+def scan_segment(data: bytes, base: int = 1) -> tuple[int, int, list[tuple[int, int]]]:
+    """Walk whole, valid frames from the start of the segment whose first record is ``base``:
+    (records, byte length of the valid prefix, (seq, offset) of the records whose seq is a
+    multiple of :data:`MARK_EVERY`, for :class:`Marks`)."""
     offset = 0
     count = 0
     size = len(data)
+    starts: list[tuple[int, int]] = []
     while offset + FRAME_HEADER <= size:
         length, crc = _FRAME.unpack_from(data, offset)
         end = offset + FRAME_HEADER + length
@@ -74,9 +77,11 @@ def scan_segment(data: bytes) -> tuple[int, int]:
             break
         if zlib.crc32(data[offset + FRAME_HEADER : end]) != crc:
             break
+        if not (base + count) % MARK_EVERY:
+            starts.append((base + count, offset))
         offset = end
         count += 1
-    return count, offset
+    return count, offset, starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,8 @@ def _resolve(waiters: Sequence[_Waiter]) -> None:
 
 
 class Marks:
-    """Where some records start in their segment, noted by the readers as they pass them.
+    """Where some records start in their segment, noted by the log as it opens its last segment
+    and appends, and by the readers as they pass them.
 
     A reader asked for a record inside a segment finds it by walking the record headers from a
     known start; without notes that is the segment's start, and a 64 MiB segment of one-event
@@ -265,7 +271,9 @@ class IngestLog:
         base = self._bases[-1]
         path = self._path(base)
         data = path.read_bytes()
-        count, valid = scan_segment(data)
+        count, valid, starts = scan_segment(data, base)
+        for seq, offset in starts:  # the loader's reader starts in this segment, mostly
+            self.marks.note(base, seq, offset)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         if valid < len(data):
             logger.warning(
@@ -413,11 +421,14 @@ class IngestLog:
         end = start
         pack = _FRAME.pack
         crc32 = zlib.crc32
+        noted: list[tuple[int, int]] = []  # (seq, offset) of the records readers note
         while end < len(batch):
             record = batch[end][0]
             frame_len = FRAME_HEADER + len(record)
             if size > 0 and self._offset + size + frame_len > self.segment_bytes:
                 break
+            if not (self._next_seq + end - start) % MARK_EVERY:
+                noted.append((self._next_seq + end - start, self._offset + size))
             parts.append(pack(len(record), crc32(record)))
             parts.append(record)
             size += frame_len
@@ -425,6 +436,8 @@ class IngestLog:
         assert self._fd is not None
         _write_all(self._fd, b"".join(parts))
         _sync(self._fd)
+        for seq, offset in noted:  # durable now: a failed write would reuse these numbers
+            self.marks.note(self._base, seq, offset)
         self._offset += size
         seq = self._next_seq
         for i in range(start, end):

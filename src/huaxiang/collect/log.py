@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 MARK_EVERY = 1024
-"""Readers note where every 1,024th record starts (see :class:`Marks`)."""
+"""Where every 1,024th record starts is noted, so that a reader need not walk its segment from
+the first record (see :class:`Marks`)."""
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 _FRAME = struct.Struct("<II")
 FRAME_HEADER = _FRAME.size

@@ -2201,7 +2201,7 @@ class RealtimeEngine:
             (state.key, type(state.columns).__name__, state.columns.dump())
             for state in self.program.states
         ]
-        ahead = [rows_[4] for _, rows_, _ in self._ahead_rows]  # lists no fold changes
+        ahead = [rows_[4] for _, rows_, _ in self._ahead_rows]  # lists that no fold changes
         self._moved = False
         return tables, ahead, self._regrouped
 

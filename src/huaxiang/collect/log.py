@@ -157,9 +157,9 @@ class Marks:
         self._by_segment: dict[int, dict[int, int]] = {}
 
     def note(self, base: int, seq: int, offset: int) -> None:
-        """Record ``seq`` of the segment starting at ``base`` starts at byte ``offset``."""
-        if seq % MARK_EVERY == 0:
-            self._by_segment.setdefault(base, {})[seq] = offset
+        """Record ``seq`` (a multiple of :data:`MARK_EVERY`) of the segment starting at ``base``
+        starts at byte ``offset``."""
+        self._by_segment.setdefault(base, {})[seq] = offset
 
     def before(self, base: int, seq: int) -> tuple[int, int]:
         """The nearest noted (record, offset) of the segment at or before ``seq``
@@ -422,14 +422,15 @@ class IngestLog:
         end = start
         pack = _FRAME.pack
         crc32 = zlib.crc32
-        noted: list[tuple[int, int]] = []  # (seq, offset) of the records readers note
+        noted: list[tuple[int, int]] = []  # (seq, offset) of the records to note
         while end < len(batch):
             record = batch[end][0]
             frame_len = FRAME_HEADER + len(record)
             if size > 0 and self._offset + size + frame_len > self.segment_bytes:
                 break
-            if not (self._next_seq + end - start) % MARK_EVERY:
-                noted.append((self._next_seq + end - start, self._offset + size))
+            number = self._next_seq + end - start
+            if not number % MARK_EVERY:
+                noted.append((number, self._offset + size))
             parts.append(pack(len(record), crc32(record)))
             parts.append(record)
             size += frame_len
@@ -437,8 +438,8 @@ class IngestLog:
         assert self._fd is not None
         _write_all(self._fd, b"".join(parts))
         _sync(self._fd)
-        for seq, offset in noted:  # durable now: a failed write would reuse these numbers
-            self.marks.note(self._base, seq, offset)
+        for number, offset in noted:  # durable now: a failed write would reuse these numbers
+            self.marks.note(self._base, number, offset)
         self._offset += size
         seq = self._next_seq
         for i in range(start, end):
@@ -562,7 +563,8 @@ class LogReader:
             length = self._header(self._limit())
             if length is None:
                 break
-            marks.note(base, cursor, self._offset)
+            if not cursor % MARK_EVERY:
+                marks.note(base, cursor, self._offset)
             self._offset += FRAME_HEADER + length
             cursor += 1
         self.next_seq = cursor

@@ -51,8 +51,9 @@ from huaxiang.realtime.columns.metric import MetricColumns
 from huaxiang.realtime.columns.sequence import SequenceColumns
 from huaxiang.realtime.columns.times import TimeColumns
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
-from huaxiang.realtime.held import KIND_NAMES, NONE, Held, Settled
+from huaxiang.realtime.held import KIND_NAMES, NONE, Codes, Held
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
+from huaxiang.realtime.outcome import Decisions, Outcome, Part
 from huaxiang.realtime.program import Profile, Unsupported
 from huaxiang.realtime.tables import store_held
 from huaxiang.realtime.vector import (
@@ -146,142 +147,6 @@ class CompiledSubject:
         self.digest_prefix = f"{self.kind.value}|{self.name}|{self.version}|"
 
 
-One = tuple[int, int, int, int, int, int, int, int, int, int, int]
-"""A decision of one person (:meth:`RealtimeEngine._step_one`): subject, moment, person, old
-code, new code, kind, changed (1; 0: only its TTL moved), qualified, expires, cause, number."""
-ONE_FIELDS = 11
-
-
-class Outcome:
-    """What a batch or a timer round changed, as arrays per subject and moment."""
-
-    __slots__ = ("_ones", "_parts", "causes", "touched")
-
-    def __init__(
-        self,
-        parts: list[Part] | None = None,
-        causes: list[str] | None = None,
-        touched: bool = False,
-    ) -> None:
-        self._parts = parts if parts is not None else []
-        self._ones = array.array("q")
-        """Decisions of one person (:data:`One`), flat: numbers in a buffer, not objects (the
-        garbage collector does not see them)."""
-        self.causes = causes if causes is not None else []
-        self.touched = touched
-        """Whether any leaf state moved (the snapshot is due)."""
-
-    @property
-    def parts(self) -> list[Part]:
-        """What each decision changed (those without a change or a TTL moved are left out)."""
-        if self._ones:
-            self._parts += _grouped(self._ones)
-            self._ones = array.array("q")
-        return self._parts
-
-    @parts.setter
-    def parts(self, parts: list[Part]) -> None:
-        self.parts  # noqa: B018 (decisions of one person first)
-        self._parts = parts
-
-    def add_one(self, one: One) -> None:
-        """A decision of one person: kept as numbers, and grouped with the others of its
-        subject into arrays when the parts are read (:func:`_grouped`)."""
-        self._ones.extend(one)
-
-    def __len__(self) -> int:
-        return sum(len(p.settled.persons) for p in self.parts)
-
-
-@dataclass(slots=True)
-class Part:
-    """One subject decided at one moment: what changed, and the TTLs that moved."""
-
-    sid: int
-    settled: Settled
-    moment: int
-    causes: NDArray[np.int64]
-    """The cause of each change: an index in the outcome's causes."""
-    seq: int
-    """Orders decisions (the newest held value of a person wins when the store is read)."""
-    seqs: NDArray[np.int64] | None = None
-    """The decision of each row of ``settled.rows``, when they differ (decisions of one person
-    grouped); None: all ``seq``."""
-    moments: NDArray[np.int64] | None = None
-    """The moment of each change, when they differ (decisions of one person grouped); None:
-    all ``moment``."""
-
-    def row_seqs(self) -> NDArray[np.int64]:
-        if self.seqs is not None:
-            return self.seqs
-        return np.full(len(self.settled.rows[0]), self.seq, np.int64)
-
-    def changed_at(self) -> NDArray[np.int64]:
-        """The moment of each change."""
-        if self.moments is not None:
-            return self.moments
-        return np.full(len(self.settled.persons), self.moment, np.int64)
-
-
-def _grouped(ones: array.array[int]) -> list[Part]:
-    """Decisions of one person each as parts: per subject, the first decision of each person,
-    then the second of each ... (a part holds distinct persons; a person's decisions keep their
-    order), in the order of each part's first decision."""
-    table = np.frombuffer(ones, np.int64).reshape(-1, ONE_FIELDS)
-    sids, moments, persons, olds, news, kinds, changed, qualified, expires, causes, seqs = table.T
-    count = len(table)
-    # The rank of each decision among those of its subject and person.
-    key = sids * (int(persons.max()) + 1) + persons
-    order = np.argsort(key, kind="stable")
-    ordered = key[order]
-    starts = np.ones(count, np.bool_)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    first = np.maximum.accumulate(np.where(starts, np.arange(count), 0))
-    rank = np.empty(count, np.int64)
-    rank[order] = np.arange(count) - first
-    # Parts: by subject and rank, each in the order the decisions were made.
-    order = np.lexsort((np.arange(count), rank, sids))
-    bounds = np.flatnonzero(
-        np.concatenate(([True], (np.diff(sids[order]) != 0) | (np.diff(rank[order]) != 0), [True]))
-    )
-    # Parts in the order of their first decision.
-    heads, tails = bounds[:-1], bounds[1:]
-    emit = np.argsort(order[heads], kind="stable")
-    out = []
-    for begin, end in zip(heads[emit].tolist(), tails[emit].tolist(), strict=True):
-        at = order[begin:end]
-        moved = changed[at] != 0
-        both = at[moved]
-        row_order = np.concatenate([both, at[~moved]])
-        rows = (
-            persons[row_order],
-            news[row_order].astype(np.int32),
-            qualified[row_order],
-            expires[row_order],
-        )
-        settled = Settled(
-            persons[both],
-            olds[both].astype(np.int32),
-            news[both].astype(np.int32),
-            kinds[both].astype(np.int8),
-            moved,
-            persons[at[~moved]],
-            rows,
-        )
-        row_seqs = seqs[row_order]
-        part = Part(
-            int(sids[at[0]]),
-            settled,
-            int(moments[at].min()),
-            causes[both],
-            int(row_seqs.max()),
-            row_seqs,
-            moments[both],
-        )
-        out.append(part)
-    return out
-
-
 Dirty = dict[int, list[tuple[Persons, NDArray[np.int64]]]]
 """subject id -> (persons, the cause index of each) to decide."""
 
@@ -344,6 +209,8 @@ class RealtimeEngine:
         self._value_ids: dict[str, int] | None = None
         """The numbers of the value texts in the change rows (None: not read yet)."""
         self._value_maps: dict[int, tuple[Held, NDArray[np.int32]]] = {}
+        self._numbered: dict[tuple[int, bool], tuple[CompiledSubject, int, NDArray[np.int32]]] = {}
+        """What :meth:`_numbers` answered, by subject (and whether keys were asked for)."""
         """By held values (their id; kept alive here): the numbers of their texts by code."""
         self._timers: list[tuple[int, int, int]] = []
         """(earliest moment, kind: 0 leaf / 1 subject, index) of the calendars (a heap)."""
@@ -516,6 +383,7 @@ class RealtimeEngine:
         self.subjects = subjects
         self._bitmaps = None
         self._value_maps = {}
+        self._numbered = {}
         size = self._size()
         program.grow(size)
         for subject in subjects.values():
@@ -555,7 +423,7 @@ class RealtimeEngine:
         return out
 
     def _rebuild(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> set[int]:
-        if self._pending.parts:  # decided by the subjects compiled now: written first
+        if self._pending.decided:  # decided by the subjects compiled now: written first
             self._write(con, self._take_pending(), self._now())
         old = {state.key: state.columns for state in self.program.states}
         previous = self._fingerprints
@@ -788,7 +656,7 @@ class RealtimeEngine:
         rebuilt: set[int] = set()
         if time.monotonic() - self._checked >= SYNC_INTERVAL_S:
             rebuilt = self.sync(con) or set()
-        if not self.subjects and not self._pending.parts:
+        if not self.subjects and not self._pending.decided:
             return
         if taken is not None:
             events = _subset(events, taken)
@@ -1329,7 +1197,7 @@ class RealtimeEngine:
             )
             if len(settled.persons) or len(settled.restamped):
                 self._seq += 1
-                outcome.parts.append(Part(sid, settled, now, base + where[settled.at], self._seq))
+                outcome.add_part(Part(sid, settled, now, base + where[settled.at], self._seq))
 
     def _profiles(
         self, con: duckdb.DuckDBPyConnection, needs: set[str], persons: Persons
@@ -1631,7 +1499,7 @@ class RealtimeEngine:
             settled = subject.held.settle(gone, fresh, plain, now, None, subject.default)
             if len(settled.persons) or len(settled.restamped):
                 self._seq += 1
-                outcome.parts.append(Part(sid, settled, now, causes[settled.at], self._seq))
+                outcome.add_part(Part(sid, settled, now, causes[settled.at], self._seq))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -1655,24 +1523,24 @@ class RealtimeEngine:
         ``rewrite``: tags whose values are written afresh (a definition activated or changed).
         Returns the changes handed to activation as objects: those a destination or a listener
         wants, or (``everything``) all of them."""
-        if outcome.parts or outcome.touched or rewrite:
+        decided = outcome.flat()
+        if len(decided) or outcome.touched or rewrite:
             # Memory moved (states fed, values decided): counted, so that a roll-back is seen.
             self._writes += 1
             con.execute("UPDATE realtime_writes SET count = count + 1")
         if outcome.touched:
             self._moved = True
-        if outcome.parts:
-            self._written = max(self._written, max(p.seq for p in outcome.parts))
+        if len(decided):
+            self._written = max(self._written, int(decided.seq.max()))
         recorded = to_naive_utc(self.clock.now())
-        changed = [p for p in outcome.parts if len(p.settled.persons)]
-        if changed and self._cause_base is None:
+        changes = decided.take(decided.changed)
+        if len(changes) and self._cause_base is None:
             found = con.execute("SELECT coalesce(max(cause), 0) + 1 FROM realtime_causes")
             self._cause_base = int(found.fetchall()[0][0])
-        table = self._change_table(con, outcome, changed) if changed else None
         wanted: list[MembershipChange] = []
-        if table is not None:
-            low = min(int(p.changed_at().min()) for p in changed)
-            high = max(int(p.changed_at().max()) for p in changed)
+        if len(changes):
+            table = self._change_table(con, changes)
+            low, high = int(changes.moment.min()), int(changes.moment.max())
             if self._changes_until is None:
                 found = con.execute(
                     "SELECT epoch_us(max(changed_at)) FROM realtime_change_rows"
@@ -1714,57 +1582,44 @@ class RealtimeEngine:
             )
             self._changes_until = max(self._changes_until, high)
             self._unfolded += table.num_rows
-            wanted = self._handed_on(con, outcome, everything)
+            wanted = self._handed_on(con, outcome.causes, changes, everything)
             if wanted:
                 self.enqueue(con, wanted)
-        if outcome.parts or rewrite:
-            self._write_tag_values(con, outcome, recorded, rewrite or set())
-        self._write_held(con, outcome)
+        if len(decided) or rewrite:
+            self._write_tag_values(con, decided, recorded, rewrite or set())
+        self._write_held(con, decided)
         if wanted:
             for listener in self.listeners:
                 listener(wanted)
         return wanted
 
-    def _change_table(
-        self, con: duckdb.DuckDBPyConnection, outcome: Outcome, parts: list[Part]
-    ) -> pa.Table:
-        """The change rows, from the settled arrays: numbers only (subjects and value texts
-        are numbered, new ones stored here; the change id, the texts and the person key are
-        joined when read). A write can hold many decisions (events folded ahead of the
-        loader): the work per decision is a few list items, the rest is array calls."""
-        sizes = [len(p.settled.persons) for p in parts]
-        sids = sorted({p.sid for p in parts})
-        numbers, maps = self._numbers(con, [self.subjects[sid] for sid in sids])
-        # Each subject's value numbers by code, one after the other (a code of NONE reads the
-        # number after the subject's last: never used, the value is null).
-        offsets = dict(
-            zip(sids, np.cumsum([0] + [len(m) for m in maps[:-1]]).tolist(), strict=True)
-        )
-        joined = np.concatenate([*maps, np.zeros(1, np.int32)])
-        start = np.repeat(np.array([offsets[p.sid] for p in parts], np.int64), sizes)
-        olds = np.concatenate([p.settled.old for p in parts])
-        news = np.concatenate([p.settled.new for p in parts])
-        number_of = dict(zip(sids, numbers, strict=True))
+    def _subjects_of(
+        self, sids: NDArray[np.int64]
+    ) -> tuple[list[CompiledSubject], NDArray[np.intp]]:
+        """The distinct subjects of ``sids`` (in sid order) and the index of each row's."""
+        distinct, index = np.unique(sids, return_inverse=True)
+        return [self.subjects[sid] for sid in distinct.tolist()], index
+
+    def _change_table(self, con: duckdb.DuckDBPyConnection, changes: Decisions) -> pa.Table:
+        """The change rows: numbers only (subjects and value texts are numbered, new ones stored
+        here; the change id, the texts and the person key are joined when read). A write can
+        hold many decisions of many subjects (events folded ahead of the loader): they are
+        array calls over all of them together."""
+        subjects, index = self._subjects_of(changes.sid)
+        numbers, maps = self._numbers(con, subjects)
+        values, offsets = _value_numbers(maps)
+        start = offsets[index]
+        olds, news = changes.old, changes.new
         return pa.table(
             {
-                "subject_id": pa.array(
-                    np.repeat(np.array([number_of[p.sid] for p in parts], np.int32), sizes)
-                ),
-                "person_id": pa.array(
-                    np.concatenate([p.settled.persons for p in parts]).astype(np.uint32)
-                ),
-                "kind": pa.array(np.concatenate([p.settled.kinds for p in parts]).astype(np.uint8)),
-                "old_value": pa.array(joined[start + np.maximum(olds, 0)], mask=olds < 0),
-                "new_value": pa.array(joined[start + np.maximum(news, 0)], mask=news < 0),
-                "moment": pa.array(
-                    np.concatenate([p.changed_at() for p in parts]), pa.timestamp("us")
-                ),
-                "cause": pa.array(
-                    np.concatenate([p.causes for p in parts]) + (self._cause_base or 0)
-                ),
-                "seq": pa.array(
-                    np.concatenate([p.row_seqs()[: len(p.settled.persons)] for p in parts])
-                ),
+                "subject_id": pa.array(np.array(numbers, np.int32)[index]),
+                "person_id": pa.array(changes.person.astype(np.uint32)),
+                "kind": pa.array(changes.kind.astype(np.uint8)),
+                "old_value": pa.array(values[start + np.maximum(olds, 0)], mask=olds < 0),
+                "new_value": pa.array(values[start + np.maximum(news, 0)], mask=news < 0),
+                "moment": pa.array(changes.moment, pa.timestamp("us")),
+                "cause": pa.array(changes.cause + (self._cause_base or 0)),
+                "seq": pa.array(changes.seq),
             }
         )
 
@@ -1794,6 +1649,7 @@ class RealtimeEngine:
                 for v, t in con.execute("SELECT value_id, text FROM realtime_values").fetchall()
             }
             self._value_maps = {}
+            self._numbered = {}
         ids, texts = self._subject_ids, self._value_ids
         fresh_subjects: list[tuple[int, str, str, int]] = []
         fresh_values: list[tuple[int, str]] = []
@@ -1801,7 +1657,13 @@ class RealtimeEngine:
         next_value = max(texts.values(), default=0) + 1
         numbers: list[int] = []
         maps: list[NDArray[np.int32]] = []
+        numbered = self._numbered
         for subject in subjects:
+            memo = numbered.get((id(subject), keys))
+            if memo is not None and memo[0] is subject and len(memo[2]) == len(subject.held.texts):
+                numbers.append(memo[1])
+                maps.append(memo[2])
+                continue
             kind, name = subject.kind.value, subject.name
             # A subject's key may be numbered without its version (held values loaded).
             found_key = self._key_ids.get((kind, name)) if keys else None
@@ -1820,6 +1682,7 @@ class RealtimeEngine:
             cached = self._value_maps.get(id(held))
             if cached is not None and len(cached[1]) == len(held.texts):
                 maps.append(cached[1])
+                numbered[(id(subject), keys)] = (subject, numbers[-1], cached[1])
                 continue
             codes = []
             for text in held.texts:
@@ -1832,6 +1695,7 @@ class RealtimeEngine:
             mapped = np.array(codes, np.int32)
             self._value_maps[id(held)] = (held, mapped)
             maps.append(mapped)
+            numbered[(id(subject), keys)] = (subject, numbers[-1], mapped)
         if fresh_subjects:
             _insert(
                 con,
@@ -1859,7 +1723,11 @@ class RealtimeEngine:
         return numbers, maps
 
     def _handed_on(
-        self, con: duckdb.DuckDBPyConnection, outcome: Outcome, everything: bool
+        self,
+        con: duckdb.DuckDBPyConnection,
+        causes: list[str],
+        changes: Decisions,
+        everything: bool,
     ) -> list[MembershipChange]:
         """The changes activation wants (a destination subscribes to the subject), or every
         change when listeners are installed, as objects."""
@@ -1872,48 +1740,53 @@ class RealtimeEngine:
             }
             if not wanted:
                 return []
+        subjects, index = self._subjects_of(changes.sid)
+        if wanted is not None:
+            chosen = np.array([(s.kind.value, s.name) in wanted for s in subjects], np.bool_)
+            if not chosen.any():
+                return []
+            rows = np.flatnonzero(chosen[index])
+        else:
+            rows = np.arange(len(changes))
         out: list[MembershipChange] = []
-        for part in outcome.parts:
-            sid, settled, why = part.sid, part.settled, part.causes
-            subject = self.subjects[sid]
-            if wanted is not None and (subject.kind.value, subject.name) not in wanted:
-                continue
+        for at, p, old, new, kind, cause, moment in zip(
+            index[rows].tolist(),
+            changes.person[rows].tolist(),
+            changes.old[rows].tolist(),
+            changes.new[rows].tolist(),
+            changes.kind[rows].tolist(),
+            changes.cause[rows].tolist(),
+            changes.moment[rows].tolist(),
+            strict=True,
+        ):
+            subject = subjects[at]
             texts = subject.held.texts
-            for p, old, new, kind, cause, moment in zip(
-                settled.persons.tolist(),
-                settled.old.tolist(),
-                settled.new.tolist(),
-                settled.kinds.tolist(),
-                [outcome.causes[i] for i in why.tolist()],
-                part.changed_at().tolist(),
-                strict=True,
-            ):
-                new_text = None if new < 0 else texts[new]
-                kind_name = KIND_NAMES[kind]
-                digest = hashlib.sha1(
-                    f"{subject.digest_prefix}{p}|{kind_name}|{moment}|{new_text}".encode()
-                ).hexdigest()[:32]
-                out.append(
-                    MembershipChange(
-                        change_id=f"rtc_{digest}",
-                        subject=subject.kind,
-                        name=subject.name,
-                        person_id=p,
-                        person_key=self._person_key(p),
-                        kind=ChangeKind(kind_name),
-                        old_value=None if old < 0 else _parsed(texts[old]),
-                        new_value=None if new_text is None else _parsed(new_text),
-                        at=from_us(moment),
-                        cause=cause,
-                        version=subject.version,
-                    )
+            new_text = None if new < 0 else texts[new]
+            kind_name = KIND_NAMES[kind]
+            digest = hashlib.sha1(
+                f"{subject.digest_prefix}{p}|{kind_name}|{moment}|{new_text}".encode()
+            ).hexdigest()[:32]
+            out.append(
+                MembershipChange(
+                    change_id=f"rtc_{digest}",
+                    subject=subject.kind,
+                    name=subject.name,
+                    person_id=p,
+                    person_key=self._person_key(p),
+                    kind=ChangeKind(kind_name),
+                    old_value=None if old < 0 else _parsed(texts[old]),
+                    new_value=None if new_text is None else _parsed(new_text),
+                    at=from_us(moment),
+                    cause=causes[cause],
+                    version=subject.version,
                 )
+            )
         return out
 
     def _write_tag_values(
         self,
         con: duckdb.DuckDBPyConnection,
-        outcome: Outcome,
+        decided: Decisions,
         recorded: datetime,
         rewrite: set[str],
     ) -> None:
@@ -1922,103 +1795,89 @@ class RealtimeEngine:
         ``tag_changes``). The engine's held values are the truth for real-time tags: a row is
         deleted only where the person held a value (left, changed, expired, TTL restamped).
         ``rewrite``: tags whose values are all written afresh, wherever they were."""
-        landings = self._landings(outcome, rewrite)
-        stale: list[tuple[CompiledSubject, Persons]] = []
-        fresh: list[tuple[CompiledSubject, HeldRows]] = []
-        for final in landings:
-            stale.append((final.subject, final.stale))
-            holding = final.rows[1] >= 0
-            fresh.append((final.subject, cast(HeldRows, tuple(a[holding] for a in final.rows))))
+        landing, stale, olds = self._landings(decided, rewrite)
+        holding = landing.new >= 0
+        fresh = [
+            (
+                landing.sid[holding],
+                landing.person[holding],
+                landing.new[holding],
+                landing.qualified[holding],
+                landing.expires[holding],
+            )
+        ]
         if rewrite:
             clear_values(con, sorted(rewrite))
             for subject in self.subjects.values():
                 if subject.kind is Subject.TAG and subject.name in rewrite:
-                    fresh.append((subject, _holding(subject.held, subject.held.holders())))
-        stale = [(s, p) for s, p in stale if len(p)]
-        fresh = [(s, r) for s, r in fresh if len(r[0])]
-        subjects = {s.sid: s for s, _ in stale + fresh}
-        sids = list(subjects)
-        numbers, maps = self._numbers(con, [subjects[sid] for sid in sids])
-        number_of = dict(zip(sids, numbers, strict=True))
-        if stale:
-            _insert(
-                con,
-                pa.table(
-                    {
-                        "subject_id": pa.array(
-                            np.repeat(
-                                np.array([number_of[s.sid] for s, _ in stale], np.int32),
-                                [len(p) for _, p in stale],
-                            )
-                        ),
-                        "person_id": pa.array(
-                            np.concatenate([p for _, p in stale]).astype(np.uint32)
-                        ),
-                    }
-                ),
-                "DELETE FROM realtime_tag_values USING _rt_in k"
-                " WHERE realtime_tag_values.subject_id = k.subject_id"
-                " AND realtime_tag_values.person_id = k.person_id",
-            )
-        if fresh:
-            map_of = dict(zip(sids, maps, strict=True))
-            expires = np.concatenate([r[3] for _, r in fresh])
-            _insert(
-                con,
-                pa.table(
-                    {
-                        "subject_id": pa.array(
-                            np.repeat(
-                                np.array([number_of[s.sid] for s, _ in fresh], np.int32),
-                                [len(r[0]) for _, r in fresh],
-                            )
-                        ),
-                        "person_id": pa.array(
-                            np.concatenate([r[0] for _, r in fresh]).astype(np.uint32)
-                        ),
-                        "value_id": pa.array(
-                            np.concatenate([map_of[s.sid][r[1]] for s, r in fresh])
-                        ),
-                        "qualified": pa.array(
-                            np.concatenate([r[2] for _, r in fresh]), pa.timestamp("us")
-                        ),
-                        "expires": pa.array(expires, pa.timestamp("us"), mask=expires == NEVER),
-                    }
-                ),
-                "INSERT INTO realtime_tag_values"
-                " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
-                [recorded],
-            )
-        self._write_bitmaps(con, landings, recorded, rewrite)
-
-    def _landings(self, outcome: Outcome, rewrite: set[str]) -> list[Landing]:
-        """What the real-time tags' persons hold after the outcome (several decisions of one
-        tag, at several moments or batches, merged: the last one of each person holds)."""
-        by_sid: dict[int, list[Settled]] = {}
-        for part in outcome.parts:
-            subject = self.subjects[part.sid]
-            if subject.kind is Subject.TAG and subject.name not in rewrite:
-                by_sid.setdefault(part.sid, []).append(part.settled)
-        out: list[Landing] = []
-        for sid, settled in by_sid.items():
-            stale = [np.concatenate([s.persons[s.old >= 0], s.restamped]) for s in settled]
-            if len(settled) == 1:
-                rows, olds = settled[0].rows, settled[0].old
-                out.append(Landing(self.subjects[sid], stale[0], rows, olds))
-                continue
-            joined = [np.concatenate([s.rows[k] for s in settled]) for k in range(4)]
-            persons = joined[0]
-            _, first = np.unique(persons[::-1], return_index=True)
-            last = len(persons) - 1 - first
-            out.append(
-                Landing(
-                    self.subjects[sid],
-                    np.unique(np.concatenate(stale)),
-                    cast(HeldRows, tuple(a[last] for a in joined)),
-                    np.concatenate([s.old for s in settled]),
+                    persons, codes, qualified, expires = _holding(
+                        subject.held, subject.held.holders()
+                    )
+                    sids = np.full(len(persons), subject.sid, np.int64)
+                    fresh.append((sids, persons, codes, qualified, expires))
+        sids, persons, codes, qualified, expires = (
+            np.concatenate([f[k] for f in fresh]) for k in range(5)
+        )
+        stale_sids, stale_persons = stale
+        if len(stale_sids) or len(sids):
+            subjects, index = self._subjects_of(np.concatenate([stale_sids, sids]))
+            numbers, maps = self._numbers(con, subjects)
+            number = np.array(numbers, np.int32)[index]
+            if len(stale_sids):
+                _insert(
+                    con,
+                    pa.table(
+                        {
+                            "subject_id": pa.array(number[: len(stale_sids)]),
+                            "person_id": pa.array(stale_persons.astype(np.uint32)),
+                        }
+                    ),
+                    "DELETE FROM realtime_tag_values USING _rt_in k"
+                    " WHERE realtime_tag_values.subject_id = k.subject_id"
+                    " AND realtime_tag_values.person_id = k.person_id",
                 )
-            )
-        return out
+            if len(sids):
+                values, offsets = _value_numbers(maps)
+                at = index[len(stale_sids) :]
+                _insert(
+                    con,
+                    pa.table(
+                        {
+                            "subject_id": pa.array(number[len(stale_sids) :]),
+                            "person_id": pa.array(persons.astype(np.uint32)),
+                            "value_id": pa.array(values[offsets[at] + codes]),
+                            "qualified": pa.array(qualified, pa.timestamp("us")),
+                            "expires": pa.array(expires, pa.timestamp("us"), mask=expires == NEVER),
+                        }
+                    ),
+                    "INSERT INTO realtime_tag_values"
+                    " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
+                    [recorded],
+                )
+        self._write_bitmaps(con, landing, olds, recorded, rewrite)
+
+    def _landings(
+        self, decided: Decisions, rewrite: set[str]
+    ) -> tuple[Decisions, tuple[Persons, Persons], tuple[NDArray[np.int64], Codes]]:
+        """What the real-time tags' persons touched hold after the decisions (several of one
+        tag and person, at several moments or batches, merged: the last one holds). Returns
+        the last decision of each tag and person (in tag, then person order); the (tag, person)
+        pairs whose stored value row may exist (they held a value, or their TTL moved); and the
+        (tag, code) of the values held before each change."""
+        subjects, index = self._subjects_of(decided.sid)
+        tags = np.array(
+            [s.kind is Subject.TAG and s.name not in rewrite for s in subjects], np.bool_
+        )
+        rows = decided.take(tags[index]) if len(subjects) else decided
+        if not len(rows):
+            return rows, (rows.sid, rows.person), (rows.sid, rows.old)
+        width = int(rows.person.max()) + 1
+        key = rows.sid * width + rows.person
+        _, first = np.unique(key[::-1], return_index=True)
+        landing = rows.take(len(key) - 1 - first)
+        stale = np.unique(key[(rows.changed & (rows.old >= 0)) | ~rows.changed])
+        before = rows.changed & (rows.old >= 0)
+        return landing, np.divmod(stale, width), (rows.sid[before], rows.old[before])
 
     def _tag_bitmaps(self) -> dict[tuple[str, str], BitMap]:
         """(tag, value text) -> holders, for the real-time tags, from the held values."""
@@ -2038,37 +1897,53 @@ class RealtimeEngine:
     def _write_bitmaps(
         self,
         con: duckdb.DuckDBPyConnection,
-        landings: list[Landing],
+        landing: Decisions,
+        olds: tuple[NDArray[np.int64], Codes],
         built: datetime,
         rewrite: set[str],
     ) -> None:
         """Write the bitmaps of the values that changed (``built_at`` moves: readers caching
-        bitmaps see the change); all bitmaps of the ``rewrite`` tags."""
+        bitmaps see the change); all bitmaps of the ``rewrite`` tags. ``landing``: what the
+        persons touched hold now, in tag then person order; ``olds``: (tag, code) of the values
+        they held before each change."""
         if rewrite:
             self._bitmaps = None
         bitmaps = self._tag_bitmaps()
         pairs: set[tuple[str, str]] = set()
-        for final in landings:
-            name, texts = final.subject.name, final.subject.held.texts
-            persons, codes = final.rows[0], final.rows[1]
-            # The persons touched leave every value they or others had, and join their own.
-            touched: BitMap | None = None
-            values = (
-                [0]
-                if len(texts) == 1
-                else np.unique(
-                    np.concatenate([final.olds[final.olds >= 0], codes[codes >= 0]])
-                ).tolist()
-            )
-            for code in values:
-                pair = (name, texts[code])
+        if len(landing):
+            distinct, index = np.unique(landing.sid, return_inverse=True)
+            subjects = [self.subjects[sid] for sid in distinct.tolist()]
+            old_sids, old_codes = olds
+            width = int(max(landing.new.max(), old_codes.max(initial=0))) + 1
+            # The values each tag's touched persons leave or join: those they hold now, those
+            # they held before, and a single-valued tag's only value.
+            held = np.flatnonzero(landing.new >= 0)
+            held_keys = index[held] * width + landing.new[held]
+            single = np.flatnonzero([len(s.held.texts) == 1 for s in subjects]) * width
+            before = np.searchsorted(distinct, old_sids) * width + old_codes
+            wanted = np.unique(np.concatenate([held_keys, before, single]))
+            # The persons holding each value (ascending within a value, as the landing is).
+            order = np.argsort(held_keys, kind="stable")
+            keys = held_keys[order]
+            holders = landing.person[held][order]
+            lows = np.searchsorted(keys, wanted, "left").tolist()
+            highs = np.searchsorted(keys, wanted, "right").tolist()
+            # The persons touched of each tag.
+            bounds = np.searchsorted(index, np.arange(len(subjects) + 1)).tolist()
+            touched: dict[int, BitMap] = {}
+            for key, low, high in zip(wanted.tolist(), lows, highs, strict=True):
+                at, code = divmod(key, width)
+                subject = subjects[at]
+                pair = (subject.name, subject.held.texts[code])
                 found = bitmaps.get(pair)
                 if found is None:
                     found = bitmaps[pair] = BitMap()
-                if touched is None:
-                    touched = _bitmap(persons)
-                found.difference_update(touched)
-                found.update(_bitmap(persons[codes == code]))
+                leaving = touched.get(at)
+                if leaving is None:
+                    leaving = touched[at] = _bitmap(landing.person[bounds[at] : bounds[at + 1]])
+                found.difference_update(leaving)
+                if high > low:
+                    found.update(_bitmap(holders[low:high]))
                 pairs.add(pair)
         if rewrite:
             con.execute(
@@ -2106,21 +1981,15 @@ class RealtimeEngine:
 
     # -- snapshot --------------------------------------------------------------------------
 
-    def _write_held(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
+    def _write_held(self, con: duckdb.DuckDBPyConnection, decided: Decisions) -> None:
         """Append the TTLs that moved to ``realtime_held_log``. With the change rows, this is
         what the persons hold: a restart reads it and never announces a change twice."""
-        self._log_held(
-            con,
-            [
-                (
-                    self.subjects[p.sid],
-                    cast(HeldRows, tuple(a[-len(p.settled.restamped) :] for a in p.settled.rows)),
-                    p.row_seqs()[-len(p.settled.restamped) :],
-                )
-                for p in outcome.parts
-                if len(p.settled.restamped)
-            ],
-        )
+        moved = decided.take(~decided.changed)
+        if not len(moved):
+            return
+        subjects, index = self._subjects_of(moved.sid)
+        rows = (moved.person, moved.new, moved.qualified, moved.expires)
+        self._log_rows(con, subjects, index, rows, moved.seq)
 
     def _log_held(
         self,
@@ -2128,28 +1997,45 @@ class RealtimeEngine:
         parts: Sequence[tuple[CompiledSubject, HeldRows, NDArray[np.int64]]],
     ) -> None:
         """Append held value rows (those of a subject ``parts[i][0]``, made by the decisions
-        ``parts[i][2]``) to ``realtime_held_log``, as numbers (value_id null: none)."""
+        ``parts[i][2]``) to ``realtime_held_log``."""
         if not parts:
             return
-        keys, maps = self._numbers(con, [s for s, _, _ in parts], keys=True)
         sizes = [len(r[0]) for _, r, _ in parts]
-        codes = np.concatenate([r[1] for _, r, _ in parts])
-        values = np.concatenate(
-            [m[np.maximum(r[1], 0)] for m, (_, r, _) in zip(maps, parts, strict=True)]
+        rows = cast(HeldRows, tuple(np.concatenate([r[k] for _, r, _ in parts]) for k in range(4)))
+        self._log_rows(
+            con,
+            [s for s, _, _ in parts],
+            np.repeat(np.arange(len(parts)), sizes),
+            rows,
+            np.concatenate([q for _, _, q in parts]),
         )
+
+    def _log_rows(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        subjects: list[CompiledSubject],
+        index: NDArray[np.intp],
+        rows: HeldRows,
+        seqs: NDArray[np.int64],
+    ) -> None:
+        """Append held value rows (row ``i`` of the subject ``subjects[index[i]]``, made by the
+        decision ``seqs[i]``) to ``realtime_held_log``, as numbers (value_id null: none)."""
+        keys, maps = self._numbers(con, subjects, keys=True)
+        values, offsets = _value_numbers(maps)
+        persons, codes, qualified, expires = rows
         self._unfolded += len(codes)
         _insert(
             con,
             pa.table(
                 {
-                    "seq": pa.array(np.concatenate([q for _, _, q in parts])),
-                    "key_id": pa.array(np.repeat(np.array(keys, np.int32), sizes)),
-                    "person_id": pa.array(
-                        np.concatenate([r[0] for _, r, _ in parts]).astype(np.uint32)
+                    "seq": pa.array(seqs.astype(np.int64, copy=False)),
+                    "key_id": pa.array(np.array(keys, np.int32)[index]),
+                    "person_id": pa.array(persons.astype(np.uint32)),
+                    "value_id": pa.array(
+                        values[offsets[index] + np.maximum(codes, 0)], mask=codes < 0
                     ),
-                    "value_id": pa.array(values, mask=codes < 0),
-                    "qualified": pa.array(np.concatenate([r[2] for _, r, _ in parts])),
-                    "expires": pa.array(np.concatenate([r[3] for _, r, _ in parts])),
+                    "qualified": pa.array(qualified.astype(np.int64, copy=False)),
+                    "expires": pa.array(expires.astype(np.int64, copy=False)),
                 }
             ),
             "INSERT INTO realtime_held_log SELECT * FROM _rt_in",
@@ -2467,7 +2353,7 @@ class RealtimeEngine:
             self._thread.join(10)
             self._thread = None
         try:
-            if self._pending.parts and not self.store.read_only:
+            if self._pending.decided and not self.store.read_only:
                 with self.store.transaction() as con, self._lock:
                     self._write(con, self._take_pending(), self._now())
             if self._moved and not self.store.read_only:
@@ -2578,19 +2464,6 @@ newest decision per subject key and person (value_id NULL: none)."""
 
 HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]
 """(persons, value code, qualified, expires) of held value rows."""
-
-
-@dataclass(slots=True)
-class Landing:
-    """What the persons a write touches hold at its end, for one real-time tag."""
-
-    subject: CompiledSubject
-    stale: Persons
-    """Persons whose stored value row may exist (they held a value, or their TTL moved)."""
-    rows: HeldRows
-    """The last row of each person touched (code NONE: holds none now)."""
-    olds: NDArray[np.int32]
-    """The codes held before each change (NONE: none)."""
 
 
 def _event_plan(program: VectorProgram, name: str, met: dict[EventMatch, bool]) -> EventPlan:
@@ -2728,6 +2601,15 @@ def _insert(
 def _bitmap(persons: NDArray[np.int64]) -> BitMap:
     """Persons as a bitmap (from 32-bit machine words: the constructor's fast way)."""
     return BitMap(array.array("I", persons.astype(np.uint32).tobytes()))
+
+
+def _value_numbers(maps: list[NDArray[np.int32]]) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+    """The value numbers of several subjects by code, one subject after the other, and where
+    each subject's begin (a code of NONE reads the number after a subject's last: never used,
+    the value is null)."""
+    sizes = np.array([len(m) for m in maps], np.int64)
+    offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(sizes)[:-1]])
+    return np.concatenate([*maps, np.zeros(1, np.int32)]), offsets
 
 
 def _arrow(result: duckdb.DuckDBPyRelation) -> pa.Table:

@@ -72,7 +72,7 @@ def test_flat_rows_are_the_decisions_the_parts_hold() -> None:
         )
     flat = Decisions.of_ones(ones)
     parts = grouped(ones)
-    from_parts = Decisions.concat([Decisions.of_part(p) for p in parts])
+    from_parts = Decisions.of_parts(parts)
     assert len(flat) == len(from_parts) == len(ones) // ONE_FIELDS
     assert _rows(flat) == _rows(from_parts)
     # In decision order.
@@ -88,13 +88,13 @@ def test_flat_rows_are_the_decisions_the_parts_hold() -> None:
         outcome.add_one(tuple(ones[i : i + ONE_FIELDS]))  # type: ignore[arg-type]
     assert outcome.decided
     together = outcome.flat()
-    first = Decisions.of_part(parts[0])
+    first = Decisions.of_parts(parts[:1])
     assert len(together) == len(flat) + len(first)
     assert together.seq[: half // ONE_FIELDS].tolist() == flat.seq[: half // ONE_FIELDS].tolist()
     middle = slice(half // ONE_FIELDS, half // ONE_FIELDS + len(first))
     assert together.person[middle].tolist() == first.person.tolist()
     # Read as parts, the same decisions.
-    assert _rows(Decisions.concat([Decisions.of_part(p) for p in outcome.parts])) == _rows(together)
+    assert _rows(Decisions.of_parts(outcome.parts)) == _rows(together)
 
 
 def _engine(store: Store) -> RealtimeEngine:

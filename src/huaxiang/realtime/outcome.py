@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass, fields
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,25 +81,40 @@ class Decisions:
         )
 
     @staticmethod
-    def of_part(part: Part) -> Decisions:
-        """A part's rows: its changes, then the persons whose TTL only moved."""
-        settled = part.settled
-        count, moved = len(settled.persons), len(settled.restamped)
-        persons, codes, qualified, expires = settled.rows
-        changed = np.zeros(count + moved, np.bool_)
-        changed[:count] = True
+    def of_parts(parts: list[Part]) -> Decisions:
+        """The parts' rows, one part after the other: each part's changes, then the persons
+        whose TTL only moved. A few array calls whatever the number of parts."""
+        counts = np.array([len(p.settled.persons) for p in parts], np.int64)
+        sizes = np.array([len(p.settled.rows[0]) for p in parts], np.int64)
+        total = int(sizes.sum())
+        starts = np.cumsum(sizes) - sizes
+        changed = np.arange(total) - np.repeat(starts, sizes) < np.repeat(counts, sizes)
+        old = np.full(total, NONE, np.int32)
+        old[changed] = _joined([p.settled.old for p in parts], np.int32)
+        kind = np.zeros(total, np.int8)
+        kind[changed] = _joined([p.settled.kinds for p in parts], np.int8)
+        cause = np.full(total, -1, np.int64)
+        cause[changed] = _joined([p.causes for p in parts], np.int64)
+        moment = np.repeat(np.array([p.moment for p in parts], np.int64), sizes)
+        seq = np.repeat(np.array([p.seq for p in parts], np.int64), sizes)
+        # Parts of decisions of one person grouped carry a moment and a number per row.
+        for i, part in enumerate(parts):
+            if part.moments is not None:
+                moment[starts[i] : starts[i] + counts[i]] = part.moments
+            if part.seqs is not None:
+                seq[starts[i] : starts[i] + sizes[i]] = part.seqs
         return Decisions(
-            np.full(count + moved, part.sid, np.int64),
-            persons.astype(np.int64, copy=False),
-            np.concatenate([settled.old, np.full(moved, NONE, np.int32)]).astype(np.int32),
-            codes.astype(np.int32, copy=False),
-            np.concatenate([settled.kinds, np.zeros(moved, np.int8)]).astype(np.int8),
+            np.repeat(np.array([p.sid for p in parts], np.int64), sizes),
+            _joined([p.settled.rows[0] for p in parts], np.int64),
+            old,
+            _joined([p.settled.rows[1] for p in parts], np.int32),
+            kind,
             changed,
-            qualified.astype(np.int64, copy=False),
-            expires.astype(np.int64, copy=False),
-            np.concatenate([part.causes, np.full(moved, -1, np.int64)]).astype(np.int64),
-            part.row_seqs().astype(np.int64, copy=False),
-            np.concatenate([part.changed_at(), np.full(moved, part.moment, np.int64)]),
+            _joined([p.settled.rows[2] for p in parts], np.int64),
+            _joined([p.settled.rows[3] for p in parts], np.int64),
+            cause,
+            seq,
+            moment,
         )
 
     @staticmethod
@@ -174,14 +189,19 @@ class Outcome:
     def flat(self) -> Decisions:
         """Every decision, as rows in the order they were made."""
         self._close_ones()
-        return Decisions.concat(
-            [
-                Decisions.of_ones(item)
-                if isinstance(item, array.array)
-                else Decisions.of_part(item)
-                for item in self._parts
-            ]
-        )
+        blocks: list[Decisions] = []
+        run: list[Part] = []  # parts one after the other
+        for item in self._parts:
+            if isinstance(item, Part):
+                run.append(item)
+                continue
+            if run:
+                blocks.append(Decisions.of_parts(run))
+                run = []
+            blocks.append(Decisions.of_ones(item))
+        if run:
+            blocks.append(Decisions.of_parts(run))
+        return Decisions.concat(blocks)
 
     def __len__(self) -> int:
         return sum(len(p.settled.persons) for p in self.parts)
@@ -274,3 +294,9 @@ def grouped(ones: array.array[int]) -> list[Part]:
         )
         out.append(part)
     return out
+
+
+def _joined(arrays: list[NDArray[Any]], dtype: type[np.generic]) -> NDArray[Any]:
+    if not arrays:
+        return np.empty(0, dtype)
+    return np.concatenate(arrays).astype(dtype, copy=False)

@@ -5,6 +5,7 @@ are handled as the loader would, and the values equal those of the loader's path
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from huaxiang.collect.records import encode_record
 from huaxiang.config import Workspace
 from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
+from huaxiang.realtime import ahead as ahead_module
 from huaxiang.rules.text import parse
 from huaxiang.runtime import Runtime
 from huaxiang.store import Store
@@ -372,3 +374,39 @@ def test_a_busy_follower_leaves_records_to_the_loader_for_a_second(
         append("buy")
         assert (ahead.folded, ahead.left) == (folded + 2, left + 1)
         assert tags_of(runtime, "u1") == {"keen", "buyer"}
+
+
+def test_the_follower_reads_records_as_the_log_hands_them_over(
+    workspace: Workspace, monkeypatch: Any
+) -> None:
+    """Records made durable are handed to the follower with their bytes: it reads no file for
+    them. Those it did not keep (past its memory cap) are read from the segment files."""
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        ahead = runtime.ahead
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        wait_until(lambda: ahead.followed >= runtime.log.last_seq, "the follower")
+        opened: list[int] = []
+        reader = runtime.log.reader
+
+        def counted(seq: int) -> Any:
+            if threading.current_thread().name == "huaxiang-ahead":
+                opened.append(seq)
+            return reader(seq)
+
+        monkeypatch.setattr(runtime.log, "reader", counted)
+
+        def append(name: str) -> None:
+            seq = runtime.log.append_sync(encode_record([event(name, T0, "u1")]))
+            wait_until(lambda: ahead.followed >= seq, f"record {seq} to be followed")
+
+        folded = ahead.folded
+        append("view")
+        assert (ahead.folded, opened) == (folded + 1, [])
+        # Kept no more: read from the file.
+        monkeypatch.setattr(ahead_module, "HANDED_MAX_BYTES", 0)
+        append("view")
+        assert ahead.folded == folded + 2
+        assert opened == [runtime.log.last_seq]
+        assert tags_of(runtime, "u1") == {"keen"}

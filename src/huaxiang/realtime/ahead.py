@@ -19,6 +19,11 @@ Any other record waits for the loader, which folds it as before; records after i
 that events are folded in the log's order. A crash loses nothing: the events are durable in the
 log and the loader folds whatever it stores that was not folded ahead.
 
+The log hands each group of durable records to the follower with their bytes (after the fsync,
+or as the store process's log follower reads them): a round reads no file and does not let the
+interpreter go for a read. Records handed over before it ran, or past what it keeps, are read from
+the segment files.
+
 The follower steps aside while it is behind or busy (see :data:`BUSY_SHARE`): the loader then
 folds what waits, in its larger and cheaper batches, and values follow its commits.
 """
@@ -56,6 +61,9 @@ would starve the loader, and with it the commits that webhooks and SQL readers w
 round decides its events one by one, with scalars (on the benchmark's 1,000 rules, about 0.4 ms
 an event), so at 1,000 events/s the follower spends about half of each second folding."""
 BUSY_WINDOW_S = 1.0
+HANDED_MAX_BYTES = 8 << 20
+"""The log's records kept as it handed them over, at most (their payloads' bytes); older ones
+are read from the segment files again."""
 FILL_RETRY_S = 60.0
 """After failing to fill the messageId filter, how long to look every id up before trying
 again."""
@@ -80,6 +88,10 @@ class Ahead:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: LogReader | None = None
+        self._handed: deque[tuple[int, bytes]] = deque()
+        """Records as the log handed them to :meth:`_on_append` (durable already): read from
+        here, a record costs no file read, and the interpreter is not let go for one."""
+        self._handed_bytes = 0
         self.folded = 0
         """Records folded ahead of the loader."""
         self.left = 0
@@ -118,6 +130,11 @@ class Ahead:
             return
         with self._cond:
             self._appended = max(self._appended, records[-1][0])
+            handed = self._handed
+            handed.extend(records)
+            self._handed_bytes += sum(len(payload) for _, payload in records)
+            while self._handed_bytes > HANDED_MAX_BYTES:
+                self._handed_bytes -= len(handed.popleft()[1])
             self._cond.notify_all()
 
     # -- the thread ------------------------------------------------------------------------
@@ -166,10 +183,12 @@ class Ahead:
                     self._settle_loader()
                     unlimited = False
                 with self._cond:
-                    self._cond.wait_for(
+                    handed = self._cond.wait_for(
                         lambda: self._stop.is_set() or self._appended > self.followed,
                         timeout=WAIT_S,
                     )
+                    if not handed:  # records the log did not hand over are read from files
+                        self._appended = max(self._appended, self.log.last_seq)
                 if self._stop.is_set():
                     break
                 try:
@@ -212,7 +231,8 @@ class Ahead:
             if self.followed < loaded:
                 self._advance(loaded)  # the loader took those
                 self._drop_reader()
-            if self.followed >= self.log.last_seq:
+            # What the log handed over so far (records it makes durable meanwhile come next).
+            if self.followed >= self._appended:
                 break
             if not self.engine.subjects:  # nothing kept in real time: the loader goes on
                 self._advance(self.log.last_seq)
@@ -225,14 +245,11 @@ class Ahead:
                 claimed, WAIT_S
             ):
                 continue
-            if self._reader is None or self._reader.next_seq != self.followed + 1:
-                self._drop_reader()
-                self._reader = self.log.reader(self.followed + 1)
             records: list[tuple[int, EventBatch]] = []
             last = self.followed
             events = 0
             while events < MAX_EVENTS:
-                item = self._reader.read()
+                item = self._record(last + 1)
                 if item is None:
                     break
                 last, payload = item
@@ -271,6 +288,24 @@ class Ahead:
                 self.left += 1
                 self._leave(records[handled][0])
         return folded
+
+    def _record(self, seq: int) -> tuple[int, bytes] | None:
+        """The durable record ``seq`` as the log handed it over (None: not handed over yet), else
+        (handed over before this thread ran, or dropped) from its segment file."""
+        with self._cond:
+            handed = self._handed
+            while handed and handed[0][0] < seq:
+                self._handed_bytes -= len(handed.popleft()[1])
+            if handed and handed[0][0] == seq:
+                record = handed.popleft()
+                self._handed_bytes -= len(record[1])
+                return record
+        if seq > self._appended:
+            return None  # on its way: the log hands it over next
+        if self._reader is None or self._reader.next_seq != seq:
+            self._drop_reader()
+            self._reader = self.log.reader(seq)
+        return self._reader.read()
 
     def _advance(self, seq: int) -> None:
         """The values are current up to record ``seq``: tell the listeners."""

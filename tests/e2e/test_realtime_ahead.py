@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from huaxiang.clock import ManualClock
+from huaxiang.collect import loader as loader_module
 from huaxiang.collect.records import encode_record
 from huaxiang.config import Workspace
 from huaxiang.events import Event
@@ -410,3 +411,41 @@ def test_the_follower_reads_records_as_the_log_hands_them_over(
         assert ahead.folded == folded + 2
         assert opened == [runtime.log.last_seq]
         assert tags_of(runtime, "u1") == {"keen"}
+
+
+def test_the_loader_stores_records_as_the_follower_decoded_them(
+    workspace: Workspace, monkeypatch: Any
+) -> None:
+    """The follower hands the records it decoded to the loader, which stores them without
+    decoding them again; records nobody decoded ahead (the follower stopped) it decodes."""
+    decoded: list[int] = []
+    decode = loader_module.decode_batch_at
+
+    def counted(payload: bytes) -> Any:
+        decoded.append(len(payload))
+        return decode(payload)
+
+    monkeypatch.setattr(loader_module, "decode_batch_at", counted)
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        ahead = runtime.ahead
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        wait_until(lambda: ahead.followed >= runtime.log.last_seq, "the follower")
+        decoded.clear()
+
+        def append(name: str) -> None:
+            seq = runtime.log.append_sync(encode_record([event(name, T0, "u1", amount=150)]))
+            wait_until(lambda: ahead.followed >= seq, f"record {seq} to be followed")
+
+        for name in ("view", "view", "buy"):
+            append(name)
+        assert runtime.loader.drain(30)
+        assert decoded == []
+        ahead.stop()
+        runtime.log.append_sync(encode_record([event("view", T0, "u2")]))
+        assert runtime.loader.drain(30)
+        assert len(decoded) == 1
+        found = stored(runtime, "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 1", [])
+        assert found == [("buy", 1), ("view", 3), ("visit", 1)]
+        assert tags_of(runtime, "u1") == {"keen", "buyer", "big_spender"}

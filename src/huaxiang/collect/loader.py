@@ -55,9 +55,14 @@ MAX_BATCH_EVENTS = 150_000
 LINGER_EVENTS = 50_000
 LINGER_S = 0.2
 PURGE_INTERVAL_S = 3600.0
+DECODED_MAX_EVENTS = 200_000
+"""Events of records decoded ahead (:meth:`Loader.hand_decoded`) kept at most."""
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _TS = pa.timestamp("us")
+
+Decoded = tuple[EventBatch, list[RejectRecord], datetime]
+"""A record decoded: its events, its rejects and when it was written (``decode_batch_at``)."""
 
 # Written when the events table has them (alias and group calls).
 _OPTIONAL_COLUMNS = {"group_id": "groupId", "previous_id": "previousId"}
@@ -122,6 +127,10 @@ class Loader:
         self.limit: Callable[[], int | None] | None = None
         """The last record a stage reading the log ahead lets the loader take (None: any): the
         loader stores what that stage has seen."""
+        self._decoded: deque[tuple[int, Decoded]] = deque()
+        """Records a stage reading the log ahead decoded already, in log order (see
+        :meth:`hand_decoded`)."""
+        self._decoded_events = 0
         self.seen_filter: SeenFilter | None = None
         """Told every messageId inserted into ``seen_messages`` (a stage reading the log ahead
         sets it, to look up only the ids it may hold)."""
@@ -215,6 +224,28 @@ class Loader:
         limit = self._limit()
         return appended if limit is None else min(appended, limit)
 
+    def hand_decoded(self, seq: int, decoded: Decoded) -> None:
+        """A stage reading the log ahead decoded the record ``seq`` (records come in log order):
+        a batch that loads it takes it from here instead of decoding it again. At most
+        :data:`DECODED_MAX_EVENTS` events are kept; older records are decoded again."""
+        with self._cond:
+            self._decoded.append((seq, decoded))
+            self._decoded_events += len(decoded[0])
+            while self._decoded_events > DECODED_MAX_EVENTS:
+                self._decoded_events -= len(self._decoded.popleft()[1][0])
+
+    def _decode(self, seq: int, payload: bytes) -> Decoded:
+        """The record ``seq``: as handed over decoded, else decoded now."""
+        with self._cond:
+            found = self._decoded
+            while found and found[0][0] < seq:
+                self._decoded_events -= len(found.popleft()[1][0])
+            if found and found[0][0] == seq:
+                batch, rejects, written_at = found.popleft()[1]
+                self._decoded_events -= len(batch)
+                return batch.view(), rejects, written_at
+        return decode_batch_at(payload)
+
     def wake(self) -> None:
         """Look for records to load now (a stage reading ahead moved on)."""
         with self._cond:
@@ -288,8 +319,8 @@ class Loader:
         with _gc_paused():
             batches: list[EventBatch] = []
             rejects: list[RejectRecord] = []
-            for _, payload in records:
-                batch, batch_rejects, _ = decode_batch_at(payload)
+            for seq, payload in records:
+                batch, batch_rejects, _ = self._decode(seq, payload)
                 if len(batch):
                     batches.append(batch)
                 rejects.extend(batch_rejects)

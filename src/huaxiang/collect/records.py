@@ -19,6 +19,7 @@ properties, context or traits come back as RFC 3339 strings, as they would from 
 
 from __future__ import annotations
 
+import copy
 import struct
 import sys
 import time
@@ -432,6 +433,13 @@ class EventBatch(Sequence[Event]):
             notable=[position[i] for i in self.notable if i in position],
             extra={position[i]: v for i, v in self.extra.items() if i in position},
         )
+
+    def view(self) -> EventBatch:
+        """The same columns (not copied), with events made from them of its own: for a second
+        reader of a batch, which may change the events it is given."""
+        out = copy.copy(self)
+        out._cache = {}
+        return out
 
     def first_of_each_message(self) -> EventBatch:
         """The events in order, keeping only the first one of each messageId."""

@@ -253,7 +253,9 @@ class Ahead:
                 if item is None:
                     break
                 last, payload = item
-                batch, _, _ = decode_batch_at(payload)
+                decoded = decode_batch_at(payload)
+                self.loader.hand_decoded(last, decoded)
+                batch = decoded[0]
                 if len(batch):
                     records.append((last, batch.first_of_each_message()))
                     events += len(batch)

@@ -121,6 +121,8 @@ class Loader:
         self._rejects_recorded = 0
         self._next_purge = 0.0
         self._last_load_end = 0.0
+        self._lingering = False
+        """Waiting for more events before a batch (see :data:`LINGER_S`)."""
         self.loading_seq = 0
         """The last record of the batch being loaded (or last loaded): stages that read the log
         ahead of the loader skip what it takes."""
@@ -172,7 +174,10 @@ class Loader:
                 self._pending.append((seq, count))
                 self._pending_events += count
                 self._appended_seq = max(self._appended_seq, seq)
-            self._cond.notify_all()
+            # A lingering loader waits for enough events (or the time): waking it for fewer
+            # would only make it take the interpreter to find so.
+            if not self._lingering or self._pending_events >= LINGER_EVENTS:
+                self._cond.notify_all()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -247,9 +252,11 @@ class Loader:
         return decode_batch_at(payload)
 
     def wake(self) -> None:
-        """Look for records to load now (a stage reading ahead moved on)."""
+        """Look for records to load now (a stage reading ahead moved on); a lingering loader
+        looks when it ends."""
         with self._cond:
-            self._cond.notify_all()
+            if not self._lingering:
+                self._cond.notify_all()
 
     def _read_batch(self) -> list[tuple[int, bytes]]:
         if self._reader is None or self._reader.next_seq != self._loaded_seq + 1:
@@ -562,10 +569,14 @@ class Loader:
                     0 < self._pending_events < LINGER_EVENTS
                     and time.monotonic() - self._last_load_end < LINGER_S
                 ):
-                    self._cond.wait_for(
-                        lambda: self._stop.is_set() or self._pending_events >= LINGER_EVENTS,
-                        timeout=LINGER_S,
-                    )
+                    self._lingering = True
+                    try:
+                        self._cond.wait_for(
+                            lambda: self._stop.is_set() or self._pending_events >= LINGER_EVENTS,
+                            timeout=LINGER_S,
+                        )
+                    finally:
+                        self._lingering = False
             if self._stop.is_set():
                 break
             self._maybe_purge()

@@ -81,6 +81,14 @@ def activate(runtime: Runtime, rules: dict[str, str]) -> None:
         runtime.realtime.sync(con)
 
 
+def follow_rules(runtime: Runtime) -> None:
+    """A first event stored, :data:`RULES` activated, and the follower caught up."""
+    runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+    assert runtime.loader.drain(30)
+    activate(runtime, RULES)
+    wait_until(lambda: runtime.ahead.followed >= runtime.log.last_seq, "the follower")
+
+
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -354,10 +362,7 @@ def test_a_busy_follower_leaves_records_to_the_loader_for_a_second(
     clock = ManualClock(T0)
     with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
         ahead = runtime.ahead
-        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
-        assert runtime.loader.drain(30)
-        activate(runtime, RULES)
-        wait_until(lambda: ahead.followed >= runtime.log.last_seq, "the follower")
+        follow_rules(runtime)
         time.sleep(1.1)  # no round folded within the last second
         ahead.busy_share = 1e-9  # any round folded within the last second makes it busy
 
@@ -384,10 +389,7 @@ def test_the_follower_reads_records_as_the_log_hands_them_over(
     them. Those it did not keep (past its memory cap) are read from the segment files."""
     with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
         ahead = runtime.ahead
-        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
-        assert runtime.loader.drain(30)
-        activate(runtime, RULES)
-        wait_until(lambda: ahead.followed >= runtime.log.last_seq, "the follower")
+        follow_rules(runtime)
         opened: list[int] = []
         reader = runtime.log.reader
 
@@ -428,10 +430,7 @@ def test_the_loader_stores_records_as_the_follower_decoded_them(
     monkeypatch.setattr(loader_module, "decode_batch_at", counted)
     with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
         ahead = runtime.ahead
-        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
-        assert runtime.loader.drain(30)
-        activate(runtime, RULES)
-        wait_until(lambda: ahead.followed >= runtime.log.last_seq, "the follower")
+        follow_rules(runtime)
         decoded.clear()
 
         def append(name: str) -> None:

@@ -130,11 +130,12 @@ class Ahead:
             return
         with self._cond:
             self._appended = max(self._appended, records[-1][0])
-            handed = self._handed
-            handed.extend(records)
-            self._handed_bytes += sum(len(payload) for _, payload in records)
-            while self._handed_bytes > HANDED_MAX_BYTES:
-                self._handed_bytes -= len(handed.popleft()[1])
+            if self.engine.subjects and self._thread is not None:  # else nothing reads them
+                handed = self._handed
+                handed.extend(records)
+                self._handed_bytes += sum(len(payload) for _, payload in records)
+                while self._handed_bytes > HANDED_MAX_BYTES:
+                    self._handed_bytes -= len(handed.popleft()[1])
             self._cond.notify_all()
 
     # -- the thread ------------------------------------------------------------------------

@@ -162,6 +162,10 @@ def test_serve_prints_url_docs_and_key_and_commands_use_it(
     rejects = orjson.loads(cli(workspace, "status", "--rejects", "--json"))
     assert rejects["items"][0]["source"] == "sdk:default"
     assert "event: missing" in cli(workspace, "status", "--rejects")
+    # Options not given are left out of the call to the server (not sent empty).
+    cli(workspace, "audiences", "create", "opened", "--rule", 'did("Opened", 30d)')
+    sized = orjson.loads(cli(workspace, "audiences", "size", "opened", "--json"))
+    assert sized["persons"] == 1
     cli(workspace, "keys", "revoke", new_key)
     again = httpx.post(url + "/v1/track", json={"userId": "u", "event": "e"}, auth=(new_key, ""))
     assert again.status_code == 401

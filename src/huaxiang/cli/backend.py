@@ -61,9 +61,11 @@ def admin_call(
     if url is None:
         raise HuaxiangError("no server is running on this workspace", hint="run `huaxiang serve`")
     headers = {"Authorization": f"Bearer {workspace.admin_token()}"}
+    # An option not given is left out: httpx would send it empty, which the server refuses.
+    given = {k: v for k, v in (params or {}).items() if v is not None}
     try:
         answer = httpx.request(
-            method, url + path, json=json, params=params, headers=headers, timeout=timeout
+            method, url + path, json=json, params=given or None, headers=headers, timeout=timeout
         )
     except httpx.HTTPError as e:
         raise HuaxiangError(

@@ -184,11 +184,11 @@ class Ahead:
                     self._settle_loader()
                     unlimited = False
                 with self._cond:
-                    handed = self._cond.wait_for(
+                    woken = self._cond.wait_for(
                         lambda: self._stop.is_set() or self._appended > self.followed,
                         timeout=WAIT_S,
                     )
-                    if not handed:  # records the log did not hand over are read from files
+                    if not woken:  # records the log did not hand over are read from files
                         self._appended = max(self._appended, self.log.last_seq)
                 if self._stop.is_set():
                     break

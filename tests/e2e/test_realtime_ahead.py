@@ -448,3 +448,31 @@ def test_the_loader_stores_records_as_the_follower_decoded_them(
         found = stored(runtime, "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 1", [])
         assert found == [("buy", 1), ("view", 3), ("visit", 1)]
         assert tags_of(runtime, "u1") == {"keen", "buyer", "big_spender"}
+
+
+def test_each_record_of_a_round_is_followed_once_it_is_folded(workspace: Workspace) -> None:
+    """A round that finds several records reports each one followed as soon as its events are
+    decided: readers of the first need not wait for the last."""
+    # No threads: the loader loads when drained, the rounds run here.
+    with Runtime(workspace, start_loader=False, clock=ManualClock(T0)) as runtime:
+        ahead = runtime.ahead
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        con = runtime.store.cursor()
+        try:
+            assert ahead.follow(con) == 0  # the loader stored the first one
+            seen: list[tuple[int, set[str]]] = []
+            ahead.listeners.append(lambda seq: seen.append((seq, tags_of(runtime, "u1"))))
+            appended = [
+                runtime.log.append_sync(encode_record([event(name, T0, "u1", amount=150)]))
+                for name in ("view", "view", "buy")
+            ]
+            assert ahead.follow(con) == 3
+        finally:
+            con.close()
+        assert seen == [
+            (appended[0], set()),
+            (appended[1], {"keen"}),
+            (appended[2], {"keen", "buyer", "big_spender"}),
+        ]

@@ -55,8 +55,11 @@ MAX_BATCH_EVENTS = 150_000
 LINGER_EVENTS = 50_000
 LINGER_S = 0.2
 PURGE_INTERVAL_S = 3600.0
-DECODED_MAX_EVENTS = 200_000
-"""Events of records decoded ahead (:meth:`Loader.hand_decoded`) kept at most."""
+DECODED_MAX_EVENTS = 20_000
+"""Events of records decoded ahead (:meth:`Loader.hand_decoded`) kept at most: many times what
+a batch takes while a stage reads the log ahead of the loader, and few enough objects for the
+garbage collector not to notice when the loader falls behind (older records are decoded
+again)."""
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _TS = pa.timestamp("us")
@@ -231,9 +234,12 @@ class Loader:
 
     def hand_decoded(self, seq: int, decoded: Decoded) -> None:
         """A stage reading the log ahead decoded the record ``seq`` (records come in log order):
-        a batch that loads it takes it from here instead of decoding it again. At most
-        :data:`DECODED_MAX_EVENTS` events are kept; older records are decoded again."""
+        a batch that loads it takes it from here instead of decoding it again. Kept while the
+        loader's thread runs, :data:`DECODED_MAX_EVENTS` events at most; older records are
+        decoded again."""
         with self._cond:
+            if self._thread is None:
+                return  # the loader's thread does not run: nothing takes them soon
             self._decoded.append((seq, decoded))
             self._decoded_events += len(decoded[0])
             while self._decoded_events > DECODED_MAX_EVENTS:
@@ -556,6 +562,9 @@ class Loader:
         self._thread.join(timeout)
         self._thread = None
         self._drop_reader()
+        with self._cond:
+            self._decoded.clear()
+            self._decoded_events = 0
 
     def _run(self) -> None:
         backoff = _BACKOFF_MIN_S

@@ -273,7 +273,14 @@ class Ahead:
                 self._settle_loader()
                 continue
             began = time.thread_time()
-            handled = self._fold(con, records) if records else 0
+            handled = 0
+            for record in records:
+                if not self._fold(con, [record]):
+                    break
+                handled += 1
+                # Its values are current: readers (and the loader) need not wait for the
+                # records after it in this round.
+                self._advance(record[0])
             # The processor time the round took (waiting for the loader or the interpreter
             # does not count: it is not taken from the loader).
             spent = time.thread_time() - began
@@ -286,8 +293,6 @@ class Ahead:
                 self.loader.wake()
             else:
                 # The loader folds this record: wait for it, then read on after it.
-                if handled:
-                    self._advance(records[handled - 1][0])
                 self.left += 1
                 self._leave(records[handled][0])
         return folded

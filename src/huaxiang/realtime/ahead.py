@@ -154,7 +154,10 @@ class Ahead:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(10)
-        self._thread = None
+        with self._cond:
+            self._thread = None
+            self._handed.clear()  # nothing reads them now
+            self._handed_bytes = 0
         self._drop_reader()
         self.loader.wake()  # no limit any more
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from huaxiang.clock import utcnow
+from huaxiang.collect.handover import Handover
 from huaxiang.collect.log import IngestLog, LogReader
 from huaxiang.collect.records import (
     EventBatch,
@@ -132,10 +133,8 @@ class Loader:
         self.limit: Callable[[], int | None] | None = None
         """The last record a stage reading the log ahead lets the loader take (None: any): the
         loader stores what that stage has seen."""
-        self._decoded: deque[tuple[int, Decoded]] = deque()
-        """Records a stage reading the log ahead decoded already, in log order (see
-        :meth:`hand_decoded`)."""
-        self._decoded_events = 0
+        self._decoded: Handover[Decoded] = Handover()
+        """Records a stage reading the log ahead decoded already (see :meth:`hand_decoded`)."""
         self.seen_filter: SeenFilter | None = None
         """Told every messageId inserted into ``seen_messages`` (a stage reading the log ahead
         sets it, to look up only the ids it may hold)."""
@@ -240,22 +239,16 @@ class Loader:
         with self._cond:
             if self._thread is None:
                 return  # the loader's thread does not run: nothing takes them soon
-            self._decoded.append((seq, decoded))
-            self._decoded_events += len(decoded[0])
-            while self._decoded_events > DECODED_MAX_EVENTS:
-                self._decoded_events -= len(self._decoded.popleft()[1][0])
+            self._decoded.put(seq, decoded, len(decoded[0]), DECODED_MAX_EVENTS)
 
     def _decode(self, seq: int, payload: bytes) -> Decoded:
         """The record ``seq``: as handed over decoded, else decoded now."""
         with self._cond:
-            found = self._decoded
-            while found and found[0][0] < seq:
-                self._decoded_events -= len(found.popleft()[1][0])
-            if found and found[0][0] == seq:
-                batch, rejects, written_at = found.popleft()[1]
-                self._decoded_events -= len(batch)
-                return batch.view(), rejects, written_at
-        return decode_batch_at(payload)
+            found = self._decoded.take(seq)
+        if found is None:
+            return decode_batch_at(payload)
+        batch, rejects, written_at = found
+        return batch.view(), rejects, written_at
 
     def wake(self) -> None:
         """Look for records to load now (a stage reading ahead moved on); a lingering loader
@@ -564,7 +557,6 @@ class Loader:
         self._drop_reader()
         with self._cond:
             self._decoded.clear()
-            self._decoded_events = 0
 
     def _run(self) -> None:
         backoff = _BACKOFF_MIN_S

@@ -39,6 +39,7 @@ from typing import Any
 
 import duckdb
 
+from huaxiang.collect.handover import Handover
 from huaxiang.collect.loader import Loader
 from huaxiang.collect.log import IngestLog, LogReader
 from huaxiang.collect.records import EventBatch, decode_batch_at
@@ -88,10 +89,9 @@ class Ahead:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: LogReader | None = None
-        self._handed: deque[tuple[int, bytes]] = deque()
+        self._handed: Handover[bytes] = Handover()
         """Records as the log handed them to :meth:`_on_append` (durable already): read from
         here, a record costs no file read, and the interpreter is not let go for one."""
-        self._handed_bytes = 0
         self.folded = 0
         """Records folded ahead of the loader."""
         self.left = 0
@@ -131,11 +131,8 @@ class Ahead:
         with self._cond:
             self._appended = max(self._appended, records[-1][0])
             if self.engine.subjects and self._thread is not None:  # else nothing reads them
-                handed = self._handed
-                handed.extend(records)
-                self._handed_bytes += sum(len(payload) for _, payload in records)
-                while self._handed_bytes > HANDED_MAX_BYTES:
-                    self._handed_bytes -= len(handed.popleft()[1])
+                for seq, payload in records:
+                    self._handed.put(seq, payload, len(payload), HANDED_MAX_BYTES)
             self._cond.notify_all()
 
     # -- the thread ------------------------------------------------------------------------
@@ -157,7 +154,6 @@ class Ahead:
         with self._cond:
             self._thread = None
             self._handed.clear()  # nothing reads them now
-            self._handed_bytes = 0
         self._drop_reader()
         self.loader.wake()  # no limit any more
 
@@ -304,13 +300,9 @@ class Ahead:
         """The durable record ``seq`` as the log handed it over (None: not handed over yet), else
         (handed over before this thread ran, or dropped) from its segment file."""
         with self._cond:
-            handed = self._handed
-            while handed and handed[0][0] < seq:
-                self._handed_bytes -= len(handed.popleft()[1])
-            if handed and handed[0][0] == seq:
-                record = handed.popleft()
-                self._handed_bytes -= len(record[1])
-                return record
+            payload = self._handed.take(seq)
+        if payload is not None:
+            return seq, payload
         if seq > self._appended:
             return None  # on its way: the log hands it over next
         if self._reader is None or self._reader.next_seq != seq:

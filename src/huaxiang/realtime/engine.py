@@ -208,10 +208,9 @@ class RealtimeEngine:
         """The number of each subject's key (kind, name): its first version's number."""
         self._value_ids: dict[str, int] | None = None
         """The numbers of the value texts in the change rows (None: not read yet)."""
-        self._value_maps: dict[int, tuple[Held, NDArray[np.int32]]] = {}
         self._numbered: dict[tuple[int, bool], tuple[CompiledSubject, int, NDArray[np.int32]]] = {}
-        """What :meth:`_numbers` answered, by subject (and whether keys were asked for)."""
-        """By held values (their id; kept alive here): the numbers of their texts by code."""
+        """What :meth:`_numbers` answered, by subject (its id; kept alive here) and whether its
+        key was asked for: its number and the numbers of its value texts by code."""
         self._timers: list[tuple[int, int, int]] = []
         """(earliest moment, kind: 0 leaf / 1 subject, index) of the calendars (a heap)."""
         self._loaded_held: dict[str, Held] = {}
@@ -382,7 +381,6 @@ class RealtimeEngine:
         self.program = program
         self.subjects = subjects
         self._bitmaps = None
-        self._value_maps = {}
         self._numbered = {}
         size = self._size()
         program.grow(size)
@@ -1539,7 +1537,8 @@ class RealtimeEngine:
             self._cause_base = int(found.fetchall()[0][0])
         wanted: list[MembershipChange] = []
         if len(changes):
-            table = self._change_table(con, changes)
+            subjects, index = self._subjects_of(changes.sid)
+            table = self._change_table(con, changes, subjects, index)
             low, high = int(changes.moment.min()), int(changes.moment.max())
             if self._changes_until is None:
                 found = con.execute(
@@ -1582,7 +1581,7 @@ class RealtimeEngine:
             )
             self._changes_until = max(self._changes_until, high)
             self._unfolded += table.num_rows
-            wanted = self._handed_on(con, outcome.causes, changes, everything)
+            wanted = self._handed_on(con, outcome.causes, changes, subjects, index, everything)
             if wanted:
                 self.enqueue(con, wanted)
         if len(decided) or rewrite:
@@ -1600,12 +1599,17 @@ class RealtimeEngine:
         distinct, index = np.unique(sids, return_inverse=True)
         return [self.subjects[sid] for sid in distinct.tolist()], index
 
-    def _change_table(self, con: duckdb.DuckDBPyConnection, changes: Decisions) -> pa.Table:
-        """The change rows: numbers only (subjects and value texts are numbered, new ones stored
-        here; the change id, the texts and the person key are joined when read). A write can
-        hold many decisions of many subjects (events folded ahead of the loader): they are
-        array calls over all of them together."""
-        subjects, index = self._subjects_of(changes.sid)
+    def _change_table(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        changes: Decisions,
+        subjects: list[CompiledSubject],
+        index: NDArray[np.intp],
+    ) -> pa.Table:
+        """The change rows (of the subjects ``subjects[index]``): numbers only (subjects and
+        value texts are numbered, new ones stored here; the change id, the texts and the person
+        key are joined when read). A write can hold many decisions of many subjects (events
+        folded ahead of the loader): they are array calls over all of them together."""
         numbers, maps = self._numbers(con, subjects)
         values, offsets = _value_numbers(maps)
         start = offsets[index]
@@ -1648,13 +1652,11 @@ class RealtimeEngine:
                 str(t): int(v)
                 for v, t in con.execute("SELECT value_id, text FROM realtime_values").fetchall()
             }
-            self._value_maps = {}
             self._numbered = {}
         ids, texts = self._subject_ids, self._value_ids
         fresh_subjects: list[tuple[int, str, str, int]] = []
         fresh_values: list[tuple[int, str]] = []
-        next_subject = max(ids.values(), default=0) + 1
-        next_value = max(texts.values(), default=0) + 1
+        next_subject = next_value = 0  # found when a new number is first needed
         numbers: list[int] = []
         maps: list[NDArray[np.int32]] = []
         numbered = self._numbered
@@ -1673,27 +1675,22 @@ class RealtimeEngine:
                 key = (kind, name, subject.version)
                 known = ids.get(key)
                 if known is None:
+                    next_subject = next_subject or max(ids.values(), default=0) + 1
                     known = ids[key] = next_subject
                     next_subject += 1
                     fresh_subjects.append((known, *key))
                     self._key_ids.setdefault((kind, name), known)
                 numbers.append(self._key_ids[(kind, name)] if keys else known)
-            held = subject.held
-            cached = self._value_maps.get(id(held))
-            if cached is not None and len(cached[1]) == len(held.texts):
-                maps.append(cached[1])
-                numbered[(id(subject), keys)] = (subject, numbers[-1], cached[1])
-                continue
             codes = []
-            for text in held.texts:
+            for text in subject.held.texts:
                 found = texts.get(text)
                 if found is None:
+                    next_value = next_value or max(texts.values(), default=0) + 1
                     found = texts[text] = next_value
                     next_value += 1
                     fresh_values.append((found, text))
                 codes.append(found)
             mapped = np.array(codes, np.int32)
-            self._value_maps[id(held)] = (held, mapped)
             maps.append(mapped)
             numbered[(id(subject), keys)] = (subject, numbers[-1], mapped)
         if fresh_subjects:
@@ -1727,6 +1724,8 @@ class RealtimeEngine:
         con: duckdb.DuckDBPyConnection,
         causes: list[str],
         changes: Decisions,
+        subjects: list[CompiledSubject],
+        index: NDArray[np.intp],
         everything: bool,
     ) -> list[MembershipChange]:
         """The changes activation wants (a destination subscribes to the subject), or every
@@ -1740,7 +1739,6 @@ class RealtimeEngine:
             }
             if not wanted:
                 return []
-        subjects, index = self._subjects_of(changes.sid)
         if wanted is not None:
             chosen = np.array([(s.kind.value, s.name) in wanted for s in subjects], np.bool_)
             if not chosen.any():
@@ -1875,8 +1873,8 @@ class RealtimeEngine:
         key = rows.sid * width + rows.person
         _, first = np.unique(key[::-1], return_index=True)
         landing = rows.take(len(key) - 1 - first)
-        stale = np.unique(key[(rows.changed & (rows.old >= 0)) | ~rows.changed])
         before = rows.changed & (rows.old >= 0)
+        stale = np.unique(key[before | ~rows.changed])
         return landing, np.divmod(stale, width), (rows.sid[before], rows.old[before])
 
     def _tag_bitmaps(self) -> dict[tuple[str, str], BitMap]:

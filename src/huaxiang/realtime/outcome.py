@@ -225,11 +225,6 @@ class Part:
     """The moment of each change, when they differ (decisions of one person grouped); None:
     all ``moment``."""
 
-    def row_seqs(self) -> NDArray[np.int64]:
-        if self.seqs is not None:
-            return self.seqs
-        return np.full(len(self.settled.rows[0]), self.seq, np.int64)
-
     def changed_at(self) -> NDArray[np.int64]:
         """The moment of each change."""
         if self.moments is not None:

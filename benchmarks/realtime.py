@@ -6,16 +6,17 @@ received on 127.0.0.1.
 ``p50_ms``/``p99_ms``: a producer appends the events to the ingest log at 1,000 events/s (one record
 per group commit, as the collector does), with the loader, the engine's log follower and its timer
 thread (timers, snapshots) running, and the interpreter set up (GIL switch interval, collector
-thresholds, frozen heap) as when serving. The clock of an event starts when its record is
-durable (fsync'd) and stops when its real-time values are updated: the follower has folded it and
-the engine decided (what ``huaxiang realtime person`` reads). ``stored_p50_ms``/``stored_p99_ms``:
-to the commit of the transaction that stored the event with its tag values, bitmaps and enter/exit
-changes. ``events_per_s``: the engine's sink hook on batches of 5,000 stored events, writes and
-commit included, and the timer thread's round after each batch (timers due, and the folding of held
-values past 1,000,000 change rows, which the full run reaches once). ``webhook_p99_ms``: an event
-for a new person appended to the log -> loader -> engine (the person enters a real-time tag) ->
-outbox -> delivery worker (woken when the transaction commits) -> signed POST received and verified
-by a receiver on 127.0.0.1.
+thresholds, frozen heap) as when serving. The clock of an event starts when its record is durable
+(fsync'd) and stops when its real-time values are updated: the follower has folded it and the engine
+decided (what ``huaxiang realtime person`` reads; the events of one record are decided one after
+another, each under the engine's lock on its own, and each is timed on its own).
+``stored_p50_ms``/``stored_p99_ms``: to the commit of the transaction that stored the event with its
+tag values, bitmaps and enter/exit changes. ``events_per_s``: the engine's sink hook on batches of
+5,000 stored events, writes and commit included, and the timer thread's round after each batch
+(timers due, and the folding of held values past 1,000,000 change rows, which the full run reaches
+once). ``webhook_p99_ms``: an event for a new person appended to the log -> loader -> engine (the
+person enters a real-time tag) -> outbox -> delivery worker (woken when the transaction commits) ->
+signed POST received and verified by a receiver on 127.0.0.1.
 
 ``split_p50_ms``/``split_p99_ms``: the same steady rate with the producer in a process of its own,
 appending to the ingest log as the collector process of ``huaxiang serve --processes 2`` does
@@ -158,12 +159,16 @@ class Receiver:
 
 
 class Followed:
-    """When each record's real-time values were updated: the log follower reports the last
-    record it has followed, and every record up to it is current from that moment."""
+    """When each event's real-time values were updated. The follower decides the events of a
+    record one after another, each under the engine's lock on its own, and says so
+    (``Ahead.progress``: the first n events of a record are current); it then reports the record
+    followed, and every record up to it is current from that moment (records the loader folds
+    are current at once, when it has)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.last = rt.ahead.followed
         self.at: dict[int, float] = {}
+        self.events: dict[int, list[tuple[int, float]]] = {}
         self._lock = threading.Lock()
 
     def note(self, seq: int) -> None:
@@ -172,6 +177,30 @@ class Followed:
             for s in range(self.last + 1, seq + 1):
                 self.at.setdefault(s, at)
             self.last = max(self.last, seq)
+
+    def decided(self, seq: int, events: int) -> None:
+        at = time.perf_counter()
+        with self._lock:
+            self.events.setdefault(seq, []).append((events, at))
+
+    def times(self, seq: int, size: int) -> list[float]:
+        """When each of the ``size`` events of record ``seq`` was current."""
+        marks = self.events.get(seq, [])
+        out: list[float] = []
+        i = 0
+        for n in range(1, size + 1):
+            while i < len(marks) and marks[i][0] < n:
+                i += 1
+            out.append(marks[i][1] if i < len(marks) else self.at[seq])
+        return out
+
+    def follow(self, rt: Runtime) -> None:
+        rt.ahead.listeners.append(self.note)
+        rt.ahead.progress.append(self.decided)
+
+    def leave(self, rt: Runtime) -> None:
+        rt.ahead.listeners.remove(self.note)
+        rt.ahead.progress.remove(self.decided)
 
 
 def paced(count: int, rate: float, rng: random.Random) -> Iterator[list[Event]]:
@@ -214,7 +243,7 @@ def steady_latencies(
                 durable.setdefault(seq, at)
 
     rt.log.add_listener(on_durable)
-    rt.ahead.listeners.append(followed.note)
+    followed.follow(rt)
     rt.loader.start()
     rt.realtime.start()  # the timer thread: timers due, snapshots
     follower_started(rt)
@@ -244,12 +273,12 @@ def steady_latencies(
     rt.ahead.stop()
     rt.realtime.stop()
     rt.loader.stop()
-    rt.ahead.listeners.remove(followed.note)
+    followed.leave(rt)
     updated: list[float] = []
     committed: list[float] = []
     for seq, size in sizes.items():
         if seq in followed.at:
-            updated += [(followed.at[seq] - durable[seq]) * 1000] * size
+            updated += [(at - durable[seq]) * 1000 for at in followed.times(seq, size)]
         committed += [(committed_at[seq] - durable[seq]) * 1000] * size
     return updated, committed
 
@@ -320,7 +349,7 @@ def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = Tru
         ) as rt:
             freeze_loaded_heap()
             followed = Followed(rt)
-            rt.ahead.listeners.append(followed.note)
+            followed.follow(rt)
             if store:
                 rt.loader.start()
             rt.realtime.start()
@@ -343,7 +372,8 @@ def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = Tru
         wake_producer.close()
     out: list[float] = []
     for seq, size in produced["sizes"].items():
-        out += [(followed.at[int(seq)] - produced["durable"][seq]) * 1000] * size
+        durable = produced["durable"][seq]
+        out += [(at - durable) * 1000 for at in followed.times(int(seq), size)]
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from huaxiang.clock import ManualClock
 from huaxiang.collect import loader as loader_module
-from huaxiang.collect.records import encode_record
+from huaxiang.collect.records import decode_batch_at, encode_record
 from huaxiang.config import Workspace
 from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
@@ -476,3 +476,98 @@ def test_each_record_of_a_round_is_followed_once_it_is_folded(workspace: Workspa
             (appended[1], {"keen"}),
             (appended[2], {"keen", "buyer", "big_spender"}),
         ]
+
+
+def read_elsewhere(runtime: Runtime, user: str) -> set[str]:
+    """The tags another thread reads now (it waits for the engine's lock)."""
+    found: list[set[str]] = []
+    reader = threading.Thread(target=lambda: found.append(tags_of(runtime, user)))
+    reader.start()
+    reader.join(10)
+    assert found, "a reader waited for the engine's lock while events were reported decided"
+    return found[0]
+
+
+def test_the_events_of_a_record_are_decided_one_after_another(workspace: Workspace) -> None:
+    """The events of one record are decided one by one, the engine's lock let go between them:
+    a reader in another thread sees each event's values as soon as it is reported decided."""
+    with Runtime(workspace, start_loader=False, clock=ManualClock(T0)) as runtime:
+        ahead = runtime.ahead
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        con = runtime.store.cursor()
+        try:
+            assert ahead.follow(con) == 0
+            steps: list[tuple[int, int, set[str]]] = []
+            followed: list[tuple[int, set[str]]] = []
+            ahead.progress.append(lambda s, n: steps.append((s, n, read_elsewhere(runtime, "u1"))))
+            ahead.listeners.append(lambda s: followed.append((s, tags_of(runtime, "u1"))))
+            names = ("view", "view", "buy")
+            seq = runtime.log.append_sync(
+                encode_record([event(name, T0, "u1", amount=150) for name in names])
+            )
+            assert ahead.follow(con) == 1
+        finally:
+            con.close()
+        assert steps == [
+            (seq, 1, set()),
+            (seq, 2, {"keen"}),
+            (seq, 3, {"keen", "buyer", "big_spender"}),
+        ]
+        assert followed == [(seq, {"keen", "buyer", "big_spender"})]
+        assert runtime.loader.drain(30)
+        found = stored(runtime, "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 1", [])
+        assert found == [("buy", 1), ("view", 2), ("visit", 1)]
+        changes = stored(
+            runtime,
+            "SELECT name, count(*) FROM realtime_changes GROUP BY ALL ORDER BY 1",
+            [],
+        )
+        assert changes == [("big_spender", 1), ("buyer", 1), ("keen", 1)]
+
+
+def test_a_record_half_folded_is_finished_by_the_loader(
+    workspace: Workspace, monkeypatch: Any
+) -> None:
+    """Should the graph stop holding an event's identifiers linked while a record is decided
+    event by event, the loader folds the rest of that record: each event counts once."""
+    with Runtime(workspace, start_loader=False, clock=ManualClock(T0)) as runtime:
+        ahead = runtime.ahead
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, RULES)
+        con = runtime.store.cursor()
+        try:
+            assert ahead.follow(con) == 0
+            known = runtime.identity.known_person
+            calls: list[int] = []
+
+            def linked_twice(user: str | None, anonymous: str | None) -> int | None:
+                calls.append(1)
+                # The record's check, then its first event: linked; its second: not any more.
+                return known(user, anonymous) if len(calls) <= 2 else None
+
+            monkeypatch.setattr(runtime.identity, "known_person", linked_twice)
+            seq = runtime.log.append_sync(
+                encode_record([event("view", T0, "u1"), event("view", T0, "u1")])
+            )
+            assert runtime.realtime.fold_ahead(ahead_batches(runtime, seq), set(), con, 1) == 0
+            assert tags_of(runtime, "u1") == set()  # one view folded
+            monkeypatch.undo()
+        finally:
+            con.close()
+        assert runtime.loader.drain(30)  # stores both, folds the second
+        assert tags_of(runtime, "u1") == {"keen"}
+        changes = stored(runtime, "SELECT name, kind FROM realtime_changes ORDER BY seq", [])
+        assert changes == [("keen", "entered")]
+
+
+def ahead_batches(runtime: Runtime, seq: int) -> list[tuple[int, Any]]:
+    reader = runtime.log.reader(seq)
+    try:
+        item = reader.read()
+    finally:
+        reader.close()
+    assert item is not None
+    return [(seq, decode_batch_at(item[1])[0])]

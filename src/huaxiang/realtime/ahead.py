@@ -84,6 +84,9 @@ class Ahead:
         """The last record handled: folded ahead, or left to the loader and stored since."""
         self.listeners: list[Callable[[int], None]] = []
         """Called with :attr:`followed` each time it moves (the values are current up to it)."""
+        self.progress: list[Callable[[int, int], None]] = []
+        """Called with (record, n) as the values of the first n events of a record being folded
+        become current, one event after another, before the record is followed."""
         self._cond = threading.Condition()
         self._appended = log.last_seq
         self._stop = threading.Event()
@@ -362,4 +365,10 @@ class Ahead:
                     [maybe],
                 ).fetchall()
             }
-        return self.engine.fold_ahead(records, stored, con, loaded)
+        return self.engine.fold_ahead(
+            records, stored, con, loaded, self._decided if self.progress else None
+        )
+
+    def _decided(self, seq: int, events: int) -> None:
+        for listener in self.progress:
+            listener(seq, events)

@@ -720,14 +720,21 @@ class RealtimeEngine:
         stored: Collection[str],
         con: duckdb.DuckDBPyConnection,
         loaded: int,
+        decided: Callable[[int, int], None] | None = None,
     ) -> int:
         """Fold the events of ingest log records (in log order) as soon as they are durable,
         before the loader stores them: the values change in memory now, and the loader's next
-        batch writes what changed. Returns how many records were handled, from the first: a
+        batch writes what they changed. Returns how many records were handled, from the first: a
         record is the loader's to fold when one of its events is notable (identify, traits,
         consent ...) or names identifiers the graph does not hold linked yet. ``stored``:
         messageIds stored already (duplicates, skipped); ``loaded``: the last record the loader
-        committed. Profiles are read on ``con``."""
+        committed. Profiles are read on ``con``.
+
+        A few events are decided one by one, each under the engine's lock on its own: readers
+        see each event's values as soon as they are decided, and ``decided(record, n)`` is
+        called (outside the lock) once the first ``n`` events of ``record`` are. Should the
+        graph no longer hold an event's identifiers linked by then, the loader folds the rest
+        of its record (those folded are known by their messageIds)."""
         with self._lock, gc_paused():
             order = self._ahead_order
             while order and order[0][0] <= loaded:  # committed: seen_messages knows them
@@ -736,7 +743,8 @@ class RealtimeEngine:
                 return len(records)
             ahead = self._ahead
             met: set[str] = set()
-            taken: list[tuple[int, Rows, list[int]]] = []
+            # (position in records, seq, rows of its events, positions kept, their persons)
+            taken: list[tuple[int, int, Rows, list[int], list[int]]] = []
             handled = 0
             for seq, events in records:
                 if seq > self._claimed:  # else the loader took it
@@ -749,29 +757,72 @@ class RealtimeEngine:
                             met.add(message)
                             keep.append(i)
                     if keep:
-                        part = events.take(keep) if len(keep) < len(events) else events
-                        taken.append((seq, _columns(part), [persons[i] for i in keep]))
+                        taken.append((handled, seq, _columns(events), keep, persons))
                 handled += 1
-            if handled:
-                self._claimed = max(self._claimed, records[handled - 1][0])
-            if not taken:
+            count = sum(len(keep) for *_, keep, _ in taken)
+            if not taken or not self.single or count > ONE_BY_ONE:
+                if handled:
+                    self._claimed = max(self._claimed, records[handled - 1][0])
+                if taken:
+                    self._fold_together(taken, con)
                 return handled
-            rows = cast(Rows, tuple([v for _, r, _ in taken for v in r[k]] for k in range(6)))
-            persons = [p for _, _, ps in taken for p in ps]
-            now = self._now()
-            self._due(now, con, self._pending)
-            if self.single and len(persons) <= ONE_BY_ONE:
-                # Each event decided on its own: with scalars, a few events cost less so than
-                # as arrays (and each change names its own event).
-                for i, person in enumerate(persons):
-                    one = cast(Rows, tuple([column[i]] for column in rows))
+        return self._fold_one_by_one(records, handled, taken, con, decided)
+
+    def _fold_together(
+        self,
+        taken: list[tuple[int, int, Rows, list[int], list[int]]],
+        con: duckdb.DuckDBPyConnection,
+    ) -> None:
+        """:meth:`fold_ahead` of many events: one step, as arrays (under the engine's lock)."""
+        parts: list[tuple[int, Rows, list[int]]] = []
+        for _, seq, rows, keep, persons in taken:
+            if len(keep) < len(rows[4]):
+                rows = cast(Rows, tuple([column[i] for i in keep] for column in rows))
+            parts.append((seq, rows, [persons[i] for i in keep]))
+        together = cast(Rows, tuple([v for _, r, _ in parts for v in r[k]] for k in range(6)))
+        now = self._now()
+        self._due(now, con, self._pending)
+        self.step(together, now, self._pending, con, [p for _, _, ps in parts for p in ps])
+        for seq, rows, persons in parts:
+            self._ahead.update(rows[4])
+            self._ahead_order.append((seq, rows[4]))
+            self._ahead_rows.append((seq, rows, persons))
+
+    def _fold_one_by_one(
+        self,
+        records: Sequence[tuple[int, EventBatch]],
+        handled: int,
+        taken: list[tuple[int, int, Rows, list[int], list[int]]],
+        con: duckdb.DuckDBPyConnection,
+        decided: Callable[[int, int], None] | None,
+    ) -> int:
+        """:meth:`fold_ahead` of a few events: each decided with scalars, under the engine's
+        lock on its own, and marked folded ahead in the same hold (a reader, a timer round, a
+        rebuild or a regroup between two events sees the first as folded ahead and the second
+        as not come yet). Returns how many records were handled."""
+        known = self.identity.known_person
+        for index, seq, rows, keep, _ in taken:
+            ids = rows[0]
+            for position in keep:
+                with self._lock, gc_paused():
+                    # Being folded here: the loader's batches leave it (and those before it).
+                    self._claimed = max(self._claimed, seq)
+                    person = known(*ids[position])
+                    if person is None:  # linked no more: the loader folds the rest of it
+                        return index
+                    one = cast(Rows, tuple([column[position]] for column in rows))
+                    now = self._now()
+                    self._due(now, con, self._pending)
                     self.step(one, now, self._pending, con, [person])
-            else:
-                self.step(rows, now, self._pending, con, persons)
-            for seq, part_rows, persons in taken:
-                ahead.update(part_rows[4])
-                order.append((seq, part_rows[4]))
-                self._ahead_rows.append((seq, part_rows, persons))
+                    message = one[4]
+                    self._ahead.update(message)
+                    self._ahead_order.append((seq, message))
+                    self._ahead_rows.append((seq, one, [person]))
+                if decided is not None:
+                    decided(seq, position + 1)
+        if handled:
+            with self._lock:
+                self._claimed = max(self._claimed, records[handled - 1][0])
         return handled
 
     def _known_persons(self, events: EventBatch) -> list[int] | None:

@@ -13,7 +13,7 @@ from huaxiang.realtime.columns.base import NEVER
 STEPS = st.lists(
     st.one_of(
         st.tuples(
-            st.just("push"),
+            st.sampled_from(["push", "one by one"]),
             st.lists(st.tuples(st.integers(0, 40), st.integers(0, 2_000)), max_size=400),
         ),
         st.tuples(st.just("pop"), st.integers(0, 2_000)),
@@ -32,11 +32,15 @@ def test_entries_come_back_in_time_order_and_none_is_lost(
     calendar.watch = seen.append
     pending: dict[int, int] = {}  # person -> earliest moment not yet given back
     for kind, arg in steps:
-        if kind == "push":
+        if kind != "pop":
             entries = arg if isinstance(arg, list) else []
-            persons = np.array([p for p, _ in entries], np.int64)
-            moments = np.array([m for _, m in entries], np.int64)
-            calendar.push(persons, moments)
+            if kind == "push":
+                persons = np.array([p for p, _ in entries], np.int64)
+                moments = np.array([m for _, m in entries], np.int64)
+                calendar.push(persons, moments)
+            else:  # as the log follower's rounds push them
+                for p, m in entries:
+                    calendar.push_one(p, m)
             for p, m in entries:
                 pending[p] = min(pending.get(p, NEVER), m)
         else:
@@ -76,3 +80,22 @@ def test_a_moment_after_a_pending_one_is_not_added_until_that_one_fires() -> Non
     assert len(calendar) == 0 and calendar.first == NEVER
     calendar.push(np.array([1], np.int64), np.array([150], np.int64))  # the re-read's next
     assert calendar.pop(200)[1].tolist() == [1]
+
+
+def test_entries_pushed_one_by_one_are_merged_and_popped_like_arrays() -> None:
+    """Past the tail's size, entries pushed one at a time are sorted in; a pop gives back the
+    same entries as from a calendar given the same entries as arrays."""
+    rng = np.random.default_rng(5)
+    persons = rng.integers(0, 3_000, 12_000)
+    moments = rng.integers(0, 100_000, 12_000)
+    ones, arrays = Calendar(), Calendar()
+    for p, m in zip(persons.tolist(), moments.tolist(), strict=True):
+        ones.push_one(p, m)
+        arrays.push(np.array([p], np.int64), np.array([m], np.int64))
+    assert len(ones) == len(arrays) and ones.first == arrays.first
+    for until in (10_000, 50_000, 100_000):
+        got, expected = ones.pop(until), arrays.pop(until)
+        assert got[0].tolist() == expected[0].tolist()
+        assert sorted(got[1].tolist()) == sorted(expected[1].tolist())
+        assert ones.first == arrays.first
+    assert len(ones) == 0

@@ -20,6 +20,7 @@ persons again and again, and most of them would push the moment already pending.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable
 
 import numpy as np
@@ -39,7 +40,6 @@ class Calendar:
         "_head",
         "_sorted_moments",
         "_sorted_persons",
-        "_tail",
         "_tail_moments",
         "_tail_persons",
         "first",
@@ -51,9 +51,10 @@ class Calendar:
         self._sorted_persons = np.empty(0, np.int64)
         self._head = 0
         """Entries of the sorted part before this one are popped."""
-        self._tail_moments = np.empty(0, np.int64)
-        self._tail_persons = np.empty(0, np.int64)
-        self._tail = 0
+        self._tail_moments = array.array("q")
+        self._tail_persons = array.array("q")
+        """The tail: plain buffers, appended to one entry at a time without array calls (read
+        as arrays through copies or views that do not outlive the call)."""
         self._distinct = 0
         self._due = np.empty(0, np.int64)
         """Per person: a moment at or after which an entry is pending (NEVER: none known)."""
@@ -63,7 +64,7 @@ class Calendar:
         """Called with the new earliest moment when it moves (not with NEVER)."""
 
     def __len__(self) -> int:
-        return len(self._sorted_moments) - self._head + self._tail
+        return len(self._sorted_moments) - self._head + len(self._tail_moments)
 
     def _moved(self, first: int) -> None:
         self.first = first
@@ -81,53 +82,46 @@ class Calendar:
         keep = moments < self._due[persons]
         if not keep.all():
             persons, moments = persons[keep], moments[keep]
-        n = len(moments)
-        if not n:
+        if not len(moments):
             return
         self._due[persons] = moments
-        end = self._tail + n
-        self._tail_room(end)
-        self._tail_moments[self._tail : end] = moments
-        self._tail_persons[self._tail : end] = persons
-        self._appended(end, int(moments.min()))
+        self._tail_moments.frombytes(np.ascontiguousarray(moments, np.int64).tobytes())
+        self._tail_persons.frombytes(np.ascontiguousarray(persons, np.int64).tobytes())
+        self._appended(int(moments.min()))
 
-    def _tail_room(self, end: int) -> None:
-        """Room in the tail for entries up to ``end``."""
-        if end > len(self._tail_moments):
-            size = max(end, 2 * len(self._tail_moments), 64)
-            self._tail_moments = np.resize(self._tail_moments, size)
-            self._tail_persons = np.resize(self._tail_persons, size)
-
-    def _appended(self, end: int, low: int) -> None:
-        """The tail now ends at ``end``, its new entries no earlier than ``low``: merge it when
-        due, tell the watcher when the earliest moment moved."""
-        self._tail = end
-        if end > max(_TAIL, len(self._sorted_moments) - self._head):
+    def _appended(self, low: int) -> None:
+        """New entries in the tail, none earlier than ``low``: merge it when due, tell the
+        watcher when the earliest moment moved."""
+        end = len(self._tail_moments)
+        if end > _TAIL and end > len(self._sorted_moments) - self._head:
             self._merge()
         if low < self.first:
             self._moved(low)
 
     def push_one(self, person: int, moment: int) -> None:
         """:meth:`push` of one entry, without array calls."""
-        if person >= len(self._due):
-            self._due = grown(self._due, person + 1, NEVER)
-        if moment >= self._due.item(person):
+        due = self._due
+        if person >= len(due):
+            due = self._due = grown(due, person + 1, NEVER)
+        if moment >= due.item(person):
             return
-        self._due[person] = moment
-        end = self._tail + 1
-        self._tail_room(end)
-        self._tail_moments[self._tail] = moment
-        self._tail_persons[self._tail] = person
-        self._appended(end, moment)
+        due[person] = moment
+        self._tail_moments.append(moment)
+        self._tail_persons.append(person)
+        self._appended(moment)
+
+    def _tail(self) -> tuple[Moments, Persons]:
+        """The tail's entries, as arrays of their own."""
+        return (
+            np.array(self._tail_moments, np.int64),
+            np.array(self._tail_persons, np.int64),
+        )
 
     def _merge(self) -> None:
         """Sort the tail into the sorted part (folding duplicates when there are many)."""
-        moments = np.concatenate(
-            (self._sorted_moments[self._head :], self._tail_moments[: self._tail])
-        )
-        persons = np.concatenate(
-            (self._sorted_persons[self._head :], self._tail_persons[: self._tail])
-        )
+        tail_m, tail_p = self._tail()
+        moments = np.concatenate((self._sorted_moments[self._head :], tail_m))
+        persons = np.concatenate((self._sorted_persons[self._head :], tail_p))
         if len(moments) > 2 * self._distinct + 1024:
             order = np.lexsort((moments, persons))
             persons, moments = persons[order], moments[order]
@@ -138,7 +132,8 @@ class Calendar:
         order = np.argsort(moments, kind="stable")
         self._sorted_moments, self._sorted_persons = moments[order], persons[order]
         self._head = 0
-        self._tail = 0
+        self._tail_moments = array.array("q")
+        self._tail_persons = array.array("q")
 
     def pop(self, until: int) -> tuple[Moments, Persons]:
         """Remove and return the entries due at or before ``until``, in time order."""
@@ -154,18 +149,19 @@ class Calendar:
             self._sorted_moments = self._sorted_moments[self._head :].copy()
             self._sorted_persons = self._sorted_persons[self._head :].copy()
             self._head = 0
-        if self._tail:
-            tail_m = self._tail_moments[: self._tail]
-            tail_p = self._tail_persons[: self._tail]
+        tail_first = NEVER
+        if self._tail_moments:
+            tail_m, tail_p = self._tail()
             due = tail_m <= until
             if due.any():
                 out_m = np.concatenate((out_m, tail_m[due]))
                 out_p = np.concatenate((out_p, tail_p[due]))
                 rest = ~due
-                kept = int(rest.sum())
-                self._tail_moments[:kept] = tail_m[rest]
-                self._tail_persons[:kept] = tail_p[rest]
-                self._tail = kept
+                tail_m, tail_p = tail_m[rest], tail_p[rest]
+                self._tail_moments = array.array("q", tail_m.tobytes())
+                self._tail_persons = array.array("q", tail_p.tobytes())
+            if len(tail_m):
+                tail_first = int(tail_m.min())
         self._distinct = min(self._distinct, len(self))
         if len(out_p):
             fired = out_p[self._due[out_p] <= until]
@@ -173,9 +169,7 @@ class Calendar:
         first = NEVER
         if self._head < len(self._sorted_moments):
             first = int(self._sorted_moments[self._head])
-        if self._tail:
-            first = min(first, int(self._tail_moments[: self._tail].min()))
-        self._moved(first)
+        self._moved(min(first, tail_first))
         order = np.argsort(out_m, kind="stable")
         return out_m[order], out_p[order]
 

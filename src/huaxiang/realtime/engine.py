@@ -54,7 +54,7 @@ from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Codes, Held
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
 from huaxiang.realtime.outcome import Decisions, Outcome, Part
-from huaxiang.realtime.program import Profile, Unsupported
+from huaxiang.realtime.program import NO_PROFILE, Profile, Unsupported
 from huaxiang.realtime.tables import store_held
 from huaxiang.realtime.vector import (
     Columns,
@@ -1016,24 +1016,35 @@ class RealtimeEngine:
     ) -> None:
         """:meth:`_react_state` of one person: read the leaves of one state whose atoms can
         still change (all of its windows at once), judge them, mark the subjects."""
-        settled = [
-            leaf.rising and bool(leaf.judged) and all(a.truth.item(pid) for a in leaf.judged)
-            for leaf in leaves
-        ]
-        if all(settled):
+        # A true rising atom stays true as events come: a leaf whose atoms all are is not
+        # judged again (nor read, when no leaf of the state needs it).
+        settled: list[bool] = []
+        unsettled = False
+        for leaf in leaves:
+            done = leaf.rising and bool(leaf.judged)
+            if done:
+                for atom in leaf.judged:
+                    if not atom.truth.item(pid):
+                        done = False
+                        break
+            if not done:
+                unsettled = True
+            settled.append(done)
+        if not unsettled:
             return
         readings = _read_one(self.program.states[state].columns, pid, now, windows)
         for leaf, done, (value, present, nxt) in zip(leaves, settled, readings, strict=True):
-            if done:  # a true rising atom stays true as events come: not judged again
+            if done:
                 continue
             for atom in leaf.judged:
                 truth, own = atom.judge_one(value, present, now)
                 if own < nxt:
                     nxt = own
-                if truth != atom.truth.item(pid):
-                    atom.truth[pid] = truth
+                truths = atom.truth
+                if truth != truths.item(pid):
+                    truths[pid] = truth
                     for sid in atom.subjects:
-                        dirty.setdefault(sid)
+                        dirty[sid] = None  # (a subject marked already keeps its place)
             if nxt > now:
                 leaf.timers.push_one(pid, nxt)
 
@@ -1052,8 +1063,8 @@ class RealtimeEngine:
         base = len(outcome.causes)
         outcome.causes.append(cause)
         decided = [s for s in map(self.subjects.get, dirty) if s is not None]
-        profile = Profile()
-        if con is not None and any(s.uses for s in decided):
+        profile = NO_PROFILE
+        if con is not None and self._profile_subjects and any(s.uses for s in decided):
             needs = {use.split(":", 1)[0] for s in decided for use in s.uses}
             profile = self._profiles(con, needs, np.array([pid], np.int64)).get(pid) or profile
         ctx = ContextOne(pid, now, self.program.atoms, profile)

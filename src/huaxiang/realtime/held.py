@@ -170,10 +170,11 @@ class Held:
         """:meth:`settle` for one person, without array calls: (old code, new code, kind,
         changed (else only the TTL moved), qualified, expires) of its row, or None when nothing
         changed and no TTL moved."""
-        self.grow(person + 1)
+        if person >= len(self.code):
+            self.grow(person + 1)
         old: int = self.code.item(person)
         if ttl_us is None:
-            new = max(fresh, NONE)
+            new = fresh if fresh > NONE else NONE
             self.code[person] = new
             self.qualified[person] = now
             self.expires[person] = NEVER

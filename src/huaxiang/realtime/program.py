@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from huaxiang.rules.ast import (
     Compare,
@@ -44,6 +44,10 @@ class Profile:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     consent: Mapping[str, bool | None] = field(default_factory=dict)
     tags: Mapping[str, Any] = field(default_factory=dict)
+
+
+NO_PROFILE: Final = Profile()
+"""A person's profile when no subject decided reads one (shared: never changed)."""
 
 
 def rising(node: Condition) -> bool:

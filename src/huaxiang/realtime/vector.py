@@ -554,9 +554,15 @@ def _compile_one(program: VectorProgram, node: Condition) -> ExprOne:
     match node:
         case And(conditions):
             parts = [_compile_one(program, c) for c in conditions]
+            if len(parts) == 2:  # most often: no generator to make
+                first, second = parts
+                return lambda ctx: first(ctx) and second(ctx)
             return lambda ctx: all(part(ctx) for part in parts)
         case Or(conditions):
             parts = [_compile_one(program, c) for c in conditions]
+            if len(parts) == 2:
+                first, second = parts
+                return lambda ctx: first(ctx) or second(ctx)
             return lambda ctx: any(part(ctx) for part in parts)
         case Not(condition):
             inner = _compile_one(program, condition)
@@ -572,7 +578,8 @@ def _compile_one(program: VectorProgram, node: Condition) -> ExprOne:
     if found is None:
         raise Unsupported(f"not a compiled rule condition: {node!r}")
     atom_id = found
-    return lambda ctx: bool(ctx.atoms[atom_id].truth.item(ctx.person))
+    # .item() of a truth (a bool array) is a bool already.
+    return lambda ctx: ctx.atoms[atom_id].truth.item(ctx.person)  # type: ignore[no-any-return]
 
 
 def _consent(purpose: str, status: ConsentStatus) -> Callable[[Profile], bool]:

@@ -199,8 +199,7 @@ class SequenceColumns:
         self._grow(person + 1)
         used: int = self.length.item(person)
         if used + 1 > self.capacity.item(person):
-            one = np.array([person], np.int64)
-            self._move(one, np.array([used], np.int64), np.array([used + 1], np.int64))
+            self._move_one(person, used)
         at = self.start.item(person) + used
         mixed = False
         if used:
@@ -225,6 +224,21 @@ class SequenceColumns:
         self.firsts[dst] = self.firsts[src]
         self.start[moved] = slots
         self.capacity[moved] = room
+        self.top = end
+
+    def _move_one(self, person: int, used: int) -> None:
+        """:meth:`_move` of one person's full slot (``used`` entries), with slices."""
+        room = max(2 * (used + 1), 4)
+        slot = self.top
+        end = slot + room
+        self.times = grown(self.times, end, 0)
+        self.firsts = grown(self.firsts, end, False)
+        if used:
+            start: int = self.start.item(person)
+            self.times[slot : slot + used] = self.times[start : start + used]
+            self.firsts[slot : slot + used] = self.firsts[start : start + used]
+        self.start[person] = slot
+        self.capacity[person] = room
         self.top = end
 
     def _sort(self, owners: Persons) -> None:

@@ -571,3 +571,34 @@ def ahead_batches(runtime: Runtime, seq: int) -> list[tuple[int, Any]]:
         reader.close()
     assert item is not None
     return [(seq, decode_batch_at(item[1])[0])]
+
+
+def test_a_tick_with_nothing_to_do_takes_no_write_transaction(workspace: Workspace) -> None:
+    """The timer thread's tick writes only when a timer is due, a regroup waits, something is
+    pending or the definitions changed: an idle tick leaves the store's writer lock alone (the
+    write generation does not move) and a definition activated meanwhile is still followed."""
+    clock = ManualClock(T0)
+    with Runtime(workspace, start_loader=False, clock=clock) as runtime:
+        engine = runtime.realtime
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        activate(runtime, {"recent_view": "did(view, 1h)"})
+        runtime.log.append_sync(encode_record([event("view", T0, "u1")]))
+        assert runtime.loader.drain(30)
+        assert tags_of(runtime, "u1") == {"recent_view"}
+        engine.process_due(report=False)
+        before = runtime.store.write_generation
+        engine.process_due(report=False)  # nothing due: the window ends at T0 + 1h
+        assert runtime.store.write_generation == before
+        clock.advance(timedelta(hours=1, seconds=1))
+        engine.process_due(report=False)  # the window passed: the tag leaves, written
+        assert runtime.store.write_generation > before
+        assert tags_of(runtime, "u1") == set()
+        left = stored(runtime, "SELECT name, kind FROM realtime_changes ORDER BY seq", [])
+        assert left == [("recent_view", "entered"), ("recent_view", "left")]
+        # A definition activated outside the engine: the next tick follows it.
+        with runtime.store.transaction() as con:
+            insert_tag(con, realtime_tag("visitor", "did(visit, 1d)"))
+            con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = 'visitor'")
+        engine.process_due(report=False)
+        assert tags_of(runtime, "u1") == {"visitor"}

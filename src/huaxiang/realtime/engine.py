@@ -289,18 +289,7 @@ class RealtimeEngine:
         """Follow the definitions: compile new or changed subjects, rebuild their state from
         history, drop removed ones. Inside a transaction. Returns None when nothing changed,
         else the ids of the leaves rebuilt from the stored events."""
-        signature = tuple(
-            con.execute(
-                """
-                SELECT count(*), hash(list(name || ':' || version ORDER BY name))
-                FROM tag_definitions WHERE refresh_mode = ? AND status = 'active'
-                UNION ALL
-                SELECT count(*), hash(list(name || ':' || version ORDER BY name))
-                FROM audience_definitions JOIN realtime_audiences USING (name)
-                """,
-                [REALTIME],
-            ).fetchall()
-        )
+        signature = _signature(con)
         self._checked = time.monotonic()
         if signature == self._signature:
             return None
@@ -1379,11 +1368,34 @@ class RealtimeEngine:
                     dirty[index].append((persons, np.zeros(len(persons), np.int64)))
             self._decide(con, dirty, moment, [TIMER_CAUSE], outcome)
 
+    def _idle_tick(self) -> bool:
+        """Whether a tick of the timer thread has nothing to do: no timer due, no regroup
+        waiting, nothing pending for it to write, no folding of held values due, and the
+        definitions as compiled (looked at on a cursor of its own). It then takes no write
+        transaction: the store's writer lock stays with the loader, and a tick right after
+        the loader's commit does not compete with the log follower catching up."""
+        with self._lock:
+            busy = (
+                self._next_due() <= self._now()
+                or self.regrouping
+                or self._unfolded > COMPACT_ROWS
+                or (self._pending.decided and self._claimed <= self._loader_claimed)
+            )
+        if busy:
+            return False
+        con = self.store.cursor()
+        try:
+            return _signature(con) == self._signature
+        finally:
+            con.close()
+
     def process_due(self, *, report: bool = True) -> list[MembershipChange]:
         """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
         ManualClock call it after moving the clock), and write what is pending. Returns the
         changes (``report`` False: only those activation or a listener takes; the timer thread
-        does not read them)."""
+        does not read them, and a tick with nothing to do takes no transaction)."""
+        if not report and self._idle_tick():
+            return []
         with self.store.transaction() as con, gc_paused():
             self._recover(con)
             self.sync(con)
@@ -2524,6 +2536,22 @@ newest decision per subject key and person (value_id NULL: none)."""
 
 HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]
 """(persons, value code, qualified, expires) of held value rows."""
+
+
+def _signature(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """What the real-time definitions are now: their count and a hash of names and versions."""
+    return tuple(
+        con.execute(
+            """
+            SELECT count(*), hash(list(name || ':' || version ORDER BY name))
+            FROM tag_definitions WHERE refresh_mode = ? AND status = 'active'
+            UNION ALL
+            SELECT count(*), hash(list(name || ':' || version ORDER BY name))
+            FROM audience_definitions JOIN realtime_audiences USING (name)
+            """,
+            [REALTIME],
+        ).fetchall()
+    )
 
 
 def _event_plan(program: VectorProgram, name: str, met: dict[EventMatch, bool]) -> EventPlan:

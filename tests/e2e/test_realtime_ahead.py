@@ -8,7 +8,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -450,27 +451,34 @@ def test_the_loader_stores_records_as_the_follower_decoded_them(
         assert tags_of(runtime, "u1") == {"keen", "buyer", "big_spender"}
 
 
-def test_each_record_of_a_round_is_followed_once_it_is_folded(workspace: Workspace) -> None:
-    """A round that finds several records reports each one followed as soon as its events are
-    decided: readers of the first need not wait for the last."""
-    # No threads: the loader loads when drained, the rounds run here.
+@contextmanager
+def following_by_hand(workspace: Workspace) -> Iterator[tuple[Runtime, Any]]:
+    """A runtime without threads (the loader loads when drained, the follower's rounds run in
+    the test), a first event stored, :data:`RULES` active: (runtime, a cursor for the rounds)."""
     with Runtime(workspace, start_loader=False, clock=ManualClock(T0)) as runtime:
-        ahead = runtime.ahead
         runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
         assert runtime.loader.drain(30)
         activate(runtime, RULES)
         con = runtime.store.cursor()
         try:
-            assert ahead.follow(con) == 0  # the loader stored the first one
-            seen: list[tuple[int, set[str]]] = []
-            ahead.listeners.append(lambda seq: seen.append((seq, tags_of(runtime, "u1"))))
-            appended = [
-                runtime.log.append_sync(encode_record([event(name, T0, "u1", amount=150)]))
-                for name in ("view", "view", "buy")
-            ]
-            assert ahead.follow(con) == 3
+            assert runtime.ahead.follow(con) == 0  # the loader stored the first one
+            yield runtime, con
         finally:
             con.close()
+
+
+def test_each_record_of_a_round_is_followed_once_it_is_folded(workspace: Workspace) -> None:
+    """A round that finds several records reports each one followed as soon as its events are
+    decided: readers of the first need not wait for the last."""
+    with following_by_hand(workspace) as (runtime, con):
+        ahead = runtime.ahead
+        seen: list[tuple[int, set[str]]] = []
+        ahead.listeners.append(lambda seq: seen.append((seq, tags_of(runtime, "u1"))))
+        appended = [
+            runtime.log.append_sync(encode_record([event(name, T0, "u1", amount=150)]))
+            for name in ("view", "view", "buy")
+        ]
+        assert ahead.follow(con) == 3
         assert seen == [
             (appended[0], set()),
             (appended[1], {"keen"}),
@@ -491,25 +499,17 @@ def read_elsewhere(runtime: Runtime, user: str) -> set[str]:
 def test_the_events_of_a_record_are_decided_one_after_another(workspace: Workspace) -> None:
     """The events of one record are decided one by one, the engine's lock let go between them:
     a reader in another thread sees each event's values as soon as it is reported decided."""
-    with Runtime(workspace, start_loader=False, clock=ManualClock(T0)) as runtime:
+    with following_by_hand(workspace) as (runtime, con):
         ahead = runtime.ahead
-        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
-        assert runtime.loader.drain(30)
-        activate(runtime, RULES)
-        con = runtime.store.cursor()
-        try:
-            assert ahead.follow(con) == 0
-            steps: list[tuple[int, int, set[str]]] = []
-            followed: list[tuple[int, set[str]]] = []
-            ahead.progress.append(lambda s, n: steps.append((s, n, read_elsewhere(runtime, "u1"))))
-            ahead.listeners.append(lambda s: followed.append((s, tags_of(runtime, "u1"))))
-            names = ("view", "view", "buy")
-            seq = runtime.log.append_sync(
-                encode_record([event(name, T0, "u1", amount=150) for name in names])
-            )
-            assert ahead.follow(con) == 1
-        finally:
-            con.close()
+        steps: list[tuple[int, int, set[str]]] = []
+        followed: list[tuple[int, set[str]]] = []
+        ahead.progress.append(lambda s, n: steps.append((s, n, read_elsewhere(runtime, "u1"))))
+        ahead.listeners.append(lambda s: followed.append((s, tags_of(runtime, "u1"))))
+        names = ("view", "view", "buy")
+        seq = runtime.log.append_sync(
+            encode_record([event(name, T0, "u1", amount=150) for name in names])
+        )
+        assert ahead.follow(con) == 1
         assert steps == [
             (seq, 1, set()),
             (seq, 2, {"keen"}),
@@ -532,31 +532,22 @@ def test_a_record_half_folded_is_finished_by_the_loader(
 ) -> None:
     """Should the graph stop holding an event's identifiers linked while a record is decided
     event by event, the loader folds the rest of that record: each event counts once."""
-    with Runtime(workspace, start_loader=False, clock=ManualClock(T0)) as runtime:
-        ahead = runtime.ahead
-        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
-        assert runtime.loader.drain(30)
-        activate(runtime, RULES)
-        con = runtime.store.cursor()
-        try:
-            assert ahead.follow(con) == 0
-            known = runtime.identity.known_person
-            calls: list[int] = []
+    with following_by_hand(workspace) as (runtime, con):
+        known = runtime.identity.known_person
+        calls: list[int] = []
 
-            def linked_twice(user: str | None, anonymous: str | None) -> int | None:
-                calls.append(1)
-                # The record's check, then its first event: linked; its second: not any more.
-                return known(user, anonymous) if len(calls) <= 2 else None
+        def linked_twice(user: str | None, anonymous: str | None) -> int | None:
+            calls.append(1)
+            # The record's check, then its first event: linked; its second: not any more.
+            return known(user, anonymous) if len(calls) <= 2 else None
 
-            monkeypatch.setattr(runtime.identity, "known_person", linked_twice)
-            seq = runtime.log.append_sync(
-                encode_record([event("view", T0, "u1"), event("view", T0, "u1")])
-            )
-            assert runtime.realtime.fold_ahead(ahead_batches(runtime, seq), set(), con, 1) == 0
-            assert tags_of(runtime, "u1") == set()  # one view folded
-            monkeypatch.undo()
-        finally:
-            con.close()
+        monkeypatch.setattr(runtime.identity, "known_person", linked_twice)
+        seq = runtime.log.append_sync(
+            encode_record([event("view", T0, "u1"), event("view", T0, "u1")])
+        )
+        assert runtime.realtime.fold_ahead(ahead_batches(runtime, seq), set(), con, 1) == 0
+        assert tags_of(runtime, "u1") == set()  # one view folded
+        monkeypatch.undo()
         assert runtime.loader.drain(30)  # stores both, folds the second
         assert tags_of(runtime, "u1") == {"keen"}
         changes = stored(runtime, "SELECT name, kind FROM realtime_changes ORDER BY seq", [])

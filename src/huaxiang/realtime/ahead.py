@@ -59,8 +59,9 @@ BUSY_SHARE = 0.85
 """The share of the last second the follower may have spent folding (processor time) before
 it leaves records to the loader. The two share one interpreter: past this share the follower
 would starve the loader, and with it the commits that webhooks and SQL readers wait for. A
-round decides its events one by one, with scalars (on the benchmark's 1,000 rules, about 0.4 ms
-an event), so at 1,000 events/s the follower spends about half of each second folding."""
+round decides its events one by one, with scalars (on the benchmark's 1,000 rules, about 0.2 ms
+of processor time an event, more when the interpreter is shared), so at 1,000 events/s the
+follower spends a fifth to a quarter of each second folding."""
 BUSY_WINDOW_S = 1.0
 HANDED_MAX_BYTES = 8 << 20
 """The log's records kept as it handed them over, at most (their payloads' bytes); older ones

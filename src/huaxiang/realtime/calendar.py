@@ -6,7 +6,8 @@ re-reads the person at that moment, and the reading schedules the next one, so a
 stale by later events costs a re-read and nothing else.
 
 Entries live in a part sorted by moment (popped from its head by a binary search) and an
-unsorted tail that new entries are appended to (a pop scans it); the tail is merged into the
+unsorted tail that new entries are appended to (plain buffers: the log follower appends tens of
+entries an event, one at a time, without an array call; a pop scans it); the tail is merged into the
 sorted part when it has grown past the sorted part's size and 4,096 entries (so each entry is
 sorted a few times, at most, and a calendar of a few thousand persons is rarely sorted).
 Duplicates are folded at a merge (the earliest moment per person stays) when the calendar holds
@@ -24,6 +25,7 @@ import array
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from huaxiang.realtime.columns.base import NEVER, Moments, Persons, grown
 
@@ -85,8 +87,8 @@ class Calendar:
         if not len(moments):
             return
         self._due[persons] = moments
-        self._tail_moments.frombytes(np.ascontiguousarray(moments, np.int64).tobytes())
-        self._tail_persons.frombytes(np.ascontiguousarray(persons, np.int64).tobytes())
+        self._tail_moments.frombytes(_octets(moments))
+        self._tail_persons.frombytes(_octets(persons))
         self._appended(int(moments.min()))
 
     def _appended(self, low: int) -> None:
@@ -111,10 +113,12 @@ class Calendar:
         self._appended(moment)
 
     def _tail(self) -> tuple[Moments, Persons]:
-        """The tail's entries, as arrays of their own."""
+        """The tail's entries as arrays over its buffers (no copy). A buffer viewed cannot
+        grow: the callers replace the buffers rather than append to them while the views
+        live."""
         return (
-            np.array(self._tail_moments, np.int64),
-            np.array(self._tail_persons, np.int64),
+            np.frombuffer(self._tail_moments, np.int64),
+            np.frombuffer(self._tail_persons, np.int64),
         )
 
     def _merge(self) -> None:
@@ -158,8 +162,10 @@ class Calendar:
                 out_p = np.concatenate((out_p, tail_p[due]))
                 rest = ~due
                 tail_m, tail_p = tail_m[rest], tail_p[rest]
-                self._tail_moments = array.array("q", tail_m.tobytes())
-                self._tail_persons = array.array("q", tail_p.tobytes())
+                self._tail_moments = array.array("q")
+                self._tail_moments.frombytes(_octets(tail_m))
+                self._tail_persons = array.array("q")
+                self._tail_persons.frombytes(_octets(tail_p))
             if len(tail_m):
                 tail_first = int(tail_m.min())
         self._distinct = min(self._distinct, len(self))
@@ -177,3 +183,8 @@ class Calendar:
         watch = self.watch
         self.__init__()  # type: ignore[misc]
         self.watch = watch
+
+
+def _octets(values: NDArray[np.int64]) -> bytes:
+    """The bytes of ``values`` as 64-bit integers (what a buffer's ``frombytes`` takes)."""
+    return np.ascontiguousarray(values, np.int64).tobytes()

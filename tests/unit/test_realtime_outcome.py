@@ -81,11 +81,10 @@ def test_flat_rows_are_the_decisions_the_parts_hold() -> None:
     # An outcome keeps parts and decisions of one person in the order they came.
     outcome = Outcome()
     half = len(ones) // ONE_FIELDS // 2 * ONE_FIELDS
-    for i in range(0, half, ONE_FIELDS):
-        outcome.add_one(tuple(ones[i : i + ONE_FIELDS]))  # type: ignore[arg-type]
+    for i in range(0, half, ONE_FIELDS):  # an event's decisions: one or more at a time
+        outcome.add_ones(ones[i : i + ONE_FIELDS].tolist())
     outcome.add_part(parts[0])
-    for i in range(half, len(ones), ONE_FIELDS):
-        outcome.add_one(tuple(ones[i : i + ONE_FIELDS]))  # type: ignore[arg-type]
+    outcome.add_ones(ones[half:].tolist())
     assert outcome.decided
     together = outcome.flat()
     first = Decisions.of_parts(parts[:1])

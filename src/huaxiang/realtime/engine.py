@@ -1057,6 +1057,7 @@ class RealtimeEngine:
             needs = {use.split(":", 1)[0] for s in decided for use in s.uses}
             profile = self._profiles(con, needs, np.array([pid], np.int64)).get(pid) or profile
         ctx = ContextOne(pid, now, self.program.atoms, profile)
+        ones: list[int] = []  # the decisions' numbers, one after the other (see add_ones)
         for subject in decided:
             code, defaulted = NONE, False
             for case, expr in subject.cases_one:
@@ -1072,21 +1073,21 @@ class RealtimeEngine:
             if settled is not None:
                 self._seq += 1
                 old, new, kind, changed, qualified, expires = settled
-                outcome.add_one(
-                    (
-                        subject.sid,
-                        now,
-                        pid,
-                        old,
-                        new,
-                        kind,
-                        int(changed),
-                        qualified,
-                        expires,
-                        base,
-                        self._seq,
-                    )
+                ones += (
+                    subject.sid,
+                    now,
+                    pid,
+                    old,
+                    new,
+                    kind,
+                    changed,
+                    qualified,
+                    expires,
+                    base,
+                    self._seq,
                 )
+        if ones:
+            outcome.add_ones(ones)
 
     def _react(
         self,

@@ -182,9 +182,11 @@ class Outcome:
         self._close_ones()
         self._parts.append(part)
 
-    def add_one(self, one: One) -> None:
-        """A decision of one person: kept as numbers (see :class:`Decisions`)."""
-        self._ones.extend(one)
+    def add_ones(self, ones: list[int]) -> None:
+        """Decisions of one person each, kept as numbers (see :class:`Decisions`): their
+        :data:`One` fields one after the other in one list (a bool counts as 0 or 1), one call
+        for all the decisions an event made."""
+        self._ones.fromlist(ones)
 
     def flat(self) -> Decisions:
         """Every decision, as rows in the order they were made."""

@@ -6,10 +6,10 @@ re-reads the person at that moment, and the reading schedules the next one, so a
 stale by later events costs a re-read and nothing else.
 
 Entries live in a part sorted by moment (popped from its head by a binary search) and an
-unsorted tail that new entries are appended to (plain buffers: the log follower appends tens of
-entries an event, one at a time, without an array call; a pop scans it); the tail is merged into the
-sorted part when it has grown past the sorted part's size and 4,096 entries (so each entry is
-sorted a few times, at most, and a calendar of a few thousand persons is rarely sorted).
+unsorted tail that new entries are appended to (plain buffers: the log follower appends tens
+of entries an event, one at a time, without an array call; a pop scans it); the tail is merged
+into the sorted part when it has grown past the sorted part's size and 4,096 entries (so each
+entry is sorted a few times, at most, and a calendar of a few thousand persons is rarely sorted).
 Duplicates are folded at a merge (the earliest moment per person stays) when the calendar holds
 more than twice as many entries as persons. ``watch`` is told whenever the earliest moment
 moves, so the engine keeps all calendars in one heap instead of scanning them.
@@ -56,7 +56,7 @@ class Calendar:
         self._tail_moments = array.array("q")
         self._tail_persons = array.array("q")
         """The tail: plain buffers, appended to one entry at a time without array calls (read
-        as arrays through copies or views that do not outlive the call)."""
+        as arrays through views, see :meth:`_tail`)."""
         self._distinct = 0
         self._due = np.empty(0, np.int64)
         """Per person: a moment at or after which an entry is pending (NEVER: none known)."""
@@ -162,10 +162,9 @@ class Calendar:
                 out_p = np.concatenate((out_p, tail_p[due]))
                 rest = ~due
                 tail_m, tail_p = tail_m[rest], tail_p[rest]
-                self._tail_moments = array.array("q")
-                self._tail_moments.frombytes(_octets(tail_m))
-                self._tail_persons = array.array("q")
-                self._tail_persons.frombytes(_octets(tail_p))
+                # New buffers: the views of the old ones live on in this call.
+                self._tail_moments = array.array("q", _octets(tail_m))
+                self._tail_persons = array.array("q", _octets(tail_p))
             if len(tail_m):
                 tail_first = int(tail_m.min())
         self._distinct = min(self._distinct, len(self))

@@ -81,6 +81,8 @@ OPERATIONS = st.lists(
         st.tuples(st.just("compact"), st.none()),
         st.tuples(st.just("read"), st.integers(min_value=0, max_value=30)),
         st.tuples(st.just("reload"), st.none()),
+        # go on with a copy; the original is then fed, compacted and emptied
+        st.tuples(st.just("copy"), st.none()),
         # the persons' events go to another person (an identity merge or split)
         st.tuples(st.just("forget"), st.lists(st.integers(min_value=0, max_value=7), max_size=3)),
     ),
@@ -173,6 +175,17 @@ def test_columns_equal_object_states(
             columns.forget(np.array(sorted(set(arg)), dtype=np.int64))
             for person in arg:
                 objects.states.pop(person, None)
+        elif kind == "copy":
+            columns, old = columns.copy(), columns
+            old.feed(
+                np.arange(PERSONS, dtype=np.int64),
+                np.full(PERSONS, now - STEP, np.int64),
+                ["7", 2.5, "x", 1, None, "y", -3, "z"][:PERSONS],
+                now,
+                0,
+            )
+            old.compact(now + 1_000 * STEP, 0)
+            old.forget(np.arange(PERSONS, dtype=np.int64))
         else:
             columns = MetricColumns.load(spec, span, columns.dump())
         assert_same(columns, objects, now)

@@ -1,8 +1,8 @@
 """Columnar first/last-time and sequence leaves answer exactly as the object states do.
 
 Random streams of batches (late events, events stamped ahead of the clock, events matching both
-steps of a sequence), compactions, dump/load round trips and reads at moments at or after the
-clock are applied to a :class:`TimeColumns` / :class:`SequenceColumns` and, event by event, to
+steps of a sequence), compactions, dump/load round trips, copies and reads at moments at or after
+the clock are applied to a :class:`TimeColumns` / :class:`SequenceColumns` and, event by event, to
 one :class:`TimeState` / :class:`SequenceState` per person; every read must match person by
 person (value, absence, next change).
 """
@@ -71,6 +71,12 @@ class Reload:
 
 
 @dataclass(frozen=True)
+class Copy:
+    """Go on with a copy; the original is then fed, compacted and emptied (a copy sharing
+    anything the original changes in place would answer differently from then on)."""
+
+
+@dataclass(frozen=True)
 class Forget:
     persons: list[int]  # their events go to another person (an identity merge or split)
 
@@ -99,6 +105,7 @@ STEPS = st.lists(
         st.builds(Advance, st.integers(min_value=0, max_value=6).map(lambda h: 2 * h) | st.just(1)),
         st.just(Compact()),
         st.just(Reload()),
+        st.just(Copy()),
         st.builds(Forget, st.lists(st.integers(min_value=0, max_value=4), max_size=3)),
         st.builds(
             Read,
@@ -140,6 +147,17 @@ def _check(reading: Reading, persons: list[int], expected: list[tuple[Any, int |
         ), f"person {person}"
 
 
+def _scramble(columns: TimeColumns | SequenceColumns, now: int, late: int) -> None:
+    """Change every part of a state in place: events for every person fed (past, now and
+    ahead), everything compacted far ahead, everyone forgotten."""
+    persons = np.array([0, 1, 2, 3, 0, 1, 2, 3], dtype=np.int64)
+    times = now + np.array([-8, -2, 0, 2, -4, 0, 4, 8], dtype=np.int64) * HALF
+    roles = np.array([True, False] * 4, dtype=np.bool_)
+    columns.feed(persons, times, None, now, late, first=roles)
+    columns.compact(now + 1_000 * HOUR, late)
+    columns.forget(np.arange(4, dtype=np.int64))
+
+
 def _time_run(which: a.Which, late: int, steps: list[Any]) -> None:
     spec, span = TimeSpec(which, a.EventMatch("e")), Span(None)
     columns = TimeColumns(spec, span)
@@ -160,6 +178,9 @@ def _time_run(which: a.Which, late: int, steps: list[Any]) -> None:
                     state.compact(now)
             case Reload():
                 columns = TimeColumns.load(spec, span, columns.dump())
+            case Copy():
+                columns, old = columns.copy(), columns
+                _scramble(old, now, late)
             case Forget(persons):
                 columns.forget(np.array(sorted(set(persons)), dtype=np.int64))
                 for person in persons:
@@ -196,6 +217,9 @@ def _sequence_run(window: a.Window, within: int, absent: bool, late: int, steps:
                     state.compact(spec, span, now, late)
             case Reload():
                 columns = SequenceColumns.load(spec, span, columns.dump())
+            case Copy():
+                columns, old = columns.copy(), columns
+                _scramble(old, now, late)
             case Forget(persons):
                 columns.forget(np.array(sorted(set(persons)), dtype=np.int64))
                 for person in persons:

@@ -496,22 +496,26 @@ def test_a_batch_after_a_rolled_back_write_waits_for_the_engine_to_reload(store:
 
 
 def test_a_snapshot_is_what_the_states_held_under_the_lock(store: Store) -> None:
-    """The bytes of a snapshot are made after the engine's lock is let go: the tables dumped
-    under it must not move with the events folded meanwhile."""
-    from huaxiang.realtime.engine import snapshot_rows
+    """Only the copies are made under the engine's lock: compacting and dumping them, and
+    the bytes, come after it, and must not move with the events folded and the live states
+    compacted meanwhile."""
+    from huaxiang.realtime.engine import dumped, snapshot_rows
 
     with store.transaction() as con:
         add_realtime_tag(con, "hesitant", "seq(a, then no b within 1h, 1d)", None)
         add_realtime_tag(con, "recent", "last(a) within 2h", None)
+        add_realtime_tag(con, "keen", "count(a, 1h) >= 2", None)
     clock = ManualClock(AS_OF)
     engine = opened(store, clock)
     step_stored(engine, [(1, "a"), (2, "a"), (2, "b")])
     with engine._lock:
-        tables, _, _ = engine._dump_snapshot()
-    then = snapshot_rows(tables)
+        captured, twin = engine._capture(), engine._capture()
+    then = snapshot_rows(dumped(twin, engine.late_us)[0])
     assert {kind for _, kind, _ in then} == {"MetricColumns", "TimeColumns", "SequenceColumns"}
-    clock.advance(timedelta(minutes=1))
+    clock.advance(timedelta(hours=3))
     step_stored(engine, [(1, "a"), (2, "a"), (3, "a"), (3, "b"), (1, "b")])
-    assert snapshot_rows(tables) == then
+    engine._compact_leaves()
+    assert snapshot_rows(dumped(captured, engine.late_us)[0]) == then
     with engine._lock:
-        assert snapshot_rows(engine._dump_snapshot()[0]) != then  # the states did move
+        now = snapshot_rows(dumped(engine._capture(), engine.late_us)[0])
+    assert now != then  # the states did move

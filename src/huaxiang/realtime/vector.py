@@ -93,6 +93,8 @@ class Columns(Protocol):
 
     def dump(self) -> pa.Table: ...
 
+    def copy(self) -> Columns: ...
+
 
 def columns_for(spec: LeafSpec, span: Span) -> Columns:
     """The columnar state for a leaf kind."""
@@ -255,6 +257,9 @@ class WindowView:
 
     def dump(self) -> pa.Table:
         raise TypeError("a window view is written through its state")
+
+    def copy(self) -> Columns:
+        raise TypeError("a window view is copied through its state")
 
 
 def many(views: Sequence[WindowView], persons: Persons, now: int) -> list[Reading]:

@@ -37,6 +37,7 @@ pool is rewritten tight (and the text ids renumbered).
 
 from __future__ import annotations
 
+import copy
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -139,6 +140,19 @@ class _Pool:
         """End of the allocated part of the entry arrays."""
         self.live = 0
         """Entries held (sum of ``length``)."""
+
+    def copy(self) -> _Pool:
+        """A pool holding the same entries, sharing no array with this one."""
+        out = _Pool.__new__(_Pool)
+        out.times = self.times.copy()
+        out.nums = None if self.nums is None else self.nums.copy()
+        out.ids = None if self.ids is None else self.ids.copy()
+        out.start = self.start.copy()
+        out.length = self.length.copy()
+        out.cap = self.cap.copy()
+        out.used = self.used
+        out.live = self.live
+        return out
 
     def _persons(self, size: int) -> None:
         if size > len(self.start):
@@ -334,6 +348,25 @@ class MetricColumns:
         self.high: Floats = np.zeros(0, np.float64)
         self.ndistinct: Ints = np.zeros(0, np.int64)
         self.sets: dict[int, set[str]] = {}
+
+    def copy(self) -> Self:
+        """The same state, sharing nothing that a fold, a compaction or a forget changes in
+        place (a snapshot dumps a copy taken under the engine's lock, after letting it go)."""
+        out = copy.copy(self)
+        out.pool = self.pool.copy()
+        out.texts = list(self.texts)
+        out.text_ids = dict(self.text_ids)
+        out.count = self.count.copy()
+        out.numbers = self.numbers.copy()
+        out.total = self.total.copy()
+        out.bound = self.bound.copy()
+        out.inexact = self.inexact.copy()
+        out.partials = {person: list(parts) for person, parts in self.partials.items()}
+        out.low = self.low.copy()
+        out.high = self.high.copy()
+        out.ndistinct = self.ndistinct.copy()
+        out.sets = {person: set(texts) for person, texts in self.sets.items()}
+        return out
 
     # -- values ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ tested against, and the state of any leaf kind without a columnar implementation
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -52,6 +53,12 @@ class ObjectColumns:
         self.span = span
         self.states: dict[int, LeafState] = {}
         self.dtype = _dtype(spec)
+
+    def copy(self) -> Self:
+        """The same states, sharing none of them with this one."""
+        out = copy.copy(self)
+        out.states = copy.deepcopy(self.states)
+        return out
 
     def feed(
         self,

@@ -25,6 +25,7 @@ entries no kept ``first`` can pair with. Slots are packed with a quarter of room
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Self
 
@@ -119,6 +120,17 @@ class SequenceColumns:
         self.firsts: NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self.top = 0
         """Pool entries in use (slots of persons and the holes moved slots left)."""
+
+    def copy(self) -> Self:
+        """The same state, sharing no array with this one (see ``MetricColumns.copy``)."""
+        out = copy.copy(self)
+        out.start = self.start.copy()
+        out.length = self.length.copy()
+        out.capacity = self.capacity.copy()
+        out.held = self.held.copy()
+        out.times = self.times.copy()
+        out.firsts = self.firsts.copy()
+        return out
 
     def _grow(self, size: int) -> None:
         self.start = grown(self.start, size, 0)

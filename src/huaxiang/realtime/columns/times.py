@@ -16,6 +16,7 @@ the pending events of the persons read.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -43,6 +44,17 @@ class TimeColumns:
         self.pending_count: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self.pending_person: NDArray[np.int64] = _EMPTY
         self.pending_time: NDArray[np.int64] = _EMPTY
+
+    def copy(self) -> Self:
+        """The same state, sharing no array with this one (see ``MetricColumns.copy``)."""
+        out = copy.copy(self)
+        out.first = self.first.copy()
+        out.last = self.last.copy()
+        out.has = self.has.copy()
+        out.pending_count = self.pending_count.copy()
+        out.pending_person = self.pending_person.copy()
+        out.pending_time = self.pending_time.copy()
+        return out
 
     def _grow(self, size: int) -> None:
         self.first = grown(self.first, size, NEVER)

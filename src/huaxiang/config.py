@@ -71,6 +71,9 @@ class Settings:
     """CIDRs or hosts webhooks may reach although private (``[activation] allow``)."""
     tag_schedule_interval_s: float = 60.0
     """How often the server refreshes due tags (``[tags] schedule_interval_s``; 0: never)."""
+    realtime_dedicated_core: str | bool = "auto"
+    """Whether the real-time log follower runs on a core of its own (``[realtime]
+    dedicated_core``: true, false or "auto", on from 4 cores; see ``realtime.cores``)."""
 
     def identifier_type(self, name: str) -> IdentifierType | None:
         for id_type in self.identifier_types:
@@ -142,6 +145,12 @@ allow = []
 # checking every this many seconds; 0 turns scheduled refreshes off.
 schedule_interval_s = 60
 
+[realtime]
+# While real-time tags or audiences are active, the thread deciding them as events arrive runs
+# alone on one processor core, and the server's other threads on the others (Linux): true,
+# false, or "auto" (on when the server may use at least 4 cores).
+dedicated_core = "auto"
+
 [profiles]
 # When two sources set the same attribute, the first source kind listed wins; within a kind the
 # latest event time wins. Kinds: api, crm, import, sdk.
@@ -185,6 +194,12 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     dedupe_days = int(data.get("dedupe_days", 30))
     if dedupe_days < 7:
         raise ConfigError(f"dedupe_days is {dedupe_days}", hint="set it to 7 or more")
+    dedicated = data.get("realtime", {}).get("dedicated_core", "auto")
+    if not isinstance(dedicated, bool) and dedicated != "auto":
+        raise ConfigError(
+            f"realtime.dedicated_core is {dedicated!r}",
+            hint='set it to true, false or "auto"',
+        )
     return Settings(
         timezone=str(data.get("timezone", "Asia/Shanghai")),
         default_region=str(data.get("default_region", "CN")),
@@ -198,6 +213,7 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         ingest_queue_limit=int(ingest.get("queue_limit", 20_000)),
         webhook_allow=tuple(str(v) for v in data.get("activation", {}).get("allow", [])),
         tag_schedule_interval_s=float(data.get("tags", {}).get("schedule_interval_s", 60.0)),
+        realtime_dedicated_core=dedicated,
     )
 
 

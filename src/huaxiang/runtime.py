@@ -17,6 +17,7 @@ from huaxiang.collect.log import IngestLog
 from huaxiang.config import Settings, Workspace
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.profiles.sink import ProfileSink
+from huaxiang.realtime import cores
 from huaxiang.realtime.ahead import Ahead
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.store import Store
@@ -62,6 +63,9 @@ class Runtime:
         self.loader.replay()
         # Real-time values follow the log as soon as it is durable, ahead of the loader.
         self.ahead = Ahead(self.realtime, self.log, self.loader, self.store)
+        self.ahead.dedicated_core = cores.wanted(
+            self.settings.realtime_dedicated_core, len(cores.allowed_cores())
+        )
         if start_loader:
             self.loader.start()
             self.realtime.start()

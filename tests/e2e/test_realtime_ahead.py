@@ -593,3 +593,51 @@ def test_a_tick_with_nothing_to_do_takes_no_write_transaction(workspace: Workspa
             con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = 'visitor'")
         engine.process_due(report=False)
         assert tags_of(runtime, "u1") == {"visitor"}
+
+
+def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
+    workspace: Workspace,
+) -> None:
+    """``[realtime] dedicated_core = true``: with real-time tags active the follower thread runs
+    alone on one core and the process's other threads on the others; with none, and after the
+    runtime closes, every thread may use every core again."""
+    import os
+
+    from huaxiang.realtime import cores
+
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(
+        text.replace('dedicated_core = "auto"', "dedicated_core = true"), encoding="utf-8"
+    )
+    allowed = cores.allowed_cores()
+    me = threading.get_native_id()
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        follower = runtime.ahead
+        if len(allowed) < 2 or not cores.supported():
+            assert follower.dedicated_core is False  # nothing to dedicate: all threads share
+            return
+        assert follower.dedicated_core is True
+        assert follower.cores.core is None  # no real-time subject yet
+        follow_rules(runtime)
+        wait_until(lambda: follower.cores.core is not None, "the follower to take a core")
+        core = follower.cores.core
+        assert follower._thread is not None and follower._thread.native_id is not None
+        assert os.sched_getaffinity(follower._thread.native_id) == {core}
+        assert os.sched_getaffinity(me) == allowed - {core}
+        assert runtime.loader._thread is not None and runtime.loader._thread.native_id is not None
+        assert os.sched_getaffinity(runtime.loader._thread.native_id) == allowed - {core}
+        # Events are still decided ahead of the loader, on that core.
+        seq = runtime.log.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
+        wait_until(lambda: follower.followed >= seq, "the record to be followed")
+        assert tags_of(runtime, "u1") == {"buyer"}
+        # No real-time subject any more: every core is shared again.
+        with runtime.store.transaction() as con:
+            con.execute("UPDATE tag_definitions SET status = 'paused'")
+        with runtime.store.transaction() as con:
+            runtime.realtime.sync(con)
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        wait_until(lambda: follower.cores.core is None, "the follower to share the cores")
+        assert os.sched_getaffinity(me) == allowed
+        activate(runtime, {"again": "did(view, 1d)"})
+        wait_until(lambda: follower.cores.core is not None, "the follower to take a core again")
+    assert os.sched_getaffinity(me) == allowed  # closing the runtime gives every core back

@@ -17,6 +17,8 @@ def test_default_file_gives_default_settings(workspace: Workspace) -> None:
     assert settings.identifier_type("user_id") is not None
     assert settings.precedence_for("name") == ("api", "crm", "import", "sdk")
     assert "queue_limit" in DEFAULT_CONFIG_TEXT
+    assert settings.realtime_dedicated_core == "auto"
+    assert settings_from_dict({"realtime": {"dedicated_core": True}}).realtime_dedicated_core
 
 
 def test_new_identifier_type_and_attribute_precedence() -> None:
@@ -39,6 +41,7 @@ def test_new_identifier_type_and_attribute_precedence() -> None:
         ({"dedupe_days": 3}, "dedupe_days"),
         ({"identity": {"types": {"x": {"normalizer": "magic"}}}}, "normalizer"),
         ({"identity": {"types": {"x": 5}}}, "must be a table"),
+        ({"realtime": {"dedicated_core": "yes"}}, "realtime.dedicated_core"),
     ],
 )
 def test_bad_settings_name_the_problem(data: dict[str, object], fragment: str) -> None:

@@ -44,6 +44,7 @@ from huaxiang.collect.loader import Loader
 from huaxiang.collect.log import IngestLog, LogReader
 from huaxiang.collect.records import EventBatch, decode_batch_at
 from huaxiang.collect.seen_filter import SeenFilter
+from huaxiang.realtime.cores import Cores
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.store import Store
 
@@ -116,6 +117,12 @@ class Ahead:
         self._rounds_total = 0.0
         """The durations in :attr:`_rounds`, summed (kept as rounds come and go: a round
         costs no walk over the last second's rounds)."""
+        self.dedicated_core = False
+        """While the engine keeps real-time subjects, run the thread alone on a core (see
+        :mod:`huaxiang.realtime.cores`; ``[realtime] dedicated_core``)."""
+        self.cores = Cores()
+        self._unplaceable = False
+        """Giving the thread a core failed once: not tried again."""
         self.seen = loader.seen_filter = SeenFilter(store.path)
         """The messageIds stored, as a Bloom filter: only those it may hold are looked up."""
         engine.loading = lambda: loader.loading_seq
@@ -195,6 +202,7 @@ class Ahead:
                         self._appended = max(self._appended, self.log.last_seq)
                 if self._stop.is_set():
                     break
+                self._place()
                 try:
                     self.follow(con)
                 except Exception as e:  # the loader folds what this could not
@@ -205,7 +213,21 @@ class Ahead:
                     self._drop_reader()
                     self._stop.wait(WAIT_S)
         finally:
+            self.cores.share()
             con.close()
+
+    def _place(self) -> None:
+        """A core of its own for this thread while the engine keeps real-time subjects; every
+        core shared again when it keeps none."""
+        want = self.dedicated_core and bool(self.engine.subjects) and not self._unplaceable
+        if want and self.cores.core is None:
+            core = self.cores.dedicate(threading.get_native_id())
+            if core is None:
+                self._unplaceable = True
+            else:
+                logger.info("the real-time log follower runs on core %d of its own", core)
+        elif not want and self.cores.core is not None:
+            self.cores.share()
 
     def _fill_seen(self) -> bool:
         """Fill the messageId filter from ``seen_messages``, under the store's writer lock (no

@@ -1,0 +1,67 @@
+"""The real-time follower's core of its own: the thread alone on one core, every other thread of
+the process on the others, and every core shared again after (real threads, real affinities)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from huaxiang.realtime import cores
+from huaxiang.realtime.cores import Cores
+
+
+def test_auto_is_on_from_four_cores_and_never_on_one() -> None:
+    on_linux = cores.supported()
+    assert cores.wanted("auto", 4) is on_linux
+    assert cores.wanted("auto", 3) is False
+    assert cores.wanted(True, 2) is on_linux
+    assert cores.wanted(True, 1) is False
+    assert cores.wanted(False, 64) is False
+
+
+@contextmanager
+def parked_thread() -> Iterator[int]:
+    """A thread waiting until the block ends; yields its native id."""
+    started, done = threading.Event(), threading.Event()
+    ids: list[int] = []
+
+    def park() -> None:
+        ids.append(threading.get_native_id())
+        started.set()
+        done.wait(30)
+
+    thread = threading.Thread(target=park, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    try:
+        yield ids[0]
+    finally:
+        done.set()
+        thread.join(30)
+
+
+def test_a_thread_gets_a_core_of_its_own_and_gives_it_back() -> None:
+    placed = Cores()
+    allowed = placed.allowed
+    me = threading.get_native_id()
+    with parked_thread() as follower:
+        core = placed.dedicate(follower)
+        if len(allowed) < 2 or not cores.supported():
+            assert core is None and placed.core is None
+            return
+        try:
+            assert core == max(allowed) == placed.core
+            assert os.sched_getaffinity(follower) == {core}
+            assert os.sched_getaffinity(me) == allowed - {core}
+            # A thread started meanwhile takes its creator's cores: not the follower's.
+            with parked_thread() as later:
+                assert os.sched_getaffinity(later) == allowed - {core}
+        finally:
+            placed.share()
+        assert placed.core is None
+        assert os.sched_getaffinity(follower) == allowed
+        assert os.sched_getaffinity(me) == allowed
+    placed.share()  # sharing twice changes nothing
+    assert os.sched_getaffinity(me) == allowed

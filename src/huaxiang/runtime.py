@@ -20,6 +20,7 @@ from huaxiang.profiles.sink import ProfileSink
 from huaxiang.realtime import cores
 from huaxiang.realtime.ahead import Ahead
 from huaxiang.realtime.engine import RealtimeEngine
+from huaxiang.realtime.priority import Priority
 from huaxiang.store import Store
 from huaxiang.tags.schedule import TagScheduler
 
@@ -66,6 +67,8 @@ class Runtime:
         self.ahead.dedicated_core = cores.wanted(
             self.settings.realtime_dedicated_core, len(cores.allowed_cores())
         )
+        if self.settings.realtime_interpreter_priority:
+            self.ahead.priority = Priority()
         if start_loader:
             self.loader.start()
             self.realtime.start()

@@ -641,3 +641,52 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
         activate(runtime, {"again": "did(view, 1d)"})
         wait_until(lambda: follower.cores.core is not None, "the follower to take a core again")
     assert os.sched_getaffinity(me) == allowed  # closing the runtime gives every core back
+
+
+def test_the_follower_is_first_for_the_interpreter_while_tags_are_real_time(
+    workspace: Workspace,
+) -> None:
+    """``[realtime] interpreter_priority`` (on by default): with real-time tags active, the switch
+    interval is short while the follower waits and long while it folds an event; with none, and
+    after the runtime closes, it is the process's own again. Off, it is never touched."""
+    import sys
+
+    from huaxiang.realtime.priority import FOLDING_S, WAITING_S
+
+    own = sys.getswitchinterval()
+    during: list[float] = []
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        follower = runtime.ahead
+        assert follower.priority is not None and not follower.priority.engaged
+        follow_rules(runtime)
+        wait_until(lambda: follower.priority is not None and follower.priority.engaged, "engaged")
+        assert abs(sys.getswitchinterval() - WAITING_S) < 2e-6
+        follower.progress.append(lambda seq, n: during.append(sys.getswitchinterval()))
+        seq = runtime.log.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
+        wait_until(lambda: follower.followed >= seq, "the record to be followed")
+        assert tags_of(runtime, "u1") == {"buyer"}
+        assert during and all(abs(value - FOLDING_S) < 2e-6 for value in during)
+        assert abs(sys.getswitchinterval() - WAITING_S) < 2e-6
+        # No real-time subject any more: the interval is the process's own again.
+        with runtime.store.transaction() as con:
+            con.execute("UPDATE tag_definitions SET status = 'paused'")
+        with runtime.store.transaction() as con:
+            runtime.realtime.sync(con)
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        wait_until(lambda: not follower.priority.engaged, "the follower to release")
+        assert sys.getswitchinterval() == own
+        activate(runtime, {"again": "did(view, 1d)"})
+        wait_until(lambda: follower.priority.engaged, "the follower to engage again")
+    assert sys.getswitchinterval() == own  # closing the runtime restores it
+
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(
+        text.replace("interpreter_priority = true", "interpreter_priority = false"),
+        encoding="utf-8",
+    )
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        assert runtime.ahead.priority is None
+        seq = runtime.log.append_sync(encode_record([event("view", T0, "u1")]))
+        wait_until(lambda: runtime.ahead.followed >= seq, "the record to be followed")
+        assert tags_of(runtime, "u1") == {"again"}  # "again" is still real-time and active
+        assert sys.getswitchinterval() == own

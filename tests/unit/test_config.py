@@ -19,6 +19,9 @@ def test_default_file_gives_default_settings(workspace: Workspace) -> None:
     assert "queue_limit" in DEFAULT_CONFIG_TEXT
     assert settings.realtime_dedicated_core == "auto"
     assert settings_from_dict({"realtime": {"dedicated_core": True}}).realtime_dedicated_core
+    assert settings.realtime_interpreter_priority is True
+    off = {"realtime": {"interpreter_priority": False}}
+    assert settings_from_dict(off).realtime_interpreter_priority is False
 
 
 def test_new_identifier_type_and_attribute_precedence() -> None:
@@ -42,6 +45,7 @@ def test_new_identifier_type_and_attribute_precedence() -> None:
         ({"identity": {"types": {"x": {"normalizer": "magic"}}}}, "normalizer"),
         ({"identity": {"types": {"x": 5}}}, "must be a table"),
         ({"realtime": {"dedicated_core": "yes"}}, "realtime.dedicated_core"),
+        ({"realtime": {"interpreter_priority": "on"}}, "realtime.interpreter_priority"),
     ],
 )
 def test_bad_settings_name_the_problem(data: dict[str, object], fragment: str) -> None:

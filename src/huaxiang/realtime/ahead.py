@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import duckdb
@@ -46,6 +47,7 @@ from huaxiang.collect.records import EventBatch, decode_batch_at
 from huaxiang.collect.seen_filter import SeenFilter
 from huaxiang.realtime.cores import Cores
 from huaxiang.realtime.engine import RealtimeEngine
+from huaxiang.realtime.priority import Priority
 from huaxiang.store import Store
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,10 @@ class Ahead:
         self.cores = Cores()
         self._unplaceable = False
         """Giving the thread a core failed once: not tried again."""
+        self.priority: Priority | None = None
+        """While the engine keeps real-time subjects, this thread first in line for the
+        interpreter (see :mod:`huaxiang.realtime.priority`; ``[realtime]
+        interpreter_priority``). None: the switch interval is left as it is."""
         self.seen = loader.seen_filter = SeenFilter(store.path)
         """The messageIds stored, as a Bloom filter: only those it may hold are looked up."""
         engine.loading = lambda: loader.loading_seq
@@ -214,12 +220,21 @@ class Ahead:
                     self._stop.wait(WAIT_S)
         finally:
             self.cores.share()
+            if self.priority is not None:
+                self.priority.release()
             con.close()
 
     def _place(self) -> None:
-        """A core of its own for this thread while the engine keeps real-time subjects; every
-        core shared again when it keeps none."""
-        want = self.dedicated_core and bool(self.engine.subjects) and not self._unplaceable
+        """A core of its own for this thread, and the interpreter first, while the engine keeps
+        real-time subjects; every core shared and the switch interval as it was when it keeps
+        none."""
+        keeps = bool(self.engine.subjects)
+        if self.priority is not None:
+            if keeps and not self.priority.engaged:
+                self.priority.engage()
+            elif not keeps and self.priority.engaged:
+                self.priority.release()
+        want = self.dedicated_core and keeps and not self._unplaceable
         if want and self.cores.core is None:
             core = self.cores.dedicate(threading.get_native_id())
             if core is None:
@@ -271,21 +286,11 @@ class Ahead:
                 claimed, WAIT_S
             ):
                 continue
-            records: list[tuple[int, EventBatch]] = []
-            last = self.followed
-            events = 0
-            while events < MAX_EVENTS:
-                item = self._record(last + 1)
-                if item is None:
-                    break
-                last, payload = item
-                decoded = decode_batch_at(payload)
-                self.loader.hand_decoded(last, decoded)
-                batch = decoded[0]
-                if len(batch):
-                    records.append((last, batch.first_of_each_message()))
-                    events += len(batch)
-            if events > self.max_events or self._busy() > self.busy_share:
+            with self._folding():
+                records, last, events = self._take()
+                behind = events > self.max_events or self._busy() > self.busy_share
+                handled = 0 if behind else self._fold_round(con, records)
+            if behind:
                 # Behind, or busy: folding these a round at a time would cost more than the
                 # loader's batch does (and starve it). The loader folds them, and takes all it
                 # finds meanwhile; values follow its commit.
@@ -297,20 +302,6 @@ class Ahead:
                     self._behind = False
                 self._settle_loader()
                 continue
-            began = time.thread_time()
-            handled = 0
-            for record in records:
-                if not self._fold(con, [record]):
-                    break
-                handled += 1
-                # Its values are current: readers (and the loader) need not wait for the
-                # records after it in this round.
-                self._advance(record[0])
-            # The processor time the round took (waiting for the loader or the interpreter
-            # does not count: it is not taken from the loader).
-            spent = time.thread_time() - began
-            self._rounds.append((time.monotonic(), spent))
-            self._rounds_total += spent
             folded += handled
             self.folded += handled
             if handled == len(records):
@@ -321,6 +312,50 @@ class Ahead:
                 self.left += 1
                 self._leave(records[handled][0])
         return folded
+
+    def _folding(self) -> AbstractContextManager[None]:
+        return nullcontext() if self.priority is None else self.priority.folding()
+
+    def _take(self) -> tuple[list[tuple[int, EventBatch]], int, int]:
+        """The durable records after :attr:`followed` (up to :data:`MAX_EVENTS` events), decoded
+        (and handed to the loader): (seq, their events) of those holding events, the last
+        record read, and the events read."""
+        records: list[tuple[int, EventBatch]] = []
+        last = self.followed
+        events = 0
+        while events < MAX_EVENTS:
+            item = self._record(last + 1)
+            if item is None:
+                break
+            last, payload = item
+            decoded = decode_batch_at(payload)
+            self.loader.hand_decoded(last, decoded)
+            batch = decoded[0]
+            if len(batch):
+                records.append((last, batch.first_of_each_message()))
+                events += len(batch)
+        return records, last, events
+
+    def _fold_round(
+        self, con: duckdb.DuckDBPyConnection, records: list[tuple[int, EventBatch]]
+    ) -> int:
+        """Fold ``records`` ahead one after another, each followed as soon as its values are
+        current; how many were, from the first (the next is the loader's to fold)."""
+        began = time.thread_time()
+        handled = 0
+        for record in records:
+            if not self._fold(con, [record]):
+                break
+            handled += 1
+            # Its values are current: readers (and the loader) need not wait for the records
+            # after it in this round.
+            self._advance(record[0])
+        # The processor time the round took (waiting for the loader or the interpreter does
+        # not count: it is not taken from the loader).
+        spent = time.thread_time() - began
+        self._rounds.append((time.monotonic(), spent))
+        self._rounds_total += spent
+        return handled
 
     def _record(self, seq: int) -> tuple[int, bytes] | None:
         """The durable record ``seq`` as the log handed it over (None: not handed over yet), else

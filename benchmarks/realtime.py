@@ -6,7 +6,8 @@ received on 127.0.0.1.
 ``p50_ms``/``p99_ms``: a producer appends the events to the ingest log at 1,000 events/s (one record
 per group commit, as the collector does), with the loader, the engine's log follower and its timer
 thread (timers, snapshots) running, and the interpreter set up (GIL switch interval, collector
-thresholds, frozen heap) as when serving. The clock of an event starts when its record is durable
+thresholds, frozen heap) as when serving, the follower first in line for it (``[realtime]
+interpreter_priority``, the default). The clock of an event starts when its record is durable
 (fsync'd) and stops when its real-time values are updated: the follower has folded it and the engine
 decided (what ``huaxiang realtime person`` reads; the events of one record are decided one after
 another, each under the engine's lock on its own, and each is timed on its own). The follower runs

@@ -360,12 +360,21 @@ def test_a_message_sent_again_is_not_folded_twice(workspace: Workspace) -> None:
 def test_a_busy_follower_leaves_records_to_the_loader_for_a_second(
     workspace: Workspace,
 ) -> None:
+    """While it has stepped aside, the interpreter's switch interval is the one it found (the
+    loader takes what waits), not the follower's short one."""
+    import sys
+
+    from huaxiang.realtime.priority import FOLDING_S
+
+    own = sys.getswitchinterval()
+    intervals: dict[int, float] = {}
     clock = ManualClock(T0)
     with Runtime(workspace, clock=clock, start_delivery=False) as runtime:
         ahead = runtime.ahead
         follow_rules(runtime)
         time.sleep(1.1)  # no round folded within the last second
         ahead.busy_share = 1e-9  # any round folded within the last second makes it busy
+        ahead.listeners.append(lambda seq: intervals.setdefault(seq, sys.getswitchinterval()))
 
         def append(name: str) -> int:
             seq = runtime.log.append_sync(encode_record([event(name, T0, "u1")]))
@@ -373,10 +382,12 @@ def test_a_busy_follower_leaves_records_to_the_loader_for_a_second(
             return seq
 
         folded, left = ahead.folded, ahead.left
-        append("view")
+        first = append("view")
         assert (ahead.folded, ahead.left) == (folded + 1, left)
-        append("view")  # a round folded less than a second ago: the loader takes this one
+        assert intervals[first] == FOLDING_S  # followed as the round folded it
+        second = append("view")  # a round folded less than a second ago: the loader takes it
         assert (ahead.folded, ahead.left) == (folded + 1, left + 1)
+        assert intervals[second] == own  # followed once the loader stored it
         time.sleep(1.1)  # that round has left the window: the follower folds again
         append("buy")
         assert (ahead.folded, ahead.left) == (folded + 2, left + 1)

@@ -24,7 +24,7 @@ def interval() -> Iterator[float]:
 
 def test_short_while_waiting_long_while_folding_restored_after(interval: float) -> None:
     priority = Priority()
-    with priority.folding():  # not engaged: left alone
+    with priority.folding(), priority.yielding():  # not engaged: left alone
         assert sys.getswitchinterval() == pytest.approx(interval, abs=2e-6)
     priority.engage()
     assert priority.engaged
@@ -34,6 +34,9 @@ def test_short_while_waiting_long_while_folding_restored_after(interval: float) 
     assert sys.getswitchinterval() == pytest.approx(WAITING_S, abs=2e-6)
     with pytest.raises(RuntimeError), priority.folding():
         raise RuntimeError("a failed round")
+    assert sys.getswitchinterval() == pytest.approx(WAITING_S, abs=2e-6)
+    with priority.yielding():  # stepped aside: the interval it found
+        assert sys.getswitchinterval() == pytest.approx(interval, abs=2e-6)
     assert sys.getswitchinterval() == pytest.approx(WAITING_S, abs=2e-6)
     priority.engage()  # engaged already: nothing changes
     priority.release()

@@ -296,11 +296,12 @@ class Ahead:
                 # finds meanwhile; values follow its commit.
                 self.left += len(records)
                 self._behind = True
-                try:
-                    self._leave(last)
-                finally:
-                    self._behind = False
-                self._settle_loader()
+                with self._yielding():
+                    try:
+                        self._leave(last)
+                    finally:
+                        self._behind = False
+                    self._settle_loader()
                 continue
             folded += handled
             self.folded += handled
@@ -315,6 +316,9 @@ class Ahead:
 
     def _folding(self) -> AbstractContextManager[None]:
         return nullcontext() if self.priority is None else self.priority.folding()
+
+    def _yielding(self) -> AbstractContextManager[None]:
+        return nullcontext() if self.priority is None else self.priority.yielding()
 
     def _take(self) -> tuple[list[tuple[int, EventBatch]], int, int]:
         """The durable records after :attr:`followed` (up to :data:`MAX_EVENTS` events), decoded

@@ -18,10 +18,11 @@ sets the interval:
 - long (:data:`FOLDING_S`) while it reads and decides them, so that a thread asking for the lock
   meanwhile waits until the round ends, or that long.
 
-When the engine keeps none, the interval is set back to what it was (when no other follower of
-the process is engaged: the interval is the process's). The follower's rounds are
-short (a few events at a fraction of a millisecond each): the other threads lose little, and the
-follower steps aside when it is behind or busy (``realtime.ahead``).
+The follower's rounds are short (a few events at a fraction of a millisecond each), so the
+other threads lose little. While it has stepped aside (behind or busy, see ``realtime.ahead``: the
+loader takes what waits), the interval is the one it found. When the engine keeps none, the
+interval is set back to what it was (once no other follower of the process is engaged: the
+interval is the process's).
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ class Priority:
             _engaged -= 1
             if not _engaged:
                 sys.setswitchinterval(_before)
+
+    @contextmanager
+    def yielding(self) -> Iterator[None]:
+        """The interval as it was before :meth:`engage` while the follower has stepped aside
+        (behind or busy: the loader takes what waits), the short one again after (when
+        engaged)."""
+        if not self.engaged:
+            yield
+            return
+        sys.setswitchinterval(_before)
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(self.waiting_s)
 
     @contextmanager
     def folding(self) -> Iterator[None]:

@@ -2,7 +2,9 @@
 
 A workspace is one folder (``--home``, else ``HUAXIANG_HOME``, else ``./huaxiang-data``) holding
 the embedded store, the ingest log, rejects files and ``huaxiang.toml``. Settings are read from
-that file; every key has a default, so an empty file is a valid configuration.
+that file; every key has a default, so an empty file is a valid configuration. A value of the wrong
+type or out of range is a :class:`ConfigError` that names every such value in the file at once,
+each with its fix.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huaxiang.errors import ConfigError, WorkspaceNotFound
+from huaxiang.errors import ConfigError, Problem, WorkspaceNotFound
 
 HOME_ENV = "HUAXIANG_HOME"
 DEFAULT_HOME = "huaxiang-data"
@@ -168,68 +170,172 @@ source_precedence = ["api", "crm", "import", "sdk"]
 """
 
 
-def _identifier_types(raw: dict[str, Any]) -> tuple[IdentifierType, ...]:
+NORMALIZERS = ("phone", "email", "lower", "text")
+SOURCE_KINDS = ("api", "crm", "import", "sdk")
+
+
+class _Reader:
+    """Reads values from the parsed TOML document, noting every problem (all are reported at
+    once, each with where it is and how to fix it); a value with a problem reads as its
+    default."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def problem(self, where: str, message: str, hint: str) -> None:
+        self.problems.append(Problem(where, message, hint))
+
+    def table(self, data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if isinstance(value, dict):
+            return value
+        self.problem(where, f"must be a table, not {value!r}", f"write [{where}] with its keys")
+        return {}
+
+    def integer(
+        self, data: dict[str, Any], key: str, where: str, default: int, *, least: int | None = None
+    ) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(
+                where, f"is {value!r}, not a whole number", f"write e.g. {key} = {default}"
+            )
+            return default
+        if least is not None and value < least:
+            self.problem(where, f"is {value}", f"set it to {least} or more")
+            return default
+        return value
+
+    def number(
+        self, data: dict[str, Any], key: str, where: str, default: float, *, least: float = 0.0
+    ) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(where, f"is {value!r}, not a number", f"write e.g. {key} = {default:g}")
+            return default
+        if value < least:
+            self.problem(where, f"is {value}", f"set it to {least:g} or more")
+            return default
+        return float(value)
+
+    def text(self, data: dict[str, Any], key: str, where: str, default: str) -> str:
+        value = data.get(key, default)
+        if isinstance(value, str):
+            return value
+        self.problem(where, f"is {value!r}, not text", f'write e.g. {key} = "{default}"')
+        return default
+
+    def texts(
+        self,
+        data: dict[str, Any],
+        key: str,
+        where: str,
+        default: tuple[str, ...],
+        choices: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...]:
+        value = data.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(where, f"is {value!r}, not a list of texts", f'write e.g. {key} = ["a"]')
+            return default
+        unknown = [v for v in value if choices is not None and v not in choices]
+        if unknown and choices is not None:
+            self.problem(where, f"names {', '.join(unknown)}", f"use {', '.join(choices)}")
+            return default
+        return tuple(value)
+
+    def flag(self, data: dict[str, Any], key: str, where: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if isinstance(value, bool):
+            return value
+        self.problem(where, f"is {value!r}", "set it to true or false")
+        return default
+
+
+def _identifier_types(read: _Reader, raw: dict[str, Any]) -> tuple[IdentifierType, ...]:
     types = {t.name: t for t in DEFAULT_IDENTIFIER_TYPES}
     for name, spec in raw.items():
+        where = f"identity.types.{name}"
         if not isinstance(spec, dict):
-            raise ConfigError(
-                f"identity.types.{name} must be a table",
-                hint=f"write [identity.types.{name}] with priority = N",
-            )
+            read.problem(where, "must be a table", f"write [{where}] with priority = N")
+            continue
         base = types.get(name)
-        max_per = spec.get("max_per_person", base.max_per_person if base else None)
+        max_per: int | None = base.max_per_person if base else None
+        if spec.get("max_per_person") is not None:
+            max_per = read.integer(spec, "max_per_person", f"{where}.max_per_person", 1, least=1)
+        normalizer = read.text(
+            spec, "normalizer", f"{where}.normalizer", base.normalizer if base else "text"
+        )
+        if normalizer not in NORMALIZERS:
+            read.problem(
+                f"{where}.normalizer", f"is {normalizer!r}", f"use {', '.join(NORMALIZERS)}"
+            )
+            normalizer = "text"
         types[name] = IdentifierType(
             name=name,
-            priority=int(spec.get("priority", base.priority if base else 100)),
-            max_per_person=None if max_per is None else int(max_per),
-            normalizer=str(spec.get("normalizer", base.normalizer if base else "text")),
+            priority=read.integer(
+                spec, "priority", f"{where}.priority", base.priority if base else 100
+            ),
+            max_per_person=max_per,
+            normalizer=normalizer,
         )
-    for id_type in types.values():
-        if id_type.normalizer not in {"phone", "email", "lower", "text"}:
-            raise ConfigError(
-                f"identity.types.{id_type.name}.normalizer is {id_type.normalizer!r}",
-                hint="use one of phone, email, lower, text",
-            )
     return tuple(sorted(types.values(), key=lambda t: (t.priority, t.name)))
 
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:
-    """Build settings from the parsed TOML document."""
-    identity = data.get("identity", {})
-    profiles = data.get("profiles", {})
-    ingest = data.get("ingest", {})
-    dedupe_days = int(data.get("dedupe_days", 30))
-    if dedupe_days < 7:
-        raise ConfigError(f"dedupe_days is {dedupe_days}", hint="set it to 7 or more")
-    realtime = data.get("realtime", {})
+    """Build settings from the parsed TOML document. Every problem is collected first: one
+    :class:`ConfigError` names them all, each with its fix."""
+    read = _Reader()
+    identity = read.table(data, "identity", "identity")
+    profiles = read.table(data, "profiles", "profiles")
+    ingest = read.table(data, "ingest", "ingest")
+    realtime = read.table(data, "realtime", "realtime")
+    tags = read.table(data, "tags", "tags")
+    activation = read.table(data, "activation", "activation")
     dedicated = realtime.get("dedicated_core", "auto")
     if not isinstance(dedicated, bool) and dedicated != "auto":
-        raise ConfigError(
-            f"realtime.dedicated_core is {dedicated!r}",
-            hint='set it to true, false or "auto"',
+        read.problem(
+            "realtime.dedicated_core", f"is {dedicated!r}", 'set it to true, false or "auto"'
         )
-    priority = realtime.get("interpreter_priority", True)
-    if not isinstance(priority, bool):
-        raise ConfigError(
-            f"realtime.interpreter_priority is {priority!r}",
-            hint="set it to true or false",
-        )
-    return Settings(
-        timezone=str(data.get("timezone", "Asia/Shanghai")),
-        default_region=str(data.get("default_region", "CN")),
-        identifier_types=_identifier_types(identity.get("types", {})),
-        blocklist=tuple(str(v) for v in identity.get("blocklist", [])),
-        source_precedence=tuple(profiles.get("source_precedence", DEFAULT_SOURCE_PRECEDENCE)),
-        attribute_precedence={
-            str(k): tuple(v) for k, v in profiles.get("attribute_precedence", {}).items()
-        },
-        dedupe_days=dedupe_days,
-        ingest_queue_limit=int(ingest.get("queue_limit", 20_000)),
-        webhook_allow=tuple(str(v) for v in data.get("activation", {}).get("allow", [])),
-        tag_schedule_interval_s=float(data.get("tags", {}).get("schedule_interval_s", 60.0)),
+        dedicated = "auto"
+    precedence: dict[str, tuple[str, ...]] = {}
+    overrides = read.table(profiles, "attribute_precedence", "profiles.attribute_precedence")
+    for name in overrides:
+        where = f"profiles.attribute_precedence.{name}"
+        kinds = read.texts(overrides, name, where, DEFAULT_SOURCE_PRECEDENCE, SOURCE_KINDS)
+        precedence[str(name)] = kinds
+    settings = Settings(
+        timezone=read.text(data, "timezone", "timezone", "Asia/Shanghai"),
+        default_region=read.text(data, "default_region", "default_region", "CN"),
+        identifier_types=_identifier_types(read, read.table(identity, "types", "identity.types")),
+        blocklist=read.texts(identity, "blocklist", "identity.blocklist", ()),
+        source_precedence=read.texts(
+            profiles,
+            "source_precedence",
+            "profiles.source_precedence",
+            DEFAULT_SOURCE_PRECEDENCE,
+            SOURCE_KINDS,
+        ),
+        attribute_precedence=precedence,
+        dedupe_days=read.integer(data, "dedupe_days", "dedupe_days", 30, least=7),
+        ingest_queue_limit=read.integer(
+            ingest, "queue_limit", "ingest.queue_limit", 20_000, least=1
+        ),
+        webhook_allow=read.texts(activation, "allow", "activation.allow", ()),
+        tag_schedule_interval_s=read.number(
+            tags, "schedule_interval_s", "tags.schedule_interval_s", 60.0
+        ),
         realtime_dedicated_core=dedicated,
-        realtime_interpreter_priority=priority,
+        realtime_interpreter_priority=read.flag(
+            realtime, "interpreter_priority", "realtime.interpreter_priority", True
+        ),
     )
+    if read.problems:
+        lines = "".join(f"\n  {problem}" for problem in read.problems)
+        raise ConfigError(
+            f"the settings have {len(read.problems)} problem(s):{lines}",
+            hint="fix each one in huaxiang.toml",
+        )
+    return settings
 
 
 @dataclass(frozen=True, slots=True)

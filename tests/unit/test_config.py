@@ -46,11 +46,38 @@ def test_new_identifier_type_and_attribute_precedence() -> None:
         ({"identity": {"types": {"x": 5}}}, "must be a table"),
         ({"realtime": {"dedicated_core": "yes"}}, "realtime.dedicated_core"),
         ({"realtime": {"interpreter_priority": "on"}}, "realtime.interpreter_priority"),
+        ({"ingest": {"queue_limit": "many"}}, "ingest.queue_limit: is 'many', not a whole"),
+        ({"tags": {"schedule_interval_s": -1}}, "tags.schedule_interval_s: is -1"),
+        ({"profiles": {"source_precedence": ["crm", "fax"]}}, "names fax"),
+        ({"realtime": 5}, "realtime: must be a table"),
     ],
 )
 def test_bad_settings_name_the_problem(data: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         settings_from_dict(data)
+
+
+def test_every_problem_is_named_at_once(workspace: Workspace) -> None:
+    workspace.config_path.write_text(
+        "dedupe_days = 3\n"
+        "[ingest]\nqueue_limit = 1.5\n"
+        '[identity.types.douyin_openid]\npriority = 85\nnormalizer = "magic"\n'
+        '[profiles.attribute_precedence]\nname = ["crm", "fax"]\n'
+        '[realtime]\ndedicated_core = "yes"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as raised:
+        workspace.settings()
+    text = str(raised.value)
+    assert "5 problem(s)" in text
+    for fragment in (
+        "dedupe_days: is 3 (set it to 7 or more)",
+        "ingest.queue_limit: is 1.5, not a whole number",
+        "identity.types.douyin_openid.normalizer: is 'magic' (use phone, email, lower, text)",
+        "profiles.attribute_precedence.name: names fax (use api, crm, import, sdk)",
+        "realtime.dedicated_core: is 'yes'",
+    ):
+        assert fragment in text
 
 
 def test_invalid_toml_names_the_file(workspace: Workspace) -> None:

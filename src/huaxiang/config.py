@@ -76,6 +76,12 @@ class Settings:
     realtime_dedicated_core: str | bool = "auto"
     """Whether the real-time log follower runs on a core of its own (``[realtime]
     dedicated_core``: true, false or "auto", on from 4 cores; see ``realtime.cores``)."""
+    serve_processes: int = 1
+    """Processes ``huaxiang serve`` runs (``[serve] processes``: 1, or 2 for an HTTP collector
+    process beside the store's; the ``--processes`` flag wins)."""
+    serve_store_nice: int = 10
+    """How much nicer than the collector the store process runs with 2 processes (``[serve]
+    store_nice``, 0 to 19)."""
     realtime_interpreter_priority: bool = True
     """Whether the real-time log follower is first in line for the interpreter (``[realtime]
     interpreter_priority``; see ``realtime.priority``)."""
@@ -193,7 +199,14 @@ class _Reader:
         return {}
 
     def integer(
-        self, data: dict[str, Any], key: str, where: str, default: int, *, least: int | None = None
+        self,
+        data: dict[str, Any],
+        key: str,
+        where: str,
+        default: int,
+        *,
+        least: int | None = None,
+        most: int | None = None,
     ) -> int:
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -201,8 +214,14 @@ class _Reader:
                 where, f"is {value!r}, not a whole number", f"write e.g. {key} = {default}"
             )
             return default
-        if least is not None and value < least:
-            self.problem(where, f"is {value}", f"set it to {least} or more")
+        if (least is not None and value < least) or (most is not None and value > most):
+            if most is None:
+                bounds = f"{least} or more"
+            elif least is None:
+                bounds = f"{most} or less"
+            else:
+                bounds = f"{least} or {most}" if most == least + 1 else f"{least} to {most}"
+            self.problem(where, f"is {value}", f"set it to {bounds}")
             return default
         return value
 
@@ -291,6 +310,7 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     realtime = read.table(data, "realtime", "realtime")
     tags = read.table(data, "tags", "tags")
     activation = read.table(data, "activation", "activation")
+    serve = read.table(data, "serve", "serve")
     dedicated = realtime.get("dedicated_core", "auto")
     if not isinstance(dedicated, bool) and dedicated != "auto":
         read.problem(
@@ -323,6 +343,10 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         webhook_allow=read.texts(activation, "allow", "activation.allow", ()),
         tag_schedule_interval_s=read.number(
             tags, "schedule_interval_s", "tags.schedule_interval_s", 60.0
+        ),
+        serve_processes=read.integer(serve, "processes", "serve.processes", 1, least=1, most=2),
+        serve_store_nice=read.integer(
+            serve, "store_nice", "serve.store_nice", 10, least=0, most=19
         ),
         realtime_dedicated_core=dedicated,
         realtime_interpreter_priority=read.flag(

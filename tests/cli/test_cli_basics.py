@@ -93,3 +93,27 @@ def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
             assert len(lines) == 1, result.stderr
             assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
             assert "--port" in lines[0]
+
+
+def test_serve_names_every_wrong_setting_before_it_starts(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    subprocess.run([str(BIN), "--home", str(home), "init"], capture_output=True, check=True)
+    config = home / "huaxiang.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("dedupe_days = 30", "dedupe_days = 3") + "\n[serve]\nprocesses = 3\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [str(BIN), "--home", str(home), "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "2 problem(s)" in result.stderr
+    assert "dedupe_days: is 3 (set it to 7 or more)" in result.stderr
+    assert "serve.processes: is 3 (set it to 1 or 2)" in result.stderr
+    assert not (home / "server.json").exists()

@@ -20,6 +20,9 @@ def test_default_file_gives_default_settings(workspace: Workspace) -> None:
     assert settings.realtime_dedicated_core == "auto"
     assert settings_from_dict({"realtime": {"dedicated_core": True}}).realtime_dedicated_core
     assert settings.realtime_interpreter_priority is True
+    assert (settings.serve_processes, settings.serve_store_nice) == (1, 10)
+    two = settings_from_dict({"serve": {"processes": 2, "store_nice": 0}})
+    assert (two.serve_processes, two.serve_store_nice) == (2, 0)
     off = {"realtime": {"interpreter_priority": False}}
     assert settings_from_dict(off).realtime_interpreter_priority is False
 
@@ -50,6 +53,8 @@ def test_new_identifier_type_and_attribute_precedence() -> None:
         ({"tags": {"schedule_interval_s": -1}}, "tags.schedule_interval_s: is -1"),
         ({"profiles": {"source_precedence": ["crm", "fax"]}}, "names fax"),
         ({"realtime": 5}, "realtime: must be a table"),
+        ({"serve": {"processes": 3}}, "serve.processes: is 3 .set it to 1 or 2."),
+        ({"serve": {"store_nice": 25}}, "serve.store_nice: is 25 .set it to 0 to 19."),
     ],
 )
 def test_bad_settings_name_the_problem(data: dict[str, object], fragment: str) -> None:

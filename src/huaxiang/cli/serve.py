@@ -15,7 +15,6 @@ import errno
 import importlib.util
 import signal
 import socket
-import tomllib
 from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
@@ -28,15 +27,6 @@ from huaxiang.config import Workspace
 
 def _fastest(module: str, fast: str, fallback: str) -> str:
     return fast if importlib.util.find_spec(module) is not None else fallback
-
-
-def _serve_setting(workspace: Workspace, name: str, default: int) -> int:
-    """``[serve] <name>`` from huaxiang.toml (``default`` when absent or unreadable)."""
-    try:
-        data = tomllib.loads(workspace.config_path.read_text(encoding="utf-8"))
-        return int(data.get("serve", {}).get(name, default))
-    except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError):
-        return default
 
 
 def _require_free_port(host: str, port: int) -> None:
@@ -94,11 +84,11 @@ def serve(
             hint="stop it first, or use it",
         )
     _require_free_port(host, port)
-    if (processes or _serve_setting(workspace, "processes", 1)) == 2:
-        from huaxiang.serve.split import STORE_NICE, serve_split
+    settings = workspace.settings()  # a wrong setting stops here, each one named
+    if (processes or settings.serve_processes) == 2:
+        from huaxiang.serve.split import serve_split
 
-        store_nice = _serve_setting(workspace, "store_nice", STORE_NICE)
-        serve_split(workspace, host, port, store_nice=store_nice)
+        serve_split(workspace, host, port, store_nice=settings.serve_store_nice)
         return
     short_switch_interval()  # see huaxiang.serve.interpreter
     runtime = Runtime(workspace)

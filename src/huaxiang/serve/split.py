@@ -42,14 +42,14 @@ from huaxiang.cli.backend import clear_server_info
 from huaxiang.collect.follow import LoadedStatus, LogFollower
 from huaxiang.collect.keys import write_keys
 from huaxiang.collect.loader import Loader
-from huaxiang.config import Workspace
+from huaxiang.config import Settings, Workspace
 from huaxiang.errors import HuaxiangError
 from huaxiang.runtime import Runtime
 from huaxiang.serve.collector import KEYS_SNAPSHOT
 from huaxiang.serve.interpreter import freeze_loaded_heap
 
 #: How much nicer than the collector the store process runs (``[serve] store_nice``).
-STORE_NICE = 10
+STORE_NICE = Settings().serve_store_nice
 STOP_WAIT_S = 60.0
 READY_WAIT_S = 120.0
 

@@ -71,6 +71,14 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert "huaxiang init" in lines[0]
 
 
+def _refused(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command expected to stop with an error (exit 1, no traceback)."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
     home = tmp_path / "ws"
     subprocess.run([str(BIN), "--home", str(home), "init"], capture_output=True, check=True)
@@ -80,15 +88,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         serve = [str(BIN), "--home", str(home), "serve", "--port", str(port)]
         for processes in ("1", "2"):
-            result = subprocess.run(
-                [*serve, "--processes", processes],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-            )
-            assert result.returncode == 1, result.stderr
-            assert "Traceback" not in result.stderr
+            result = _refused([*serve, "--processes", processes])
             lines = [line for line in result.stderr.splitlines() if line.strip()]
             assert len(lines) == 1, result.stderr
             assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
@@ -104,15 +104,7 @@ def test_serve_names_every_wrong_setting_before_it_starts(tmp_path: Path) -> Non
         text.replace("dedupe_days = 30", "dedupe_days = 3") + "\n[serve]\nprocesses = 3\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [str(BIN), "--home", str(home), "serve", "--port", "0"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    result = _refused([str(BIN), "--home", str(home), "serve", "--port", "0"])
     assert "2 problem(s)" in result.stderr
     assert "dedupe_days: is 3 (set it to 7 or more)" in result.stderr
     assert "serve.processes: is 3 (set it to 1 or 2)" in result.stderr

@@ -270,3 +270,30 @@ def test_records_the_store_loaded_before_are_not_news_to_the_loader(tmp_path: Pa
             assert con.execute("SELECT count(*) FROM events").fetchall() == [(4,)]
         finally:
             con.close()
+
+
+def test_the_follower_is_at_the_durable_end_before_the_first_new_record(folder: Path) -> None:
+    """Started after many records, the follower positions its reader at once: the first new
+    record is not read after a walk over every record before it, and readers made later find
+    where records start from the notes that walk left."""
+    from huaxiang.collect.log import MARK_EVERY
+
+    writer = Publishing(folder)
+    count = 3 * MARK_EVERY + 100
+    try:
+        for i in range(count):
+            writer.log.append_sync(payload(i))
+        with LogFollower(folder, poll_s=0.02) as follower:
+            seen: list[tuple[int, bytes]] = []
+            follower.add_listener(seen.extend)
+            wait_until(lambda: follower._tail is not None, timeout=5)
+            assert follower._tail is not None and follower._tail.next_seq == count + 1
+            base = follower.segment_for(count)
+            assert base is not None
+            assert follower.marks.before(base, count)[0] > count - MARK_EVERY
+            assert seen == []  # what was there before it started is not news
+            writer.log.append_sync(payload(count))
+            wait_until(lambda: len(seen) == 1)
+            assert seen == [(count + 1, payload(count))]
+    finally:
+        writer.close()

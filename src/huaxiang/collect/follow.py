@@ -323,7 +323,20 @@ class LogFollower(IngestLog):
             except Exception:
                 logger.exception("ingest log listener failed")
 
+    def _open_tail(self) -> None:
+        """Position the tail reader at the durable end before any news: a reader made at the
+        first new record would walk its segment's headers from the start (tens of milliseconds
+        after hours of traffic, which the first events would wait for). Its walk notes where
+        records start, for the readers made later."""
+        with self._poll_lock:
+            if self._tail is None and self.segment_for(self._next) is not None:
+                self._tail = self.reader(self._next)
+
     def _run(self) -> None:
+        try:
+            self._open_tail()
+        except (OSError, StoreError) as e:  # the first poll tries again
+            logger.warning("ingest log follower: %s", e)
         while not self._stop.is_set():
             if self._wakeup is not None:
                 try:

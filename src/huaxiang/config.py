@@ -52,6 +52,7 @@ DEFAULT_IDENTIFIER_TYPES: tuple[IdentifierType, ...] = (
 )
 
 DEFAULT_SOURCE_PRECEDENCE: tuple[str, ...] = ("api", "crm", "import", "sdk")
+"""Every source kind, strongest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,6 @@ source_precedence = ["api", "crm", "import", "sdk"]
 
 
 NORMALIZERS = ("phone", "email", "lower", "text")
-SOURCE_KINDS = ("api", "crm", "import", "sdk")
 
 
 class _Reader:
@@ -250,14 +250,14 @@ class _Reader:
         key: str,
         where: str,
         default: tuple[str, ...],
+        *,
         choices: tuple[str, ...] | None = None,
     ) -> tuple[str, ...]:
         value = data.get(key, list(default))
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problem(where, f"is {value!r}, not a list of texts", f'write e.g. {key} = ["a"]')
             return default
-        unknown = [v for v in value if choices is not None and v not in choices]
-        if unknown and choices is not None:
+        if choices is not None and (unknown := [v for v in value if v not in choices]):
             self.problem(where, f"names {', '.join(unknown)}", f"use {', '.join(choices)}")
             return default
         return tuple(value)
@@ -321,8 +321,9 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     overrides = read.table(profiles, "attribute_precedence", "profiles.attribute_precedence")
     for name in overrides:
         where = f"profiles.attribute_precedence.{name}"
-        kinds = read.texts(overrides, name, where, DEFAULT_SOURCE_PRECEDENCE, SOURCE_KINDS)
-        precedence[str(name)] = kinds
+        precedence[str(name)] = read.texts(
+            overrides, name, where, DEFAULT_SOURCE_PRECEDENCE, choices=DEFAULT_SOURCE_PRECEDENCE
+        )
     settings = Settings(
         timezone=read.text(data, "timezone", "timezone", "Asia/Shanghai"),
         default_region=read.text(data, "default_region", "default_region", "CN"),
@@ -333,7 +334,7 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
             "source_precedence",
             "profiles.source_precedence",
             DEFAULT_SOURCE_PRECEDENCE,
-            SOURCE_KINDS,
+            choices=DEFAULT_SOURCE_PRECEDENCE,
         ),
         attribute_precedence=precedence,
         dedupe_days=read.integer(data, "dedupe_days", "dedupe_days", 30, least=7),

@@ -30,7 +30,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 FOLDING_S = 0.005
 """The switch interval while the follower reads and decides records."""
@@ -78,27 +78,24 @@ class Priority:
             if not _engaged:
                 sys.setswitchinterval(_before)
 
-    @contextmanager
-    def yielding(self) -> Iterator[None]:
+    def yielding(self) -> AbstractContextManager[None]:
         """The interval as it was before :meth:`engage` while the follower has stepped aside
         (behind or busy: the loader takes what waits), the short one again after (when
         engaged)."""
-        if not self.engaged:
-            yield
-            return
-        sys.setswitchinterval(_before)
-        try:
-            yield
-        finally:
-            sys.setswitchinterval(self.waiting_s)
+        return self._for_a_while(_before)
+
+    def folding(self) -> AbstractContextManager[None]:
+        """The long interval while the follower reads and decides records (when engaged)."""
+        return self._for_a_while(self.folding_s)
 
     @contextmanager
-    def folding(self) -> Iterator[None]:
-        """The long interval while the follower reads and decides records (when engaged)."""
+    def _for_a_while(self, interval: float) -> Iterator[None]:
+        """``interval`` until the block ends, then the short one (when engaged; else the
+        interval is left alone)."""
         if not self.engaged:
             yield
             return
-        sys.setswitchinterval(self.folding_s)
+        sys.setswitchinterval(interval)
         try:
             yield
         finally:

@@ -7,14 +7,16 @@ received on 127.0.0.1.
 per group commit, as the collector does), with the loader, the engine's log follower and its timer
 thread (timers, snapshots) running, and the interpreter set up (GIL switch interval, collector
 thresholds, frozen heap) as when serving, the follower first in line for it (``[realtime]
-interpreter_priority``, the default). The clock of an event starts when its record is durable
-(fsync'd) and stops when its real-time values are updated: the follower has folded it and the engine
-decided (what ``huaxiang realtime person`` reads; the events of one record are decided one after
-another, each under the engine's lock on its own, and each is timed on its own). The follower runs
-on a processor core of its own (``[realtime] dedicated_core``, on by default from 4 cores; this
-sets it on whatever the machine): ``shared_p50_ms``/``shared_p99_ms`` are the same with every
-thread sharing every core (the default below 4 cores). The two take turns in blocks of half a
-second through one steady phase of twice the events, so that both meet the same moments.
+interpreter_priority``, the default) and for a core (``[realtime] sched_priority``, the default:
+SCHED_RR where the process may, e.g. as root; the line before the figures says which). The clock of
+an event starts when its record is durable (fsync'd) and stops when its real-time values are
+updated: the follower has folded it and the engine decided (what ``huaxiang realtime person`` reads;
+the events of one record are decided one after another, each under the engine's lock on its own, and
+each is timed on its own). The follower runs on a processor core of its own (``[realtime]
+dedicated_core``, on by default from 4 cores; this sets it on whatever the machine):
+``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sharing every core (the default
+below 4 cores). The two take turns in blocks of half a second through one steady phase of twice the
+events, so that both meet the same moments.
 ``stored_p50_ms``/``stored_p99_ms``: to the commit of the transaction that stored the event with its
 tag values, bitmaps and enter/exit changes. ``events_per_s``: the engine's sink hook on batches of
 5,000 stored events, writes and commit included, and the timer thread's round after each batch
@@ -476,6 +478,7 @@ def measure(folder: Path, quick: bool) -> None:
             rt, 2 * steady_events, 1000.0, rng, placements=(False, True)
         )
         latencies, shared = by_placement[True], by_placement[False]
+        raised = bool(rt.ahead.scheduling.raised)
         p50 = statistics.median(latencies)
         p99 = percentile(latencies, 0.99)
         # For comparison: a rate of 100 events/s.
@@ -546,7 +549,8 @@ def measure(folder: Path, quick: bool) -> None:
         f"(replay + evaluate {PERSONS} persons x {RULES} rules) {activation_s:.2f}s; steady: "
         f"{len(latencies)} + {len(shared)} events, the follower on a core of its own + sharing "
         f"(over 5 ms {sum(v > 5 for v in latencies)} + {sum(v > 5 for v in shared)}; folded "
-        f"ahead of the loader: {rt.ahead.folded} records, left to it: {rt.ahead.left}); at 100 "
+        f"ahead of the loader: {rt.ahead.folded} records, left to it: {rt.ahead.left}; "
+        f"scheduling {'SCHED_RR' if raised else 'normal, not allowed SCHED_RR'}); at 100 "
         "events/s p50 "
         f"{statistics.median(calm):.2f} ms p99 {percentile(calm, 0.99):.2f} ms (committed p99 "
         f"{percentile(calm_stored, 0.99):.1f} ms); webhooks {len(hook_ms)}/{hooks} received"

@@ -86,6 +86,10 @@ class Settings:
     realtime_interpreter_priority: bool = True
     """Whether the real-time log follower is first in line for the interpreter (``[realtime]
     interpreter_priority``; see ``realtime.priority``)."""
+    realtime_sched_priority: int = 1
+    """The real-time scheduling priority of the real-time log follower (``[realtime]
+    sched_priority``: 1 to 99, ``SCHED_RR`` on Linux; 0: the normal policy; see
+    ``realtime.scheduling``)."""
 
     def identifier_type(self, name: str) -> IdentifierType | None:
         for id_type in self.identifier_types:
@@ -166,6 +170,11 @@ dedicated_core = "auto"
 # interpreter: it gets it within 0.2 ms of an event, and other threads wait for its rounds
 # (up to 5 ms each). true or false.
 interpreter_priority = true
+# While real-time tags or audiences are active, that thread runs under the real-time scheduling
+# policy (SCHED_RR, Linux) at this priority, 1 to 99: it takes a core from the other threads as
+# soon as an event arrives. It needs root, CAP_SYS_NICE or an rtprio limit; without them it
+# keeps the normal policy. 0 never asks.
+sched_priority = 1
 
 [profiles]
 # When two sources set the same attribute, the first source kind listed wins; within a kind the
@@ -352,6 +361,9 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         realtime_dedicated_core=dedicated,
         realtime_interpreter_priority=read.flag(
             realtime, "interpreter_priority", "realtime.interpreter_priority", True
+        ),
+        realtime_sched_priority=read.integer(
+            realtime, "sched_priority", "realtime.sched_priority", 1, least=0, most=99
         ),
     )
     if read.problems:

@@ -21,6 +21,7 @@ from huaxiang.realtime import cores
 from huaxiang.realtime.ahead import Ahead
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.realtime.priority import Priority
+from huaxiang.realtime.scheduling import Scheduling
 from huaxiang.store import Store
 from huaxiang.tags.schedule import TagScheduler
 
@@ -69,6 +70,7 @@ class Runtime:
         )
         if self.settings.realtime_interpreter_priority:
             self.ahead.priority = Priority()
+        self.ahead.scheduling = Scheduling(self.settings.realtime_sched_priority)
         if start_loader:
             self.loader.start()
             self.realtime.start()

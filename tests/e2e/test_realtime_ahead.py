@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from huaxiang.clock import ManualClock
 from huaxiang.collect import loader as loader_module
 from huaxiang.collect.records import decode_batch_at, encode_record
@@ -26,6 +28,7 @@ from huaxiang.store import Store
 from huaxiang.tags.catalog import insert_tag
 from huaxiang.tags.definition import RefreshKind, RefreshMode, TagDefinition, TagKind
 from huaxiang.tags.refresh import refresh_tags
+from privileges import may_raise_threads
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULES = {
@@ -701,3 +704,103 @@ def test_the_follower_is_first_for_the_interpreter_while_tags_are_real_time(
         wait_until(lambda: runtime.ahead.followed >= seq, "the record to be followed")
         assert tags_of(runtime, "u1") == {"again"}  # "again" is still real-time and active
         assert sys.getswitchinterval() == own
+
+
+def test_the_follower_is_first_for_a_core_while_tags_are_real_time(workspace: Workspace) -> None:
+    """``[realtime] sched_priority`` (1 by default): with real-time tags active the follower
+    thread runs under SCHED_RR at that priority, deciding events so; with none it runs under the
+    normal policy again. 0: never raised."""
+    import os
+
+    from huaxiang.realtime.scheduling import policy
+
+    if not may_raise_threads():
+        pytest.skip("real-time scheduling needs Linux and root, CAP_SYS_NICE or an rtprio limit")
+    seen: list[tuple[int, int]] = []
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        follower = runtime.ahead
+        assert follower.scheduling.priority == 1 and not follower.scheduling.raised
+        follow_rules(runtime)
+        wait_until(lambda: bool(follower.scheduling.raised), "the follower to be raised")
+        assert follower._thread is not None and follower._thread.native_id is not None
+        thread_id = follower._thread.native_id
+        assert follower.scheduling.raised == (thread_id,)  # one process: its own thread only
+        assert policy(thread_id) == (os.SCHED_RR, 1)
+        assert policy() == (os.SCHED_OTHER, 0)  # no other thread is raised
+        assert runtime.loader._thread is not None and runtime.loader._thread.native_id
+        assert policy(runtime.loader._thread.native_id) == (os.SCHED_OTHER, 0)
+        follower.progress.append(lambda seq, n: seen.append(policy()))
+        seq = runtime.log.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
+        wait_until(lambda: follower.followed >= seq, "the record to be followed")
+        assert tags_of(runtime, "u1") == {"buyer"}
+        assert seen and set(seen) == {(os.SCHED_RR, 1)}
+        # No real-time subject any more: the normal policy again.
+        with runtime.store.transaction() as con:
+            con.execute("UPDATE tag_definitions SET status = 'paused'")
+        with runtime.store.transaction() as con:
+            runtime.realtime.sync(con)
+        runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
+        wait_until(lambda: not follower.scheduling.raised, "the follower to be lowered")
+        assert policy(thread_id) == (os.SCHED_OTHER, 0)
+        activate(runtime, {"again": "did(view, 1d)"})
+        wait_until(lambda: bool(follower.scheduling.raised), "the follower to be raised again")
+        assert policy(thread_id) == (os.SCHED_RR, 1)
+
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(
+        text.replace("sched_priority = 1", "sched_priority = 0"), encoding="utf-8"
+    )
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        assert runtime.ahead.scheduling.priority == 0
+        seq = runtime.log.append_sync(encode_record([event("view", T0, "u1")]))
+        wait_until(lambda: runtime.ahead.followed >= seq, "the record to be followed")
+        assert tags_of(runtime, "u1") == {"again"}  # "again" is still real-time and active
+        assert runtime.ahead._thread is not None and runtime.ahead._thread.native_id
+        assert policy(runtime.ahead._thread.native_id) == (os.SCHED_OTHER, 0)
+        assert runtime.ahead.scheduling.raised == ()
+
+
+def test_the_store_process_log_follower_is_raised_with_the_follower(workspace: Workspace) -> None:
+    """With two processes, the thread that reads what the collector made durable and hands it
+    over runs under SCHED_RR with the follower, and under the normal policy again with it."""
+    import os
+
+    from huaxiang.collect.follow import DurableMarker, LogFollower
+    from huaxiang.collect.log import IngestLog
+    from huaxiang.realtime.scheduling import policy
+
+    if not may_raise_threads():
+        pytest.skip("real-time scheduling needs Linux and root, CAP_SYS_NICE or an rtprio limit")
+    writer = IngestLog(workspace.log_dir)  # the collector's side
+    marker = DurableMarker(workspace.log_dir)
+    marker.publish(writer)
+    writer.add_listener(lambda records: marker.publish(writer))
+    reading = LogFollower(workspace.log_dir, poll_s=0.005)
+    try:
+        with Runtime(
+            workspace, log=reading, clock=ManualClock(T0), start_delivery=False
+        ) as runtime:
+            handing = reading.handing_thread_id()
+            assert handing is not None and handing != threading.get_native_id()
+            writer.append_sync(encode_record([event("visit", T0, "u1")]))
+            assert runtime.loader.wait_loaded(1, 30)
+            follower = runtime.ahead
+            activate(runtime, RULES)
+            wait_until(lambda: bool(follower.scheduling.raised), "the follower to be raised")
+            assert follower._thread is not None
+            assert follower.scheduling.raised == (follower._thread.native_id, handing)
+            assert policy(handing) == (os.SCHED_RR, 1)
+            seq = writer.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
+            wait_until(lambda: follower.followed >= seq, "the record to be followed")
+            assert tags_of(runtime, "u1") == {"buyer"}
+            with runtime.store.transaction() as con:
+                con.execute("UPDATE tag_definitions SET status = 'paused'")
+            with runtime.store.transaction() as con:
+                runtime.realtime.sync(con)
+            writer.append_sync(encode_record([event("visit", T0, "u1")]))
+            wait_until(lambda: not follower.scheduling.raised, "the follower to be lowered")
+            assert policy(handing) == (os.SCHED_OTHER, 0)
+    finally:
+        writer.close()
+        marker.publish(writer)
+        marker.close()

@@ -25,6 +25,8 @@ def test_default_file_gives_default_settings(workspace: Workspace) -> None:
     assert (two.serve_processes, two.serve_store_nice) == (2, 0)
     off = {"realtime": {"interpreter_priority": False}}
     assert settings_from_dict(off).realtime_interpreter_priority is False
+    assert settings.realtime_sched_priority == 1
+    assert settings_from_dict({"realtime": {"sched_priority": 0}}).realtime_sched_priority == 0
 
 
 def test_new_identifier_type_and_attribute_precedence() -> None:
@@ -55,6 +57,8 @@ def test_new_identifier_type_and_attribute_precedence() -> None:
         ({"realtime": 5}, "realtime: must be a table"),
         ({"serve": {"processes": 3}}, "serve.processes: is 3 .set it to 1 or 2."),
         ({"serve": {"store_nice": 25}}, "serve.store_nice: is 25 .set it to 0 to 19."),
+        ({"realtime": {"sched_priority": 100}}, "realtime.sched_priority: is 100 .set it to 0 to"),
+        ({"realtime": {"sched_priority": True}}, "realtime.sched_priority: is True, not a whole"),
     ],
 )
 def test_bad_settings_name_the_problem(data: dict[str, object], fragment: str) -> None:

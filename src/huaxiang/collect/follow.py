@@ -274,6 +274,12 @@ class LogFollower(IngestLog):
             )
             self._thread.start()
 
+    def handing_thread_id(self) -> int | None:
+        """The native id of this follower's thread (it reads the records the writer made
+        durable and hands them to the listeners, nothing else), None before it starts."""
+        thread = self._thread
+        return None if thread is None else thread.native_id
+
     def skip_to(self, seq: int) -> None:
         """Tell the listeners nothing before ``seq`` (the loader has loaded it already).
 

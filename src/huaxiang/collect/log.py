@@ -328,6 +328,12 @@ class IngestLog:
         with self._lock:
             self._listeners.append(listener)
 
+    def handing_thread_id(self) -> int | None:
+        """The native id of the thread calling the listeners, when handing records over is all
+        it does (a real-time follower may raise it with itself); None here: the writer thread
+        appends and syncs the log too."""
+        return None
+
     @property
     def last_seq(self) -> int:
         """Sequence number of the last durable record (0 when the log is empty)."""

@@ -48,6 +48,7 @@ from huaxiang.collect.seen_filter import SeenFilter
 from huaxiang.realtime.cores import Cores
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.realtime.priority import Priority
+from huaxiang.realtime.scheduling import Scheduling
 from huaxiang.store import Store
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ class Ahead:
         """While the engine keeps real-time subjects, this thread first in line for the
         interpreter (see :mod:`huaxiang.realtime.priority`; ``[realtime]
         interpreter_priority``). None: the switch interval is left as it is."""
+        self.scheduling = Scheduling(0)
+        """While the engine keeps real-time subjects, this thread under the real-time
+        scheduling policy at this priority (see :mod:`huaxiang.realtime.scheduling`;
+        ``[realtime] sched_priority``; 0: the normal policy)."""
         self.seen = loader.seen_filter = SeenFilter(store.path)
         """The messageIds stored, as a Bloom filter: only those it may hold are looked up."""
         engine.loading = lambda: loader.loading_seq
@@ -219,16 +224,23 @@ class Ahead:
                     self._drop_reader()
                     self._stop.wait(WAIT_S)
         finally:
+            self.scheduling.lower_threads()
             self.cores.share()
             if self.priority is not None:
                 self.priority.release()
             con.close()
 
     def _place(self) -> None:
-        """A core of its own for this thread, and the interpreter first, while the engine keeps
-        real-time subjects; every core shared and the switch interval as it was when it keeps
-        none."""
+        """A core of its own for this thread, first in line for a core and for the interpreter,
+        while the engine keeps real-time subjects; every core shared, the normal scheduling
+        policy and the switch interval as it was when it keeps none."""
         keeps = bool(self.engine.subjects)
+        if keeps and not self.scheduling.raised:
+            handing = self.log.handing_thread_id()
+            ours = threading.get_native_id()
+            self.scheduling.raise_threads([ours] if handing is None else [ours, handing])
+        elif not keeps and self.scheduling.raised:
+            self.scheduling.lower_threads()
         if self.priority is not None:
             if keeps and not self.priority.engaged:
                 self.priority.engage()

@@ -730,10 +730,32 @@ def test_the_follower_is_first_for_a_core_while_tags_are_real_time(workspace: Wo
         assert runtime.loader._thread is not None and runtime.loader._thread.native_id
         assert policy(runtime.loader._thread.native_id) == (os.SCHED_OTHER, 0)
         follower.progress.append(lambda seq, n: seen.append(policy()))
-        seq = runtime.log.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
-        wait_until(lambda: follower.followed >= seq, "the record to be followed")
+        followed_under: dict[int, tuple[int, int]] = {}
+        follower.listeners.append(lambda seq: followed_under.setdefault(seq, policy()))
+
+        def append(*events: Event) -> int:
+            seq = runtime.log.append_sync(encode_record(list(events)))
+            wait_until(lambda: follower.followed >= seq, f"record {seq} to be followed")
+            return seq
+
+        bought = append(event("buy", T0, "u1", amount=5))
         assert tags_of(runtime, "u1") == {"buyer"}
         assert seen and set(seen) == {(os.SCHED_RR, 1)}
+        assert followed_under[bought] == (os.SCHED_RR, 1)
+        # A record the loader folds (an identify call): waited for under the normal policy, as
+        # the other threads wait; the next one folded ahead under the real-time one again.
+        left = follower.left
+        identified = append(identify(T0, "u1", "a1", plan="pro"))
+        assert follower.left == left + 1
+        assert followed_under[identified] == (os.SCHED_OTHER, 0)
+        assert followed_under[append(event("view", T0, "u1"))] == (os.SCHED_RR, 1)
+        # Busy (a round folded within the last second): stepped aside under the normal policy.
+        follower.busy_share = 1e-9
+        busy = append(event("view", T0, "u1"))
+        assert follower.left == left + 2
+        assert followed_under[busy] == (os.SCHED_OTHER, 0)
+        follower.busy_share = ahead_module.BUSY_SHARE
+        wait_until(lambda: policy(thread_id) == (os.SCHED_RR, 1), "the follower raised again")
         # No real-time subject any more: the normal policy again.
         with runtime.store.transaction() as con:
             con.execute("UPDATE tag_definitions SET status = 'paused'")

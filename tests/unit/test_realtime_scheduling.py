@@ -101,6 +101,25 @@ def test_a_thread_that_ended_is_passed_over() -> None:
         scheduling.lower_threads()
 
 
+@needs_the_right
+def test_aside_lowers_the_threads_for_a_while() -> None:
+    scheduling = Scheduling(2)
+    with waiting_thread() as first, waiting_thread() as second:
+        assert scheduling.raise_threads([first, second])
+        with scheduling.aside():
+            assert scheduling.raised == ()
+            assert policy(first) == policy(second) == (os.SCHED_OTHER, 0)
+        assert scheduling.raised == (first, second)
+        assert policy(first) == policy(second) == (os.SCHED_RR, 2)
+        with pytest.raises(RuntimeError), scheduling.aside():
+            raise RuntimeError("a failed round")
+        assert policy(first) == (os.SCHED_RR, 2)  # raised again all the same
+        scheduling.lower_threads()
+        with scheduling.aside():  # not raised: nothing to lower, nothing raised after
+            pass
+        assert scheduling.raised == () and policy(first) == (os.SCHED_OTHER, 0)
+
+
 def test_priority_zero_never_raises() -> None:
     scheduling = Scheduling(0)
     with waiting_thread() as thread_id:

@@ -34,8 +34,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import duckdb
@@ -321,16 +321,24 @@ class Ahead:
                 self._advance(last)
                 self.loader.wake()
             else:
-                # The loader folds this record: wait for it, then read on after it.
+                # The loader folds this record: wait for it (as other threads do), then read on
+                # after it.
                 self.left += 1
-                self._leave(records[handled][0])
+                with self.scheduling.aside():
+                    self._leave(records[handled][0])
         return folded
 
     def _folding(self) -> AbstractContextManager[None]:
         return nullcontext() if self.priority is None else self.priority.folding()
 
-    def _yielding(self) -> AbstractContextManager[None]:
-        return nullcontext() if self.priority is None else self.priority.yielding()
+    @contextmanager
+    def _yielding(self) -> Iterator[None]:
+        with self.scheduling.aside():
+            if self.priority is None:
+                yield
+            else:
+                with self.priority.yielding():
+                    yield
 
     def _take(self) -> tuple[list[tuple[int, EventBatch]], int, int]:
         """The durable records after :attr:`followed` (up to :data:`MAX_EVENTS` events), decoded

@@ -15,6 +15,10 @@ back to the normal policy.
   ``realtime.ahead.BUSY_SHARE``), so it cannot keep a core for long. The kernel keeps a
   twentieth of each second for the normal policy's threads anyway
   (``/proc/sys/kernel/sched_rt_runtime_us``).
+- While the follower waits for the loader (it stepped aside, or left it a record it cannot fold
+  ahead), the threads run under the normal policy (:meth:`Scheduling.aside`): the loader's
+  commits wake the follower, and a follower taking a core at each of them would only slow the
+  loader it waits for (HTTP ingest at full load was a tenth slower so).
 - Threads it would start run under the normal policy (``SCHED_RESET_ON_FORK``); it starts none.
 - It needs the right to raise a thread's scheduling (root, ``CAP_SYS_NICE``, or an
   ``RLIMIT_RTPRIO`` at least the priority, e.g. ``rtprio`` in ``/etc/security/limits.conf``).
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +105,18 @@ class Scheduling:
                 os.sched_setscheduler(thread_id, os.SCHED_OTHER, os.sched_param(0))
             except OSError:  # ended meanwhile (lowering is always allowed)
                 continue
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """The normal policy while the follower has stepped aside (behind or busy: the loader
+        takes what waits, and a follower taking a core at each of its commits would only slow
+        it), the real-time one again after (for the threads raised before)."""
+        raised = self.raised
+        if not raised:
+            yield
+            return
+        self.lower_threads()
+        try:
+            yield
+        finally:
+            self.raise_threads(raised)

@@ -726,6 +726,7 @@ def test_the_follower_is_first_for_a_core_while_tags_are_real_time(workspace: Wo
         thread_id = follower._thread.native_id
         assert follower.scheduling.raised == (thread_id,)  # one process: its own thread only
         assert policy(thread_id) == (os.SCHED_RR, 1)
+        assert follower.describe()["scheduling"] == "SCHED_RR 1"  # in `realtime status`
         assert policy() == (os.SCHED_OTHER, 0)  # no other thread is raised
         assert runtime.loader._thread is not None and runtime.loader._thread.native_id
         assert policy(runtime.loader._thread.native_id) == (os.SCHED_OTHER, 0)
@@ -764,6 +765,7 @@ def test_the_follower_is_first_for_a_core_while_tags_are_real_time(workspace: Wo
         runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
         wait_until(lambda: not follower.scheduling.raised, "the follower to be lowered")
         assert policy(thread_id) == (os.SCHED_OTHER, 0)
+        assert follower.describe()["scheduling"] == "normal"
         activate(runtime, {"again": "did(view, 1d)"})
         wait_until(lambda: bool(follower.scheduling.raised), "the follower to be raised again")
         assert policy(thread_id) == (os.SCHED_RR, 1)

@@ -52,6 +52,7 @@ def test_threads_are_raised_to_round_robin_and_lowered_again() -> None:
         assert scheduling.raise_threads([first, second])
         assert scheduling.raised == (first, second)
         assert policy(first) == policy(second) == (os.SCHED_RR, 3)
+        assert scheduling.describe() == "SCHED_RR 3"
         assert policy() == (os.SCHED_OTHER, 0)  # the calling thread is not touched
         assert scheduling.raise_threads([first])  # raised already: nothing changes
         assert scheduling.raised == (first, second)
@@ -145,7 +146,7 @@ scheduling = Scheduling(1)
 ours = threading.get_native_id()
 raised = scheduling.raise_threads([ours])
 print(raised, scheduling.refused, scheduling.raised, policy() == (os.SCHED_OTHER, 0))
-print(scheduling.raise_threads([ours]))  # not tried again
+print(scheduling.raise_threads([ours]), scheduling.describe())  # not tried again
 """
 
 
@@ -158,7 +159,7 @@ def test_without_the_right_the_thread_keeps_the_normal_policy_and_says_so_once()
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[-2:] == ["False True () True", "False"]
+    assert lines[-2:] == ["False True () True", "False normal (SCHED_RR not allowed)"]
     said = [line for line in lines if "keeps the normal scheduling policy" in line]
     assert len(said) == 1
     assert "sched_priority = 0" in said[0] and "CAP_SYS_NICE" in said[0]

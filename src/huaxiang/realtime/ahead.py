@@ -186,6 +186,7 @@ class Ahead:
             "loaded_seq": self.loader.loaded_seq,
             "records_folded_ahead": self.folded,
             "records_left_to_loader": self.left,
+            "scheduling": self.scheduling.describe(),
         }
 
     @property

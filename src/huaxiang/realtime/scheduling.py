@@ -67,6 +67,13 @@ class Scheduling:
         self.refused = False
         """Raising was refused once (no right to it): not tried again."""
 
+    def describe(self) -> str:
+        """How the follower runs now: ``SCHED_RR N``, ``normal``, or ``normal (SCHED_RR not
+        allowed)`` once raising was refused."""
+        if self.raised:
+            return f"SCHED_RR {self.priority}"
+        return "normal (SCHED_RR not allowed)" if self.refused else "normal"
+
     def raise_threads(self, thread_ids: Sequence[int]) -> bool:
         """Run the threads ``thread_ids`` (native ids) under ``SCHED_RR`` at :attr:`priority`.
         Returns whether they run so (False when the priority is 0, where not supported, or

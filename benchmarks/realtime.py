@@ -8,11 +8,11 @@ per group commit, as the collector does), with the loader, the engine's log foll
 thread (timers, snapshots) running, and the interpreter set up (GIL switch interval, collector
 thresholds, frozen heap) as when serving, the follower first in line for it (``[realtime]
 interpreter_priority``, the default) and for a core (``[realtime] sched_priority``, the default:
-SCHED_RR where the process may, e.g. as root; the line before the figures says which). The clock of
-an event starts when its record is durable (fsync'd) and stops when its real-time values are
-updated: the follower has folded it and the engine decided (what ``huaxiang realtime person`` reads;
-the events of one record are decided one after another, each under the engine's lock on its own, and
-each is timed on its own). The follower runs on a processor core of its own (``[realtime]
+SCHED_RR where the process may, e.g. as root; the line before the figures says how it ran). The
+clock of an event starts when its record is durable (fsync'd) and stops when its real-time values
+are updated: the follower has folded it and the engine decided (what ``huaxiang realtime person``
+reads; the events of one record are decided one after another, each under the engine's lock on its
+own, and each is timed on its own). The follower runs on a processor core of its own (``[realtime]
 dedicated_core``, on by default from 4 cores; this sets it on whatever the machine):
 ``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sharing every core (the default
 below 4 cores). The two take turns in blocks of half a second through one steady phase of twice the
@@ -232,6 +232,11 @@ BLOCK_S = 0.5
 """The steady phase takes turns between the follower's placements in blocks this long."""
 
 
+schedulings: set[str] = set()
+"""How the follower ran at the end of each steady phase (``Scheduling.describe()``: ``SCHED_RR
+1`` where the process may, else ``normal``)."""
+
+
 def steady_latencies(
     rt: Runtime,
     count: int,
@@ -294,6 +299,7 @@ def steady_latencies(
         elif finished and measured >= rt.log.last_seq:
             break
     producer.join()
+    schedulings.add(rt.ahead.scheduling.describe())
     rt.ahead.stop()
     rt.realtime.stop()
     rt.loader.stop()
@@ -478,7 +484,6 @@ def measure(folder: Path, quick: bool) -> None:
             rt, 2 * steady_events, 1000.0, rng, placements=(False, True)
         )
         latencies, shared = by_placement[True], by_placement[False]
-        raised = bool(rt.ahead.scheduling.raised)
         p50 = statistics.median(latencies)
         p99 = percentile(latencies, 0.99)
         # For comparison: a rate of 100 events/s.
@@ -550,7 +555,7 @@ def measure(folder: Path, quick: bool) -> None:
         f"{len(latencies)} + {len(shared)} events, the follower on a core of its own + sharing "
         f"(over 5 ms {sum(v > 5 for v in latencies)} + {sum(v > 5 for v in shared)}; folded "
         f"ahead of the loader: {rt.ahead.folded} records, left to it: {rt.ahead.left}; "
-        f"scheduling {'SCHED_RR' if raised else 'normal, not allowed SCHED_RR'}); at 100 "
+        f"follower's scheduling: {', '.join(sorted(schedulings))}); at 100 "
         "events/s p50 "
         f"{statistics.median(calm):.2f} ms p99 {percentile(calm, 0.99):.2f} ms (committed p99 "
         f"{percentile(calm_stored, 0.99):.1f} ms); webhooks {len(hook_ms)}/{hooks} received"

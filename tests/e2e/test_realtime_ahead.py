@@ -85,6 +85,14 @@ def activate(runtime: Runtime, rules: dict[str, str]) -> None:
         runtime.realtime.sync(con)
 
 
+def pause_all(runtime: Runtime) -> None:
+    """Every tag paused: the engine keeps no real-time subject any more."""
+    with runtime.store.transaction() as con:
+        con.execute("UPDATE tag_definitions SET status = 'paused'")
+    with runtime.store.transaction() as con:
+        runtime.realtime.sync(con)
+
+
 def follow_rules(runtime: Runtime) -> None:
     """A first event stored, :data:`RULES` activated, and the follower caught up."""
     runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
@@ -645,10 +653,7 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
         wait_until(lambda: follower.followed >= seq, "the record to be followed")
         assert tags_of(runtime, "u1") == {"buyer"}
         # No real-time subject any more: every core is shared again.
-        with runtime.store.transaction() as con:
-            con.execute("UPDATE tag_definitions SET status = 'paused'")
-        with runtime.store.transaction() as con:
-            runtime.realtime.sync(con)
+        pause_all(runtime)
         runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
         wait_until(lambda: follower.cores.core is None, "the follower to share the cores")
         assert os.sched_getaffinity(me) == allowed
@@ -682,10 +687,7 @@ def test_the_follower_is_first_for_the_interpreter_while_tags_are_real_time(
         assert during and all(abs(value - FOLDING_S) < 2e-6 for value in during)
         assert abs(sys.getswitchinterval() - WAITING_S) < 2e-6
         # No real-time subject any more: the interval is the process's own again.
-        with runtime.store.transaction() as con:
-            con.execute("UPDATE tag_definitions SET status = 'paused'")
-        with runtime.store.transaction() as con:
-            runtime.realtime.sync(con)
+        pause_all(runtime)
         runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
         wait_until(lambda: not follower.priority.engaged, "the follower to release")
         assert sys.getswitchinterval() == own
@@ -758,10 +760,7 @@ def test_the_follower_is_first_for_a_core_while_tags_are_real_time(workspace: Wo
         follower.busy_share = ahead_module.BUSY_SHARE
         wait_until(lambda: policy(thread_id) == (os.SCHED_RR, 1), "the follower raised again")
         # No real-time subject any more: the normal policy again.
-        with runtime.store.transaction() as con:
-            con.execute("UPDATE tag_definitions SET status = 'paused'")
-        with runtime.store.transaction() as con:
-            runtime.realtime.sync(con)
+        pause_all(runtime)
         runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
         wait_until(lambda: not follower.scheduling.raised, "the follower to be lowered")
         assert policy(thread_id) == (os.SCHED_OTHER, 0)
@@ -817,10 +816,7 @@ def test_the_store_process_log_follower_is_raised_with_the_follower(workspace: W
             seq = writer.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
             wait_until(lambda: follower.followed >= seq, "the record to be followed")
             assert tags_of(runtime, "u1") == {"buyer"}
-            with runtime.store.transaction() as con:
-                con.execute("UPDATE tag_definitions SET status = 'paused'")
-            with runtime.store.transaction() as con:
-                runtime.realtime.sync(con)
+            pause_all(runtime)
             writer.append_sync(encode_record([event("visit", T0, "u1")]))
             wait_until(lambda: not follower.scheduling.raised, "the follower to be lowered")
             assert policy(handing) == (os.SCHED_OTHER, 0)

@@ -115,9 +115,9 @@ class Scheduling:
 
     @contextmanager
     def aside(self) -> Iterator[None]:
-        """The normal policy while the follower has stepped aside (behind or busy: the loader
-        takes what waits, and a follower taking a core at each of its commits would only slow
-        it), the real-time one again after (for the threads raised before)."""
+        """The normal policy while the follower waits for the loader (stepped aside, behind or
+        busy, or a record left to it: a follower taking a core at each of the loader's commits
+        would only slow it), the real-time one again after (for the threads raised before)."""
         raised = self.raised
         if not raised:
             yield

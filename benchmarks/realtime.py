@@ -39,6 +39,12 @@ engine has the store process's interpreter to itself (the follower, the log's re
 the timer thread). It shows what the engine costs without the Python the loader runs beside it
 (see "Where p99 goes" in ``docs/realtime.md``).
 
+``bare_p50_ms``/``bare_p99_ms``: the baseline, measured in the same run just before the split
+figures: the same producer process, log and hand-over to a bare thread of this process, woken and
+scheduled as the follower is, that only notes when each record reached it (no decoding, no rules,
+no loader). What the machine gives the path from durable to a woken thread at that moment: the
+rest of the split figures is the engine's work and its sharing of the interpreter.
+
     .venv/bin/python benchmarks/realtime.py [--quick]
 """
 
@@ -70,6 +76,7 @@ from huaxiang.collect.log import IngestLog
 from huaxiang.collect.records import encode_record
 from huaxiang.config import Workspace
 from huaxiang.events import Event
+from huaxiang.realtime.scheduling import Scheduling
 from huaxiang.rules.text import parse
 from huaxiang.runtime import Runtime
 from huaxiang.serve.interpreter import freeze_loaded_heap, short_switch_interval
@@ -407,6 +414,81 @@ def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = Tru
     return out
 
 
+def bare_latencies(folder: Path, count: int, rate: float, priority: int) -> list[float]:
+    """The baseline of the split figures, measured in the same run: the same producer process,
+    log and hand-over (``DURABLE``, the wake-up datagram, the store side's log follower thread),
+    to a bare thread woken as the follower is and scheduled as it is (``SCHED_RR`` at
+    ``priority`` where the process may), which only notes when each record reached it: no
+    decoding, no rules, no loader, and no other thread of this process running Python. Per
+    event, the milliseconds from its record being durable to then: what this machine gives the
+    path at that moment of the run (a log of its own, so the workspace's loader never sees
+    these events)."""
+    log_dir = folder / "bare-log"
+    wake_store, wake_producer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fd = wake_producer.fileno()
+    producer = subprocess.Popen(
+        [sys.executable, __file__, "--produce", str(log_dir), str(fd), str(count), str(rate)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        pass_fds=(fd,),
+    )
+    assert producer.stdin is not None and producer.stdout is not None
+    cond = threading.Condition()
+    handed: list[int] = []
+    reached: dict[int, float] = {}
+    done = threading.Event()
+
+    def hand(records: Sequence[tuple[int, bytes]]) -> None:
+        with cond:
+            handed.extend(seq for seq, _ in records)
+            cond.notify()
+
+    def take() -> None:
+        while not done.is_set():
+            with cond:
+                cond.wait_for(lambda: bool(handed) or done.is_set(), timeout=0.5)
+                seqs = handed[:]
+                handed.clear()
+            at = time.perf_counter()
+            for seq in seqs:
+                reached[seq] = at
+
+    scheduling = Scheduling(priority)
+    taker = threading.Thread(target=take, name="bare-follower", daemon=True)
+    follower: LogFollower | None = None
+    try:
+        if producer.stdout.readline().strip() != "ready":
+            raise RuntimeError("the producer process did not start")
+        follower = LogFollower(log_dir, wakeup=wake_store)
+        taker.start()
+        follower.add_listener(hand)
+        handing = follower.handing_thread_id()
+        assert taker.native_id is not None and handing is not None
+        scheduling.raise_threads([taker.native_id, handing])
+        producer.stdin.write("go\n")
+        producer.stdin.flush()
+        produced = orjson.loads(producer.stdout.readline())
+        last = max(int(seq) for seq in produced["sizes"])
+        deadline = time.monotonic() + 60
+        while last not in reached and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        scheduling.lower_threads()
+        done.set()
+        if follower is not None:
+            follower.close()
+        if producer.poll() is None:
+            producer.kill()
+        producer.wait()
+        wake_store.close()
+        wake_producer.close()
+    out: list[float] = []
+    for seq, size in produced["sizes"].items():
+        out += [(reached[int(seq)] - produced["durable"][seq]) * 1000] * size
+    return out
+
+
 def webhook_latencies(rt: Runtime, receiver: Receiver, samples: int) -> list[float]:
     """Sequentially: an event for a new person -> its signed webhook received."""
     out: list[float] = []
@@ -544,7 +626,9 @@ def measure(folder: Path, quick: bool) -> None:
         hook_ms = webhook_latencies(rt, receiver, hooks)
         rt.delivery.stop()
     receiver.close()
-    # The steady rate again, the producer in a process of its own (`serve --processes 2`).
+    # The steady rate again, the producer in a process of its own (`serve --processes 2`): the
+    # bare path first, then the store process following the log.
+    bare = bare_latencies(folder, steady_events, 1000.0, rt.settings.realtime_sched_priority)
     split = split_latencies(ws, steady_events, 1000.0)
     alone = split_latencies(ws, steady_events, 1000.0, store=False)
     webhook_p99 = percentile(hook_ms, 0.99) if len(hook_ms) == hooks else None
@@ -562,7 +646,8 @@ def measure(folder: Path, quick: bool) -> None:
         f" (bad signatures {receiver.bad}), p50 "
         f"{statistics.median(hook_ms) if hook_ms else float('nan'):.1f} ms; producer in a "
         f"process of its own: {len(split)} events, over 5 ms {sum(v > 5 for v in split)}; "
-        f"without the loader: {len(alone)} events, over 5 ms {sum(v > 5 for v in alone)}",
+        f"without the loader: {len(alone)} events, over 5 ms {sum(v > 5 for v in alone)}; "
+        f"bare hand-over (baseline): {len(bare)} events, over 5 ms {sum(v > 5 for v in bare)}",
         file=sys.stderr,
     )
     answer: dict[str, Any] = {
@@ -580,6 +665,8 @@ def measure(folder: Path, quick: bool) -> None:
         "split_p99_ms": round(percentile(split, 0.99), 3),
         "alone_p50_ms": round(statistics.median(alone), 3),
         "alone_p99_ms": round(percentile(alone, 0.99), 3),
+        "bare_p50_ms": round(statistics.median(bare), 3),
+        "bare_p99_ms": round(percentile(bare, 0.99), 3),
     }
     print(orjson.dumps(answer).decode())
 

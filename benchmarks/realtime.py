@@ -362,25 +362,53 @@ def produce_elsewhere(folder: Path, fd: int, count: int, rate: float, seed: int)
     print(orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS).decode())
 
 
+class Producer:
+    """The producer process of the split and bare measurements (``--produce``), appending to the
+    ingest log in ``log_dir``, and the wake-up socket its group commits write to."""
+
+    def __init__(self, log_dir: Path, count: int, rate: float) -> None:
+        self.wakeup, wake_producer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._wake_producer = wake_producer
+        fd = wake_producer.fileno()
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--produce", str(log_dir), str(fd), str(count), str(rate)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=(fd,),
+        )
+
+    def ready(self) -> None:
+        """Wait until the producer has published the log's durable end."""
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the producer process did not start")
+
+    def run(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Let it produce; when each record was durable, and how many events each held."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        produced = orjson.loads(self.process.stdout.readline())
+        return produced["durable"], produced["sizes"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.wakeup.close()
+        self._wake_producer.close()
+
+
 def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = True) -> list[float]:
     """Per event, the milliseconds from its record being durable (in the producer process) to
     its real-time values updated (in this one, following the log as the store process of
     ``huaxiang serve --processes 2`` does). ``store=False``: the loader does not run (the
     events are folded ahead and left in the log)."""
-    wake_store, wake_producer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    fd = wake_producer.fileno()
-    producer = subprocess.Popen(
-        [sys.executable, __file__, "--produce", str(ws.log_dir), str(fd), str(count), str(rate)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        pass_fds=(fd,),
-    )
-    assert producer.stdin is not None and producer.stdout is not None
+    producer = Producer(ws.log_dir, count, rate)
     try:
-        if producer.stdout.readline().strip() != "ready":
-            raise RuntimeError("the producer process did not start")
-        follower = LogFollower(ws.log_dir, wakeup=wake_store)
+        producer.ready()
+        follower = LogFollower(ws.log_dir, wakeup=producer.wakeup)
         with Runtime(
             ws, log=follower, start_loader=False, start_delivery=False, start_scheduler=False
         ) as rt:
@@ -391,10 +419,8 @@ def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = Tru
                 rt.loader.start()
             rt.realtime.start()
             follower_started(rt)
-            producer.stdin.write("go\n")
-            producer.stdin.flush()
-            produced = orjson.loads(producer.stdout.readline())
-            last = max(int(seq) for seq in produced["sizes"])
+            durable, sizes = producer.run()
+            last = max(int(seq) for seq in sizes)
             deadline = time.monotonic() + 60
             while followed.last < last and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -402,15 +428,10 @@ def split_latencies(ws: Workspace, count: int, rate: float, *, store: bool = Tru
             rt.realtime.stop()
             rt.loader.stop()
     finally:
-        if producer.poll() is None:
-            producer.kill()
-        producer.wait()
-        wake_store.close()
-        wake_producer.close()
+        producer.close()
     out: list[float] = []
-    for seq, size in produced["sizes"].items():
-        durable = produced["durable"][seq]
-        out += [(at - durable) * 1000 for at in followed.times(int(seq), size)]
+    for seq, size in sizes.items():
+        out += [(at - durable[seq]) * 1000 for at in followed.times(int(seq), size)]
     return out
 
 
@@ -424,16 +445,7 @@ def bare_latencies(folder: Path, count: int, rate: float, priority: int) -> list
     path at that moment of the run (a log of its own, so the workspace's loader never sees
     these events)."""
     log_dir = folder / "bare-log"
-    wake_store, wake_producer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    fd = wake_producer.fileno()
-    producer = subprocess.Popen(
-        [sys.executable, __file__, "--produce", str(log_dir), str(fd), str(count), str(rate)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        pass_fds=(fd,),
-    )
-    assert producer.stdin is not None and producer.stdout is not None
+    producer = Producer(log_dir, count, rate)
     cond = threading.Condition()
     handed: list[int] = []
     reached: dict[int, float] = {}
@@ -458,18 +470,15 @@ def bare_latencies(folder: Path, count: int, rate: float, priority: int) -> list
     taker = threading.Thread(target=take, name="bare-follower", daemon=True)
     follower: LogFollower | None = None
     try:
-        if producer.stdout.readline().strip() != "ready":
-            raise RuntimeError("the producer process did not start")
-        follower = LogFollower(log_dir, wakeup=wake_store)
+        producer.ready()
+        follower = LogFollower(log_dir, wakeup=producer.wakeup)
         taker.start()
         follower.add_listener(hand)
         handing = follower.handing_thread_id()
         assert taker.native_id is not None and handing is not None
         scheduling.raise_threads([taker.native_id, handing])
-        producer.stdin.write("go\n")
-        producer.stdin.flush()
-        produced = orjson.loads(producer.stdout.readline())
-        last = max(int(seq) for seq in produced["sizes"])
+        durable, sizes = producer.run()
+        last = max(int(seq) for seq in sizes)
         deadline = time.monotonic() + 60
         while last not in reached and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -478,14 +487,10 @@ def bare_latencies(folder: Path, count: int, rate: float, priority: int) -> list
         done.set()
         if follower is not None:
             follower.close()
-        if producer.poll() is None:
-            producer.kill()
-        producer.wait()
-        wake_store.close()
-        wake_producer.close()
+        producer.close()
     out: list[float] = []
-    for seq, size in produced["sizes"].items():
-        out += [(reached[int(seq)] - produced["durable"][seq]) * 1000] * size
+    for seq, size in sizes.items():
+        out += [(reached[int(seq)] - durable[seq]) * 1000] * size
     return out
 
 

@@ -57,7 +57,8 @@ class Cores:
         self.allowed = allowed_cores()
         """The process's cores before any was dedicated (restored by :meth:`share`)."""
         self.core: int | None = None
-        """The dedicated core (None: every thread may use every allowed core)."""
+        """The dedicated core (None: every thread may use every allowed core), set once the
+        threads are where it says."""
 
     def dedicate(self, thread_id: int) -> int | None:
         """Run the thread ``thread_id`` (a native id) alone on one core, every other thread of
@@ -72,16 +73,16 @@ class Cores:
         except OSError as e:
             logger.warning("the real-time follower cannot have a core of its own: %s", e)
             return None
-        self.core = core
         self._set_others(thread_id, others)
+        self.core = core  # once every thread is placed: a reader sees the placement done
         return core
 
     def share(self) -> None:
         """Every thread of the process on every allowed core again."""
         if self.core is None:
             return
-        self.core = None
         self._set_others(None, self.allowed)
+        self.core = None
 
     @staticmethod
     def _set_others(skip: int | None, cores: frozenset[int]) -> None:

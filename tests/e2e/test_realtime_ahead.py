@@ -368,8 +368,22 @@ def test_a_message_sent_again_is_not_folded_twice(workspace: Workspace) -> None:
         assert tags_of(runtime, "u2") == {"buyer"}
 
 
+@pytest.fixture
+def known_interval() -> Iterator[None]:
+    """A switch interval that is neither of the follower's (another test may have left the
+    serving one), the process's own again after."""
+    import sys
+
+    own = sys.getswitchinterval()
+    sys.setswitchinterval(0.004)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(own)
+
+
 def test_a_busy_follower_leaves_records_to_the_loader_for_a_second(
-    workspace: Workspace,
+    workspace: Workspace, known_interval: None
 ) -> None:
     """While it has stepped aside, the interpreter's switch interval is the one it found (the
     loader takes what waits), not the follower's short one."""
@@ -663,7 +677,7 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
 
 
 def test_the_follower_is_first_for_the_interpreter_while_tags_are_real_time(
-    workspace: Workspace,
+    workspace: Workspace, known_interval: None
 ) -> None:
     """``[realtime] interpreter_priority`` (on by default): with real-time tags active, the switch
     interval is short while the follower waits and long while it folds an event; with none, and

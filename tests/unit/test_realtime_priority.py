@@ -15,9 +15,9 @@ from huaxiang.realtime.priority import FOLDING_S, WAITING_S, Priority
 def interval() -> Iterator[float]:
     """A known interval before each test, the process's own after it."""
     own = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(0.003)  # neither of the follower's intervals
     try:
-        yield 0.001
+        yield 0.003
     finally:
         sys.setswitchinterval(own)
 

@@ -15,8 +15,11 @@ sets the interval:
 
 - short (:data:`WAITING_S`) while it waits for records, so that once woken it gets the lock within
   that;
-- long (:data:`FOLDING_S`) while it reads and decides them, so that a thread asking for the lock
-  meanwhile waits until the round ends, or that long.
+- :data:`FOLDING_S` (1 ms, a serving process's own interval) while it reads and decides them, so
+  that a thread asking for the lock meanwhile gets it within that. It was 5 ms: the follower's
+  rounds then kept the HTTP server's threads (in one process, the producer of the very records
+  it follows) and the loader's waiting longer, and since the follower is also first in line for
+  a core (``realtime.scheduling``) that cost more than it gave (see ``docs/realtime.md``).
 
 The follower's rounds are short (a few events at a fraction of a millisecond each), so the
 other threads lose little. While it has stepped aside (behind or busy, see ``realtime.ahead``: the
@@ -32,7 +35,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-FOLDING_S = 0.005
+FOLDING_S = 0.001
 """The switch interval while the follower reads and decides records."""
 WAITING_S = 0.0002
 """The switch interval while the follower waits for records."""

@@ -12,8 +12,9 @@ SCHED_RR where the process may, e.g. as root; the line before the figures says h
 clock of an event starts when its record is durable (fsync'd) and stops when its real-time values
 are updated: the follower has folded it and the engine decided (what ``huaxiang realtime person``
 reads; the events of one record are decided one after another, each under the engine's lock on its
-own, and each is timed on its own). The follower runs on a processor core of its own (``[realtime]
-dedicated_core``, on by default from 4 cores; this sets it on whatever the machine):
+own, and each is timed on its own). The follower runs on a processor core of its own, the
+loader's thread and DuckDB's workers kept off it (``[realtime] dedicated_core``, on by default
+from 4 cores; this sets it on whatever the machine):
 ``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sharing every core (the default
 below 4 cores). The two take turns in blocks of half a second through one steady phase of twice the
 events, so that both meet the same moments.

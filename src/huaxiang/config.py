@@ -163,12 +163,12 @@ schedule_interval_s = 60
 
 [realtime]
 # While real-time tags or audiences are active, the thread deciding them as events arrive runs
-# alone on one processor core, and the server's other threads on the others (Linux): true,
+# alone on one processor core, with the loader and DuckDB's workers on the others (Linux): true,
 # false, or "auto" (on when the server may use at least 4 cores).
 dedicated_core = "auto"
 # While real-time tags or audiences are active, that thread is first in line for the Python
-# interpreter: it gets it within 0.2 ms of an event, and other threads wait for its rounds
-# (up to 5 ms each). true or false.
+# interpreter: it gets it within 0.2 ms of an event, and other threads asking for it while that
+# thread decides get it within 1 ms. true or false.
 interpreter_priority = true
 # While real-time tags or audiences are active, that thread runs under the real-time scheduling
 # policy (SCHED_RR, Linux) at this priority, 1 to 99: it takes a core from the other threads as

@@ -1,5 +1,6 @@
-"""The real-time follower's core of its own: the thread alone on one core, every other thread of
-the process on the others, and every core shared again after (real threads, real affinities)."""
+"""The real-time follower's core of its own: the thread alone on one core, the other threads of
+the process (every one, or the heavy ones) on the others, and every core shared again after (real
+threads, real affinities, real DuckDB workers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import duckdb
 
 from huaxiang.realtime import cores
 from huaxiang.realtime.cores import Cores
@@ -65,3 +68,43 @@ def test_a_thread_gets_a_core_of_its_own_and_gives_it_back() -> None:
         assert os.sched_getaffinity(me) == allowed
     placed.share()  # sharing twice changes nothing
     assert os.sched_getaffinity(me) == allowed
+
+
+def test_only_the_heavy_threads_leave_the_core_when_asked() -> None:
+    """With ``heavy`` given, the threads named there and those Python did not start (DuckDB's
+    workers) leave the follower's core; the other Python threads keep every core. Placing again
+    with other heavy threads moves what changed."""
+    placed = Cores()
+    allowed = placed.allowed
+    me = threading.get_native_id()
+    con = duckdb.connect(config={"threads": 2})  # its workers: threads Python did not start
+    try:
+        with parked_thread() as follower, parked_thread() as loader:
+            core = placed.dedicate(follower, {loader})
+            if len(allowed) < 2 or not cores.supported():
+                assert core is None and placed.core is None
+                return
+            try:
+                python = {t.native_id for t in threading.enumerate()}
+                foreign = {int(t) for t in os.listdir("/proc/self/task")} - python
+                assert foreign, "DuckDB started no thread of its own"
+                assert os.sched_getaffinity(follower) == {core}
+                assert os.sched_getaffinity(loader) == allowed - {core}
+                for thread_id in foreign:
+                    assert os.sched_getaffinity(thread_id) == allowed - {core}
+                assert os.sched_getaffinity(me) == allowed  # a light thread: every core
+                assert placed.heavy == {loader}
+                # The loader is another thread now (restarted): the placement follows.
+                with parked_thread() as restarted:
+                    assert os.sched_getaffinity(restarted) == allowed
+                    assert placed.dedicate(follower, {restarted}) == core
+                    assert os.sched_getaffinity(restarted) == allowed - {core}
+                    assert os.sched_getaffinity(loader) == allowed
+            finally:
+                placed.share()
+            assert os.sched_getaffinity(follower) == allowed
+            assert os.sched_getaffinity(loader) == allowed
+            for thread_id in foreign:
+                assert os.sched_getaffinity(thread_id) == allowed
+    finally:
+        con.close()

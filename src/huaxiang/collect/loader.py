@@ -543,6 +543,11 @@ class Loader:
         self._thread = threading.Thread(target=self._run, name="huaxiang-loader", daemon=True)
         self._thread.start()
 
+    def thread_id(self) -> int | None:
+        """The native id of the loader's thread (None: not running)."""
+        thread = self._thread
+        return None if thread is None else thread.native_id
+
     def stop(self, timeout: float = 30.0) -> None:
         """Load what is already appended (when healthy, within ``timeout``), then stop."""
         if self._thread is None:

@@ -248,14 +248,25 @@ class Ahead:
             elif not keeps and self.priority.engaged:
                 self.priority.release()
         want = self.dedicated_core and keeps and not self._unplaceable
-        if want and self.cores.core is None:
-            core = self.cores.dedicate(threading.get_native_id())
+        heavy = self._heavy()
+        if want and (self.cores.core is None or self.cores.heavy != heavy):
+            placed = self.cores.core is not None
+            core = self.cores.dedicate(threading.get_native_id(), heavy)
             if core is None:
                 self._unplaceable = True
-            else:
+            elif not placed:
                 logger.info("the real-time log follower runs on core %d of its own", core)
         elif not want and self.cores.core is not None:
             self.cores.share()
+
+    def _heavy(self) -> frozenset[int] | None:
+        """The Python threads kept off the follower's core (see :mod:`huaxiang.realtime.cores`):
+        the loader's, while this thread is first in line for a core; else None (every other
+        thread)."""
+        if not self.scheduling.raised:
+            return None
+        loader = self.loader.thread_id()
+        return frozenset() if loader is None else frozenset([loader])
 
     def _fill_seen(self) -> bool:
         """Fill the messageId filter from ``seen_messages``, under the store's writer lock (no

@@ -1,23 +1,38 @@
-"""A processor core of its own for the real-time log follower (Linux).
+"""A processor core kept for the real-time log follower (Linux).
 
 The log follower decides each event within a millisecond or so of it being durable; what
 makes some events wait several is the follower's queue while the rest of the store process
 (the loader's thread, DuckDB's workers, the HTTP server's threads) runs on the same core: its
 events then cost more, and a few queue up behind them. With ``[realtime] dedicated_core`` on,
-while the engine keeps real-time tags or audiences, the follower thread runs alone on one core
-(the last one the process may use) and every other thread of the process on the others; when
-none are kept, every thread may use every core again.
+while the engine keeps real-time tags or audiences, the follower thread runs on one core (the
+last one the process may use) and the store's heavy work on the others: the loader's thread
+and the threads Python did not start (DuckDB's workers). When none are kept, every thread may
+use every core again.
 
-Threads started later by a thread kept off the core are kept off it too (a new thread takes its
-creator's cores), so only threads the follower itself would start could land on its core, and it
-starts none. The process's other work has one core less meanwhile: ``auto`` (the default) turns
-this on only when the process may use at least :data:`AUTO_MIN_CORES` cores.
+Which other threads stay off the follower's core depends on how the follower is scheduled:
+
+- first in line for a core (``SCHED_RR``, see ``realtime.scheduling``), it takes its core back
+  the moment it wakes, so the process's other Python threads (the HTTP server's, the ingest
+  log's, the timer's) may still use every core. They are the threads that feed the follower:
+  kept off its core, they queued behind the loader's transactions on the others while the
+  follower's core stood idle, and the records they then appended late held more events each,
+  which the follower decides one after another;
+- under the normal policy, every other thread is kept off the follower's core: there a thread
+  running on it would hold the follower up.
+
+Threads started later take their creator's cores (a thread started by the loader stays off the
+follower's core), and so do DuckDB's workers started later; the follower itself starts none.
+The store's heavy work has one core less meanwhile: ``auto`` (the default) turns this on only
+when the process may use at least :data:`AUTO_MIN_CORES` cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+from collections.abc import Collection
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -51,7 +66,7 @@ def wanted(setting: str | bool, cores: int) -> bool:
 
 
 class Cores:
-    """Moves one thread onto a core of its own and the process's other threads off it."""
+    """Moves one thread onto a core of its own and other threads of the process off it."""
 
     def __init__(self) -> None:
         self.allowed = allowed_cores()
@@ -59,11 +74,17 @@ class Cores:
         self.core: int | None = None
         """The dedicated core (None: every thread may use every allowed core), set once the
         threads are where it says."""
+        self.heavy: frozenset[int] | None = None
+        """The Python threads kept off the core besides those Python did not start (None:
+        every other thread), as the last :meth:`dedicate` placed them."""
 
-    def dedicate(self, thread_id: int) -> int | None:
-        """Run the thread ``thread_id`` (a native id) alone on one core, every other thread of
-        the process on the others. Returns the core, or None when it cannot be done (fewer than
-        two cores, not supported, or the thread's cores cannot be set)."""
+    def dedicate(self, thread_id: int, heavy: Collection[int] | None = None) -> int | None:
+        """Run the thread ``thread_id`` (a native id) alone on one core and keep other threads
+        of the process off it: with ``heavy`` None, every other thread; else the threads of
+        ``heavy`` (native ids) and those Python did not start, while the other Python threads
+        may use every core. Placing again moves what changed. Returns the core, or None when it
+        cannot be done (fewer than two cores, not supported, or the thread's cores cannot be
+        set)."""
         if len(self.allowed) < 2 or not supported():
             return None
         core = max(self.allowed)
@@ -73,7 +94,11 @@ class Cores:
         except OSError as e:
             logger.warning("the real-time follower cannot have a core of its own: %s", e)
             return None
-        self._set_others(thread_id, others)
+        free = frozenset() if heavy is None else _python_threads() - set(heavy)
+        for entry in _threads():
+            if entry != thread_id:
+                _set(entry, self.allowed if entry in free else others)
+        self.heavy = None if heavy is None else frozenset(heavy)
         self.core = core  # once every thread is placed: a reader sees the placement done
         return core
 
@@ -81,18 +106,20 @@ class Cores:
         """Every thread of the process on every allowed core again."""
         if self.core is None:
             return
-        self._set_others(None, self.allowed)
-        self.core = None
-
-    @staticmethod
-    def _set_others(skip: int | None, cores: frozenset[int]) -> None:
         for entry in _threads():
-            if entry == skip:
-                continue
-            try:
-                os.sched_setaffinity(entry, cores)
-            except OSError:  # ended meanwhile, or not ours to move
-                continue
+            _set(entry, self.allowed)
+        self.core = None
+        self.heavy = None
+
+
+def _set(thread_id: int, cores: frozenset[int]) -> None:
+    with contextlib.suppress(OSError):  # ended meanwhile, or not ours to move
+        os.sched_setaffinity(thread_id, cores)
+
+
+def _python_threads() -> set[int]:
+    """The native ids of the threads Python started (or runs code in) now."""
+    return {t.native_id for t in threading.enumerate() if t.native_id is not None}
 
 
 def _threads() -> list[int]:

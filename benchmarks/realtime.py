@@ -14,10 +14,10 @@ are updated: the follower has folded it and the engine decided (what ``huaxiang 
 reads; the events of one record are decided one after another, each under the engine's lock on its
 own, and each is timed on its own). The follower runs on a processor core of its own, the
 loader's thread and DuckDB's workers kept off it (``[realtime] dedicated_core``, on by default
-from 4 cores; this sets it on whatever the machine):
-``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sharing every core (the default
-below 4 cores). The two take turns in blocks of half a second through one steady phase of twice the
-events, so that both meet the same moments.
+from 4 cores, or from 2 where the follower runs under ``SCHED_RR``; this sets it on whatever the
+machine): ``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sharing every core
+(the default below 4 cores under the normal policy). The two take turns in blocks of half a
+second through one steady phase of twice the events, so that both meet the same moments.
 ``stored_p50_ms``/``stored_p99_ms``: to the commit of the transaction that stored the event with its
 tag values, bitmaps and enter/exit changes. ``events_per_s``: the engine's sink hook on batches of
 5,000 stored events, writes and commit included, and the timer thread's round after each batch

@@ -76,7 +76,8 @@ class Settings:
     """How often the server refreshes due tags (``[tags] schedule_interval_s``; 0: never)."""
     realtime_dedicated_core: str | bool = "auto"
     """Whether the real-time log follower runs on a core of its own (``[realtime]
-    dedicated_core``: true, false or "auto", on from 4 cores; see ``realtime.cores``)."""
+    dedicated_core``: true, false or "auto", on from 4 cores, or 2 under ``SCHED_RR``; see
+    ``realtime.cores``)."""
     serve_processes: int = 1
     """Processes ``huaxiang serve`` runs (``[serve] processes``: 1, or 2 for an HTTP collector
     process beside the store's; the ``--processes`` flag wins)."""
@@ -164,7 +165,8 @@ schedule_interval_s = 60
 [realtime]
 # While real-time tags or audiences are active, the thread deciding them as events arrive runs
 # alone on one processor core, with the loader and DuckDB's workers on the others (Linux): true,
-# false, or "auto" (on when the server may use at least 4 cores).
+# false, or "auto" (on when the server may use at least 4 cores, or 2 where that thread runs
+# under SCHED_RR, see sched_priority).
 dedicated_core = "auto"
 # While real-time tags or audiences are active, that thread is first in line for the Python
 # interpreter: it gets it within 0.2 ms of an event, and other threads asking for it while that

@@ -65,9 +65,13 @@ class Runtime:
         self.loader.replay()
         # Real-time values follow the log as soon as it is durable, ahead of the loader.
         self.ahead = Ahead(self.realtime, self.log, self.loader, self.store)
-        self.ahead.dedicated_core = cores.wanted(
-            self.settings.realtime_dedicated_core, len(cores.allowed_cores())
-        )
+        # "auto" is decided by the follower at each placement (it depends on its scheduling);
+        # False where no setting could give it a core.
+        dedicated = self.settings.realtime_dedicated_core
+        if cores.wanted(dedicated, len(cores.allowed_cores()), first_in_line=True):
+            self.ahead.dedicated_core = dedicated
+        else:
+            self.ahead.dedicated_core = False
         if self.settings.realtime_interpreter_priority:
             self.ahead.priority = Priority()
         self.ahead.scheduling = Scheduling(self.settings.realtime_sched_priority)

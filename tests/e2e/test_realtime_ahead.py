@@ -684,6 +684,42 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
     assert os.sched_getaffinity(me) == allowed  # closing the runtime gives every core back
 
 
+@pytest.mark.parametrize("sched_priority", [1, 0])
+def test_auto_gives_the_follower_a_core_from_two_where_it_is_first_in_line(
+    workspace: Workspace, sched_priority: int
+) -> None:
+    """``dedicated_core = "auto"`` (the default): from 4 cores, and from 2 where the follower runs
+    under ``SCHED_RR`` (only the loader and DuckDB's workers leave its core then)."""
+    import os
+
+    from huaxiang.realtime import cores
+
+    text = workspace.config_path.read_text(encoding="utf-8")
+    assert 'dedicated_core = "auto"' in text and "sched_priority = 1" in text
+    workspace.config_path.write_text(
+        text.replace("sched_priority = 1", f"sched_priority = {sched_priority}"), encoding="utf-8"
+    )
+    allowed = cores.allowed_cores()
+    first_in_line = sched_priority > 0 and may_raise_threads()
+    expected = cores.wanted("auto", len(allowed), first_in_line)
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        follower = runtime.ahead
+        follow_rules(runtime)
+        seq = runtime.log.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
+        wait_until(lambda: follower.followed >= seq, "the record to be followed")
+        # (Raised while it follows: it runs under the normal policy while it waits for the
+        # loader, which the first event of a person may ask of it.)
+        wait_until(lambda: bool(follower.scheduling.raised) is first_in_line, "its policy")
+        if expected:
+            wait_until(lambda: follower.cores.core is not None, "the follower to take a core")
+            assert follower._thread is not None and follower._thread.native_id is not None
+            assert os.sched_getaffinity(follower._thread.native_id) == {follower.cores.core}
+        else:
+            assert follower.cores.core is None
+            assert os.sched_getaffinity(threading.get_native_id()) == allowed
+    assert os.sched_getaffinity(threading.get_native_id()) == allowed
+
+
 def test_the_follower_is_first_for_the_interpreter_while_tags_are_real_time(
     workspace: Workspace, known_interval: None
 ) -> None:

@@ -16,9 +16,13 @@ from huaxiang.realtime.cores import Cores
 
 
 def test_auto_is_on_from_four_cores_and_never_on_one() -> None:
+    """``auto``: from 4 cores, and from 2 where the follower is first in line for a core."""
     on_linux = cores.supported()
     assert cores.wanted("auto", 4) is on_linux
     assert cores.wanted("auto", 3) is False
+    assert cores.wanted("auto", 2, first_in_line=True) is on_linux
+    assert cores.wanted("auto", 1, first_in_line=True) is False
+    assert cores.wanted(False, 8, first_in_line=True) is False
     assert cores.wanted(True, 2) is on_linux
     assert cores.wanted(True, 1) is False
     assert cores.wanted(False, 64) is False

@@ -45,6 +45,7 @@ from huaxiang.collect.loader import Loader
 from huaxiang.collect.log import IngestLog, LogReader
 from huaxiang.collect.records import EventBatch, decode_batch_at
 from huaxiang.collect.seen_filter import SeenFilter
+from huaxiang.realtime import cores
 from huaxiang.realtime.cores import Cores
 from huaxiang.realtime.engine import RealtimeEngine
 from huaxiang.realtime.priority import Priority
@@ -120,10 +121,16 @@ class Ahead:
         self._rounds_total = 0.0
         """The durations in :attr:`_rounds`, summed (kept as rounds come and go: a round
         costs no walk over the last second's rounds)."""
-        self.dedicated_core = False
+        self.dedicated_core: bool | str = False
         """While the engine keeps real-time subjects, run the thread alone on a core (see
-        :mod:`huaxiang.realtime.cores`; ``[realtime] dedicated_core``)."""
+        :mod:`huaxiang.realtime.cores`; ``[realtime] dedicated_core``): True, False, or "auto"
+        (decided at each placement: it depends on whether this thread is first in line for a
+        core)."""
         self.cores = Cores()
+        count = len(self.cores.allowed)
+        self._auto_core = (cores.wanted("auto", count), cores.wanted("auto", count, True))
+        """``dedicated_core = "auto"`` resolved: under the normal policy, and first in line for a
+        core (known once, so that a round makes no system call for it)."""
         self._unplaceable = False
         """Giving the thread a core failed once: not tried again."""
         self.priority: Priority | None = None
@@ -247,7 +254,7 @@ class Ahead:
                 self.priority.engage()
             elif not keeps and self.priority.engaged:
                 self.priority.release()
-        want = self.dedicated_core and keeps and not self._unplaceable
+        want = keeps and not self._unplaceable and self._wants_core()
         heavy = self._heavy()
         if want and (self.cores.core is None or self.cores.heavy != heavy):
             placed = self.cores.core is not None
@@ -258,6 +265,13 @@ class Ahead:
                 logger.info("the real-time log follower runs on core %d of its own", core)
         elif not want and self.cores.core is not None:
             self.cores.share()
+
+    def _wants_core(self) -> bool:
+        """Whether :attr:`dedicated_core` asks for a core of its own now."""
+        setting = self.dedicated_core
+        if setting == "auto":
+            return self._auto_core[bool(self.scheduling.raised)]
+        return bool(setting)
 
     def _heavy(self) -> frozenset[int] | None:
         """The Python threads kept off the follower's core (see :mod:`huaxiang.realtime.cores`):

@@ -22,8 +22,11 @@ Which other threads stay off the follower's core depends on how the follower is 
 
 Threads started later take their creator's cores (a thread started by the loader stays off the
 follower's core), and so do DuckDB's workers started later; the follower itself starts none.
-The store's heavy work has one core less meanwhile: ``auto`` (the default) turns this on only
-when the process may use at least :data:`AUTO_MIN_CORES` cores.
+The store's heavy work has one core less meanwhile. ``auto`` (the default) turns this on when
+the process may use at least :data:`AUTO_MIN_CORES` cores, and from 2 cores where the follower is
+first in line for a core: on 2 cores, with the follower idle, a DuckDB query from another thread
+then took about a tenth longer, against twice as long with every other thread kept off (see
+``docs/realtime.md``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 AUTO_MIN_CORES = 4
 """``dedicated_core = "auto"`` is on from this many cores (one core of four is a quarter)."""
+AUTO_MIN_CORES_FIRST_IN_LINE = 2
+"""... and from this many where the follower is first in line for a core (``SCHED_RR``): only
+the loader's thread and DuckDB's workers leave its core then, and a query still runs on the
+thread that asked for it, wherever that one runs."""
 
 _TASKS = Path("/proc/self/task")
 
@@ -55,13 +62,14 @@ def allowed_cores() -> frozenset[int]:
     return frozenset(os.sched_getaffinity(0))
 
 
-def wanted(setting: str | bool, cores: int) -> bool:
+def wanted(setting: str | bool, cores: int, first_in_line: bool = False) -> bool:
     """Whether the follower gets a core of its own: ``setting`` is ``dedicated_core`` (True,
-    False or "auto"), ``cores`` how many the process may use (at least two are needed)."""
+    False or "auto"), ``cores`` how many the process may use (at least two are needed),
+    ``first_in_line`` whether the follower runs under ``SCHED_RR``."""
     if cores < 2 or not supported():
         return False
     if setting == "auto":
-        return cores >= AUTO_MIN_CORES
+        return cores >= (AUTO_MIN_CORES_FIRST_IN_LINE if first_in_line else AUTO_MIN_CORES)
     return bool(setting)
 
 

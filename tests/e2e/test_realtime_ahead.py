@@ -659,6 +659,7 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
         follow_rules(runtime)
         wait_until(lambda: follower.cores.core is not None, "the follower to take a core")
         core = follower.cores.core
+        assert follower.describe()["core"] == core  # in `realtime status`
         assert follower._thread is not None and follower._thread.native_id is not None
         assert os.sched_getaffinity(follower._thread.native_id) == {core}
         # First in line for a core where the process may (the placement says so: the follower
@@ -678,6 +679,7 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
         pause_all(runtime)
         runtime.log.append_sync(encode_record([event("visit", T0, "u1")]))
         wait_until(lambda: follower.cores.core is None, "the follower to share the cores")
+        assert follower.describe()["core"] is None
         assert os.sched_getaffinity(me) == allowed
         activate(runtime, {"again": "did(view, 1d)"})
         wait_until(lambda: follower.cores.core is not None, "the follower to take a core again")

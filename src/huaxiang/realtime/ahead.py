@@ -194,6 +194,7 @@ class Ahead:
             "records_folded_ahead": self.folded,
             "records_left_to_loader": self.left,
             "scheduling": self.scheduling.describe(),
+            "core": self.cores.core,
         }
 
     @property

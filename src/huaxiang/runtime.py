@@ -68,10 +68,8 @@ class Runtime:
         # "auto" is decided by the follower at each placement (it depends on its scheduling);
         # False where no setting could give it a core.
         dedicated = self.settings.realtime_dedicated_core
-        if cores.wanted(dedicated, len(cores.allowed_cores()), first_in_line=True):
-            self.ahead.dedicated_core = dedicated
-        else:
-            self.ahead.dedicated_core = False
+        possible = cores.wanted(dedicated, len(cores.allowed_cores()), first_in_line=True)
+        self.ahead.dedicated_core = dedicated if possible else False
         if self.settings.realtime_interpreter_priority:
             self.ahead.priority = Priority()
         self.ahead.scheduling = Scheduling(self.settings.realtime_sched_priority)

@@ -255,16 +255,17 @@ class Ahead:
                 self.priority.engage()
             elif not keeps and self.priority.engaged:
                 self.priority.release()
-        want = keeps and not self._unplaceable and self._wants_core()
-        heavy = self._heavy()
-        if want and (self.cores.core is None or self.cores.heavy != heavy):
+        if keeps and not self._unplaceable and self._wants_core():
+            heavy = self._heavy()
             placed = self.cores.core is not None
+            if placed and self.cores.heavy == heavy:
+                return
             core = self.cores.dedicate(threading.get_native_id(), heavy)
             if core is None:
                 self._unplaceable = True
             elif not placed:
                 logger.info("the real-time log follower runs on core %d of its own", core)
-        elif not want and self.cores.core is not None:
+        elif self.cores.core is not None:
             self.cores.share()
 
     def _wants_core(self) -> bool:

@@ -12,8 +12,9 @@ SCHED_RR where the process may, e.g. as root; the line before the figures says h
 clock of an event starts when its record is durable (fsync'd) and stops when its real-time values
 are updated: the follower has folded it and the engine decided (what ``huaxiang realtime person``
 reads; the events of one record are decided one after another, each under the engine's lock on its
-own, and each is timed on its own). The follower runs on a processor core of its own, the
-loader's thread and DuckDB's workers kept off it (``[realtime] dedicated_core``, on by default
+own, and each is timed on its own). The follower has a processor core of its own, the loader's
+thread and DuckDB's workers kept off it (under ``SCHED_RR`` it may run on another core while
+something of higher priority takes its own; ``[realtime] dedicated_core``, on by default
 from 4 cores, or from 2 where the follower runs under ``SCHED_RR``; this sets it on whatever the
 machine): ``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sharing every core
 (the default below 4 cores under the normal policy). The two take turns in blocks of half a

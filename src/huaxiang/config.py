@@ -163,10 +163,11 @@ allow = []
 schedule_interval_s = 60
 
 [realtime]
-# While real-time tags or audiences are active, the thread deciding them as events arrive runs
-# alone on one processor core, with the loader and DuckDB's workers on the others (Linux): true,
-# false, or "auto" (on when the server may use at least 4 cores, or 2 where that thread runs
-# under SCHED_RR, see sched_priority).
+# While real-time tags or audiences are active, the thread deciding them as events arrive has a
+# processor core of its own, with the loader and DuckDB's workers on the others (Linux; under
+# SCHED_RR it may still run on another core while something of higher priority takes its own):
+# true, false, or "auto" (on when the server may use at least 4 cores, or 2 where that thread
+# runs under SCHED_RR, see sched_priority).
 dedicated_core = "auto"
 # While real-time tags or audiences are active, that thread is first in line for the Python
 # interpreter: it gets it within 0.2 ms of an event, and other threads asking for it while that

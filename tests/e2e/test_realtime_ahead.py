@@ -661,11 +661,13 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
         core = follower.cores.core
         assert follower.describe()["core"] == core  # in `realtime status`
         assert follower._thread is not None and follower._thread.native_id is not None
-        assert os.sched_getaffinity(follower._thread.native_id) == {core}
         # First in line for a core where the process may (the placement says so: the follower
-        # may be waiting for the loader under the normal policy right now).
+        # may be waiting for the loader under the normal policy right now); free to leave its
+        # core then.
         kept_light = follower.cores.heavy is not None
         assert kept_light is (scheduling.supported() and not follower.scheduling.refused)
+        own = allowed if kept_light else {core}
+        assert os.sched_getaffinity(follower._thread.native_id) == own
         light = allowed if kept_light else allowed - {core}
         assert os.sched_getaffinity(me) == light
         loader = runtime.loader.thread_id()
@@ -684,6 +686,51 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
         activate(runtime, {"again": "did(view, 1d)"})
         wait_until(lambda: follower.cores.core is not None, "the follower to take a core again")
     assert os.sched_getaffinity(me) == allowed  # closing the runtime gives every core back
+
+
+def test_the_heavy_work_leaves_the_core_the_follower_runs_on(workspace: Workspace) -> None:
+    """First in line for a core, the follower may run on every core: when the kernel has run it
+    on another core than its own for a while (here the test sends it there), the loader's thread
+    and DuckDB's workers leave that core instead, and it is the follower's now."""
+    import os
+
+    from huaxiang.realtime import cores
+
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(
+        text.replace('dedicated_core = "auto"', "dedicated_core = true"), encoding="utf-8"
+    )
+    allowed = cores.allowed_cores()
+    if len(allowed) < 2 or not cores.supported() or not may_raise_threads():
+        pytest.skip("needs two cores and the right to run a thread under SCHED_RR")
+    with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
+        follower = runtime.ahead
+        follow_rules(runtime)
+        seq = runtime.log.append_sync(encode_record([event("buy", T0, "u1", amount=5)]))
+        wait_until(lambda: follower.followed >= seq, "the record to be followed")
+        wait_until(lambda: follower.cores.heavy is not None, "the follower to take a core")
+        core = follower.cores.core
+        assert core is not None
+        other = min(allowed - {core})
+        assert follower._thread is not None and follower._thread.native_id is not None
+        thread_id = follower._thread.native_id
+        os.sched_setaffinity(thread_id, {other})  # it runs there from its next wake-up on
+
+        def moved() -> bool:
+            runtime.log.append_sync(encode_record([event("visit", T0, "u2")]))
+            return follower.cores.core == other
+
+        wait_until(moved, "the heavy work to leave the core the follower runs on")
+        assert follower.describe()["core"] == other
+        assert os.sched_getaffinity(thread_id) == allowed  # free to leave this one too
+        loader = runtime.loader.thread_id()
+        assert loader is not None
+        assert os.sched_getaffinity(loader) == allowed - {other}
+        python = {t.native_id for t in threading.enumerate()}
+        for foreign in {int(t) for t in os.listdir("/proc/self/task")} - python:
+            assert os.sched_getaffinity(foreign) == allowed - {other}
+        assert tags_of(runtime, "u1") == {"buyer"}
+    assert os.sched_getaffinity(threading.get_native_id()) == allowed
 
 
 @pytest.mark.parametrize("sched_priority", [1, 0])
@@ -715,7 +762,8 @@ def test_auto_gives_the_follower_a_core_from_two_where_it_is_first_in_line(
         if expected:
             wait_until(lambda: follower.cores.core is not None, "the follower to take a core")
             assert follower._thread is not None and follower._thread.native_id is not None
-            assert os.sched_getaffinity(follower._thread.native_id) == {follower.cores.core}
+            own = allowed if first_in_line else {follower.cores.core}
+            assert os.sched_getaffinity(follower._thread.native_id) == own
         else:
             assert follower.cores.core is None
             assert os.sched_getaffinity(threading.get_native_id()) == allowed

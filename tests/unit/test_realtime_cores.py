@@ -76,8 +76,8 @@ def test_a_thread_gets_a_core_of_its_own_and_gives_it_back() -> None:
 
 def test_only_the_heavy_threads_leave_the_core_when_asked() -> None:
     """With ``heavy`` given, the threads named there and those Python did not start (DuckDB's
-    workers) leave the follower's core; the other Python threads keep every core. Placing again
-    with other heavy threads moves what changed."""
+    workers) leave the follower's core; the other Python threads keep every core, and so does the
+    follower. Placing again with other heavy threads moves what changed."""
     placed = Cores()
     allowed = placed.allowed
     me = threading.get_native_id()
@@ -92,7 +92,7 @@ def test_only_the_heavy_threads_leave_the_core_when_asked() -> None:
                 python = {t.native_id for t in threading.enumerate()}
                 foreign = {int(t) for t in os.listdir("/proc/self/task")} - python
                 assert foreign, "DuckDB started no thread of its own"
-                assert os.sched_getaffinity(follower) == {core}
+                assert os.sched_getaffinity(follower) == allowed  # free to leave its core
                 assert os.sched_getaffinity(loader) == allowed - {core}
                 for thread_id in foreign:
                     assert os.sched_getaffinity(thread_id) == allowed - {core}
@@ -112,3 +112,57 @@ def test_only_the_heavy_threads_leave_the_core_when_asked() -> None:
                 assert os.sched_getaffinity(thread_id) == allowed
     finally:
         con.close()
+
+
+def test_a_follower_first_in_line_moves_to_its_core_and_may_leave_it() -> None:
+    """With ``heavy`` given (the follower first in line for a core), placing from the follower's
+    own thread moves it onto its core at once, yet leaves it free to run on every core; placed
+    again on the core it runs on now (it left its own), the heavy threads leave that one."""
+    placed = Cores()
+    allowed = placed.allowed
+    if len(allowed) < 2 or not cores.supported():
+        return
+    seen: dict[str, object] = {}
+    con = duckdb.connect(config={"threads": 2})  # its workers: threads Python did not start
+    try:
+        with parked_thread() as loader:
+
+            def follow() -> None:
+                me = threading.get_native_id()
+                core = placed.dedicate(me, {loader})
+                seen["first"] = (core, Cores.running_on(), os.sched_getaffinity(me))
+                seen["loader_first"] = os.sched_getaffinity(loader)
+                other = min(allowed - {max(allowed)})
+                os.sched_setaffinity(me, {other})  # as the kernel runs it elsewhere
+                os.sched_setaffinity(me, allowed)
+                seen["moved"] = Cores.running_on()
+                again = placed.dedicate(me, {loader}, Cores.running_on())
+                seen["again"] = (again, Cores.running_on(), os.sched_getaffinity(me))
+                seen["loader_again"] = os.sched_getaffinity(loader)
+
+            thread = threading.Thread(target=follow)
+            thread.start()
+            thread.join(30)
+            python = {t.native_id for t in threading.enumerate()}
+            foreign = {int(t) for t in os.listdir("/proc/self/task")} - python
+            try:
+                last, other = max(allowed), min(allowed - {max(allowed)})
+                assert seen["first"] == (last, last, allowed)
+                assert seen["loader_first"] == allowed - {last}
+                assert seen["moved"] == other
+                assert seen["again"] == (other, other, allowed)
+                assert placed.core == other
+                assert seen["loader_again"] == allowed - {other}
+                for thread_id in foreign:  # DuckDB's workers follow too
+                    assert os.sched_getaffinity(thread_id) == allowed - {other}
+            finally:
+                placed.share()
+            assert os.sched_getaffinity(loader) == allowed
+    finally:
+        con.close()
+
+
+def test_running_on_names_a_core_the_thread_may_use() -> None:
+    if not cores.supported():
+        return
+    assert Cores.running_on() in cores.allowed_cores()

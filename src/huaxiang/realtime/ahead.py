@@ -133,6 +133,8 @@ class Ahead:
         core (known once, so that a round makes no system call for it)."""
         self._unplaceable = False
         """Giving the thread a core failed once: not tried again."""
+        self._away_since: float | None = None
+        """When a round first found this thread on another core than its own (None: on it)."""
         self.priority: Priority | None = None
         """While the engine keeps real-time subjects, this thread first in line for the
         interpreter (see :mod:`huaxiang.realtime.priority`; ``[realtime]
@@ -258,15 +260,39 @@ class Ahead:
         if keeps and not self._unplaceable and self._wants_core():
             heavy = self._heavy()
             placed = self.cores.core is not None
+            core = self.cores.core
             if placed and self.cores.heavy == heavy:
-                return
-            core = self.cores.dedicate(threading.get_native_id(), heavy)
+                if heavy is None:  # kept on its core
+                    return
+                core = self._moved_to()
+                if core is None:
+                    return
+            self._away_since = None
+            core = self.cores.dedicate(threading.get_native_id(), heavy, core)
             if core is None:
                 self._unplaceable = True
             elif not placed:
                 logger.info("the real-time log follower runs on core %d of its own", core)
+            else:
+                logger.debug("the real-time log follower's core is %d now", core)
         elif self.cores.core is not None:
             self.cores.share()
+
+    def _moved_to(self) -> int | None:
+        """The core this thread runs on, where it has run instead of its own since a round at
+        least :data:`~huaxiang.realtime.cores.FOLLOW_S` ago (free to leave its core, it stays
+        where the kernel last ran it); else None."""
+        now_on = self.cores.running_on()
+        if now_on is None or now_on == self.cores.core:
+            self._away_since = None
+            return None
+        now = time.monotonic()
+        if self._away_since is None:
+            self._away_since = now
+            return None
+        if now - self._away_since < cores.FOLLOW_S:
+            return None
+        return now_on
 
     def _wants_core(self) -> bool:
         """Whether :attr:`dedicated_core` asks for a core of its own now."""

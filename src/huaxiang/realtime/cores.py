@@ -4,21 +4,29 @@ The log follower decides each event within a millisecond or so of it being durab
 makes some events wait several is the follower's queue while the rest of the store process
 (the loader's thread, DuckDB's workers, the HTTP server's threads) runs on the same core: its
 events then cost more, and a few queue up behind them. With ``[realtime] dedicated_core`` on,
-while the engine keeps real-time tags or audiences, the follower thread runs on one core (the
-last one the process may use) and the store's heavy work on the others: the loader's thread
+while the engine keeps real-time tags or audiences, the follower thread has one core (at first
+the last one the process may use) and the store's heavy work runs on the others: the loader's thread
 and the threads Python did not start (DuckDB's workers). When none are kept, every thread may
 use every core again.
 
-Which other threads stay off the follower's core depends on how the follower is scheduled:
+Which other threads stay off the follower's core, and whether the follower may leave it, depends
+on how the follower is scheduled:
 
 - first in line for a core (``SCHED_RR``, see ``realtime.scheduling``), it takes its core back
   the moment it wakes, so the process's other Python threads (the HTTP server's, the ingest
   log's, the timer's) may still use every core. They are the threads that feed the follower:
   kept off its core, they queued behind the loader's transactions on the others while the
   follower's core stood idle, and the records they then appended late held more events each,
-  which the follower decides one after another;
-- under the normal policy, every other thread is kept off the follower's core: there a thread
-  running on it would hold the follower up.
+  which the follower decides one after another. The follower itself may run on every core: it
+  stays on its own while nothing of higher priority runs there, and when something does (the
+  kernel's own threads, another real-time program), the kernel runs the follower on another
+  core at once instead of leaving it to wait. Pinned to its core, it waited: with a program of
+  the highest real-time priority taking one core or the other for 5 to 25 ms at a time, the
+  follower's p99 was about 20 ms pinned, against 5.5 to 9.9 ms free to leave it (see
+  ``docs/realtime.md``). Once it has run elsewhere for :data:`FOLLOW_S`, the heavy threads
+  leave the core it runs on now (:meth:`Cores.running_on` tells which);
+- under the normal policy, the follower is kept on its core and every other thread off it:
+  there a thread running on it would hold the follower up.
 
 Threads started later take their creator's cores (a thread started by the loader stays off the
 follower's core), and so do DuckDB's workers started later; the follower itself starts none.
@@ -32,11 +40,13 @@ then took about a tenth longer, against twice as long with every other thread ke
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import threading
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +57,26 @@ AUTO_MIN_CORES_FIRST_IN_LINE = 2
 the loader's thread and DuckDB's workers leave its core then, and a query still runs on the
 thread that asked for it, wherever that one runs."""
 
+FOLLOW_S = 0.2
+"""How long the follower runs on another core than its own (first in line for a core, it may)
+before the heavy threads leave that core for it: a moment elsewhere (its core taken for a few
+milliseconds) moves nothing."""
+
 _TASKS = Path("/proc/self/task")
+
+
+def _getcpu() -> Any:
+    """libc's ``sched_getcpu`` (about 0.2 microseconds a call), or None where there is none."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (OSError, AttributeError, TypeError):  # no such library call here
+        return None
+    call.restype = ctypes.c_int
+    call.argtypes = []
+    return call
+
+
+_GETCPU = _getcpu()
 
 
 def supported() -> bool:
@@ -86,19 +115,27 @@ class Cores:
         """The Python threads kept off the core besides those Python did not start (None:
         every other thread), as the last :meth:`dedicate` placed them."""
 
-    def dedicate(self, thread_id: int, heavy: Collection[int] | None = None) -> int | None:
-        """Run the thread ``thread_id`` (a native id) alone on one core and keep other threads
-        of the process off it: with ``heavy`` None, every other thread; else the threads of
-        ``heavy`` (native ids) and those Python did not start, while the other Python threads
-        may use every core. Placing again moves what changed. Returns the core, or None when it
-        cannot be done (fewer than two cores, not supported, or the thread's cores cannot be
-        set)."""
+    def dedicate(
+        self, thread_id: int, heavy: Collection[int] | None = None, core: int | None = None
+    ) -> int | None:
+        """Give the thread ``thread_id`` (a native id) the core ``core`` (None: the last one the
+        process may use) and keep other threads of the process off it: with ``heavy`` None,
+        every other thread, and the thread stays on that core; else the threads of ``heavy``
+        (native ids) and those Python did not start, while the other Python threads may use
+        every core, and so may the thread itself once it has moved there (it is first in line
+        for a core then: see the module's text). Placing again moves what changed. Returns the
+        core, or None when it cannot be done (fewer than two cores, not supported, or the
+        thread's cores cannot be set)."""
         if len(self.allowed) < 2 or not supported():
             return None
-        core = max(self.allowed)
+        if core is None or core not in self.allowed:
+            core = max(self.allowed)
         others = self.allowed - {core}
         try:
+            # Setting a running thread's cores moves it there before the call returns.
             os.sched_setaffinity(thread_id, {core})
+            if heavy is not None:
+                os.sched_setaffinity(thread_id, self.allowed)
         except OSError as e:
             logger.warning("the real-time follower cannot have a core of its own: %s", e)
             return None
@@ -109,6 +146,14 @@ class Cores:
         self.heavy = None if heavy is None else frozenset(heavy)
         self.core = core  # once every thread is placed: a reader sees the placement done
         return core
+
+    @staticmethod
+    def running_on() -> int | None:
+        """The core the calling thread runs on now (None where that cannot be known)."""
+        if _GETCPU is None:
+            return None
+        cpu = int(_GETCPU())
+        return None if cpu < 0 else cpu
 
     def share(self) -> None:
         """Every thread of the process on every allowed core again."""

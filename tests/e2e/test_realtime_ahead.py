@@ -691,7 +691,8 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
 def test_the_heavy_work_leaves_the_core_the_follower_runs_on(workspace: Workspace) -> None:
     """First in line for a core, the follower may run on every core: when the kernel has run it
     on another core than its own for a while (here the test sends it there), the loader's thread
-    and DuckDB's workers leave that core instead, and it is the follower's now."""
+    (and DuckDB's workers: see the unit test) leave that core instead, and it is the follower's
+    now."""
     import os
 
     from huaxiang.realtime import cores
@@ -726,9 +727,6 @@ def test_the_heavy_work_leaves_the_core_the_follower_runs_on(workspace: Workspac
         loader = runtime.loader.thread_id()
         assert loader is not None
         assert os.sched_getaffinity(loader) == allowed - {other}
-        python = {t.native_id for t in threading.enumerate()}
-        for foreign in {int(t) for t in os.listdir("/proc/self/task")} - python:
-            assert os.sched_getaffinity(foreign) == allowed - {other}
         assert tags_of(runtime, "u1") == {"buyer"}
     assert os.sched_getaffinity(threading.get_native_id()) == allowed
 

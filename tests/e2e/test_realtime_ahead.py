@@ -108,6 +108,13 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
         time.sleep(0.005)
 
 
+def configure(workspace: Workspace, setting: str, changed: str) -> None:
+    """Change one line of the workspace's ``huaxiang.toml`` (as written by ``Workspace.create``)."""
+    text = workspace.config_path.read_text(encoding="utf-8")
+    assert setting in text, f"the config template has no {setting!r}"
+    workspace.config_path.write_text(text.replace(setting, changed), encoding="utf-8")
+
+
 def person(runtime: Runtime, user: str) -> int:
     pid = runtime.identity.person_of(Identifier("user_id", user))
     assert pid is not None
@@ -643,10 +650,7 @@ def test_the_follower_runs_on_a_core_of_its_own_while_tags_are_real_time(
 
     from huaxiang.realtime import cores, scheduling
 
-    text = workspace.config_path.read_text(encoding="utf-8")
-    workspace.config_path.write_text(
-        text.replace('dedicated_core = "auto"', "dedicated_core = true"), encoding="utf-8"
-    )
+    configure(workspace, 'dedicated_core = "auto"', "dedicated_core = true")
     allowed = cores.allowed_cores()
     me = threading.get_native_id()
     with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
@@ -697,10 +701,7 @@ def test_the_heavy_work_leaves_the_core_the_follower_runs_on(workspace: Workspac
 
     from huaxiang.realtime import cores
 
-    text = workspace.config_path.read_text(encoding="utf-8")
-    workspace.config_path.write_text(
-        text.replace('dedicated_core = "auto"', "dedicated_core = true"), encoding="utf-8"
-    )
+    configure(workspace, 'dedicated_core = "auto"', "dedicated_core = true")
     allowed = cores.allowed_cores()
     if len(allowed) < 2 or not cores.supported() or not may_raise_threads():
         pytest.skip("needs two cores and the right to run a thread under SCHED_RR")
@@ -743,9 +744,7 @@ def test_auto_gives_the_follower_a_core_from_two_where_it_is_first_in_line(
 
     text = workspace.config_path.read_text(encoding="utf-8")
     assert 'dedicated_core = "auto"' in text and "sched_priority = 1" in text
-    workspace.config_path.write_text(
-        text.replace("sched_priority = 1", f"sched_priority = {sched_priority}"), encoding="utf-8"
-    )
+    configure(workspace, "sched_priority = 1", f"sched_priority = {sched_priority}")
     allowed = cores.allowed_cores()
     first_in_line = sched_priority > 0 and may_raise_threads()
     expected = cores.wanted("auto", len(allowed), first_in_line)
@@ -801,11 +800,7 @@ def test_the_follower_is_first_for_the_interpreter_while_tags_are_real_time(
         wait_until(lambda: follower.priority.engaged, "the follower to engage again")
     assert sys.getswitchinterval() == own  # closing the runtime restores it
 
-    text = workspace.config_path.read_text(encoding="utf-8")
-    workspace.config_path.write_text(
-        text.replace("interpreter_priority = true", "interpreter_priority = false"),
-        encoding="utf-8",
-    )
+    configure(workspace, "interpreter_priority = true", "interpreter_priority = false")
     with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
         assert runtime.ahead.priority is None
         seq = runtime.log.append_sync(encode_record([event("view", T0, "u1")]))
@@ -875,10 +870,7 @@ def test_the_follower_is_first_for_a_core_while_tags_are_real_time(workspace: Wo
         wait_until(lambda: bool(follower.scheduling.raised), "the follower to be raised again")
         assert policy(thread_id) == (os.SCHED_RR, 1)
 
-    text = workspace.config_path.read_text(encoding="utf-8")
-    workspace.config_path.write_text(
-        text.replace("sched_priority = 1", "sched_priority = 0"), encoding="utf-8"
-    )
+    configure(workspace, "sched_priority = 1", "sched_priority = 0")
     with Runtime(workspace, clock=ManualClock(T0), start_delivery=False) as runtime:
         assert runtime.ahead.scheduling.priority == 0
         seq = runtime.log.append_sync(encode_record([event("view", T0, "u1")]))

@@ -259,8 +259,8 @@ class Ahead:
                 self.priority.release()
         if keeps and not self._unplaceable and self._wants_core():
             heavy = self._heavy()
-            placed = self.cores.core is not None
             core = self.cores.core
+            placed = core is not None
             if placed and self.cores.heavy == heavy:
                 if heavy is None:  # kept on its core
                     return

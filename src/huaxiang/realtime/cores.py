@@ -44,9 +44,9 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +65,15 @@ milliseconds) moves nothing."""
 _TASKS = Path("/proc/self/task")
 
 
-def _getcpu() -> Any:
+def _getcpu() -> Callable[[], int] | None:
     """libc's ``sched_getcpu`` (about 0.2 microseconds a call), or None where there is none."""
     try:
         call = ctypes.CDLL(None, use_errno=True).sched_getcpu
     except (OSError, AttributeError, TypeError):  # no such library call here
         return None
-    call.restype = ctypes.c_int
+    call.restype = ctypes.c_int  # returned as a Python int
     call.argtypes = []
-    return call
+    return cast("Callable[[], int]", call)
 
 
 _GETCPU = _getcpu()
@@ -132,7 +132,7 @@ class Cores:
             core = max(self.allowed)
         others = self.allowed - {core}
         try:
-            # Setting a running thread's cores moves it there before the call returns.
+            # The follower places itself: a running thread is moved before the call returns.
             os.sched_setaffinity(thread_id, {core})
             if heavy is not None:
                 os.sched_setaffinity(thread_id, self.allowed)
@@ -152,7 +152,7 @@ class Cores:
         """The core the calling thread runs on now (None where that cannot be known)."""
         if _GETCPU is None:
             return None
-        cpu = int(_GETCPU())
+        cpu = _GETCPU()
         return None if cpu < 0 else cpu
 
     def share(self) -> None:

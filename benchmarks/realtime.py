@@ -20,12 +20,12 @@ machine): ``shared_p50_ms``/``shared_p99_ms`` are the same with every thread sha
 (the default below 4 cores under the normal policy). The two take turns in blocks of half a
 second through one steady phase of twice the events, so that both meet the same moments.
 ``stored_p50_ms``/``stored_p99_ms``: to the commit of the transaction that stored the event with its
-tag values, bitmaps and enter/exit changes. ``events_per_s``: the engine's sink hook on batches of
-5,000 stored events, writes and commit included, and the timer thread's round after each batch
-(timers due, and the folding of held values past 1,000,000 change rows, which the full run reaches
-once). ``webhook_p99_ms``: an event for a new person appended to the log -> loader -> engine (the
-person enters a real-time tag) -> outbox -> delivery worker (woken when the transaction commits) ->
-signed POST received and verified by a receiver on 127.0.0.1.
+tag values, the holders counted per value and the enter/exit changes. ``events_per_s``: the
+engine's sink hook on batches of 5,000 stored events, writes and commit included, and the timer
+thread's round after each batch (timers due, and the folding of held values past 1,000,000 change
+rows, which the full run reaches once). ``webhook_p99_ms``: an event for a new person appended to
+the log -> loader -> engine (the person enters a real-time tag) -> outbox -> delivery worker (woken
+when the transaction commits) -> signed POST received and verified by a receiver on 127.0.0.1.
 
 ``split_p50_ms``/``split_p99_ms``: the same steady rate with the producer in a process of its own,
 appending to the ingest log as the collector process of ``huaxiang serve --processes 2`` does

@@ -47,6 +47,12 @@ def admin(server: LiveServer, method: str, path: str, **kw: Any) -> Any:
     return answer.json()
 
 
+def estimate(server: LiveServer, rule: str) -> tuple[int, str]:
+    """Persons an audience rule finds now, and how it counted them."""
+    found = admin(server, "POST", "/admin/audiences/estimate", json={"rule": rule, "sample": 0})
+    return found["persons"], found["method"]
+
+
 def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Workspace) -> None:
     clock = ManualClock(T0)
     with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
@@ -83,6 +89,8 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
         assert now_held["person_key"] == holder
         assert [(v["name"], v["value"]) for v in now_held["values"]] == [("hot_python", True)]
         assert admin(server, "GET", "/admin/realtime/persons/user_id:u2")["values"] == []
+        # Audiences count it on bitmaps, made from its stored values when read.
+        assert estimate(server, "has_tag(hot_python)") == (1, "bitmap")
         status = admin(server, "GET", "/admin/realtime/status")
         assert status["ahead"]["running"] is True
         # Batch refreshes leave real-time tags to the engine: skipped, or refused by name.
@@ -100,6 +108,7 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
         clock.advance(timedelta(hours=23))
         admin(server, "POST", "/admin/realtime/timers")
         assert admin(server, "GET", "/admin/tags/hot_python/values")["persons"] == 0
+        assert estimate(server, "has_tag(hot_python)") == (0, "bitmap")
         history = admin(server, "GET", "/admin/realtime/changes", params={"person": holder})[
             "changes"
         ]
@@ -112,6 +121,7 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
         # Back again, then stop: the state is in the snapshot.
         send(server, key, view("u1", clock.now()), view("u1", clock.now()))
         assert admin(server, "GET", "/admin/tags/hot_python/values")["persons"] == 1
+        assert estimate(server, "has_tag(hot_python)") == (1, "bitmap")
         before = runtime.realtime.describe()
         person = runtime.identity.resolve_person_ref(holder)
 
@@ -191,3 +201,46 @@ def test_events_that_change_no_value_survive_a_restart(workspace: Workspace) -> 
         send(server, key, view("u1", T0))
         values = admin(server, "GET", "/admin/tags/keen/values")
         assert values["persons"] == 1
+
+
+def test_a_tag_leaving_the_engine_keeps_its_holders_until_a_refresh(workspace: Workspace) -> None:
+    """A real-time tag made a daily one keeps the values the engine wrote: audiences still
+    count them (their bitmaps made from the values), and its quality counts the holders, until
+    its first refresh writes values and bitmaps of its own."""
+    clock = ManualClock(T0)
+    with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
+        key = write_keys(runtime.store).create(name="web").key
+        send(server, key, view("u9", T0 - timedelta(days=3)))  # the event becomes known
+        admin(
+            server,
+            "POST",
+            "/admin/tags",
+            json={
+                "name": "heat",
+                "kind": "enumerated",
+                "refresh": "realtime",
+                "cases": [
+                    {"value": "hot", "rule": "count(view_course, 1d) >= 2"},
+                    {"value": "warm", "rule": "did(view_course, 1d)"},
+                ],
+            },
+        )
+        admin(server, "POST", "/admin/tags/heat/activate")
+        admin(server, "GET", "/admin/realtime/status")
+        send(server, key, view("u1", T0), view("u1", T0), view("u2", T0), view("u3", T0))
+        assert estimate(server, 'has_tag(heat, "hot")') == (1, "bitmap")
+        assert estimate(server, 'has_tag(heat, "warm")') == (2, "bitmap")
+        quality = admin(server, "GET", "/admin/tags/heat/quality")
+        assert {d["value"]: d["persons"] for d in quality["distribution"]} == {
+            '"hot"': 1,
+            '"warm"': 2,
+        }
+
+        admin(server, "PATCH", "/admin/tags/heat", json={"refresh": "daily"})
+        assert admin(server, "GET", "/admin/realtime/status")["subjects"] == []
+        assert estimate(server, 'has_tag(heat, "warm")') == (2, "bitmap")
+        assert estimate(server, "has_tag(heat)") == (3, "bitmap")
+
+        clock.advance(timedelta(days=2))  # the views left the window
+        admin(server, "POST", "/admin/tags/refresh", json={"names": ["heat"]})
+        assert estimate(server, "has_tag(heat)") == (0, "bitmap")

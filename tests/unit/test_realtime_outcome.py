@@ -22,6 +22,7 @@ from huaxiang.realtime.vector import VectorProgram
 from huaxiang.rules.json_form import to_json
 from huaxiang.rules.text import parse
 from huaxiang.store import Store
+from huaxiang.tags.values import read_tag_bitmaps
 
 T = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 HOUR = 3_600_000_000
@@ -121,16 +122,24 @@ def _engine(store: Store) -> RealtimeEngine:
     return engine
 
 
-def _stored(store: Store) -> tuple[set[tuple[str, int]], dict[tuple[str, str], BitMap]]:
+def _stored(
+    store: Store,
+) -> tuple[set[tuple[str, int]], dict[tuple[str, str], BitMap], dict[tuple[str, str], int]]:
+    """The stored values, the bitmaps readers make of them and the holders ``tag_bitmaps``
+    counts for each value."""
     con = store.cursor()
     try:
         values = con.execute("SELECT tag, person_id FROM tag_values").fetchall()
-        bitmaps = con.execute("SELECT tag, value, bitmap FROM tag_bitmaps").fetchall()
+        rows = con.execute("SELECT tag, value, bitmap, cardinality FROM tag_bitmaps").fetchall()
+        tags = sorted({str(t) for t, *_ in rows})
+        read = read_tag_bitmaps(con, tags)
     finally:
         con.close()
+    assert all(blob is None for _, _, blob, _ in rows)  # made from the values when read
     return (
         {(str(t), int(p)) for t, p in values},
-        {(str(t), str(v)): BitMap.deserialize(b) for t, v, b in bitmaps},
+        {(tag, value): bitmap for tag in tags for value, bitmap in read[tag].items()},
+        {(str(t), str(v)): int(n) for t, v, _, n in rows},
     )
 
 
@@ -152,7 +161,8 @@ def _held(engine: RealtimeEngine) -> tuple[set[tuple[str, int]], dict[tuple[str,
 def test_a_write_of_many_tags_stores_what_the_engine_holds(tmp_path: Path) -> None:
     """Events decided one at a time, timers between them (windows passing, TTLs starting and
     ending), many tags and several decisions of a person in one write: after each write the
-    stored values and bitmaps are what the engine holds."""
+    stored values and bitmaps are what the engine holds, and ``tag_bitmaps`` counts each
+    value's holders."""
     store = Store(tmp_path / "db.duckdb")
     try:
         engine = _engine(store)
@@ -173,9 +183,10 @@ def test_a_write_of_many_tags_stores_what_the_engine_holds(tmp_path: Path) -> No
                     engine._write(con, outcome, now)
                 outcome = Outcome()
                 writes += 1
-                values, bitmaps = _stored(store)
+                values, bitmaps, holders = _stored(store)
                 held_values, held_bitmaps = _held(engine)
                 assert (values, bitmaps) == (held_values, held_bitmaps)
+                assert holders == {pair: len(bitmap) for pair, bitmap in held_bitmaps.items()}
         assert writes > 50
         # The run went through every kind of decision: entries, exits, TTLs that moved.
         con = store.cursor()

@@ -4,8 +4,9 @@ and two tiny queries instead of reading ten million person ids each time.
 - The live persons (not merged away): reloaded when ``person_changes.generation`` (bumped by the
   identity stage when persons are created, merged or unmerged) or the number of persons changed.
 - Each tag's bitmaps: reloaded when the tag's rows of ``tag_bitmaps`` changed (value,
-  cardinality, built_at and row id: a refresh, a manual set or a tag going offline rewrites
-  them); kept intersected with the live persons too, redone when those changed.
+  cardinality, built_at and row id: a refresh, a manual set, a tag going offline or the
+  real-time engine's writes rewrite them); kept intersected with the live persons too, redone
+  when those changed. A real-time tag's are made from its values (``read_tag_bitmaps``).
 
 The checks and a reload read one snapshot of the store (one transaction), so a cached bitmap is
 never newer or older than the fingerprint it is kept under. One cache per open Store.
@@ -29,6 +30,7 @@ import duckdb
 from pyroaring import BitMap
 
 from huaxiang.store import Store
+from huaxiang.tags.values import read_tag_bitmaps
 
 Fingerprint = tuple[Any, ...]
 
@@ -173,14 +175,7 @@ class BitmapCache:
         if stale:
             with _one_snapshot(con):
                 fresh = _fingerprints(con, stale)[1]
-                rows = con.execute(
-                    "SELECT tag, value, bitmap FROM tag_bitmaps "
-                    "WHERE list_contains(?::VARCHAR[], tag)",
-                    [stale],
-                ).fetchall()
-            loaded: dict[str, dict[str, BitMap]] = {tag: {} for tag in stale}
-            for tag, value, blob in rows:
-                loaded[str(tag)][str(value)] = BitMap.deserialize(bytes(blob))
+                loaded = read_tag_bitmaps(con, stale)
             for tag in stale:
                 self._raw[tag] = (fresh[tag], loaded[tag])
                 self._tags.pop(tag, None)

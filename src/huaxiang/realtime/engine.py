@@ -16,7 +16,6 @@ snapshot are folded in again (see docs/realtime.md).
 
 from __future__ import annotations
 
-import array
 import hashlib
 import heapq
 import io
@@ -34,7 +33,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from numpy.typing import NDArray
-from pyroaring import BitMap
 
 from huaxiang.activation import outbox
 from huaxiang.activation.destinations import load_all
@@ -52,6 +50,7 @@ from huaxiang.realtime.columns.sequence import SequenceColumns
 from huaxiang.realtime.columns.times import TimeColumns
 from huaxiang.realtime.gc_pause import collect_if_due, gc_paused
 from huaxiang.realtime.held import KIND_NAMES, NONE, Codes, Held
+from huaxiang.realtime.holders import STRIDE, Holders, split_keys
 from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
 from huaxiang.realtime.outcome import Decisions, Outcome, Part
 from huaxiang.realtime.program import NO_PROFILE, Profile, Unsupported
@@ -191,7 +190,9 @@ class RealtimeEngine:
         self._fingerprints: set[str] = set()
         self._time = 0
         self._checked = float("-inf")
-        self._bitmaps: dict[tuple[str, str], BitMap] | None = None
+        self._holders: Holders | None = None
+        """Persons holding each value of the real-time tags, as stored (None: counted from the
+        store at the next write)."""
         self._keys: dict[int, str] = {}
         self._changes_until: int | None = None
         self._wide: list[int] = []
@@ -374,7 +375,7 @@ class RealtimeEngine:
         Returns the changes (cause: the definitions); profiles are read on ``con``."""
         self.program = program
         self.subjects = subjects
-        self._bitmaps = None
+        self._holders = None
         self._numbered = {}
         size = self._size()
         program.grow(size)
@@ -1873,7 +1874,7 @@ class RealtimeEngine:
         ``tag_changes``). The engine's held values are the truth for real-time tags: a row is
         deleted only where the person held a value (left, changed, expired, TTL restamped).
         ``rewrite``: tags whose values are all written afresh, wherever they were."""
-        landing, stale, olds = self._landings(decided, rewrite)
+        landing, stale, before = self._landings(decided, rewrite)
         holding = landing.new >= 0
         fresh = [
             (
@@ -1932,130 +1933,117 @@ class RealtimeEngine:
                     " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
                     [recorded],
                 )
-        self._write_bitmaps(con, landing, olds, recorded, rewrite)
+        self._write_holders(con, landing, before, recorded, rewrite)
 
     def _landings(
         self, decided: Decisions, rewrite: set[str]
-    ) -> tuple[Decisions, tuple[Persons, Persons], tuple[NDArray[np.int64], Codes]]:
+    ) -> tuple[Decisions, tuple[Persons, Persons], Codes]:
         """What the real-time tags' persons touched hold after the decisions (several of one
         tag and person, at several moments or batches, merged: the last one holds). Returns
         the last decision of each tag and person (in tag, then person order); the (tag, person)
         pairs whose stored value row may exist (they held a value, or their TTL moved); and the
-        (tag, code) of the values held before each change."""
+        code each of those tags and persons held before the first decision (aligned with the
+        first)."""
         subjects, index = self._subjects_of(decided.sid)
         tags = np.array(
             [s.kind is Subject.TAG and s.name not in rewrite for s in subjects], np.bool_
         )
         rows = decided.take(tags[index]) if len(subjects) else decided
         if not len(rows):
-            return rows, (rows.sid, rows.person), (rows.sid, rows.old)
+            return rows, (rows.sid, rows.person), rows.old
         width = int(rows.person.max()) + 1
         key = rows.sid * width + rows.person
-        _, first = np.unique(key[::-1], return_index=True)
-        landing = rows.take(len(key) - 1 - first)
-        before = rows.changed & (rows.old >= 0)
-        stale = np.unique(key[before | ~rows.changed])
-        return landing, np.divmod(stale, width), (rows.sid[before], rows.old[before])
+        _, last = np.unique(key[::-1], return_index=True)
+        landing = rows.take(len(key) - 1 - last)
+        _, first = np.unique(key, return_index=True)
+        before = np.where(rows.changed[first], rows.old[first], rows.new[first])
+        held = rows.changed & (rows.old >= 0)
+        stale = np.unique(key[held | ~rows.changed])
+        return landing, np.divmod(stale, width), before
 
-    def _tag_bitmaps(self) -> dict[tuple[str, str], BitMap]:
-        """(tag, value text) -> holders, for the real-time tags, from the held values."""
-        if self._bitmaps is None:
-            bitmaps: dict[tuple[str, str], BitMap] = {}
-            for subject in self.subjects.values():
-                if subject.kind is not Subject.TAG:
-                    continue
-                code = subject.held.code
-                for n, text in enumerate(subject.held.texts):
-                    members = np.flatnonzero(code == n)
-                    if len(members):
-                        bitmaps[(subject.name, text)] = _bitmap(members)
-            self._bitmaps = bitmaps
-        return self._bitmaps
-
-    def _write_bitmaps(
+    def _write_holders(
         self,
         con: duckdb.DuckDBPyConnection,
         landing: Decisions,
-        olds: tuple[NDArray[np.int64], Codes],
+        before: Codes,
         built: datetime,
         rewrite: set[str],
     ) -> None:
-        """Write the bitmaps of the values that changed (``built_at`` moves: readers caching
-        bitmaps see the change); all bitmaps of the ``rewrite`` tags. ``landing``: what the
-        persons touched hold now, in tag then person order; ``olds``: (tag, code) of the values
-        they held before each change."""
+        """The ``tag_bitmaps`` rows of the real-time tag values whose holders changed: their
+        number, no bitmap (readers make it from the values: ``tags.values.read_tag_bitmaps``),
+        and ``built`` (readers caching bitmaps see the change). Counted from the stored values
+        when the engine has no counts (after a start or a definition change: every real-time
+        tag's rows are written again) or when they went wrong; otherwise moved by the changes,
+        a few array calls whatever the number of tags."""
         if rewrite:
-            self._bitmaps = None
-        bitmaps = self._tag_bitmaps()
-        pairs: set[tuple[str, str]] = set()
-        if len(landing):
-            distinct, index = np.unique(landing.sid, return_inverse=True)
-            subjects = [self.subjects[sid] for sid in distinct.tolist()]
-            old_sids, old_codes = olds
-            width = int(max(landing.new.max(), old_codes.max(initial=0))) + 1
-            # The values each tag's touched persons leave or join: those they hold now, those
-            # they held before, and a single-valued tag's only value.
-            held = np.flatnonzero(landing.new >= 0)
-            held_keys = index[held] * width + landing.new[held]
-            single = np.flatnonzero([len(s.held.texts) == 1 for s in subjects]) * width
-            before = np.searchsorted(distinct, old_sids) * width + old_codes
-            wanted = np.unique(np.concatenate([held_keys, before, single]))
-            # The persons holding each value (ascending within a value, as the landing is).
-            order = np.argsort(held_keys, kind="stable")
-            keys = held_keys[order]
-            holders = landing.person[held][order]
-            lows = np.searchsorted(keys, wanted, "left").tolist()
-            highs = np.searchsorted(keys, wanted, "right").tolist()
-            # The persons touched of each tag.
-            bounds = np.searchsorted(index, np.arange(len(subjects) + 1)).tolist()
-            touched: dict[int, BitMap] = {}
-            for key, low, high in zip(wanted.tolist(), lows, highs, strict=True):
-                at, code = divmod(key, width)
-                subject = subjects[at]
-                pair = (subject.name, subject.held.texts[code])
-                found = bitmaps.get(pair)
-                if found is None:
-                    found = bitmaps[pair] = BitMap()
-                leaving = touched.get(at)
-                if leaving is None:
-                    leaving = touched[at] = _bitmap(landing.person[bounds[at] : bounds[at + 1]])
-                found.difference_update(leaving)
-                if high > low:
-                    found.update(_bitmap(holders[low:high]))
-                pairs.add(pair)
-        if rewrite:
-            con.execute(
-                "DELETE FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag)", [sorted(rewrite)]
-            )
-            pairs.update(pair for pair in bitmaps if pair[0] in rewrite)
-        if not pairs:
+            self._holders = None
+        if self._holders is None:
+            if len(landing) or rewrite:
+                self._count_holders(con, built)
             return
-        empty = sorted(p for p in pairs if not bitmaps.get(p))
-        full = sorted(p for p in pairs if bitmaps.get(p))
-        if empty:
+        if not len(landing):
+            return
+        touched, now = self._holders.move(landing.sid, before, landing.new)
+        if (now < 0).any():
+            logger.warning("real-time tag values' holders miscounted: counted again from the store")
+            self._count_holders(con, built)
+            return
+        sids, codes = split_keys(touched)
+        subjects, index = self._subjects_of(sids)
+        numbers, maps = self._numbers(con, subjects)
+        values, offsets = _value_numbers(maps)
+        table = pa.table(
+            {
+                "subject_id": pa.array(np.array(numbers, np.int32)[index]),
+                "value_id": pa.array(values[offsets[index] + codes]),
+                "cardinality": pa.array(now),
+            }
+        )
+        pairs = (
+            "SELECT s.name AS tag, v.text AS value, k.cardinality FROM _rt_in k"
+            " JOIN realtime_subject_ids s USING (subject_id)"
+            " JOIN realtime_values v USING (value_id)"
+        )
+        if not (now > 0).all():
             _insert(
                 con,
-                pa.table({"tag": [t for t, _ in empty], "value": [v for _, v in empty]}),
-                "DELETE FROM tag_bitmaps USING _rt_in k "
-                "WHERE tag_bitmaps.tag = k.tag AND tag_bitmaps.value = k.value",
+                table,
+                f"DELETE FROM tag_bitmaps USING ({pairs} WHERE k.cardinality = 0) d"
+                " WHERE tag_bitmaps.tag = d.tag AND tag_bitmaps.value = d.value",
             )
-            for pair in empty:
-                bitmaps.pop(pair, None)
-        if full:
-            _insert(
-                con,
-                pa.table(
-                    {
-                        "tag": [t for t, _ in full],
-                        "value": [v for _, v in full],
-                        "bitmap": pa.array([bitmaps[p].serialize() for p in full], pa.binary()),
-                        "cardinality": pa.array([len(bitmaps[p]) for p in full], pa.int64()),
-                    }
-                ),
-                "INSERT OR REPLACE INTO tag_bitmaps SELECT tag, value, bitmap, cardinality, ?"
-                " FROM _rt_in",
-                [built],
-            )
+        _insert(
+            con,
+            table,
+            "INSERT OR REPLACE INTO tag_bitmaps SELECT tag, value, NULL, cardinality, ?"
+            f" FROM ({pairs} WHERE k.cardinality > 0)",
+            [built],
+        )
+
+    def _count_holders(self, con: duckdb.DuckDBPyConnection, built: datetime) -> None:
+        """Count the holders of every real-time tag value from the stored values, and write
+        every real-time tag's ``tag_bitmaps`` rows again."""
+        tags = {s.name: s for s in self.subjects.values() if s.kind is Subject.TAG}
+        names = sorted(tags)
+        counted = (
+            "SELECT s.name AS tag, v.text AS value, count(*) AS cardinality"
+            " FROM realtime_tag_values r JOIN realtime_subject_ids s USING (subject_id)"
+            " JOIN realtime_values v USING (value_id)"
+            " WHERE s.subject = 'tag' AND list_contains(?::VARCHAR[], s.name) GROUP BY ALL"
+        )
+        keys: list[int] = []
+        counts: list[int] = []
+        for tag, value, n in con.execute(counted, [names]).fetchall():
+            subject = tags[str(tag)]
+            code = subject.held.codes.get(str(value))
+            if code is not None:  # a value the engine holds no text of cannot move
+                keys.append(subject.sid * STRIDE + code)
+                counts.append(int(n))
+        self._holders = Holders(np.array(keys, np.int64), np.array(counts, np.int64))
+        con.execute("DELETE FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag)", [names])
+        con.execute(
+            f"INSERT INTO tag_bitmaps SELECT tag, value, NULL, cardinality, ? FROM ({counted})",
+            [built, names],
+        )
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -2282,7 +2270,7 @@ class RealtimeEngine:
         )
         self._restored = set(ahead) - kept
         self._signature = None
-        self._bitmaps = None
+        self._holders = None
         self._changes_until = None
         program = VectorProgram(self.columns)
         rows = [
@@ -2705,11 +2693,6 @@ def _insert(
         con.execute(sql, params or [])
     finally:
         con.unregister("_rt_in")
-
-
-def _bitmap(persons: NDArray[np.int64]) -> BitMap:
-    """Persons as a bitmap (from 32-bit machine words: the constructor's fast way)."""
-    return BitMap(array.array("I", persons.astype(np.uint32).tobytes()))
 
 
 def _value_numbers(maps: list[NDArray[np.int32]]) -> tuple[NDArray[np.int32], NDArray[np.int64]]:

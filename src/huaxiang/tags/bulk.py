@@ -29,7 +29,7 @@ from huaxiang.rules.compile import Sources
 from huaxiang.tags.compute import TRUE, value_text
 from huaxiang.tags.definition import TagDefinition, TagKind
 from huaxiang.tags.sources import TAG_SOURCES, workspace_rules
-from huaxiang.tags.values import take_over
+from huaxiang.tags.values import read_tag_bitmaps, take_over
 
 #: Kinds this module recomputes.
 BULK_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED})
@@ -330,7 +330,7 @@ def _patch_bitmaps(
             "SELECT tag, person_id, old_value, new_value FROM hx_bulk_moves"
         ).to_arrow_table()
         touched = con.sql(
-            "SELECT b.tag, b.value, b.bitmap FROM tag_bitmaps b SEMI JOIN ("
+            "SELECT DISTINCT b.tag, b.value FROM tag_bitmaps b SEMI JOIN ("
             "SELECT tag, old_value AS value FROM hx_bulk_moves "
             "UNION SELECT tag, new_value FROM hx_bulk_moves) t "
             "ON t.tag = b.tag AND t.value = b.value"
@@ -339,7 +339,12 @@ def _patch_bitmaps(
         con.execute("DROP TABLE IF EXISTS hx_bulk_moves")
     bitmaps: dict[tuple[str, str], BitMap] = {}
     if moved.num_rows:
-        bitmaps = {(str(t), str(v)): BitMap.deserialize(bytes(blob)) for t, v, blob in touched}
+        # Bitmaps made from the values (a tag the real-time engine wrote) already hold the
+        # moves below: applying them again changes nothing.
+        stored = read_tag_bitmaps(con, sorted({str(t) for t, _ in touched}))
+        bitmaps = {
+            (str(t), str(v)): stored[str(t)][str(v)] for t, v in touched if str(v) in stored[str(t)]
+        }
         columns = [moved.column(c).to_pylist() for c in moved.column_names]
         for tag, pid, old, new in zip(*columns, strict=True):
             if old is not None:

@@ -6,7 +6,8 @@ stores ``true`` for its members only). It is a view: refreshes, imports and manu
 events changes many values, and rows of text cost several times more to write).
 ``tag_value_history`` keeps every change with its time and cause, including values removed when
 a tag goes offline. ``tag_bitmaps`` keeps one serialized roaring bitmap of person ids per (tag,
-value), rebuilt from the values on every change.
+value), rebuilt from the values on every change; for the real-time engine's tags only the
+value's number of holders (their bitmaps are made from the values when read).
 """
 
 from __future__ import annotations
@@ -132,17 +133,20 @@ DDL: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...] = (
         error VARCHAR NOT NULL
     )
     """,
-    # value: the canonical JSON text of the value; bitmap: pyroaring BitMap.serialize().
+    # value: the canonical JSON text of the value; bitmap: pyroaring BitMap.serialize(), or NULL
+    # for the real-time engine's tags (readers make their bitmaps from the values:
+    # values.read_tag_bitmaps); cardinality: the value's holders.
     """
     CREATE TABLE IF NOT EXISTS tag_bitmaps (
         tag VARCHAR NOT NULL,
         value VARCHAR NOT NULL,
-        bitmap BLOB NOT NULL,
+        bitmap BLOB,
         cardinality BIGINT NOT NULL,
         built_at TIMESTAMP NOT NULL,
         PRIMARY KEY (tag, value)
     )
     """,
+    "ALTER TABLE tag_bitmaps ALTER COLUMN bitmap DROP NOT NULL",
     # RFM tags: each scored person's recency (whole days since the last order), frequency,
     # monetary value and scores 1-5, from the tag's last refresh (replaced as a whole).
     """

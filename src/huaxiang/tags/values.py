@@ -7,16 +7,20 @@ bitmaps are rebuilt from the values just written: person ids grouped by value, s
 By kind: one bitmap per value; a preference tag (a list per person) one bitmap per list
 element (what ``has_tag(tag, "python")`` reads); a metric tag (a number per person, mostly all
 different) ONE bitmap of its holders, stored under the value ``true`` (``has_tag(tag)``).
+
+The real-time engine's tags (rule and enumerated) keep a row per value without a bitmap: readers
+make their bitmaps from the values (:func:`read_tag_bitmaps`).
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 from pyroaring import BitMap
@@ -173,14 +177,50 @@ def write_bitmaps(
         )
 
 
+def read_tag_bitmaps(
+    con: duckdb.DuckDBPyConnection, tags: Sequence[str]
+) -> dict[str, dict[str, BitMap]]:
+    """The stored bitmaps of ``tags``: tag -> value JSON text -> members. A tag whose rows of
+    ``tag_bitmaps`` hold no bitmap (the real-time engine's tags: it keeps their holders' count
+    there and no bitmap) has its bitmaps made from its values, read in the same snapshot: call
+    this inside one transaction to have both agree with the rest of what it reads."""
+    wanted = sorted(set(tags))
+    found: dict[str, dict[str, BitMap]] = {tag: {} for tag in wanted}
+    if not wanted:
+        return found
+    made: set[str] = set()
+    for tag, value, blob in con.execute(
+        "SELECT tag, value, bitmap FROM tag_bitmaps WHERE list_contains(?::VARCHAR[], tag)",
+        [wanted],
+    ).fetchall():
+        if blob is None:
+            made.add(str(tag))
+        else:
+            found[str(tag)][str(value)] = BitMap.deserialize(bytes(blob))
+    if made:
+        table = con.sql(
+            "SELECT tag, CAST(value AS VARCHAR) AS value,"
+            " list(person_id ORDER BY person_id) AS persons"
+            " FROM tag_values WHERE list_contains(?::VARCHAR[], tag) GROUP BY ALL",
+            params=[sorted(made)],
+        ).to_arrow_table()
+        persons = table.column("persons").combine_chunks()
+        ids = persons.values.to_numpy(zero_copy_only=False).astype(np.uint32)
+        bounds = persons.offsets.to_numpy()
+        for tag in made:
+            found[tag] = {}
+        for n, (tag, value) in enumerate(
+            zip(table.column("tag").to_pylist(), table.column("value").to_pylist(), strict=True)
+        ):
+            members = ids[bounds[n] : bounds[n + 1]]
+            found[str(tag)][str(value)] = BitMap(array("I", members.tobytes()))
+    return found
+
+
 def read_bitmaps(con: duckdb.DuckDBPyConnection, tag: str) -> dict[str, BitMap]:
-    """The stored bitmaps of ``tag``: value JSON text -> members."""
-    return {
-        str(value): BitMap.deserialize(bytes(blob))
-        for value, blob in con.execute(
-            "SELECT value, bitmap FROM tag_bitmaps WHERE tag = ?", [tag]
-        ).fetchall()
-    }
+    """The stored bitmaps of ``tag``: value JSON text -> members (see
+    :func:`read_tag_bitmaps`)."""
+    return read_tag_bitmaps(con, [tag])[tag]
 
 
 def persons_total(con: duckdb.DuckDBPyConnection) -> int:

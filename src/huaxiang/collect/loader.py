@@ -241,14 +241,14 @@ class Loader:
                 return  # the loader's thread does not run: nothing takes them soon
             self._decoded.put(seq, decoded, len(decoded[0]), DECODED_MAX_EVENTS)
 
-    def _decode(self, seq: int, payload: bytes) -> Decoded:
-        """The record ``seq``: as handed over decoded, else decoded now."""
+    def _decode(self, seq: int, payload: bytes) -> tuple[Decoded, bool]:
+        """The record ``seq``: as handed over decoded (True: its batch is the one the stage
+        reading ahead holds too), else decoded now."""
         with self._cond:
             found = self._decoded.take(seq)
         if found is None:
-            return decode_batch_at(payload)
-        batch, rejects, written_at = found
-        return batch.view(), rejects, written_at
+            return decode_batch_at(payload), False
+        return found, True
 
     def wake(self) -> None:
         """Look for records to load now (a stage reading ahead moved on); a lingering loader
@@ -325,12 +325,18 @@ class Loader:
         with _gc_paused():
             batches: list[EventBatch] = []
             rejects: list[RejectRecord] = []
+            shared = False
             for seq, payload in records:
-                batch, batch_rejects, _ = self._decode(seq, payload)
+                (batch, batch_rejects, _), handed = self._decode(seq, payload)
                 if len(batch):
                     batches.append(batch)
+                    shared = handed
                 rejects.extend(batch_rejects)
             received = sum(len(b) for b in batches)
+            if len(batches) == 1 and shared:
+                # The sinks may change the events they are given: events of its own (several
+                # batches are joined into a new one anyway).
+                batches[0] = batches[0].view()
             unique = EventBatch.concat(batches).first_of_each_message() if batches else None
             table = self._events_table(unique) if unique is not None else None
         last_seq = records[-1][0]

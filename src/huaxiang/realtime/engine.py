@@ -1898,42 +1898,47 @@ class RealtimeEngine:
             np.concatenate([f[k] for f in fresh]) for k in range(5)
         )
         stale_sids, stale_persons = stale
-        if len(stale_sids) or len(sids):
-            subjects, index = self._subjects_of(np.concatenate([stale_sids, sids]))
-            numbers, maps = self._numbers(con, subjects)
-            number = np.array(numbers, np.int32)[index]
-            if len(stale_sids):
-                _insert(
-                    con,
-                    pa.table(
-                        {
-                            "subject_id": pa.array(number[: len(stale_sids)]),
-                            "person_id": pa.array(stale_persons.astype(np.uint32)),
-                        }
-                    ),
-                    "DELETE FROM realtime_tag_values USING _rt_in k"
-                    " WHERE realtime_tag_values.subject_id = k.subject_id"
-                    " AND realtime_tag_values.person_id = k.person_id",
-                )
-            if len(sids):
-                values, offsets = _value_numbers(maps)
-                at = index[len(stale_sids) :]
-                _insert(
-                    con,
-                    pa.table(
-                        {
-                            "subject_id": pa.array(number[len(stale_sids) :]),
-                            "person_id": pa.array(persons.astype(np.uint32)),
-                            "value_id": pa.array(values[offsets[at] + codes]),
-                            "qualified": pa.array(qualified, pa.timestamp("us")),
-                            "expires": pa.array(expires, pa.timestamp("us"), mask=expires == NEVER),
-                        }
-                    ),
-                    "INSERT INTO realtime_tag_values"
-                    " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
-                    [recorded],
-                )
-        self._write_holders(con, landing, before, recorded, rewrite)
+        every = np.concatenate([stale_sids, sids, landing.sid])
+        if not len(every):
+            self._write_holders(con, landing, before, recorded, rewrite, None)
+            return
+        # The numbers of every subject written below, looked up once.
+        distinct, index = np.unique(every, return_inverse=True)
+        numbers, maps = self._numbers(con, [self.subjects[sid] for sid in distinct.tolist()])
+        number = np.array(numbers, np.int32)
+        values, offsets = _value_numbers(maps)
+        if len(stale_sids):
+            _insert(
+                con,
+                pa.table(
+                    {
+                        "subject_id": pa.array(number[index[: len(stale_sids)]]),
+                        "person_id": pa.array(stale_persons.astype(np.uint32)),
+                    }
+                ),
+                "DELETE FROM realtime_tag_values USING _rt_in k"
+                " WHERE realtime_tag_values.subject_id = k.subject_id"
+                " AND realtime_tag_values.person_id = k.person_id",
+            )
+        if len(sids):
+            at = index[len(stale_sids) : len(stale_sids) + len(sids)]
+            _insert(
+                con,
+                pa.table(
+                    {
+                        "subject_id": pa.array(number[at]),
+                        "person_id": pa.array(persons.astype(np.uint32)),
+                        "value_id": pa.array(values[offsets[at] + codes]),
+                        "qualified": pa.array(qualified, pa.timestamp("us")),
+                        "expires": pa.array(expires, pa.timestamp("us"), mask=expires == NEVER),
+                    }
+                ),
+                "INSERT INTO realtime_tag_values"
+                " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
+                [recorded],
+            )
+        numbering = (distinct, number, values, offsets)
+        self._write_holders(con, landing, before, recorded, rewrite, numbering)
 
     def _landings(
         self, decided: Decisions, rewrite: set[str]
@@ -1968,13 +1973,15 @@ class RealtimeEngine:
         before: Codes,
         built: datetime,
         rewrite: set[str],
+        numbering: Numbering | None,
     ) -> None:
         """The ``tag_bitmaps`` rows of the real-time tag values whose holders changed: their
         number, no bitmap (readers make it from the values: ``tags.values.read_tag_bitmaps``),
         and ``built`` (readers caching bitmaps see the change). Counted from the stored values
         when the engine has no counts (after a start or a definition change: every real-time
         tag's rows are written again) or when they went wrong; otherwise moved by the changes,
-        a few array calls whatever the number of tags."""
+        a few array calls whatever the number of tags. ``numbering``: the sorted subjects (sids)
+        of the landing, their numbers, and the numbers of their values by code (offsets)."""
         if rewrite:
             self._holders = None
         if self._holders is None:
@@ -1989,13 +1996,13 @@ class RealtimeEngine:
             self._count_holders(con, built)
             return
         sids, codes = split_keys(touched)
-        subjects, index = self._subjects_of(sids)
-        numbers, maps = self._numbers(con, subjects)
-        values, offsets = _value_numbers(maps)
+        assert numbering is not None  # the landing's subjects are numbered
+        distinct, number, values, offsets = numbering
+        at = np.searchsorted(distinct, sids)
         table = pa.table(
             {
-                "subject_id": pa.array(np.array(numbers, np.int32)[index]),
-                "value_id": pa.array(values[offsets[index] + codes]),
+                "subject_id": pa.array(number[at]),
+                "value_id": pa.array(values[offsets[at] + codes]),
                 "cardinality": pa.array(now),
             }
         )
@@ -2542,6 +2549,9 @@ _NEWER_HELD = """
 """What the persons hold by the change rows and the log written since the last fold: the
 newest decision per subject key and person (value_id NULL: none)."""
 
+
+Numbering = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int32], NDArray[np.int64]]
+"""Subjects (sorted sids), their numbers, and their values' numbers by code (with offsets)."""
 
 HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]
 """(persons, value code, qualified, expires) of held value rows."""

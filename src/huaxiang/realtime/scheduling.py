@@ -106,12 +106,12 @@ class Scheduling:
 
     def lower_threads(self) -> None:
         """Run the threads raised under the normal policy again (their nice values unchanged)."""
-        raised, self.raised = self.raised, ()
-        for thread_id in raised:
+        for thread_id in self.raised:
             try:
                 os.sched_setscheduler(thread_id, os.SCHED_OTHER, os.sched_param(0))
             except OSError:  # ended meanwhile (lowering is always allowed)
                 continue
+        self.raised = ()  # once they are lowered: who reads it sees them so
 
     @contextmanager
     def aside(self) -> Iterator[None]:

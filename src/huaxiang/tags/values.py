@@ -198,22 +198,35 @@ def read_tag_bitmaps(
         else:
             found[str(tag)][str(value)] = BitMap.deserialize(bytes(blob))
     if made:
-        table = con.sql(
-            "SELECT tag, CAST(value AS VARCHAR) AS value,"
-            " list(person_id ORDER BY person_id) AS persons"
-            " FROM tag_values WHERE list_contains(?::VARCHAR[], tag) GROUP BY ALL",
-            params=[sorted(made)],
-        ).to_arrow_table()
-        persons = table.column("persons").combine_chunks()
-        ids = persons.values.to_numpy(zero_copy_only=False).astype(np.uint32)
-        bounds = persons.offsets.to_numpy()
         for tag in made:
             found[tag] = {}
-        for n, (tag, value) in enumerate(
-            zip(table.column("tag").to_pylist(), table.column("value").to_pylist(), strict=True)
+        # The values as ``tag_values`` has them: the rows refreshes write, and the real-time
+        # engine's rows (numbers, grouped before their texts are joined; persons unsorted).
+        params = [sorted(made)]
+        for sql in (
+            "SELECT tag, CAST(value AS VARCHAR) AS value, list(person_id) AS persons"
+            " FROM tag_value_rows WHERE list_contains(?::VARCHAR[], tag) GROUP BY ALL",
+            "SELECT s.name AS tag, v.text AS value, g.persons FROM ("
+            " SELECT subject_id, value_id, list(person_id) AS persons FROM realtime_tag_values"
+            " WHERE subject_id IN (SELECT subject_id FROM realtime_subject_ids"
+            " WHERE subject = 'tag' AND list_contains(?::VARCHAR[], name)) GROUP BY ALL) g"
+            " JOIN realtime_subject_ids s USING (subject_id)"
+            " JOIN realtime_values v USING (value_id)",
         ):
-            members = ids[bounds[n] : bounds[n + 1]]
-            found[str(tag)][str(value)] = BitMap(array("I", members.tobytes()))
+            table = con.sql(sql, params=params).to_arrow_table()
+            persons = table.column("persons").combine_chunks()
+            ids = persons.values.to_numpy(zero_copy_only=False).astype(np.uint32)
+            bounds = persons.offsets.to_numpy()
+            pairs = zip(
+                table.column("tag").to_pylist(), table.column("value").to_pylist(), strict=True
+            )
+            for n, (tag, value) in enumerate(pairs):
+                members = BitMap(array("I", ids[bounds[n] : bounds[n + 1]].tobytes()))
+                values = found[str(tag)]
+                if str(value) in values:
+                    values[str(value)] |= members
+                else:
+                    values[str(value)] = members
     return found
 
 

@@ -47,6 +47,13 @@ def admin(server: LiveServer, method: str, path: str, **kw: Any) -> Any:
     return answer.json()
 
 
+def realtime_tag(server: LiveServer, name: str, kind: str, **definition: Any) -> None:
+    """Create a tag kept by the real-time engine, and activate it."""
+    tag = {"name": name, "kind": kind, "refresh": "realtime", **definition}
+    admin(server, "POST", "/admin/tags", json=tag)
+    admin(server, "POST", f"/admin/tags/{name}/activate")
+
+
 def estimate(server: LiveServer, rule: str) -> tuple[int, str]:
     """Persons an audience rule finds now, and how it counted them."""
     found = admin(server, "POST", "/admin/audiences/estimate", json={"rule": rule, "sample": 0})
@@ -58,18 +65,12 @@ def test_a_realtime_tag_appears_expires_and_survives_a_restart(workspace: Worksp
     with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
         key = write_keys(runtime.store).create(name="web").key
         send(server, key, view("u1", T0 - timedelta(hours=2)), view("u2", T0 - timedelta(hours=1)))
-        admin(
+        realtime_tag(
             server,
-            "POST",
-            "/admin/tags",
-            json={
-                "name": "hot_python",
-                "kind": "rule",
-                "refresh": "realtime",
-                "rule": 'count(view_course where category = "python", 1d) >= 2',
-            },
+            "hot_python",
+            "rule",
+            rule='count(view_course where category = "python", 1d) >= 2',
         )
-        admin(server, "POST", "/admin/tags/hot_python/activate")
         # The engine follows definitions on its own (each tick); status makes it look now.
         status = admin(server, "GET", "/admin/realtime/status")
         assert status["subjects"] == [{"subject": "tag", "name": "hot_python", "version": 1}]
@@ -141,19 +142,13 @@ def test_a_ttl_holds_the_value_past_the_rule_then_expires(workspace: Workspace) 
     with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
         key = write_keys(runtime.store).create(name="web").key
         send(server, key, view("u1", T0 - timedelta(minutes=1)))
-        admin(
+        realtime_tag(
             server,
-            "POST",
-            "/admin/tags",
-            json={
-                "name": "viewer",
-                "kind": "rule",
-                "refresh": "realtime",
-                "ttl_days": 2,
-                "rule": "did(view_course, 1h)",
-            },
+            "viewer",
+            "rule",
+            ttl_days=2,
+            rule="did(view_course, 1h)",
         )
-        admin(server, "POST", "/admin/tags/viewer/activate")
         admin(server, "GET", "/admin/realtime/status")
         assert admin(server, "GET", "/admin/tags/viewer/values")["persons"] == 1
         clock.advance(timedelta(hours=2))
@@ -180,18 +175,12 @@ def test_events_that_change_no_value_survive_a_restart(workspace: Workspace) -> 
     with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
         key = write_keys(runtime.store).create(name="web").key
         send(server, key, view("u0", T0 - timedelta(days=3)))  # the event is known
-        admin(
+        realtime_tag(
             server,
-            "POST",
-            "/admin/tags",
-            json={
-                "name": "keen",
-                "kind": "rule",
-                "refresh": "realtime",
-                "rule": "count(view_course, 1d) >= 3",
-            },
+            "keen",
+            "rule",
+            rule="count(view_course, 1d) >= 3",
         )
-        admin(server, "POST", "/admin/tags/keen/activate")
         admin(server, "GET", "/admin/realtime/status")
         send(server, key, view("u1", T0 - timedelta(minutes=2)))
         send(server, key, view("u1", T0 - timedelta(minutes=1)))
@@ -211,21 +200,15 @@ def test_a_tag_leaving_the_engine_keeps_its_holders_until_a_refresh(workspace: W
     with Runtime(workspace, clock=clock) as runtime, serve_runtime(runtime) as server:
         key = write_keys(runtime.store).create(name="web").key
         send(server, key, view("u9", T0 - timedelta(days=3)))  # the event becomes known
-        admin(
+        realtime_tag(
             server,
-            "POST",
-            "/admin/tags",
-            json={
-                "name": "heat",
-                "kind": "enumerated",
-                "refresh": "realtime",
-                "cases": [
-                    {"value": "hot", "rule": "count(view_course, 1d) >= 2"},
-                    {"value": "warm", "rule": "did(view_course, 1d)"},
-                ],
-            },
+            "heat",
+            "enumerated",
+            cases=[
+                {"value": "hot", "rule": "count(view_course, 1d) >= 2"},
+                {"value": "warm", "rule": "did(view_course, 1d)"},
+            ],
         )
-        admin(server, "POST", "/admin/tags/heat/activate")
         admin(server, "GET", "/admin/realtime/status")
         send(server, key, view("u1", T0), view("u1", T0), view("u2", T0), view("u3", T0))
         assert estimate(server, 'has_tag(heat, "hot")') == (1, "bitmap")

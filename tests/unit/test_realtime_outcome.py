@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 from pyroaring import BitMap
 
 from huaxiang.clock import ManualClock
@@ -197,5 +198,41 @@ def test_a_write_of_many_tags_stores_what_the_engine_holds(tmp_path: Path) -> No
             con.close()
         assert {"entered", "left", "changed", "expired"} <= kinds
         assert moved > 0
+    finally:
+        store.close()
+
+
+def test_holders_miscounted_are_counted_again_from_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the holders the engine counts go wrong (here: set by hand), the write that finds
+    one below zero counts them all again from the stored values."""
+    store = Store(tmp_path / "db.duckdb")
+    try:
+        engine = _engine(store)
+        at = to_us(T)
+
+        def view(person: int, n: int) -> None:
+            outcome = Outcome()
+            now = engine._now()
+            columns = ([(f"u{person}", None)], ["a"], [at], ["{}"], [f"m{n}"], ["track"])
+            engine.step(columns, now, outcome, persons=[person])
+            engine._due(now, None, outcome)
+            with store.transaction() as con:
+                engine._write(con, outcome, now)
+
+        for person in range(3):
+            view(person, person)
+        assert engine._holders is not None
+        engine._holders.counts[:] = 0  # every pair miscounted
+        at += 2 * HOUR
+        engine.clock.set(from_us(at))  # type: ignore[attr-defined]
+        view(0, 10)  # the others' values leave: their pairs would fall below zero
+        assert "counted again from the store" in caplog.text
+        _, bitmaps, holders = _stored(store)
+        _, held_bitmaps = _held(engine)
+        assert bitmaps == held_bitmaps
+        assert holders == {pair: len(bitmap) for pair, bitmap in held_bitmaps.items()}
+        assert holders[("recent_0", "true")] == 1
     finally:
         store.close()

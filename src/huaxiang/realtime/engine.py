@@ -1870,10 +1870,11 @@ class RealtimeEngine:
         rewrite: set[str],
     ) -> None:
         """Tag values (``realtime_tag_values``, numbers only) of the changed persons and the
-        holders of their values, a few statements in all (their history is the change rows, read through
-        ``tag_changes``). The engine's held values are the truth for real-time tags: a row is
-        deleted only where the person held a value (left, changed, expired, TTL restamped).
-        ``rewrite``: tags whose values are all written afresh, wherever they were."""
+        holders of their values, a few statements in all (their history is the change rows,
+        read through ``tag_changes``). The engine's held values are the truth for real-time
+        tags: a row is deleted only where the person held a value (left, changed, expired, TTL
+        restamped). ``rewrite``: tags whose values are all written afresh, wherever they
+        were."""
         landing, stale, before = self._landings(decided, rewrite)
         holding = landing.new >= 0
         fresh = [

@@ -191,6 +191,8 @@ class RealtimeEngine:
         self._time = 0
         self._checked = float("-inf")
         self._holders: Holders | None = None
+        self._by_sid: dict[bool, SidNumbers] = {}
+        """The numbers :meth:`_numbers` gave, by sid (True: of the subjects' keys), in arrays."""
         """Persons holding each value of the real-time tags, as stored (None: counted from the
         store at the next write)."""
         self._keys: dict[int, str] = {}
@@ -377,6 +379,7 @@ class RealtimeEngine:
         self.subjects = subjects
         self._holders = None
         self._numbered = {}
+        self._by_sid = {}
         size = self._size()
         program.grow(size)
         for subject in subjects.values():
@@ -1691,22 +1694,51 @@ class RealtimeEngine:
         value texts are numbered, new ones stored here; the change id, the texts and the person
         key are joined when read). A write can hold many decisions of many subjects (events
         folded ahead of the loader): they are array calls over all of them together."""
-        numbers, maps = self._numbers(con, subjects)
-        values, offsets = _value_numbers(maps)
-        start = offsets[index]
         olds, news = changes.old, changes.new
+        numbers, (old_values, new_values) = self._numbered_rows(con, changes.sid, [olds, news])
         return pa.table(
             {
-                "subject_id": pa.array(np.array(numbers, np.int32)[index]),
+                "subject_id": pa.array(numbers),
                 "person_id": pa.array(changes.person.astype(np.uint32)),
                 "kind": pa.array(changes.kind.astype(np.uint8)),
-                "old_value": pa.array(values[start + np.maximum(olds, 0)], mask=olds < 0),
-                "new_value": pa.array(values[start + np.maximum(news, 0)], mask=news < 0),
+                "old_value": pa.array(old_values, mask=olds < 0),
+                "new_value": pa.array(new_values, mask=news < 0),
                 "moment": pa.array(changes.moment, pa.timestamp("us")),
                 "cause": pa.array(changes.cause + (self._cause_base or 0)),
                 "seq": pa.array(changes.seq),
             }
         )
+
+    def _numbered_rows(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        sids: NDArray[np.int64],
+        codes: Sequence[Codes],
+        *,
+        keys: bool = False,
+    ) -> tuple[NDArray[np.int32], list[NDArray[np.int32]]]:
+        """The number of each row's subject (``keys``: of its key) and of each row's value in
+        ``codes`` (a code of NONE reads a number never used: the caller masks it). Array
+        lookups; the subjects not numbered yet, or holding texts not numbered yet, are numbered
+        by :meth:`_numbers` first."""
+        if self._subject_ids is None or self._value_ids is None:
+            self._by_sid = {}  # read again from the store below
+        table = self._by_sid.get(keys)
+        if table is None:
+            table = self._by_sid[keys] = SidNumbers()
+        if len(sids):
+            table.grow(int(sids.max()) + 1)
+            lacking = table.number[sids] < 0
+            for row_codes in codes:
+                lacking |= row_codes >= table.count[sids]  # NONE (-1) never lacks
+            if lacking.any():
+                missing = np.unique(sids[lacking])
+                subjects = [self.subjects[sid] for sid in missing.tolist()]
+                numbers, maps = self._numbers(con, subjects, keys=keys)
+                table = self._by_sid.setdefault(keys, table)
+                table.add(missing, numbers, maps)
+        start = table.start[sids]
+        return table.number[sids], [table.values[start + np.maximum(c, 0)] for c in codes]
 
     def _numbers(
         self,
@@ -1899,21 +1931,12 @@ class RealtimeEngine:
             np.concatenate([f[k] for f in fresh]) for k in range(5)
         )
         stale_sids, stale_persons = stale
-        every = np.concatenate([stale_sids, sids, landing.sid])
-        if not len(every):
-            self._write_holders(con, landing, before, recorded, rewrite, None)
-            return
-        # The numbers of every subject written below, looked up once.
-        distinct, index = np.unique(every, return_inverse=True)
-        numbers, maps = self._numbers(con, [self.subjects[sid] for sid in distinct.tolist()])
-        number = np.array(numbers, np.int32)
-        values, offsets = _value_numbers(maps)
         if len(stale_sids):
             _insert(
                 con,
                 pa.table(
                     {
-                        "subject_id": pa.array(number[index[: len(stale_sids)]]),
+                        "subject_id": pa.array(self._numbered_rows(con, stale_sids, [])[0]),
                         "person_id": pa.array(stale_persons.astype(np.uint32)),
                     }
                 ),
@@ -1922,14 +1945,14 @@ class RealtimeEngine:
                 " AND realtime_tag_values.person_id = k.person_id",
             )
         if len(sids):
-            at = index[len(stale_sids) : len(stale_sids) + len(sids)]
+            numbers, (value_ids,) = self._numbered_rows(con, sids, [codes])
             _insert(
                 con,
                 pa.table(
                     {
-                        "subject_id": pa.array(number[at]),
+                        "subject_id": pa.array(numbers),
                         "person_id": pa.array(persons.astype(np.uint32)),
-                        "value_id": pa.array(values[offsets[at] + codes]),
+                        "value_id": pa.array(value_ids),
                         "qualified": pa.array(qualified, pa.timestamp("us")),
                         "expires": pa.array(expires, pa.timestamp("us"), mask=expires == NEVER),
                     }
@@ -1938,8 +1961,7 @@ class RealtimeEngine:
                 " SELECT subject_id, person_id, value_id, ?, qualified, expires FROM _rt_in",
                 [recorded],
             )
-        numbering = (distinct, number, values, offsets)
-        self._write_holders(con, landing, before, recorded, rewrite, numbering)
+        self._write_holders(con, landing, before, recorded, rewrite)
 
     def _landings(
         self, decided: Decisions, rewrite: set[str]
@@ -1974,15 +1996,13 @@ class RealtimeEngine:
         before: Codes,
         built: datetime,
         rewrite: set[str],
-        numbering: Numbering | None,
     ) -> None:
         """The ``tag_bitmaps`` rows of the real-time tag values whose holders changed: their
         number, no bitmap (readers make it from the values: ``tags.values.read_tag_bitmaps``),
         and ``built`` (readers caching bitmaps see the change). Counted from the stored values
         when the engine has no counts (after a start or a definition change: every real-time
         tag's rows are written again) or when they went wrong; otherwise moved by the changes,
-        a few array calls whatever the number of tags. ``numbering``: the sorted subjects (sids)
-        of the landing, their numbers, and the numbers of their values by code (offsets)."""
+        a few array calls whatever the number of tags."""
         if rewrite:
             self._holders = None
         if self._holders is None:
@@ -1997,13 +2017,11 @@ class RealtimeEngine:
             self._count_holders(con, built)
             return
         sids, codes = split_keys(touched)
-        assert numbering is not None  # the landing's subjects are numbered
-        distinct, number, values, offsets = numbering
-        at = np.searchsorted(distinct, sids)
+        numbers, (value_ids,) = self._numbered_rows(con, sids, [codes])
         table = pa.table(
             {
-                "subject_id": pa.array(number[at]),
-                "value_id": pa.array(values[offsets[at] + codes]),
+                "subject_id": pa.array(numbers),
+                "value_id": pa.array(value_ids),
                 "cardinality": pa.array(now),
             }
         )
@@ -2061,9 +2079,9 @@ class RealtimeEngine:
         moved = decided.take(~decided.changed)
         if not len(moved):
             return
-        subjects, index = self._subjects_of(moved.sid)
+        keys, (values,) = self._numbered_rows(con, moved.sid, [moved.new], keys=True)
         rows = (moved.person, moved.new, moved.qualified, moved.expires)
-        self._log_rows(con, subjects, index, rows, moved.seq)
+        self._log_numbered(con, keys, values, rows, moved.seq)
 
     def _log_held(
         self,
@@ -2096,6 +2114,21 @@ class RealtimeEngine:
         decision ``seqs[i]``) to ``realtime_held_log``, as numbers (value_id null: none)."""
         keys, maps = self._numbers(con, subjects, keys=True)
         values, offsets = _value_numbers(maps)
+        codes = rows[1]
+        numbered = values[offsets[index] + np.maximum(codes, 0)]
+        self._log_numbered(con, np.array(keys, np.int32)[index], numbered, rows, seqs)
+
+    def _log_numbered(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        keys: NDArray[np.int32],
+        values: NDArray[np.int32],
+        rows: HeldRows,
+        seqs: NDArray[np.int64],
+    ) -> None:
+        """Append held value rows (row ``i`` of the subject key ``keys[i]``, its value numbered
+        ``values[i]`` unless its code is NONE, made by the decision ``seqs[i]``) to
+        ``realtime_held_log``."""
         persons, codes, qualified, expires = rows
         self._unfolded += len(codes)
         _insert(
@@ -2103,11 +2136,9 @@ class RealtimeEngine:
             pa.table(
                 {
                     "seq": pa.array(seqs.astype(np.int64, copy=False)),
-                    "key_id": pa.array(np.array(keys, np.int32)[index]),
+                    "key_id": pa.array(keys),
                     "person_id": pa.array(persons.astype(np.uint32)),
-                    "value_id": pa.array(
-                        values[offsets[index] + np.maximum(codes, 0)], mask=codes < 0
-                    ),
+                    "value_id": pa.array(values, mask=codes < 0),
                     "qualified": pa.array(qualified.astype(np.int64, copy=False)),
                     "expires": pa.array(expires.astype(np.int64, copy=False)),
                 }
@@ -2551,8 +2582,34 @@ _NEWER_HELD = """
 newest decision per subject key and person (value_id NULL: none)."""
 
 
-Numbering = tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int32], NDArray[np.int64]]
-"""Subjects (sorted sids), their numbers, and their values' numbers by code (with offsets)."""
+@dataclass(slots=True)
+class SidNumbers:
+    """The numbers of subjects by sid (-1: not numbered here yet), and of their value texts: those
+    of sid ``s`` begin at ``start[s]`` in ``values``, ``count[s]`` of them (its codes below)."""
+
+    number: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    start: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    count: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    values: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+
+    def grow(self, size: int) -> None:
+        if size > len(self.number):
+            more = size - len(self.number)
+            self.number = np.concatenate([self.number, np.full(more, -1, np.int32)])
+            self.start = np.concatenate([self.start, np.zeros(more, np.int64)])
+            self.count = np.concatenate([self.count, np.full(more, -1, np.int64)])
+
+    def add(
+        self, sids: NDArray[np.int64], numbers: list[int], maps: list[NDArray[np.int32]]
+    ) -> None:
+        """The numbers of subjects ``sids`` and of their value texts by code (``maps``); a
+        subject's texts numbered before are left behind in ``values`` (texts only grow)."""
+        sizes = np.array([len(m) for m in maps], np.int64)
+        self.number[sids] = np.array(numbers, np.int32)
+        self.start[sids] = len(self.values) + np.cumsum(sizes) - sizes
+        self.count[sids] = sizes
+        self.values = np.concatenate([self.values, *maps, np.zeros(1, np.int32)])
+
 
 HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64]]
 """(persons, value code, qualified, expires) of held value rows."""

@@ -191,10 +191,10 @@ class RealtimeEngine:
         self._time = 0
         self._checked = float("-inf")
         self._holders: Holders | None = None
-        self._by_sid: dict[bool, SidNumbers] = {}
-        """The numbers :meth:`_numbers` gave, by sid (True: of the subjects' keys), in arrays."""
         """Persons holding each value of the real-time tags, as stored (None: counted from the
         store at the next write)."""
+        self._by_sid: dict[bool, SidNumbers] = {}
+        """The numbers :meth:`_numbers` gave, by sid (True: of the subjects' keys), in arrays."""
         self._keys: dict[int, str] = {}
         self._changes_until: int | None = None
         self._wide: list[int] = []
@@ -1735,7 +1735,6 @@ class RealtimeEngine:
                 missing = np.unique(sids[lacking])
                 subjects = [self.subjects[sid] for sid in missing.tolist()]
                 numbers, maps = self._numbers(con, subjects, keys=keys)
-                table = self._by_sid.setdefault(keys, table)
                 table.add(missing, numbers, maps)
         start = table.start[sids]
         return table.number[sids], [table.values[start + np.maximum(c, 0)] for c in codes]

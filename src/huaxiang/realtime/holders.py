@@ -40,12 +40,17 @@ class Holders:
         self.keys = keys[order]
         self.counts = counts[order]
 
-    def count(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
-        """The holders of ``keys`` (0 for a pair never held)."""
+    def _find(self, keys: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """Where each of ``keys`` is (or would go), and whether it is there."""
         at = np.searchsorted(self.keys, keys)
         inside = at < len(self.keys)
         found = np.zeros(len(keys), np.bool_)
         found[inside] = self.keys[at[inside]] == keys[inside]
+        return at, found
+
+    def count(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The holders of ``keys`` (0 for a pair never held)."""
+        at, found = self._find(keys)
         out = np.zeros(len(keys), np.int64)
         out[found] = self.counts[at[found]]
         return out
@@ -72,23 +77,17 @@ class Holders:
         if not len(keys):
             return keys, deltas
         touched, inverse = np.unique(keys, return_inverse=True)
-        summed = np.bincount(inverse, weights=deltas, minlength=len(touched)).astype(np.int64)
-        at = np.searchsorted(self.keys, touched)
-        inside = at < len(self.keys)
-        found = np.zeros(len(touched), np.bool_)
-        found[inside] = self.keys[at[inside]] == touched[inside]
-        self.counts[at[found]] += summed[found]
-        if not found.all():
-            self.keys = np.concatenate([self.keys, touched[~found]])
-            self.counts = np.concatenate([self.counts, summed[~found]])
-            order = np.argsort(self.keys, kind="stable")
-            self.keys = self.keys[order]
-            self.counts = self.counts[order]
-        now = self.count(touched)
-        kept = now > 0
-        if not kept.all():  # pairs no one holds any more are not kept (nor, below zero, any)
-            gone = touched[~kept]
-            keep = ~np.isin(self.keys, gone)
-            self.keys = self.keys[keep]
-            self.counts = self.counts[keep]
+        # Each pair's change in holders, then (with what it held) its holders now.
+        now = np.bincount(inverse, weights=deltas, minlength=len(touched)).astype(np.int64)
+        at, found = self._find(touched)
+        now[found] += self.counts[at[found]]
+        self.counts[at[found]] = now[found]
+        fresh = ~found & (now > 0)
+        if fresh.any() or (now <= 0).any():
+            # Pairs no one holds any more are not kept (nor, below zero, any); new ones join.
+            keep = ~np.isin(self.keys, touched[now <= 0])
+            keys = np.concatenate([self.keys[keep], touched[fresh]])
+            counts = np.concatenate([self.counts[keep], now[fresh]])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.counts = keys[order], counts[order]
         return touched, now

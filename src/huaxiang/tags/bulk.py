@@ -11,7 +11,6 @@ Why: with millions of values, a Python object per value costs far more than the 
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +28,7 @@ from huaxiang.rules.compile import Sources
 from huaxiang.tags.compute import TRUE, value_text
 from huaxiang.tags.definition import TagDefinition, TagKind
 from huaxiang.tags.sources import TAG_SOURCES, workspace_rules
-from huaxiang.tags.values import read_tag_bitmaps, take_over
+from huaxiang.tags.values import list_bitmaps, read_tag_bitmaps, take_over
 
 #: Kinds this module recomputes.
 BULK_KINDS = frozenset({TagKind.RULE, TagKind.ENUMERATED})
@@ -428,13 +427,14 @@ def _write_bitmaps(
         ).to_arrow_table()
     finally:
         con.execute("DROP TABLE IF EXISTS hx_bulk_touched")
-    rows: list[list[Any]] = []
-    tags = table.column("tag").to_pylist()
-    values = table.column("value").to_pylist()
-    ids = table.column("ids").combine_chunks()
-    for n, (tag, value) in enumerate(zip(tags, values, strict=True)):
-        members = ids[n].values.to_numpy(zero_copy_only=False).astype("uint32")
-        bitmap = BitMap(array("I", members.tobytes()))
-        rows.append([tag, value, bitmap.serialize(), len(bitmap), built_at])
+    rows: list[list[Any]] = [
+        [tag, value, bitmap.serialize(), len(bitmap), built_at]
+        for tag, value, bitmap in zip(
+            table.column("tag").to_pylist(),
+            table.column("value").to_pylist(),
+            list_bitmaps(table.column("ids")),
+            strict=True,
+        )
+    ]
     if rows:
         con.executemany("INSERT INTO tag_bitmaps VALUES (?, ?, ?, ?, ?)", rows)

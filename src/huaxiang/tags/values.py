@@ -214,20 +214,29 @@ def read_tag_bitmaps(
             " JOIN realtime_values v USING (value_id)",
         ):
             table = con.sql(sql, params=params).to_arrow_table()
-            persons = table.column("persons").combine_chunks()
-            ids = persons.values.to_numpy(zero_copy_only=False).astype(np.uint32)
-            bounds = persons.offsets.to_numpy()
-            pairs = zip(
-                table.column("tag").to_pylist(), table.column("value").to_pylist(), strict=True
-            )
-            for n, (tag, value) in enumerate(pairs):
-                members = BitMap(array("I", ids[bounds[n] : bounds[n + 1]].tobytes()))
+            for tag, value, members in zip(
+                table.column("tag").to_pylist(),
+                table.column("value").to_pylist(),
+                list_bitmaps(table.column("persons")),
+                strict=True,
+            ):
                 values = found[str(tag)]
                 if str(value) in values:
                     values[str(value)] |= members
                 else:
                     values[str(value)] = members
     return found
+
+
+def list_bitmaps(lists: pa.ChunkedArray) -> list[BitMap]:
+    """A bitmap of each list of person ids (a query's ``list(person_id)``)."""
+    column = lists.combine_chunks()
+    ids = column.flatten().to_numpy(zero_copy_only=False).astype(np.uint32)
+    bounds = column.offsets.to_numpy()
+    bounds = bounds - bounds[0]  # a slice's offsets start where it does
+    return [
+        BitMap(array("I", ids[bounds[n] : bounds[n + 1]].tobytes())) for n in range(len(column))
+    ]
 
 
 def read_bitmaps(con: duckdb.DuckDBPyConnection, tag: str) -> dict[str, BitMap]:

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
+import pytest
 
 from huaxiang.realtime import cores
 from huaxiang.realtime.cores import Cores
+from privileges import may_raise_threads
 
 
 def test_auto_is_on_from_four_cores_and_never_on_one() -> None:
@@ -117,11 +119,16 @@ def test_only_the_heavy_threads_leave_the_core_when_asked() -> None:
 def test_a_follower_first_in_line_moves_to_its_core_and_may_leave_it() -> None:
     """With ``heavy`` given (the follower first in line for a core), placing from the follower's
     own thread moves it onto its core at once, yet leaves it free to run on every core; placed
-    again on the core it runs on now (it left its own), the heavy threads leave that one."""
+    again on the core it runs on now (it left its own), the heavy threads leave that one. The
+    thread runs under ``SCHED_RR``, as the follower does then: under the normal policy the
+    kernel may move a thread free to leave its core at any moment, and where it runs after a
+    placement would be chance."""
     placed = Cores()
     allowed = placed.allowed
     if len(allowed) < 2 or not cores.supported():
         return
+    if not may_raise_threads():
+        pytest.skip("a follower first in line for a core needs the right to run under SCHED_RR")
     seen: dict[str, object] = {}
     con = duckdb.connect(config={"threads": 2})  # its workers: threads Python did not start
     try:
@@ -129,6 +136,7 @@ def test_a_follower_first_in_line_moves_to_its_core_and_may_leave_it() -> None:
 
             def follow() -> None:
                 me = threading.get_native_id()
+                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
                 core = placed.dedicate(me, {loader})
                 seen["first"] = (core, Cores.running_on(), os.sched_getaffinity(me))
                 seen["loader_first"] = os.sched_getaffinity(loader)

@@ -1,8 +1,8 @@
 """The issue's story end to end: on a demo workspace, a real-time tag and a real-time audience
-with a signed webhook destination; events sent through the SDK API make the person enter both,
-the signed webhooks arrive once each at a receiver on 127.0.0.1 and verify with the package's
-helper, and the tag (and the audience) leave by themselves when the window passes (a ManualClock
-drives time), with exit webhooks."""
+made from it (``has_tag``) with a signed webhook destination; events sent through the SDK API
+make the person enter both, the signed webhooks arrive once each at a receiver on 127.0.0.1 and
+verify with the package's helper, and the tag and the audience leave by themselves when the
+window passes (a ManualClock drives time), with exit webhooks."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from live import LiveServer, serve_runtime
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULE = 'count("Course Viewed", 1d) >= 2 and not did("Order Completed", 1d)'
+AUDIENCE = "has_tag(course_curious)"
 
 
 @dataclass
@@ -125,7 +126,7 @@ def test_tag_and_audience_enter_signed_webhooks_arrive_once_and_the_tag_expires(
             json={"name": "course_curious", "kind": "rule", "refresh": "realtime", "rule": RULE},
         )
         admin(server, "POST", "/admin/tags/course_curious/activate")
-        admin(server, "POST", "/admin/audiences", json={"name": "nudge_now", "rule": RULE})
+        admin(server, "POST", "/admin/audiences", json={"name": "nudge_now", "rule": AUDIENCE})
         admin(server, "PUT", "/admin/realtime/audiences/nudge_now")
         status = admin(server, "GET", "/admin/realtime/status")
         assert {(s["subject"], s["name"]) for s in status["subjects"]} == {

@@ -6,7 +6,7 @@ streams that arrive out of order (late by up to two days, a few stamped ahead of
 chosen moments the engine's value equals the reference evaluator at that as_of over the events
 that had arrived; on a smaller set, also the compiled SQL run by DuckDB on the same events.
 An event met alone is decided with scalars: against arrays of one person, every change, truth,
-held value, timer and leaf reading is the same.
+held value, timer and leaf reading is the same, with tags reading each other too.
 """
 
 from __future__ import annotations
@@ -89,6 +89,19 @@ RULES: st.SearchStrategy[a.Condition] = st.recursive(
     ),
     max_leaves=5,
 )
+LINKED: st.SearchStrategy[a.Condition] = st.recursive(
+    LEAVES
+    | st.builds(
+        a.HasTag, st.sampled_from(["t0", "t1", "t2", "cases"]), st.none() | st.integers(-1, 2)
+    ),
+    lambda kids: st.one_of(
+        st.builds(a.And, st.lists(kids, min_size=2, max_size=3).map(tuple)),
+        st.builds(a.Or, st.lists(kids, min_size=2, max_size=3).map(tuple)),
+        st.builds(a.Not, kids),
+    ),
+    max_leaves=5,
+)
+"""Rules that may read the real-time tags ``install`` makes (each other, in cycles too)."""
 PROPERTY = st.one_of(
     st.none(), st.integers(0, 4), st.sampled_from(["1", "x", "2.5"]), st.floats(0, 4)
 )
@@ -299,7 +312,7 @@ def _entries(calendar: Calendar) -> tuple[int, list[tuple[int, int]]]:
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    rules=st.lists(st.tuples(RULES, st.none() | st.integers(1, 3)), min_size=1, max_size=3),
+    rules=st.lists(st.tuples(LINKED, st.none() | st.integers(1, 3)), min_size=1, max_size=3),
     stream=streams(),
     who=st.lists(st.sampled_from([PID, PID + 1, PID + 2, PID + 7]), min_size=12, max_size=12),
     offsets=st.lists(st.integers(0, 8 * 24 * 60), max_size=3),

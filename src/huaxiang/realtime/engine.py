@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
@@ -55,6 +55,7 @@ from huaxiang.realtime.leaves import LeafSpec, SequenceSpec, Span
 from huaxiang.realtime.outcome import Decisions, Outcome, Part
 from huaxiang.realtime.program import NO_PROFILE, Profile, Unsupported
 from huaxiang.realtime.tables import store_held
+from huaxiang.realtime.tag_reads import LiveTag, dependency_order
 from huaxiang.realtime.vector import (
     Columns,
     ColumnsFactory,
@@ -137,6 +138,10 @@ class CompiledSubject:
     ttl_us: int | None
     held: Held
     uses: set[str] = field(default_factory=set)
+    """What it reads from the store: ``attributes:NAME``, ``consent``, ``tags:NAME`` (the tags
+    kept in real time by this engine are read from memory instead: :attr:`reads`)."""
+    reads: set[int] = field(default_factory=set)
+    """The real-time tags (subject ids) it reads with ``has_tag``."""
     key: str = ""
     """``tag:NAME`` or ``audience:NAME`` (the key of held values)."""
     digest_prefix: str = ""
@@ -199,6 +204,11 @@ class RealtimeEngine:
         self._changes_until: int | None = None
         self._wide: list[int] = []
         self._profile_subjects: list[int] = []
+        self._readers: dict[int, list[int]] = {}
+        """Subjects reading a real-time tag (``has_tag``), by the tag's id: decided again for
+        the persons whose value of it changed (see :mod:`huaxiang.realtime.tag_reads`)."""
+        self._rank: dict[int, int] = {}
+        """The order subjects are decided in within a step: after the tags they read."""
         self._snapshot_at = float("-inf")
         self._snapshot_took = 0.0
         self._moved = False
@@ -361,6 +371,7 @@ class RealtimeEngine:
                 held,
                 uses,
             )
+        _link_tags(program, subjects)
         program.finish(existing or (lambda key, spec, span: None))
         return subjects
 
@@ -377,6 +388,22 @@ class RealtimeEngine:
         Returns the changes (cause: the definitions); profiles are read on ``con``."""
         self.program = program
         self.subjects = subjects
+        self._readers, self._rank = dependency_order({sid: s.reads for sid, s in subjects.items()})
+        for subject in subjects.values():
+            unfollowed = [
+                subjects[r].name
+                for r in sorted(subject.reads)
+                if subject.sid not in self._readers.get(r, ())
+            ]
+            if unfollowed:
+                logger.warning(
+                    "%s %s reads %s with has_tag in a cycle of real-time tags: a change of %s "
+                    "does not decide it again in the same step",
+                    subject.kind.value,
+                    subject.name,
+                    ", ".join(unfollowed),
+                    "it" if len(unfollowed) == 1 else "them",
+                )
         self._holders = None
         self._numbered = {}
         self._by_sid = {}
@@ -1060,14 +1087,24 @@ class RealtimeEngine:
             return
         base = len(outcome.causes)
         outcome.causes.append(cause)
-        decided = [s for s in map(self.subjects.get, dirty) if s is not None]
-        profile = NO_PROFILE
-        if con is not None and self._profile_subjects and any(s.uses for s in decided):
-            needs = {use.split(":", 1)[0] for s in decided for use in s.uses}
-            profile = self._profiles(con, needs, np.array([pid], np.int64)).get(pid) or profile
-        ctx = ContextOne(pid, now, self.program.atoms, profile)
+        readers = self._readers
+        queue: list[tuple[int, int]] = []
+        decided: Iterable[CompiledSubject]
+        if readers:  # in rank order, the readers of a tag that changed joining
+            queue = [(self._rank.get(sid, 0), sid) for sid in dirty if sid in self.subjects]
+            heapq.heapify(queue)
+            decided = _drain(queue, self.subjects)
+        else:
+            decided = [s for s in map(self.subjects.get, dirty) if s is not None]
+        ctx = ContextOne(pid, now, self.program.atoms, NO_PROFILE)
+        loaded: set[str] = set()
         ones: list[int] = []  # the decisions' numbers, one after the other (see add_ones)
         for subject in decided:
+            if subject.uses and con is not None:
+                needs = {use.split(":", 1)[0] for use in subject.uses} - loaded
+                if needs:
+                    ctx.profile = self._profile_one(con, pid, needs, ctx.profile)
+                    loaded |= needs
             code, defaulted = NONE, False
             for case, expr in subject.cases_one:
                 if expr(ctx):
@@ -1095,8 +1132,24 @@ class RealtimeEngine:
                     base,
                     self._seq,
                 )
+                if readers and changed:
+                    queued = {sid for _, sid in queue}
+                    for reader in readers.get(subject.sid, ()):
+                        if reader not in queued:
+                            heapq.heappush(queue, (self._rank[reader], reader))
         if ones:
             outcome.add_ones(ones)
+
+    def _profile_one(
+        self, con: duckdb.DuckDBPyConnection, pid: int, needs: set[str], profile: Profile
+    ) -> Profile:
+        """``profile`` with what ``needs`` names read for person ``pid`` besides."""
+        found = self._profiles(con, needs, np.array([pid], np.int64)).get(pid) or Profile()
+        return Profile(
+            found.attributes if "attributes" in needs else profile.attributes,
+            found.consent if "consent" in needs else profile.consent,
+            found.tags if "tags" in needs else profile.tags,
+        )
 
     def _react(
         self,
@@ -1212,12 +1265,35 @@ class RealtimeEngine:
         outcome: Outcome,
     ) -> None:
         """Decide the marked (subject, persons) at ``now``; settle; collect the changes (the
-        cause indices in ``dirty`` point into ``causes``)."""
+        cause indices in ``dirty`` point into ``causes``). Subjects reading a real-time tag
+        are decided after it, and again for the persons whose value of it changed."""
         base = len(outcome.causes)
         if dirty:
             outcome.causes += causes
-        decided: list[tuple[int, CompiledSubject, Persons, NDArray[np.int64]]] = []
+        if not self._readers:
+            self._decide_level(con, dirty, now, base, outcome, None)
+            return
+        levels: dict[int, Dirty] = {}
         for sid, parts in dirty.items():
+            levels.setdefault(self._rank.get(sid, 0), defaultdict(list))[sid].extend(parts)
+        while levels:
+            self._decide_level(con, levels.pop(min(levels)), now, base, outcome, levels)
+
+    def _decide_level(
+        self,
+        con: duckdb.DuckDBPyConnection | None,
+        dirty: Dirty,
+        now: int,
+        base: int,
+        outcome: Outcome,
+        levels: dict[int, Dirty] | None,
+    ) -> None:
+        """:meth:`_decide` of subjects none of which reads another (``base``: the index of the
+        first cause in ``outcome``); the readers of a tag that changed are marked in
+        ``levels``."""
+        decided: list[tuple[int, CompiledSubject, Persons, NDArray[np.int64]]] = []
+        # Ranked (some subject reads a tag): by id within a rank, as one person's are.
+        for sid, parts in dirty.items() if levels is None else sorted(dirty.items()):
             subject = self.subjects.get(sid)
             if subject is None or not parts:
                 continue
@@ -1257,6 +1333,10 @@ class RealtimeEngine:
             if len(settled.persons) or len(settled.restamped):
                 self._seq += 1
                 outcome.add_part(Part(sid, settled, now, base + where[settled.at], self._seq))
+            if levels is not None and len(settled.persons):
+                for reader in self._readers.get(sid, ()):
+                    level = levels.setdefault(self._rank[reader], defaultdict(list))
+                    level[reader].append((settled.persons, where[settled.at]))
 
     def _profiles(
         self, con: duckdb.DuckDBPyConnection, needs: set[str], persons: Persons
@@ -2545,6 +2625,7 @@ class RealtimeEngine:
             return {
                 "subjects": [
                     {"subject": s.kind.value, "name": s.name, "version": s.version}
+                    | ({"reads": sorted(self.subjects[r].name for r in s.reads)} if s.reads else {})
                     for s in self.subjects.values()
                 ],
                 "unsupported": dict(self.unsupported),
@@ -2730,6 +2811,28 @@ def _earlier_held(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str, i
                 )
             )
     return out
+
+
+def _link_tags(program: VectorProgram, subjects: dict[int, CompiledSubject]) -> None:
+    """``has_tag`` of the real-time tags among ``subjects`` reads their values in memory:
+    each subject's :attr:`~CompiledSubject.reads`, and no store read for them."""
+    tags = {s.name: sid for sid, s in subjects.items() if s.kind is Subject.TAG}
+    program.live = {name: LiveTag(subjects[sid].held) for name, sid in tags.items()}
+    for subject in subjects.values():
+        live = {use for use in subject.uses if use.startswith("tags:") and use[5:] in tags}
+        subject.reads = {tags[use[5:]] for use in live}
+        subject.uses -= live
+
+
+def _drain(
+    queue: list[tuple[int, int]], subjects: dict[int, CompiledSubject]
+) -> Iterator[CompiledSubject]:
+    """The subjects in ``queue`` (a heap of (rank, id)), lowest rank first, as long as it has
+    some (subjects pushed meanwhile included)."""
+    while queue:
+        subject = subjects.get(heapq.heappop(queue)[1])
+        if subject is not None:
+            yield subject
 
 
 def _holder(key: str, held: Held) -> CompiledSubject:

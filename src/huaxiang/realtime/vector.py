@@ -37,6 +37,7 @@ from huaxiang.realtime.leaves import (
     TimeSpec,
 )
 from huaxiang.realtime.program import Matcher, Profile, Unsupported, matcher, rising
+from huaxiang.realtime.tag_reads import LiveTag
 from huaxiang.rules.ast import (
     And,
     AttributeCondition,
@@ -299,6 +300,9 @@ class VectorProgram:
         self.plans: dict[tuple[str, tuple[bool, ...]], Any] = {}
         """(event name, the outcome of its tests) -> what one such event feeds and reads
         (``realtime.engine.EventPlan``, filled as events come)."""
+        self.live: dict[str, LiveTag] = {}
+        """The real-time tags of the engine by name: ``has_tag`` reads them from memory (see
+        :mod:`huaxiang.realtime.tag_reads`); other tags are read from the profile."""
 
     def leaf(self, spec: LeafSpec, subject: int) -> int:
         key = repr(spec)
@@ -448,8 +452,15 @@ def _compile(program: VectorProgram, node: Condition, subject: int, uses: set[st
             uses.add("consent")
             return lambda ctx: _per_person(ctx, _consent(purpose, status))
         case HasTag(tag, value):
-            uses.add("tags")
-            return lambda ctx: _per_person(ctx, lambda p: _has_tag(p.tags, tag, value))
+            uses.add(f"tags:{tag}")
+
+            def has_tag(ctx: Context) -> Truths:
+                live = program.live.get(tag)
+                if live is not None:
+                    return live.test(value, ctx.persons)
+                return _per_person(ctx, lambda p: _has_tag(p.tags, tag, value))
+
+            return has_tag
         case InAudience():
             raise Unsupported("in_audience is not supported in real time")
         case Did(match, window):
@@ -578,7 +589,14 @@ def _compile_one(program: VectorProgram, node: Condition) -> ExprOne:
             allows = _consent(purpose, status)
             return lambda ctx: allows(ctx.profile)
         case HasTag(tag, value):
-            return lambda ctx: _has_tag(ctx.profile.tags, tag, value)
+
+            def has_tag_one(ctx: ContextOne) -> bool:
+                live = program.live.get(tag)
+                if live is not None:
+                    return live.test_one(value, ctx.person)
+                return _has_tag(ctx.profile.tags, tag, value)
+
+            return has_tag_one
     found = program._atom_keys.get(repr(node))
     if found is None:
         raise Unsupported(f"not a compiled rule condition: {node!r}")

@@ -1,0 +1,246 @@
+"""``has_tag`` of a real-time tag: read from the engine's memory, and followed in the same step.
+
+A subject reading a real-time tag is decided again for the persons whose value of the tag
+changed, after it, with the same cause; whatever moved the tag (an event, a window or TTL
+ending). Against the reference evaluator given the tag's value at each moment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from realtime_support import PID, install, step
+from test_realtime_equivalence import RULES, streams
+
+from huaxiang.clock import ManualClock
+from huaxiang.identity.resolver import IdentityResolver
+from huaxiang.realtime.changes import Subject
+from huaxiang.realtime.engine import TIMER_CAUSE as TIMER
+from huaxiang.realtime.engine import Outcome, RealtimeEngine, to_us
+from huaxiang.realtime.tag_reads import dependency_order
+from huaxiang.rules import ast as a
+from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
+from huaxiang.store import Store
+
+BASE = datetime(2026, 5, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeEngine]:
+    from huaxiang.config import Settings
+
+    store = Store(tmp_path_factory.mktemp("reads") / "db.duckdb")
+    identity = IdentityResolver(Settings())
+    yield RealtimeEngine(store, identity, ManualClock(BASE), late_tolerance=timedelta(days=3))
+    store.close()
+
+
+def held(engine: RealtimeEngine, name: str, person: int = PID) -> Any:
+    return engine.held_value(person, Subject.TAG, name)
+
+
+def at(engine: RealtimeEngine, moment: datetime) -> Outcome:
+    """Move the clock to ``moment`` and fire the timers due."""
+    engine.clock.set(moment)  # type: ignore[attr-defined]
+    return engine._due(engine._now())
+
+
+def changes(outcome: Outcome, engine: RealtimeEngine) -> list[tuple[str, int, str, str]]:
+    """(tag, person, kind, cause) of each change, in the order decided."""
+    names = {sid: s.name for sid, s in engine.subjects.items()}
+    out = []
+    for part in outcome.parts:
+        kinds = ["entered", "left", "changed", "expired"]
+        for person, kind, cause in zip(
+            part.settled.persons.tolist(),
+            part.settled.kinds.tolist(),
+            part.causes.tolist(),
+            strict=True,
+        ):
+            out.append((names[part.sid], person, kinds[kind], outcome.causes[cause]))
+    return out
+
+
+# -- the order ------------------------------------------------------------------------------
+
+
+def test_readers_come_after_what_they_read() -> None:
+    readers, rank = dependency_order({0: set(), 1: {0}, 2: {0, 1}, 3: set()})
+    assert rank == {0: 0, 1: 1, 2: 2, 3: 0}
+    assert readers == {0: [1, 2], 1: [2]}
+
+
+def test_a_cycle_leaves_out_one_edge_and_ends() -> None:
+    readers, rank = dependency_order({0: {1}, 1: {0}, 2: {2}})
+    assert rank == {0: 1, 1: 0, 2: 0}
+    assert readers == {1: [0]}  # 0 -> 1 closes the cycle; 2 reading itself is not followed
+
+
+def test_a_long_chain_needs_no_recursion() -> None:
+    _, rank = dependency_order({n: {n - 1} for n in range(1, 5_000)})
+    assert rank[4_999] == 4_999
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+
+def test_a_reader_enters_and_leaves_with_the_tag(engine: RealtimeEngine) -> None:
+    hot = a.MetricCondition(
+        a.EventCount(a.EventMatch("view"), a.Last(a.Duration(1, a.Unit.HOURS))), a.CompareOp.GE, 2
+    )
+    reader = a.And((a.HasTag("t0", None), a.Not(a.Did(a.EventMatch("buy"), a.AllTime()))))
+    install(engine, [hot, reader], BASE)
+    assert [s.get("reads") for s in engine.describe()["subjects"]] == [None, ["t0"]]
+    engine.single = True
+    step(engine, [(BASE, "view", {})])
+    assert (held(engine, "t0"), held(engine, "t1")) == (None, None)
+
+    # One event alone (decided with scalars): the tag, then its reader, with the same cause.
+    engine.clock.set(BASE + timedelta(minutes=10))  # type: ignore[attr-defined]
+    now = engine._now()
+    outcome = engine._due(now)
+    rows = ([("u", None)], ["view"], [now], ["{}"], ["m2"], ["track"])
+    engine.step(rows, now, outcome, persons=[PID])
+    assert changes(outcome, engine) == [
+        ("t0", PID, "entered", "event m2"),
+        ("t1", PID, "entered", "event m2"),
+    ]
+
+    # The window passes the first view: the tag leaves at that moment, and its reader with it.
+    outcome = at(engine, BASE + HOUR)
+    assert changes(outcome, engine) == [
+        ("t0", PID, "left", TIMER),
+        ("t1", PID, "left", TIMER),
+    ]
+
+
+def test_a_reader_follows_the_tag_in_a_batch_of_several_persons(engine: RealtimeEngine) -> None:
+    hot = a.Did(a.EventMatch("view"), a.AllTime())
+    install(engine, [a.Not(a.HasTag("t1", None)), hot], BASE)  # t0 reads t1, decided after it
+    engine.single = False
+    assert [held(engine, "t0", p) for p in (PID, PID + 1, PID + 2)] == [True, True, True]
+    outcome = Outcome()
+    now = engine._now()
+    rows = ([("u", None)] * 2, ["view", "view"], [now] * 2, ["{}"] * 2, ["m1", "m2"], ["track"] * 2)
+    engine.step(rows, now, outcome, persons=[PID, PID + 2])
+    assert changes(outcome, engine) == [
+        ("t1", PID, "entered", "event m1"),
+        ("t1", PID + 2, "entered", "event m2"),
+        ("t0", PID, "left", "event m1"),
+        ("t0", PID + 2, "left", "event m2"),
+    ]
+    assert [held(engine, "t0", p) for p in (PID, PID + 1, PID + 2)] == [None, True, None]
+
+
+def test_a_ttl_ending_moves_the_reader_at_that_moment(engine: RealtimeEngine) -> None:
+    seen = a.Did(a.EventMatch("view"), a.Last(a.Duration(1, a.Unit.HOURS)))
+    install(engine, [seen, a.HasTag("t0", None)], BASE, [1, None])  # t0 holds a day longer
+    engine.single = True
+    step(engine, [(BASE, "view", {})])
+    assert (held(engine, "t0"), held(engine, "t1")) == (True, True)
+    assert changes(at(engine, BASE + 2 * HOUR), engine) == []  # t0 lingers for its TTL
+    outcome = at(engine, BASE + HOUR + timedelta(days=1))
+    assert changes(outcome, engine) == [
+        ("t0", PID, "expired", TIMER),
+        ("t1", PID, "left", TIMER),
+    ]
+
+
+def test_tags_reading_each_other_end_their_step(
+    engine: RealtimeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    view = a.Did(a.EventMatch("view"), a.AllTime())
+    with caplog.at_level(logging.WARNING, "huaxiang.realtime.engine"):
+        install(engine, [a.Or((view, a.HasTag("t1", None))), a.HasTag("t0", None)], BASE)
+    assert "tag t1 reads t0 with has_tag in a cycle of real-time tags" in caplog.text
+    step(engine, [(BASE, "view", {})])
+    # t1 is decided first (the edge t0 -> t1 closes the cycle): t0 enters, and the step ends
+    # without deciding t1 again; its value read t0 before t0 entered.
+    assert (held(engine, "t0"), held(engine, "t1")) == (True, None)
+
+
+# -- against the reference evaluator -------------------------------------------------------
+
+READERS: st.SearchStrategy[a.Condition] = st.builds(
+    lambda rule, how: how(rule),
+    RULES.filter(lambda r: "Attribute" not in repr(r) and "Consent" not in repr(r)),
+    st.sampled_from(
+        [
+            lambda r: a.And((a.HasTag("t0", None), r)),
+            lambda r: a.Or((a.HasTag("t0", None), r)),
+            lambda r: a.And((a.Not(a.HasTag("t0", None)), r)),
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tag=RULES.filter(lambda r: "Attribute" not in repr(r) and "Consent" not in repr(r)),
+    reader=READERS,
+    ttl=st.none() | st.just(1),
+    stream=streams(),
+    offsets=st.lists(st.integers(0, 8 * 24 * 60), min_size=1, max_size=4),
+    single=st.booleans(),
+)
+def test_a_reader_matches_the_reference_evaluator_given_the_tag(
+    engine: RealtimeEngine,
+    tag: a.Condition,
+    reader: a.Condition,
+    ttl: int | None,
+    stream: list[tuple[datetime, datetime, str, dict[str, Any]]],
+    offsets: list[int],
+    single: bool,
+) -> None:
+    moments = [BASE + timedelta(minutes=m) for m in offsets]
+    timeline = sorted(
+        [(arrival, 0, i) for i, (arrival, *_rest) in enumerate(stream)]
+        + [(m, 1, i) for i, m in enumerate(moments)]
+    )
+    install(engine, [tag, reader], min(t for t, _, _ in timeline), [ttl, None])
+    engine.single = single
+    arrived: list[HistoryEvent] = []
+    for moment, what, i in timeline:
+        at(engine, moment)
+        if what == 0:
+            _arrival, stamp, name, props = stream[i]
+            step(engine, [(stamp, name, props)])
+            arrived.append(HistoryEvent(name, stamp, props))
+            continue
+        holds = held(engine, "t0")
+        history = PersonHistory(events=arrived, tags={} if holds is None else {"t0": holds})
+        assert (held(engine, "t1") is True) == evaluate(reader, history, moment), moment
+        if ttl is None:
+            assert (holds is True) == evaluate(tag, PersonHistory(events=arrived), moment)
+
+
+def test_the_batch_rows_are_the_same_either_way(engine: RealtimeEngine) -> None:
+    """The same events decided with scalars and with arrays of one person: same changes."""
+    view = a.Did(a.EventMatch("view"), a.Last(a.Duration(1, a.Unit.HOURS)))
+    rules = [a.HasTag("t1", None), view, a.Not(a.HasTag("t0", None))]
+    found = []
+    for single in (True, False):
+        install(engine, rules, BASE)
+        engine.single = single
+        outcome = engine._due(engine._now())
+        rows = ([("u", None)], ["view"], [to_us(BASE)], ["{}"], ["m1"], ["track"])
+        engine.step(rows, engine._now(), outcome, persons=[PID])
+        found.append(changes(outcome, engine) + changes(at(engine, BASE + HOUR), engine))
+    assert found[0] == found[1]
+    assert found[0] == [
+        ("t1", PID, "entered", "event m1"),
+        ("t0", PID, "entered", "event m1"),
+        ("t2", PID, "left", "event m1"),
+        ("t1", PID, "left", TIMER),
+        ("t0", PID, "left", TIMER),
+        ("t2", PID, "entered", TIMER),
+    ]

@@ -25,11 +25,13 @@ def install(
     ttls: list[int | None] | None = None,
     *,
     cases: bool = False,
+    audiences: list[a.Condition] | None = None,
 ) -> None:
     """Activate ``rules`` as real-time tags t0, t1, ... (``ttls``: their TTLs in days) with
     person PID already known (the subjects holding without events hold for it, as a rebuild
     decides for every person); ``cases``: and an enumerated tag ``cases`` whose value is the
-    number of the first rule holding (default -1)."""
+    number of the first rule holding (default -1); ``audiences``: and real-time audiences a0,
+    a1, ... of these rules."""
     engine.clock = ManualClock(start)
     engine.subjects = {}
     engine.seen = np.zeros(64, np.bool_)
@@ -45,9 +47,11 @@ def install(
             "default": -1,
         }
         rows.append(("tag", "cases", 1, "enumerated", orjson.dumps(spec).decode(), None))
+    for n, rule in enumerate(audiences or []):
+        rows.append(("audience", f"a{n}", 1, "rule", orjson.dumps(to_json(rule)).decode(), None))
     program = VectorProgram(engine.columns)
     subjects = engine.compile(program, rows)
-    assert len(subjects) == len(rows)
+    assert len(subjects) == len(rows), engine.unsupported
     engine.install(program, subjects, engine._now())
 
 

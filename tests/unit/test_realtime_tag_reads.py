@@ -10,25 +10,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realtime_support import PID, install, step
+from tags_support import add_event, add_persons
 from test_realtime_equivalence import RULES, streams
 
+from huaxiang.audiences.service import create_audience
 from huaxiang.clock import ManualClock
 from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.changes import Subject
 from huaxiang.realtime.engine import TIMER_CAUSE as TIMER
 from huaxiang.realtime.engine import Outcome, RealtimeEngine, to_us
+from huaxiang.realtime.service import mark_audience
 from huaxiang.realtime.tag_reads import dependency_order
+from huaxiang.realtime.vector import VectorProgram
 from huaxiang.rules import ast as a
 from huaxiang.rules.evaluate import HistoryEvent, PersonHistory, evaluate
+from huaxiang.rules.json_form import to_json
+from huaxiang.rules.text import parse
 from huaxiang.store import Store
+from huaxiang.tags.catalog import insert_tag
+from huaxiang.tags.definition import RefreshKind, RefreshMode, TagDefinition, TagKind
 
 BASE = datetime(2026, 5, 1, tzinfo=UTC)
+REALTIME = RefreshMode(RefreshKind.REALTIME)
 HOUR = timedelta(hours=1)
 
 
@@ -164,6 +175,45 @@ def test_tags_reading_each_other_end_their_step(
     # t1 is decided first (the edge t0 -> t1 closes the cycle): t0 enters, and the step ends
     # without deciding t1 again; its value read t0 before t0 entered.
     assert (held(engine, "t0"), held(engine, "t1")) == (True, None)
+
+
+def test_in_audience_means_the_audience_rule_as_in_batch(tmp_path: Path) -> None:
+    from huaxiang.config import Settings
+
+    with Store(tmp_path / "db.duckdb") as store:
+        with store.transaction() as con:
+            add_persons(con, [PID])
+            add_event(con, PID, "view", BASE - timedelta(days=2))  # an event the rules know
+            hot = parse("in_audience(recent)")
+            insert_tag(con, TagDefinition("hot", TagKind.RULE, rule=hot, refresh=REALTIME))
+            con.execute("UPDATE tag_definitions SET status = 'active' WHERE name = 'hot'")
+        create_audience(store, "recent", text="did(view, 1h)")
+        create_audience(store, "keen", text="in_audience(recent) and has_tag(hot)")
+        engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(BASE))
+        engine.enqueue = lambda con, changes: 0  # no activation here
+        mark_audience(store, engine, "keen", True)  # the engine follows the definitions
+        assert engine.unsupported == {}
+        assert [s.get("reads") for s in engine.describe()["subjects"]] == [["hot"], None]
+
+        step(engine, [(BASE, "view", {})])
+        assert engine.held_value(PID, Subject.AUDIENCE, "keen") is True
+        assert held(engine, "hot") is True
+        at(engine, BASE + HOUR)
+        assert engine.held_value(PID, Subject.AUDIENCE, "keen") is None
+        assert held(engine, "hot") is None
+
+        # A new version of the audience read: the engine compiles its readers again.
+        create_audience(store, "recent", text="not did(view, 1h)")
+        with store.transaction() as con:
+            assert engine.sync(con) is not None
+        assert held(engine, "hot") is True
+
+
+def test_in_audience_of_no_audience_is_unsupported(engine: RealtimeEngine) -> None:
+    program = VectorProgram(engine.columns)
+    spec = orjson.dumps({"rule": to_json(a.InAudience("x"))}).decode()
+    assert engine.compile(program, [("tag", "t0", 1, "rule", spec, None)]) == {}
+    assert engine.unsupported == {"tag:t0": "in_audience(x): no audience of that name"}
 
 
 # -- against the reference evaluator -------------------------------------------------------

@@ -67,3 +67,18 @@ def test_tags_cli_end_to_end(workspace: Workspace) -> None:
     assert "error: tag 'activity' is paused" in refused
     assert "(1 values removed, history kept)" in run("offline", "vip")
     assert "cannot go from offline to active" in run("activate", "vip", code=1)
+
+
+def test_show_tells_a_realtime_tag_is_kept_by_the_engine(workspace: Workspace) -> None:
+    _seed(workspace)
+    runner = CliRunner()
+    home = ["--home", str(workspace.home)]
+    made = runner.invoke(
+        app, [*home, "tags", "create", "hot", "--refresh", "realtime", "--rule", "did(view, 7d)"]
+    )
+    assert made.exit_code == 0, made.output
+    shown = runner.invoke(app, [*home, "tags", "show", "hot"])
+    assert shown.exit_code == 0, shown.output
+    assert "kept by the real-time engine, no batch refresh" in shown.output
+    assert "huaxiang realtime changes --tag hot" in shown.output
+    assert "never refreshed" not in shown.output

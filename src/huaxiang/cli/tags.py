@@ -431,6 +431,11 @@ def show(ctx: typer.Context, name: Name, as_json: AsJson = False) -> None:
             f"(ran {q['freshness']['last_run_at']}): +{last['entered']} -{last['left']} "
             f"~{last['changed']} expired {last['expired']}"
         )
+    elif answer["definition"]["refresh"] == "realtime":
+        typer.echo(
+            f"  kept by the real-time engine, no batch refresh "
+            f"(its changes: huaxiang realtime changes --tag {name})"
+        )
     else:
         typer.echo("  never refreshed")
     failure = q.get("last_error")

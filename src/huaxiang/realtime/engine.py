@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
@@ -36,9 +36,11 @@ from numpy.typing import NDArray
 
 from huaxiang.activation import outbox
 from huaxiang.activation.destinations import load_all
+from huaxiang.audiences.definitions import audience_rules
+from huaxiang.audiences.expand import expand
 from huaxiang.clock import Clock, to_naive_utc
 from huaxiang.collect.records import EventBatch
-from huaxiang.errors import TransientIngestError
+from huaxiang.errors import TransientIngestError, ValidationError
 from huaxiang.events import Event
 from huaxiang.identity.identifiers import Identifier
 from huaxiang.identity.resolver import IdentityResolver
@@ -69,9 +71,9 @@ from huaxiang.realtime.vector import (
     load_columns,
     many,
 )
-from huaxiang.rules.ast import EventMatch
+from huaxiang.rules.ast import EventMatch, Rule
 from huaxiang.rules.compile import epoch_us
-from huaxiang.rules.json_form import from_json
+from huaxiang.rules.json_form import from_json, to_json
 from huaxiang.store import Store
 from huaxiang.tags import event_index
 from huaxiang.tags.compute import TRUE, value_text
@@ -290,7 +292,10 @@ class RealtimeEngine:
     # -- definitions -----------------------------------------------------------------------
 
     def _definitions(self, con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-        return con.execute(
+        """The active real-time tags and the real-time audiences: (kind, name, version, tag
+        kind, spec, TTL in days), each ``in_audience(A)`` replaced by A's rule (what it means
+        in batch too: see :mod:`huaxiang.audiences.expand`)."""
+        rows = con.execute(
             """
             SELECT 'tag', name, version, kind, CAST(spec AS VARCHAR), ttl_days
             FROM tag_definitions WHERE refresh_mode = ? AND status = 'active'
@@ -302,6 +307,10 @@ class RealtimeEngine:
             """,
             [REALTIME],
         ).fetchall()
+        if not any('"in_audience"' in str(row[4]) for row in rows):
+            return rows
+        audiences = audience_rules(con)
+        return [(*row[:4], _expanded(row[0], str(row[4]), audiences), row[5]) for row in rows]
 
     def sync(self, con: duckdb.DuckDBPyConnection) -> set[int] | None:
         """Follow the definitions: compile new or changed subjects, rebuild their state from
@@ -2696,7 +2705,8 @@ HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64
 
 
 def _signature(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
-    """What the real-time definitions are now: their count and a hash of names and versions."""
+    """What the real-time definitions are now: their count and a hash of names and versions
+    (every audience's: an ``in_audience`` reads its current rule)."""
     return tuple(
         con.execute(
             """
@@ -2705,6 +2715,9 @@ def _signature(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
             UNION ALL
             SELECT count(*), hash(list(name || ':' || version ORDER BY name))
             FROM audience_definitions JOIN realtime_audiences USING (name)
+            UNION ALL
+            SELECT count(*), hash(list(name || ':' || version ORDER BY name))
+            FROM audience_definitions
             """,
             [REALTIME],
         ).fetchall()
@@ -2811,6 +2824,28 @@ def _earlier_held(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str, i
                 )
             )
     return out
+
+
+def _expanded(kind: str, spec_text: str, audiences: Mapping[str, Rule]) -> str:
+    """A definition's spec with every ``in_audience`` of a defined audience replaced by its
+    rule (unchanged when the audiences use each other in a cycle, which definitions refuse:
+    the subject is then unsupported)."""
+    spec = orjson.loads(spec_text)
+
+    def walk(rule: Any) -> Any:
+        return to_json(expand(from_json(rule), audiences))
+
+    try:
+        if kind == "audience":
+            spec = walk(spec)
+        elif "rule" in spec:
+            spec["rule"] = walk(spec["rule"])
+        else:
+            for case in spec.get("cases", []):
+                case["rule"] = walk(case["rule"])
+    except ValidationError:
+        return spec_text
+    return orjson.dumps(spec).decode()
 
 
 def _link_tags(program: VectorProgram, subjects: dict[int, CompiledSubject]) -> None:

@@ -301,7 +301,7 @@ class VectorProgram:
         """(event name, the outcome of its tests) -> what one such event feeds and reads
         (``realtime.engine.EventPlan``, filled as events come)."""
         self.live: dict[str, LiveTag] = {}
-        """The real-time tags of the engine by name: ``has_tag`` reads them from memory (see
+        """The engine's real-time tags by name: ``has_tag`` reads them from memory (see
         :mod:`huaxiang.realtime.tag_reads`); other tags are read from the profile."""
 
     def leaf(self, spec: LeafSpec, subject: int) -> int:
@@ -461,8 +461,10 @@ def _compile(program: VectorProgram, node: Condition, subject: int, uses: set[st
                 return _per_person(ctx, lambda p: _has_tag(p.tags, tag, value))
 
             return has_tag
-        case InAudience():
-            raise Unsupported("in_audience is not supported in real time")
+        case InAudience(audience):
+            # The engine's definitions have every in_audience of a defined audience replaced
+            # by its rule (see RealtimeEngine._definitions).
+            raise Unsupported(f"in_audience({audience}): no audience of that name")
         case Did(match, window):
             leaf = program.leaf(MetricSpec(COUNT, None, match, window), subject)
             return program.atom(node, leaf, (_did, _did_one), subject)

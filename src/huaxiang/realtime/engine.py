@@ -406,12 +406,12 @@ class RealtimeEngine:
             ]
             if unfollowed:
                 logger.warning(
-                    "%s %s reads %s with has_tag in a cycle of real-time tags: a change of %s "
-                    "does not decide it again in the same step",
+                    "%s %s reads %s with has_tag in a cycle of real-time tags: a change there "
+                    "does not decide %s again (a change of its other conditions does)",
                     subject.kind.value,
                     subject.name,
                     ", ".join(unfollowed),
-                    "it" if len(unfollowed) == 1 else "them",
+                    subject.name,
                 )
         self._holders = None
         self._numbered = {}

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
 from huaxiang.clock import ManualClock
+from huaxiang.config import Settings
+from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.engine import RealtimeEngine, to_us
 from huaxiang.realtime.vector import VectorProgram
 from huaxiang.rules import ast as a
 from huaxiang.rules.json_form import to_json
+from huaxiang.store import Store
 
 PID = 1
 """The person the events belong to."""
+
+
+@contextmanager
+def memory_engine(folder: Path, start: datetime) -> Iterator[RealtimeEngine]:
+    """An engine on a store of its own in ``folder``, its clock at ``start``, taking events up
+    to three days late."""
+    store = Store(folder / "db.duckdb")
+    try:
+        identity = IdentityResolver(Settings())
+        yield RealtimeEngine(store, identity, ManualClock(start), late_tolerance=timedelta(days=3))
+    finally:
+        store.close()
 
 
 def install(

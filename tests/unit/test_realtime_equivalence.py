@@ -22,11 +22,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from realtime_support import PID, install, step
+from realtime_support import PID, install, memory_engine, step
 
-from huaxiang.clock import ManualClock
 from huaxiang.engines.duckdb import DuckDBEngine
-from huaxiang.identity.resolver import IdentityResolver
 from huaxiang.realtime.calendar import Calendar
 from huaxiang.realtime.columns.base import NEVER
 from huaxiang.realtime.engine import Outcome, RealtimeEngine, _read_one, to_us
@@ -124,12 +122,8 @@ def streams(draw: st.DrawFn) -> list[tuple[datetime, datetime, str, dict[str, An
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeEngine]:
-    from huaxiang.config import Settings
-
-    store = Store(tmp_path_factory.mktemp("rt") / "db.duckdb")
-    identity = IdentityResolver(Settings())
-    yield RealtimeEngine(store, identity, ManualClock(BASE), late_tolerance=timedelta(days=3))
-    store.close()
+    with memory_engine(tmp_path_factory.mktemp("rt"), BASE) as made:
+        yield made
 
 
 def _answer(engine: RealtimeEngine, profile: Profile) -> bool:
@@ -270,15 +264,9 @@ def test_realtime_matches_duckdb_sql(
 
 @pytest.fixture(scope="module")
 def arrays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeEngine]:
-    from huaxiang.config import Settings
-
-    store = Store(tmp_path_factory.mktemp("arrays") / "db.duckdb")
-    engine = RealtimeEngine(
-        store, IdentityResolver(Settings()), ManualClock(BASE), late_tolerance=timedelta(days=3)
-    )
-    engine.single = False
-    yield engine
-    store.close()
+    with memory_engine(tmp_path_factory.mktemp("arrays"), BASE) as made:
+        made.single = False
+        yield made
 
 
 def _changes(outcome: Outcome) -> list[Any]:

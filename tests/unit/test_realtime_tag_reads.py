@@ -17,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from realtime_support import PID, install, step
+from realtime_support import PID, install, memory_engine, step
 from tags_support import add_event, add_persons
 from test_realtime_equivalence import RULES, streams
 
@@ -45,12 +45,8 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeEngine]:
-    from huaxiang.config import Settings
-
-    store = Store(tmp_path_factory.mktemp("reads") / "db.duckdb")
-    identity = IdentityResolver(Settings())
-    yield RealtimeEngine(store, identity, ManualClock(BASE), late_tolerance=timedelta(days=3))
-    store.close()
+    with memory_engine(tmp_path_factory.mktemp("reads"), BASE) as made:
+        yield made
 
 
 def held(engine: RealtimeEngine, name: str, person: int = PID) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from tags_support import AS_OF, add_event, add_persons
 
+from huaxiang.audiences.service import create_audience
 from huaxiang.errors import ValidationError
 from huaxiang.store.database import Store
 from huaxiang.tags import service
@@ -142,6 +143,11 @@ def test_activation_needs_active_dependencies_and_offline_needs_no_dependents(
     with pytest.raises(ValidationError, match="tag 'derived' \\(active\\) uses it"):
         service.move_tag(store, "base", Status.OFFLINE)
     assert service.show_tag(store, "base")["used_by"] == ["derived"]
+    create_audience(store, "fans", text="has_tag(derived)")
+    create_audience(store, "fans_of_fans", text="in_audience(fans)")
+    shown = service.show_tag(store, "derived")
+    assert shown["used_by_audiences"] == ["fans", "fans_of_fans"]
+    assert service.show_tag(store, "base")["used_by_audiences"] == []
 
 
 def test_offline_removes_values_and_bitmaps_but_keeps_history(store: Store) -> None:

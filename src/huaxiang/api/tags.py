@@ -232,6 +232,9 @@ class TagDetail(BaseModel):
     definition: TagOut
     uses: list[str] = Field(description="Tags this tag's rules use.")
     used_by: list[str] = Field(description="Tags whose rules use this tag.")
+    used_by_audiences: list[str] = Field(
+        description="Audiences whose rules use this tag (directly or through in_audience)."
+    )
     versions: list[VersionOut]
     quality: QualityOut
 

@@ -409,7 +409,10 @@ def show(ctx: typer.Context, name: Name, as_json: AsJson = False) -> None:
         _print(answer)
         return
     _show_definition(answer["definition"])
-    typer.echo(f"  uses: {answer['uses'] or '-'}  used by: {answer['used_by'] or '-'}")
+    typer.echo(
+        f"  uses: {answer['uses'] or '-'}  used by: {answer['used_by'] or '-'}"
+        f"  audiences: {answer['used_by_audiences'] or '-'}"
+    )
     typer.echo(f"  versions: {[v['version'] for v in answer['versions']]}")
     q = answer["quality"]
     typer.echo(f"  holders: {q['persons']:,} of {q['of_persons']:,} ({q['coverage']:.2%})")

@@ -13,6 +13,8 @@ from typing import Any
 import duckdb
 import orjson
 
+from huaxiang.audiences.definitions import audience_rules
+from huaxiang.audiences.expand import tags_through_audiences
 from huaxiang.config import Settings
 from huaxiang.profiles.view import resolve_ref
 from huaxiang.rules.ast import Scalar
@@ -98,6 +100,7 @@ def show_tag(store: Store, name: str) -> dict[str, Any]:
     with _reading(store) as con:
         tag = catalog.get_tag(con, name)
         others = catalog.list_tags(con)
+        audiences = audience_rules(con)
         return {
             "definition": tag.describe(),
             "uses": sorted(used_tags(tag.rules())),
@@ -107,6 +110,11 @@ def show_tag(store: Store, name: str) -> dict[str, Any]:
                 if t.name != name
                 and t.status is not Status.OFFLINE
                 and name in used_tags(t.rules())
+            ),
+            "used_by_audiences": sorted(
+                audience
+                for audience, rule in audiences.items()
+                if name in used_tags([rule]) | tags_through_audiences([rule], audiences)
             ),
             "versions": catalog.versions(con, name),
             "quality": tag_quality(con, tag),

@@ -205,6 +205,38 @@ def test_in_audience_means_the_audience_rule_as_in_batch(tmp_path: Path) -> None
         assert held(engine, "hot") is True
 
 
+def test_a_refresh_of_a_batch_tag_decides_its_readers_again(tmp_path: Path) -> None:
+    from huaxiang.config import Settings
+    from huaxiang.tags import service
+    from huaxiang.tags.definition import Status
+
+    with Store(tmp_path / "db.duckdb") as store:
+        with store.transaction() as con:
+            add_persons(con, [PID, PID + 1])
+            add_event(con, PID, "buy", BASE - timedelta(days=2))
+        service.create_tag(store, {"name": "buyer", "rule": "did(buy, 30d)"})
+        service.move_tag(store, "buyer", Status.ACTIVE)
+        service.refresh(store, as_of=BASE)
+        create_audience(store, "buyers_now", text="has_tag(buyer)")
+        engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(BASE))
+        engine.enqueue = lambda con, changes: 0  # no activation here
+        mark_audience(store, engine, "buyers_now", True)
+        assert engine.held_value(PID, Subject.AUDIENCE, "buyers_now") is True
+        assert engine.process_due() == []  # nothing refreshed since
+
+        # A daily refresh moves the tag: the real-time audience follows at the next tick.
+        with store.transaction() as con:
+            add_event(con, PID + 1, "buy", BASE + HOUR)
+        engine.clock.set(BASE + 2 * HOUR)  # type: ignore[attr-defined]
+        run = service.refresh(store, as_of=BASE + 2 * HOUR)
+        assert not engine._idle_tick()
+        found = engine.process_due()
+        assert [(c.person_id, c.kind.value, c.cause) for c in found] == [
+            (PID + 1, "entered", f"tag refresh buyer (run {run['runs'][0]['run_id']})")
+        ]
+        assert engine._idle_tick()
+
+
 def test_in_audience_of_no_audience_is_unsupported(engine: RealtimeEngine) -> None:
     program = VectorProgram(engine.columns)
     spec = orjson.dumps({"rule": to_json(a.InAudience("x"))}).decode()

@@ -211,6 +211,12 @@ class RealtimeEngine:
         the persons whose value of it changed (see :mod:`huaxiang.realtime.tag_reads`)."""
         self._rank: dict[int, int] = {}
         """The order subjects are decided in within a step: after the tags they read."""
+        self._batch_readers: dict[str, list[int]] = {}
+        """Subjects reading a tag the engine does not keep (``has_tag`` of a batch tag), by the
+        tag: decided again for the persons a refresh of it changed."""
+        self._runs_seen: int | None = None
+        """The newest refresh run (``tag_runs``) whose changes the subjects have read (None:
+        not read yet)."""
         self._snapshot_at = float("-inf")
         self._snapshot_took = 0.0
         self._moved = False
@@ -398,6 +404,13 @@ class RealtimeEngine:
         self.program = program
         self.subjects = subjects
         self._readers, self._rank = dependency_order({sid: s.reads for sid, s in subjects.items()})
+        self._batch_readers = defaultdict(list)
+        for sid, subject in subjects.items():
+            for use in sorted(subject.uses):
+                if use.startswith("tags:"):
+                    self._batch_readers[use[5:]].append(sid)
+        # Deciding below reads the stored values: refreshes until now are in them.
+        self._runs_seen = None if con is None else _newest_run(con)
         for subject in subjects.values():
             unfollowed = [
                 subjects[r].name
@@ -1484,9 +1497,37 @@ class RealtimeEngine:
             return False
         con = self.store.cursor()
         try:
-            return _signature(con) == self._signature
+            return _signature(con) == self._signature and not self._refreshed(con)
         finally:
             con.close()
+
+    def _refreshed(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether a tag read by a subject may have been refreshed since it was last read."""
+        return bool(self._batch_readers) and _newest_run(con) != self._runs_seen
+
+    def _follow_refreshes(self, con: duckdb.DuckDBPyConnection, now: int, outcome: Outcome) -> None:
+        """Decide the subjects reading a batch tag again for the persons the refreshes since
+        the last look changed (cause: the refresh run)."""
+        if not self._batch_readers:
+            return
+        newest = _newest_run(con)
+        seen, self._runs_seen = self._runs_seen, newest
+        if seen is None or newest <= seen:
+            return
+        found = con.execute(
+            "SELECT tag, max(run_id), list(DISTINCT person_id) FROM tag_value_history "
+            "WHERE run_id > ? AND run_id <= ? AND list_contains(?, tag) GROUP BY tag ORDER BY tag",
+            [seen, newest, sorted(self._batch_readers)],
+        ).fetchall()
+        dirty: Dirty = defaultdict(list)
+        causes: list[str] = []
+        for tag, run, persons in found:
+            ids = np.unique(np.array(persons, np.int64))
+            self._grow(int(ids.max()) + 1)
+            for sid in self._batch_readers[str(tag)]:
+                dirty[sid].append((ids, np.full(len(ids), len(causes), np.int64)))
+            causes.append(f"tag refresh {tag} (run {run})")
+        self._decide(con, dirty, now, causes, outcome)
 
     def process_due(self, *, report: bool = True) -> list[MembershipChange]:
         """Fire the timers due at the clock's time now (the timer thread calls this; tests with a
@@ -1510,9 +1551,11 @@ class RealtimeEngine:
                     # pending: the timers' decisions join them, in order, in that write.
                     self._due(now, con, self._pending)
                     self._regroup(con, now, self._pending)
+                    self._follow_refreshes(con, now, self._pending)
                     return []
                 outcome = self._due(now, con, self._take_pending())
                 self._regroup(con, now, outcome)
+                self._follow_refreshes(con, now, outcome)
             changes = self._write(con, outcome, now, everything=report)
             if self._unfolded > COMPACT_ROWS:
                 self.compact_snapshot(con)
@@ -2824,6 +2867,12 @@ def _earlier_held(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str, i
                 )
             )
     return out
+
+
+def _newest_run(con: duckdb.DuckDBPyConnection) -> int:
+    """The newest refresh run of any tag (0: none)."""
+    found = con.execute("SELECT coalesce(max(run_id), 0) FROM tag_runs").fetchone()
+    return 0 if found is None else int(found[0])
 
 
 def _expanded(kind: str, spec_text: str, audiences: Mapping[str, Rule]) -> str:

@@ -223,6 +223,9 @@ def test_a_refresh_of_a_batch_tag_decides_its_readers_again(tmp_path: Path) -> N
         mark_audience(store, engine, "buyers_now", True)
         assert engine.held_value(PID, Subject.AUDIENCE, "buyers_now") is True
         assert engine.process_due() == []  # nothing refreshed since
+        create_audience(store, "other", text="did(buy, 1d)")
+        with store.transaction() as con:  # no subject reads audiences: nothing to compile
+            assert engine.sync(con) is None
 
         # A daily refresh moves the tag: the real-time audience follows at the next tick.
         with store.transaction() as con:

@@ -194,6 +194,9 @@ class RealtimeEngine:
         """Persons the engine has met (a person met for the first time is decided for the
         subjects that hold without events or read profiles)."""
         self._signature: tuple[Any, ...] | None = None
+        self._expands = False
+        """Some definition uses ``in_audience``: every audience's version is in the
+        signature (a new version of one changes what it means)."""
         self._fingerprints: set[str] = set()
         self._time = 0
         self._checked = float("-inf")
@@ -313,7 +316,8 @@ class RealtimeEngine:
             """,
             [REALTIME],
         ).fetchall()
-        if not any('"in_audience"' in str(row[4]) for row in rows):
+        self._expands = any('"in_audience"' in str(row[4]) for row in rows)
+        if not self._expands:
             return rows
         audiences = audience_rules(con)
         return [(*row[:4], _expanded(row[0], str(row[4]), audiences), row[5]) for row in rows]
@@ -322,14 +326,14 @@ class RealtimeEngine:
         """Follow the definitions: compile new or changed subjects, rebuild their state from
         history, drop removed ones. Inside a transaction. Returns None when nothing changed,
         else the ids of the leaves rebuilt from the stored events."""
-        signature = _signature(con)
+        signature = _signature(con, self._expands)
         self._checked = time.monotonic()
         if signature == self._signature:
             return None
         rows = self._definitions(con)
         with self._lock, gc_paused():
             fresh = self._rebuild(con, rows)
-            self._signature = signature
+            self._signature = _signature(con, self._expands)
         return fresh
 
     def compile(
@@ -1497,7 +1501,7 @@ class RealtimeEngine:
             return False
         con = self.store.cursor()
         try:
-            return _signature(con) == self._signature and not self._refreshed(con)
+            return _signature(con, self._expands) == self._signature and not self._refreshed(con)
         finally:
             con.close()
 
@@ -2747,24 +2751,24 @@ HeldRows = tuple[Persons, NDArray[np.int32], NDArray[np.int64], NDArray[np.int64
 """(persons, value code, qualified, expires) of held value rows."""
 
 
-def _signature(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+_SIGNATURE = """
+    SELECT count(*), hash(list(name || ':' || version ORDER BY name))
+    FROM tag_definitions WHERE refresh_mode = ? AND status = 'active'
+    UNION ALL
+    SELECT count(*), hash(list(name || ':' || version ORDER BY name))
+    FROM audience_definitions JOIN realtime_audiences USING (name)
+"""
+_EVERY_AUDIENCE = """
+    UNION ALL
+    SELECT count(*), hash(list(name || ':' || version ORDER BY name)) FROM audience_definitions
+"""
+
+
+def _signature(con: duckdb.DuckDBPyConnection, audiences: bool) -> tuple[Any, ...]:
     """What the real-time definitions are now: their count and a hash of names and versions
-    (every audience's: an ``in_audience`` reads its current rule)."""
-    return tuple(
-        con.execute(
-            """
-            SELECT count(*), hash(list(name || ':' || version ORDER BY name))
-            FROM tag_definitions WHERE refresh_mode = ? AND status = 'active'
-            UNION ALL
-            SELECT count(*), hash(list(name || ':' || version ORDER BY name))
-            FROM audience_definitions JOIN realtime_audiences USING (name)
-            UNION ALL
-            SELECT count(*), hash(list(name || ':' || version ORDER BY name))
-            FROM audience_definitions
-            """,
-            [REALTIME],
-        ).fetchall()
-    )
+    (``audiences``: and every audience's, which an ``in_audience`` reads)."""
+    query = _SIGNATURE + _EVERY_AUDIENCE if audiences else _SIGNATURE
+    return tuple(con.execute(query, [REALTIME]).fetchall())
 
 
 def _event_plan(program: VectorProgram, name: str, met: dict[EventMatch, bool]) -> EventPlan:

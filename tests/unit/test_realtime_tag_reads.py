@@ -212,7 +212,7 @@ def test_a_refresh_of_a_batch_tag_decides_its_readers_again(tmp_path: Path) -> N
 
     with Store(tmp_path / "db.duckdb") as store:
         with store.transaction() as con:
-            add_persons(con, [PID, PID + 1])
+            add_persons(con, [PID, PID + 1, PID + 2])
             add_event(con, PID, "buy", BASE - timedelta(days=2))
         service.create_tag(store, {"name": "buyer", "rule": "did(buy, 30d)"})
         service.move_tag(store, "buyer", Status.ACTIVE)
@@ -227,16 +227,21 @@ def test_a_refresh_of_a_batch_tag_decides_its_readers_again(tmp_path: Path) -> N
         with store.transaction() as con:  # no subject reads audiences: nothing to compile
             assert engine.sync(con) is None
 
-        # A daily refresh moves the tag: the real-time audience follows at the next tick.
+        # A daily refresh moves the tag: the real-time audience follows at the next ticks, a
+        # chunk of the persons it moved at a time.
         with store.transaction() as con:
             add_event(con, PID + 1, "buy", BASE + HOUR)
+            add_event(con, PID + 2, "buy", BASE + HOUR)
         engine.clock.set(BASE + 2 * HOUR)  # type: ignore[attr-defined]
         run = service.refresh(store, as_of=BASE + 2 * HOUR)
-        assert not engine._idle_tick()
-        found = engine.process_due()
-        assert [(c.person_id, c.kind.value, c.cause) for c in found] == [
-            (PID + 1, "entered", f"tag refresh buyer (run {run['runs'][0]['run_id']})")
-        ]
+        cause = f"tag refresh buyer (run {run['runs'][0]['run_id']})"
+        engine.refresh_chunk = 1
+        for person in (PID + 1, PID + 2):
+            assert not engine._idle_tick()
+            found = engine.process_due()
+            assert [(c.person_id, c.kind.value, c.cause) for c in found] == [
+                (person, "entered", cause)
+            ]
         assert engine._idle_tick()
 
 

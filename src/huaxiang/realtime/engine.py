@@ -99,6 +99,10 @@ REGROUP_CHUNK = 2_000
 """Rows of ``identity_regroups`` (persons named by merges and splits) folded again per timer
 tick at most: an import merging many persons is regrouped over several ticks, one after the
 other, each its own transaction, so that the log follower and the loader go on in between."""
+REFRESH_CHUNK = 50_000
+"""Persons a refresh of a batch tag changed whose readers are decided again per timer tick at
+most (about 0.2 s under the engine's lock for a subject reading the tag: a refresh moving a
+million persons is followed over twenty ticks, the log follower going on in between)."""
 REGROUP_PAUSE_S = 0.01
 """The timer thread's pause between two such ticks (the loader takes the store meanwhile)."""
 TIMER_CAUSE: Final = "timer: window, deadline or ttl passed"
@@ -220,6 +224,10 @@ class RealtimeEngine:
         self._runs_seen: int | None = None
         """The newest refresh run (``tag_runs``) whose changes the subjects have read (None:
         not read yet)."""
+        self._refreshes: deque[tuple[str, Persons, str]] = deque()
+        """(tag, persons, cause) a refresh changed, still to decide their readers for."""
+        self.refresh_chunk = REFRESH_CHUNK
+        """Persons decided again per tick at most, following refreshes."""
         self._snapshot_at = float("-inf")
         self._snapshot_took = 0.0
         self._moved = False
@@ -415,6 +423,7 @@ class RealtimeEngine:
                     self._batch_readers[use[5:]].append(sid)
         # Deciding below reads the stored values: refreshes until now are in them.
         self._runs_seen = None if con is None else _newest_run(con)
+        self._refreshes.clear()
         for subject in subjects.values():
             unfollowed = [
                 subjects[r].name
@@ -1496,6 +1505,7 @@ class RealtimeEngine:
                 or self.regrouping
                 or self._unfolded > COMPACT_ROWS
                 or (self._pending.decided and self._claimed <= self._loader_claimed)
+                or bool(self._refreshes)
             )
         if busy:
             return False
@@ -1511,27 +1521,43 @@ class RealtimeEngine:
 
     def _follow_refreshes(self, con: duckdb.DuckDBPyConnection, now: int, outcome: Outcome) -> None:
         """Decide the subjects reading a batch tag again for the persons the refreshes since
-        the last look changed (cause: the refresh run)."""
+        the last look changed (cause: the refresh run), :attr:`refresh_chunk` persons at most
+        at a tick: the engine's lock is not held long, whatever a refresh moved."""
         if not self._batch_readers:
             return
         newest = _newest_run(con)
         seen, self._runs_seen = self._runs_seen, newest
-        if seen is None or newest <= seen:
-            return
-        found = con.execute(
-            "SELECT tag, max(run_id), list(DISTINCT person_id) FROM tag_value_history "
-            "WHERE run_id > ? AND run_id <= ? AND list_contains(?, tag) GROUP BY tag ORDER BY tag",
-            [seen, newest, sorted(self._batch_readers)],
-        ).fetchall()
+        if seen is not None and newest > seen:
+            for tag, run in con.execute(
+                "SELECT tag, max(run_id) FROM tag_value_history WHERE run_id > ? AND run_id <= ? "
+                "AND list_contains(?, tag) GROUP BY tag ORDER BY tag",
+                [seen, newest, sorted(self._batch_readers)],
+            ).fetchall():
+                ids = con.execute(
+                    "SELECT DISTINCT person_id FROM tag_value_history "
+                    "WHERE tag = ? AND run_id > ? AND run_id <= ? ORDER BY person_id",
+                    [tag, seen, newest],
+                ).fetchnumpy()["person_id"]
+                self._refreshes.append(
+                    (str(tag), ids.astype(np.int64), f"tag refresh {tag} (run {run})")
+                )
         dirty: Dirty = defaultdict(list)
         causes: list[str] = []
-        for tag, run, persons in found:
-            ids = np.unique(np.array(persons, np.int64))
-            self._grow(int(ids.max()) + 1)
-            for sid in self._batch_readers[str(tag)]:
-                dirty[sid].append((ids, np.full(len(ids), len(causes), np.int64)))
-            causes.append(f"tag refresh {tag} (run {run})")
-        self._decide(con, dirty, now, causes, outcome)
+        budget = self.refresh_chunk
+        while self._refreshes and budget > 0:
+            tag, ids, cause = self._refreshes[0]
+            part = ids[:budget]
+            if len(ids) > budget:
+                self._refreshes[0] = (tag, ids[budget:], cause)
+            else:
+                self._refreshes.popleft()
+            budget -= len(part)
+            self._grow(int(part.max()) + 1)
+            for sid in self._batch_readers.get(tag, ()):
+                dirty[sid].append((part, np.full(len(part), len(causes), np.int64)))
+            causes.append(cause)
+        if dirty:
+            self._decide(con, dirty, now, causes, outcome)
 
     def process_due(self, *, report: bool = True) -> list[MembershipChange]:
         """Fire the timers due at the clock's time now (the timer thread calls this; tests with a

@@ -1,8 +1,9 @@
 """What real-time rules read besides their leaves, and how events are matched.
 
-Conditions on profiles (attributes, consent) and on stored tags are read from the store for the
-persons a subject is decided for (:class:`Profile`); ``in_audience`` is not supported in real time
-(see docs/realtime.md). An event matches a leaf by its name and its ``where`` tests on properties
+Conditions on profiles (attributes, consent) and on batch tags are read from the store for the
+persons a subject is decided for (:class:`Profile`); real-time tags are read from memory
+(:mod:`huaxiang.realtime.tag_reads`), and ``in_audience`` is the audience's rule in place (see
+docs/realtime.md). An event matches a leaf by its name and its ``where`` tests on properties
 (:func:`matcher`, the tests looked up once). A *rising* atom only turns true when events are added.
 """
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -330,3 +331,52 @@ def test_the_batch_rows_are_the_same_either_way(engine: RealtimeEngine) -> None:
         ("t0", PID, "left", TIMER),
         ("t2", PID, "entered", TIMER),
     ]
+
+
+def test_profiles_of_many_persons_read_the_same_as_of_few(tmp_path: Path) -> None:
+    """Stored tags read for many persons at once (a join) equal those read a few at a time (a
+    bound list), and ``tag_names`` keeps only those tags."""
+    from huaxiang.config import Settings
+    from huaxiang.realtime.engine import JOIN_FROM
+    from huaxiang.tags import service
+    from huaxiang.tags.definition import Status
+
+    count = JOIN_FROM + 500
+    with Store(tmp_path / "db.duckdb") as store:
+        with store.transaction() as con:
+            add_persons(con, list(range(1, count + 1)))
+            for person in range(1, count + 1, 3):
+                add_event(con, person, "buy", BASE - timedelta(days=1))
+            for person in range(1, count + 1, 5):
+                add_event(con, person, "view", BASE - timedelta(days=1))
+        for name, rule in (("buyer", "did(buy, 30d)"), ("viewer", "did(view, 30d)")):
+            service.create_tag(store, {"name": name, "rule": rule})
+            service.move_tag(store, name, Status.ACTIVE)
+        service.refresh(store, as_of=BASE)
+        engine = RealtimeEngine(store, IdentityResolver(Settings()), ManualClock(BASE))
+        persons = np.arange(1, count + 1, dtype=np.int64)
+        con = store.cursor()
+        try:
+            many = engine._profiles(con, {"tags"}, persons)
+            few: dict[int, Any] = {}
+            for start in range(0, count, JOIN_FROM // 2):
+                few.update(engine._profiles(con, {"tags"}, persons[start : start + JOIN_FROM // 2]))
+            assert {p: dict(v.tags) for p, v in many.items()} == {
+                p: dict(v.tags) for p, v in few.items()
+            }
+            assert dict(many[1].tags) == {"buyer": True, "viewer": True}
+            assert len(many) == len(range(1, count + 1, 3)) + len(range(1, count + 1, 5)) - len(
+                range(1, count + 1, 15)
+            )
+            only = engine._profiles(con, {"tags"}, persons, {"viewer"})
+            assert {p for p, v in only.items() if v.tags} == set(range(1, count + 1, 5))
+            assert all(set(v.tags) == {"viewer"} for v in only.values())
+        finally:
+            con.close()
+        # A real-time audience reading a batch tag decides them all at activation, in the
+        # definitions' transaction.
+        create_audience(store, "viewers_now", text="has_tag(viewer)")
+        engine.enqueue = lambda con, changes: 0  # no activation here
+        mark_audience(store, engine, "viewers_now", True)
+        held = [engine.held_value(p, Subject.AUDIENCE, "viewers_now") for p in range(1, count + 1)]
+        assert [p for p, value in enumerate(held, 1) if value] == list(range(1, count + 1, 5))

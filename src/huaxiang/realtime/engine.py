@@ -151,6 +151,9 @@ class CompiledSubject:
     kept in real time by this engine are read from memory instead: :attr:`reads`)."""
     reads: set[int] = field(default_factory=set)
     """The real-time tags (subject ids) it reads with ``has_tag``."""
+    needs: frozenset[str] = frozenset()
+    """The kinds of :attr:`uses` (``attributes``, ``consent``, ``tags``): what a profile read
+    for it loads."""
     key: str = ""
     """``tag:NAME`` or ``audience:NAME`` (the key of held values)."""
     digest_prefix: str = ""
@@ -1138,8 +1141,8 @@ class RealtimeEngine:
         loaded: set[str] = set()
         ones: list[int] = []  # the decisions' numbers, one after the other (see add_ones)
         for subject in decided:
-            if subject.uses and con is not None:
-                needs = {use.split(":", 1)[0] for use in subject.uses} - loaded
+            if subject.needs and con is not None:
+                needs = subject.needs - loaded
                 if needs:
                     ctx.profile = self._profile_one(con, pid, needs, ctx.profile)
                     loaded |= needs
@@ -1179,7 +1182,7 @@ class RealtimeEngine:
             outcome.add_ones(ones)
 
     def _profile_one(
-        self, con: duckdb.DuckDBPyConnection, pid: int, needs: set[str], profile: Profile
+        self, con: duckdb.DuckDBPyConnection, pid: int, needs: Collection[str], profile: Profile
     ) -> Profile:
         """``profile`` with what ``needs`` names read for person ``pid`` besides."""
         found = self._profiles(con, needs, np.array([pid], np.int64)).get(pid) or Profile()
@@ -1356,7 +1359,7 @@ class RealtimeEngine:
         if reading and con is not None:
             loaded = self._profiles(
                 con,
-                {use.split(":", 1)[0] for s, _ in reading for use in s.uses},
+                set().union(*(s.needs for s, _ in reading)),
                 np.unique(np.concatenate([p for _, p in reading])),
                 {use[5:] for s, _ in reading for use in s.uses if use.startswith("tags:")},
             )
@@ -1380,7 +1383,7 @@ class RealtimeEngine:
     def _profiles(
         self,
         con: duckdb.DuckDBPyConnection,
-        needs: set[str],
+        needs: Collection[str],
         persons: Persons,
         tag_names: Collection[str] | None = None,
     ) -> dict[int, Profile]:
@@ -2958,6 +2961,7 @@ def _link_tags(program: VectorProgram, subjects: dict[int, CompiledSubject]) -> 
         live = {use for use in subject.uses if use.startswith("tags:") and use[5:] in tags}
         subject.reads = {tags[use[5:]] for use in live}
         subject.uses -= live
+        subject.needs = frozenset(use.split(":", 1)[0] for use in subject.uses)
 
 
 def _drain(
